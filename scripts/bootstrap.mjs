@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+// Entry point of `npm test`, `npm run demo` and `npm run bench`: installs what a fresh clone on a
+// fresh machine lacks (npm dependencies, QEMU, the guest image), then runs the real command.
+// Plain Node with no dependencies, because node_modules may not exist yet.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const [task, ...rest] = process.argv.slice(2);
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+// Debian packages the tests and the demo need: QEMU itself, and what builds the guest.
+const debianPackages = ['qemu-system-x86', 'busybox-static', 'cpio', 'util-linux', 'iproute2'];
+
+function say(message) {
+  process.stderr.write(`[bootstrap] ${message}\n`);
+}
+
+function run(command, args, options = {}) {
+  const result = spawnSync(command, args, { cwd: root, stdio: 'inherit', ...options });
+  if (result.error) throw result.error;
+  return result.status ?? 1;
+}
+
+function onPath(command) {
+  return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
+}
+
+function ensureNodeModules() {
+  if (existsSync(join(root, 'node_modules', '.bin', 'vitest'))) return;
+  const hasLock = existsSync(join(root, 'package-lock.json'));
+  say(`node_modules is missing: running npm ${hasLock ? 'ci' : 'install'}`);
+  if (run('npm', [hasLock ? 'ci' : 'install', '--no-audit', '--no-fund']) !== 0) {
+    throw new Error('npm could not install the dependencies');
+  }
+}
+
+function ensureDebianPackages() {
+  const missing = [];
+  if (!onPath('qemu-system-x86_64')) missing.push('qemu-system-x86');
+  if (!existsSync('/bin/busybox') && !existsSync('/usr/bin/busybox')) missing.push('busybox-static');
+  if (!onPath('cpio')) missing.push('cpio');
+  if (!onPath('setpriv')) missing.push('util-linux');
+  if (!onPath('ip')) missing.push('iproute2');
+  if (missing.length === 0) return;
+  const command = `apt-get update && apt-get install -y --no-install-recommends ${debianPackages.join(' ')}`;
+  if (!isRoot) {
+    say(`missing Debian packages: ${missing.join(', ')}. Install them with:\n  sudo sh -c '${command}'`);
+    process.exit(1);
+  }
+  say(`installing Debian packages: ${missing.join(', ')}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  if (run('sh', ['-c', command], { env }) !== 0) throw new Error('apt-get could not install QEMU');
+}
+
+function ensureGuest() {
+  if (run('bash', [join(root, 'test', 'guest', 'build.sh')]) !== 0) {
+    throw new Error('building the guest image failed (test/guest/build.sh)');
+  }
+}
+
+const bin = (name) => join(root, 'node_modules', '.bin', name);
+
+try {
+  ensureNodeModules();
+  ensureDebianPackages();
+  switch (task) {
+    case 'test':
+      ensureGuest();
+      process.exit(run(bin('vitest'), ['run', ...rest]));
+      break;
+    case 'demo':
+      ensureGuest();
+      process.exit(run(bin('tsx'), [join(root, 'demo', 'main.ts'), ...rest]));
+      break;
+    case 'bench':
+      ensureGuest();
+      process.exit(run(bin('tsx'), [join(root, 'bench', 'run.ts'), ...rest]));
+      break;
+    case 'deps':
+      ensureGuest();
+      break;
+    default:
+      say(`unknown task '${task ?? ''}': use test, demo, bench or deps`);
+      process.exit(2);
+  }
+} catch (error) {
+  say(error instanceof Error ? error.message : String(error));
+  process.exit(1);
+}

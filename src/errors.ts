@@ -1,0 +1,46 @@
+// The root of every error this library throws. Each error has a stable `code` that callers can
+// switch on, and keeps what caused it in the standard `cause` property.
+
+const brand = Symbol.for('sandbox-vmm.error');
+
+export interface SandboxVmmErrorOptions {
+  cause?: unknown;
+}
+
+export class SandboxVmmError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string, options: SandboxVmmErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.name = new.target.name;
+    Object.defineProperty(this, brand, { value: true });
+  }
+}
+
+/** True for any error thrown by this library, even one from another copy of it (another realm). */
+export function isSandboxVmmError(error: unknown): error is SandboxVmmError {
+  return typeof error === 'object' && error !== null && (error as Record<symbol, unknown>)[brand] === true;
+}
+
+/** A long operation ran past its `timeoutMs`. */
+export class OperationTimeoutError extends SandboxVmmError {
+  readonly operation: string;
+  readonly timeoutMs: number;
+
+  constructor(operation: string, timeoutMs: number, options: SandboxVmmErrorOptions = {}) {
+    super('TIMEOUT', `${operation} did not finish within ${timeoutMs} ms`, options);
+    this.operation = operation;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** A long operation was cancelled through its AbortSignal; `cause` is the signal's reason. */
+export class OperationAbortedError extends SandboxVmmError {
+  readonly operation: string;
+
+  constructor(operation: string, options: SandboxVmmErrorOptions = {}) {
+    super('ABORTED', `${operation} was aborted`, options);
+    this.operation = operation;
+  }
+}

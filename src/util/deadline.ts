@@ -1,0 +1,96 @@
+import { OperationAbortedError, OperationTimeoutError } from '../errors.ts';
+
+/** What every long operation accepts. */
+export interface OperationOptions {
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+/**
+ * One operation's cancellation: the caller's signal and its own timeout folded into one signal
+ * whose `reason` is already a typed error (OperationAbortedError or OperationTimeoutError).
+ * Always `dispose()` it (or use `using`) so that its timer and listener go away.
+ */
+export class Deadline implements Disposable {
+  readonly signal: AbortSignal;
+  readonly #controller = new AbortController();
+  readonly #timer: NodeJS.Timeout | undefined;
+  readonly #parent: AbortSignal | undefined;
+  readonly #onParentAbort: () => void;
+
+  constructor(operation: string, options: OperationOptions = {}, defaultTimeoutMs?: number) {
+    this.signal = this.#controller.signal;
+    this.#parent = options.signal;
+    this.#onParentAbort = () => {
+      this.#controller.abort(new OperationAbortedError(operation, { cause: this.#parent?.reason }));
+    };
+    if (this.#parent?.aborted) {
+      this.#onParentAbort();
+    } else {
+      this.#parent?.addEventListener('abort', this.#onParentAbort, { once: true });
+    }
+    const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
+    if (timeoutMs !== undefined && Number.isFinite(timeoutMs) && !this.signal.aborted) {
+      this.#timer = setTimeout(() => {
+        this.#controller.abort(new OperationTimeoutError(operation, timeoutMs));
+      }, timeoutMs);
+      this.#timer.unref();
+    }
+  }
+
+  /** Throws the typed reason if the deadline has passed or the caller aborted. */
+  throwIfDone(): void {
+    if (this.signal.aborted) throw this.signal.reason;
+  }
+
+  /** Rejects with the typed reason when the deadline passes; never resolves otherwise. */
+  expired(): Promise<never> {
+    return new Promise((_, reject) => {
+      if (this.signal.aborted) reject(this.signal.reason as Error);
+      else this.signal.addEventListener('abort', () => reject(this.signal.reason as Error), { once: true });
+    });
+  }
+
+  /** Races `promise` against the deadline. */
+  async race<T>(promise: Promise<T>): Promise<T> {
+    this.throwIfDone();
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(this.signal.reason as Error);
+      this.signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([promise, aborted]);
+    } finally {
+      if (onAbort) this.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  dispose(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#parent?.removeEventListener('abort', this.#onParentAbort);
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** Resolves after `ms`, or rejects with the deadline's reason as soon as it passes. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason as Error);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason as Error);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
