@@ -17,8 +17,18 @@ export class Deadline implements Disposable {
   readonly #timer: NodeJS.Timeout | undefined;
   readonly #parent: AbortSignal | undefined;
   readonly #onParentAbort: () => void;
+  readonly #linked: { signal: AbortSignal; onAbort: () => void }[] = [];
 
-  constructor(operation: string, options: OperationOptions = {}, defaultTimeoutMs?: number) {
+  /**
+   * `linked` signals abort this deadline with their own reason, unchanged (for example a VM's
+   * "stopping" signal whose reason is already the error pending operations should reject with).
+   */
+  constructor(
+    operation: string,
+    options: OperationOptions = {},
+    defaultTimeoutMs?: number,
+    linked: readonly AbortSignal[] = [],
+  ) {
     this.signal = this.#controller.signal;
     this.#parent = options.signal;
     this.#onParentAbort = () => {
@@ -28,6 +38,12 @@ export class Deadline implements Disposable {
       this.#onParentAbort();
     } else {
       this.#parent?.addEventListener('abort', this.#onParentAbort, { once: true });
+    }
+    for (const signal of linked) {
+      const onAbort = () => this.#controller.abort(signal.reason);
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+      this.#linked.push({ signal, onAbort });
     }
     const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
     if (timeoutMs !== undefined && Number.isFinite(timeoutMs) && !this.signal.aborted) {
@@ -69,6 +85,7 @@ export class Deadline implements Disposable {
   dispose(): void {
     if (this.#timer) clearTimeout(this.#timer);
     this.#parent?.removeEventListener('abort', this.#onParentAbort);
+    for (const { signal, onAbort } of this.#linked) signal.removeEventListener('abort', onAbort);
   }
 
   [Symbol.dispose](): void {

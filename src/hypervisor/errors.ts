@@ -1,0 +1,188 @@
+// Errors of the backend-neutral Hypervisor interface. Every backend throws these, so a runtime can
+// switch on `code` without knowing which hypervisor is underneath.
+import { SandboxVmmError, type SandboxVmmErrorOptions } from '../errors.ts';
+import type { VmState } from './types.ts';
+
+/** An operation was called in a state that does not allow it. */
+export class InvalidStateError extends SandboxVmmError {
+  readonly operation: string;
+  readonly state: VmState;
+
+  constructor(operation: string, state: VmState, allowed: readonly VmState[]) {
+    super('INVALID_STATE', `${operation} is not allowed while the VM is ${state} (allowed: ${allowed.join(', ')})`);
+    this.operation = operation;
+    this.state = state;
+  }
+}
+
+export interface ExitDetails {
+  exitCode?: number | undefined;
+  signal?: string | undefined;
+  stderrTail?: string | undefined;
+}
+
+function describeExit(details: ExitDetails): string {
+  const how =
+    details.signal !== undefined
+      ? `killed by ${details.signal}`
+      : details.exitCode !== undefined
+        ? `exited with status ${details.exitCode}`
+        : 'exited';
+  const tail = details.stderrTail?.trim();
+  return tail ? `${how}; stderr: ${tail}` : how;
+}
+
+/** startVM failed; the hypervisor process was killed and reaped and its runtime directory removed. */
+export class VmStartError extends SandboxVmmError {
+  readonly exitCode: number | undefined;
+  readonly signal: string | undefined;
+  readonly stderrTail: string | undefined;
+
+  constructor(reason: string, details: ExitDetails & SandboxVmmErrorOptions = {}) {
+    const exited = details.exitCode !== undefined || details.signal !== undefined;
+    super('VM_START_FAILED', `startVM failed: ${reason}${exited ? ` (the hypervisor ${describeExit(details)})` : details.stderrTail?.trim() ? ` (stderr: ${details.stderrTail.trim()})` : ''}`, details);
+    this.exitCode = details.exitCode;
+    this.signal = details.signal;
+    this.stderrTail = details.stderrTail;
+  }
+}
+
+/** The hypervisor process exited while an operation needed it. */
+export class VmExitedError extends SandboxVmmError {
+  readonly exitCode: number | undefined;
+  readonly signal: string | undefined;
+  readonly stderrTail: string | undefined;
+
+  constructor(operation: string, details: ExitDetails & SandboxVmmErrorOptions = {}) {
+    super('VM_EXITED', `${operation} failed: the hypervisor ${describeExit(details)}`, details);
+    this.exitCode = details.exitCode;
+    this.signal = details.signal;
+    this.stderrTail = details.stderrTail;
+  }
+}
+
+/** An operation was still pending when stopVM was called; it was abandoned. */
+export class VmStoppingError extends SandboxVmmError {
+  readonly operation: string;
+
+  constructor(operation: string) {
+    super('VM_STOPPING', `${operation} was interrupted because stopVM was called`);
+    this.operation = operation;
+  }
+}
+
+/** check() found the guest in a bad state (panicked, internal error) or the hypervisor gone. */
+export class VmUnhealthyError extends SandboxVmmError {
+  readonly status: string;
+
+  constructor(status: string, options: SandboxVmmErrorOptions = {}) {
+    super('VM_UNHEALTHY', `the VM is unhealthy: ${status}`, options);
+    this.status = status;
+  }
+}
+
+/** Every slot a device kind can be plugged into is taken. */
+export class NoFreeSlotError extends SandboxVmmError {
+  readonly deviceId: string;
+
+  constructor(deviceId: string, what: string) {
+    super('NO_FREE_SLOT', `cannot hotplug ${deviceId}: no free ${what} (reserve more in the config)`);
+    this.deviceId = deviceId;
+  }
+}
+
+export class DeviceExistsError extends SandboxVmmError {
+  readonly deviceId: string;
+
+  constructor(deviceId: string) {
+    super('DEVICE_EXISTS', `a device with id '${deviceId}' is already plugged`);
+    this.deviceId = deviceId;
+  }
+}
+
+export class DeviceNotFoundError extends SandboxVmmError {
+  readonly deviceId: string;
+
+  constructor(deviceId: string) {
+    super('DEVICE_NOT_FOUND', `no hot-pluggable device with id '${deviceId}'`);
+    this.deviceId = deviceId;
+  }
+}
+
+/** A hotplug step failed; whatever had already been added was rolled back. */
+export class HotplugError extends SandboxVmmError {
+  readonly deviceId: string;
+  readonly step: string;
+
+  constructor(deviceId: string, step: string, options: SandboxVmmErrorOptions = {}) {
+    const detail = options.cause instanceof Error ? `: ${options.cause.message}` : '';
+    super('HOTPLUG_FAILED', `hotplug of ${deviceId} failed at ${step}${detail}`, options);
+    this.deviceId = deviceId;
+    this.step = step;
+  }
+}
+
+/** The guest did not release a device in time. The device stays plugged and accounted for. */
+export class DeviceRemovalTimeoutError extends SandboxVmmError {
+  readonly deviceId: string;
+  readonly timeoutMs: number;
+
+  constructor(deviceId: string, timeoutMs: number) {
+    super(
+      'DEVICE_REMOVAL_TIMEOUT',
+      `the guest did not release ${deviceId} within ${timeoutMs} ms (no DEVICE_DELETED); it is still plugged`,
+    );
+    this.deviceId = deviceId;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** A resize asked for more (or less) than the config allows. */
+export class ResourceLimitError extends SandboxVmmError {
+  readonly resource: 'memory' | 'cpus';
+  readonly requested: number;
+  readonly limit: number;
+
+  constructor(resource: 'memory' | 'cpus', requested: number, limit: number, bound: 'max' | 'min') {
+    const unit = resource === 'memory' ? ' MiB' : '';
+    super(
+      'RESOURCE_LIMIT',
+      `cannot resize ${resource} to ${requested}${unit}: the ${bound === 'max' ? 'maximum' : 'minimum'} is ${limit}${unit}`,
+    );
+    this.resource = resource;
+    this.requested = requested;
+    this.limit = limit;
+  }
+}
+
+/** A memory resize stopped before reaching its target; `reachedMiB` is where it stands. */
+export class ResizeIncompleteError extends SandboxVmmError {
+  readonly targetMiB: number;
+  readonly reachedMiB: number;
+
+  constructor(targetMiB: number, reachedMiB: number, options: SandboxVmmErrorOptions = {}) {
+    super('RESIZE_INCOMPLETE', `memory resize to ${targetMiB} MiB stopped at ${reachedMiB} MiB`, options);
+    this.targetMiB = targetMiB;
+    this.reachedMiB = reachedMiB;
+  }
+}
+
+/** The backend or the config cannot do this at all. */
+export class UnsupportedOperationError extends SandboxVmmError {
+  readonly operation: string;
+
+  constructor(operation: string, reason: string) {
+    super('UNSUPPORTED', `${operation} is not supported: ${reason}`);
+    this.operation = operation;
+  }
+}
+
+/** Re-attaching to a running VM from its runtime directory failed. */
+export class AttachError extends SandboxVmmError {
+  readonly runtimeDir: string;
+
+  constructor(runtimeDir: string, reason: string, options: SandboxVmmErrorOptions = {}) {
+    super('ATTACH_FAILED', `cannot attach to the VM in ${runtimeDir}: ${reason}`, options);
+    this.runtimeDir = runtimeDir;
+  }
+}

@@ -1,0 +1,64 @@
+// The state machine every backend shares: which operation may run in which state, and the
+// bookkeeping that lets stopVM interrupt whatever is still pending.
+import { Deadline, type OperationOptions } from '../util/deadline.ts';
+import { InvalidStateError, VmStoppingError } from './errors.ts';
+import type { VmState } from './types.ts';
+
+export class Lifecycle {
+  #state: VmState = 'created';
+  #stopping = new AbortController();
+  readonly #onChange: (from: VmState, to: VmState) => void;
+
+  constructor(onChange: (from: VmState, to: VmState) => void = () => {}) {
+    this.#onChange = onChange;
+  }
+
+  get state(): VmState {
+    return this.#state;
+  }
+
+  require(operation: string, allowed: readonly VmState[]): void {
+    if (!allowed.includes(this.#state)) throw new InvalidStateError(operation, this.#state, allowed);
+  }
+
+  to(next: VmState): void {
+    const from = this.#state;
+    if (from === next) return;
+    this.#state = next;
+    this.#onChange(from, next);
+  }
+
+  /**
+   * Interrupts every pending operation and every later one: each rejects with the error `reason`
+   * makes for it (VmStoppingError by default, VmExitedError when the hypervisor died).
+   */
+  interruptPending(reason: (operation: string) => Error = (operation) => new VmStoppingError(operation)): void {
+    if (!this.#stopping.signal.aborted) this.#stopping.abort(reason);
+  }
+
+  /**
+   * Runs `fn` if the state allows `operation`, under one deadline made of the caller's signal, its
+   * timeout (or `defaultTimeoutMs`) and the VM stopping. `fn` must honour the signal it is given.
+   */
+  async run<T>(
+    operation: string,
+    allowed: readonly VmState[],
+    options: OperationOptions | undefined,
+    defaultTimeoutMs: number | undefined,
+    fn: (deadline: Deadline) => Promise<T>,
+  ): Promise<T> {
+    this.require(operation, allowed);
+    const stopping = new AbortController();
+    const onStop = () => stopping.abort((this.#stopping.signal.reason as (operation: string) => Error)(operation));
+    if (this.#stopping.signal.aborted) onStop();
+    else this.#stopping.signal.addEventListener('abort', onStop, { once: true });
+    const deadline = new Deadline(operation, options, defaultTimeoutMs, [stopping.signal]);
+    try {
+      deadline.throwIfDone();
+      return await deadline.race(fn(deadline));
+    } finally {
+      deadline.dispose();
+      this.#stopping.signal.removeEventListener('abort', onStop);
+    }
+  }
+}

@@ -1,0 +1,131 @@
+// The backend-neutral contract a container runtime codes against. QEMU implements it today; a
+// Cloud Hypervisor or Firecracker backend would implement the same interface (see ARCHITECTURE.md).
+import type {
+  BlockDeviceConfig,
+  NetDeviceConfig,
+  SandboxConfig,
+  SandboxConfigInput,
+  VfioDeviceConfig,
+} from './config/index.ts';
+import type { OperationOptions } from '../util/deadline.ts';
+
+/**
+ * created → starting → running ⇄ paused → stopping → stopped.
+ * A failed start goes back to stopped; stopVM is allowed from every state and is idempotent.
+ */
+export type VmState = 'created' | 'starting' | 'running' | 'paused' | 'stopping' | 'stopped';
+
+export interface StartOptions extends OperationOptions {
+  /** Leave the vCPUs stopped once the hypervisor is up (state `paused`); resumeVM runs them. */
+  paused?: boolean;
+}
+
+export interface StopOptions extends OperationOptions {
+  /**
+   * Ask the guest to power off (ACPI) and wait up to this long before forcing the hypervisor to
+   * quit. 0 skips the graceful step. Default 0: a sandbox's guest holds no state worth a clean
+   * shutdown, and Kata kills QEMU outright for the same reason.
+   */
+  gracefulTimeoutMs?: number;
+}
+
+/** How the hypervisor process ended. */
+export interface VmExitInfo {
+  /** Whether stopVM asked for it; false means the process died on its own (or was killed). */
+  expected: boolean;
+  exitCode: number | undefined;
+  signal: string | undefined;
+  /** The last lines the hypervisor wrote to stderr. */
+  stderrTail: string;
+}
+
+/** Devices that can be plugged into a running VM. CPUs and memory change through the resize calls. */
+export type HotplugDevice = BlockDeviceConfig | NetDeviceConfig | VfioDeviceConfig;
+
+export interface HotplugResult {
+  id: string;
+  type: HotplugDevice['type'];
+  /** Where the device went: a PCIe root port id, or the SCSI controller for scsi disks. */
+  bus: string;
+}
+
+export interface MemoryResizeResult {
+  previousMiB: number;
+  currentMiB: number;
+}
+
+export interface VcpuResizeResult {
+  previous: number;
+  current: number;
+}
+
+/** vCPU index → host thread id, for pinning. */
+export type VcpuThreadIds = Map<number, number>;
+
+export interface HypervisorCapabilities {
+  blockHotplug: boolean;
+  netHotplug: boolean;
+  vfioHotplug: boolean;
+  cpuHotplug: boolean;
+  cpuHotUnplug: boolean;
+  memoryHotplug: boolean;
+  memoryHotUnplug: boolean;
+  /** virtio-fs / 9p file sharing with the host. */
+  fsSharing: boolean;
+  pause: boolean;
+  /** A new process can take over the running VM from its runtime directory. */
+  reattach: boolean;
+}
+
+/** One device the backend currently knows to be plugged, cold or hot. */
+export interface PluggedDevice {
+  id: string;
+  type: string;
+  hotplugged: boolean;
+  bus?: string;
+}
+
+export interface Hypervisor {
+  /** Backend name, e.g. 'qemu' or 'mock'. */
+  readonly kind: string;
+  /** The VM id (the config's id, generated when absent); undefined before createVM. */
+  readonly id: string | undefined;
+  readonly state: VmState;
+  /** The validated config, with defaults filled; undefined before createVM. */
+  readonly config: SandboxConfig | undefined;
+  /** Set once the hypervisor process has ended, expectedly or not. */
+  readonly exitInfo: VmExitInfo | undefined;
+
+  /** Validates the config and prepares the VM; nothing starts. */
+  createVM(config: SandboxConfigInput, options?: OperationOptions): Promise<void>;
+  /** Launches the hypervisor and runs the guest (or leaves it paused). */
+  startVM(options?: StartOptions): Promise<void>;
+  /** Idempotent; pending operations reject with VmStoppingError. Cleans up everything. */
+  stopVM(options?: StopOptions): Promise<void>;
+  pauseVM(options?: OperationOptions): Promise<void>;
+  resumeVM(options?: OperationOptions): Promise<void>;
+
+  hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult>;
+  hotplugRemoveDevice(id: string, options?: OperationOptions): Promise<void>;
+  /** Sets guest memory to `targetMiB` (aligned up to what the guest needs); returns the sizes. */
+  resizeMemory(targetMiB: number, options?: OperationOptions): Promise<MemoryResizeResult>;
+  /** Sets the number of vCPUs; returns the previous and the current count. */
+  resizeVCPUs(count: number, options?: OperationOptions): Promise<VcpuResizeResult>;
+
+  /** Hypervisor pid first, helper daemons after; empty when nothing runs. */
+  getPids(): number[];
+  getThreadIds(options?: OperationOptions): Promise<VcpuThreadIds>;
+  /** Resolves when healthy; rejects with VmUnhealthyError (panicked guest, internal error, gone). */
+  check(options?: OperationOptions): Promise<void>;
+  capabilities(): HypervisorCapabilities;
+  devices(): PluggedDevice[];
+  /** Called once when the hypervisor process ends without stopVM having asked for it. */
+  onExit(listener: (info: VmExitInfo) => void): () => void;
+  /** Hypervisor events (e.g. 'GUEST_PANICKED', 'DEVICE_DELETED') as the backend sees them. */
+  onEvent(listener: (event: HypervisorEvent) => void): () => void;
+}
+
+export interface HypervisorEvent {
+  name: string;
+  data: Record<string, unknown>;
+}

@@ -1,0 +1,9 @@
+// The public surface: the Hypervisor contract and its errors, the backends, the config schema.
+export * from './errors.ts';
+export type { OperationOptions } from './util/deadline.ts';
+export * from './hypervisor/types.ts';
+export * from './hypervisor/errors.ts';
+export * from './hypervisor/config/index.ts';
+export { QemuHypervisor, type QemuHypervisorOptions } from './qemu/qemu-hypervisor.ts';
+export { buildQemuArgv } from './qemu/argv/index.ts';
+export { runtimePaths, type RuntimePaths } from './qemu/runtime-paths.ts';

@@ -1,0 +1,55 @@
+// vCPU hotplug: add with exactly the topology props QEMU offers in query-hotpluggable-cpus (never
+// guessed ones), remove in reverse order of addition. Boot vCPUs are not removable.
+import { HotplugError, ResourceLimitError } from '../../hypervisor/errors.ts';
+import type { VcpuResizeResult } from '../../hypervisor/types.ts';
+import { QmpCommandError } from '../../qmp/index.ts';
+import { within, type HotplugContext } from './context.ts';
+import { removeFrontend } from './devices.ts';
+
+const CPU_REMOVAL_TIMEOUT_MS = 10_000;
+
+export function currentVcpus(ctx: Pick<HotplugContext, 'config' | 'state'>): number {
+  return ctx.config.cpus.boot + ctx.state.cpus.length;
+}
+
+export async function resizeVcpus(ctx: HotplugContext, count: number): Promise<VcpuResizeResult> {
+  const { boot, max } = ctx.config.cpus;
+  if (!Number.isInteger(count)) throw new ResourceLimitError('cpus', count, boot, 'min');
+  if (count > max) throw new ResourceLimitError('cpus', count, max, 'max');
+  if (count < boot) throw new ResourceLimitError('cpus', count, boot, 'min');
+  const previous = currentVcpus(ctx);
+  while (currentVcpus(ctx) < count) await addOne(ctx);
+  while (currentVcpus(ctx) > count) await removeNewest(ctx);
+  ctx.logger.info({ previous, current: currentVcpus(ctx) }, 'vcpus resized');
+  return { previous, current: currentVcpus(ctx) };
+}
+
+interface HotpluggableCpu {
+  type: string;
+  'qom-path'?: string;
+  props: Record<string, number | undefined>;
+}
+
+async function addOne(ctx: HotplugContext): Promise<void> {
+  const slots = (await ctx.qmp.execute('query-hotpluggable-cpus', undefined, within(ctx))) as HotpluggableCpu[];
+  const free = slots
+    .filter((slot) => slot['qom-path'] === undefined)
+    .sort((a, b) => (a.props['core-id'] ?? 0) - (b.props['core-id'] ?? 0))[0];
+  if (!free) throw new HotplugError('vcpu', 'query-hotpluggable-cpus (no free vCPU slot)');
+  const coreId = free.props['core-id'] ?? ctx.state.cpus.length + ctx.config.cpus.boot;
+  const qemuId = `vcpu${coreId}`;
+  try {
+    await ctx.qmp.execute('device_add', { driver: free.type, id: qemuId, ...free.props }, within(ctx));
+  } catch (error) {
+    if (error instanceof QmpCommandError) throw new HotplugError(qemuId, 'device_add', { cause: error });
+    throw error;
+  }
+  ctx.state.cpus.push({ qemuId, coreId });
+}
+
+async function removeNewest(ctx: HotplugContext): Promise<void> {
+  const newest = ctx.state.cpus.at(-1);
+  if (!newest) return;
+  await removeFrontend(ctx, newest.qemuId, CPU_REMOVAL_TIMEOUT_MS);
+  ctx.state.cpus.pop();
+}

@@ -1,0 +1,129 @@
+// Memory resize. virtio-mem grows and shrinks by asking the device for a new size and waiting for
+// the guest to plug or unplug it; DIMMs only grow, one pc-dimm per step, in steps small enough for
+// the guest to online (its memmap must fit in the memory it already has).
+import { OperationTimeoutError } from '../../errors.ts';
+import { HotplugError, NoFreeSlotError, ResizeIncompleteError, ResourceLimitError, UnsupportedOperationError } from '../../hypervisor/errors.ts';
+import type { MemoryResizeResult } from '../../hypervisor/types.ts';
+import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
+import { within, type HotplugContext } from './context.ts';
+import type { HotpluggedDimm } from './state.ts';
+
+export const VIRTIO_MEM_ID = 'vmem0';
+const MiB = 1024 * 1024;
+/** x86_64 Linux hot(un)plugs memory in 128 MiB blocks. */
+export const GUEST_MEMORY_BLOCK_MiB = 128;
+/**
+ * Onlining N MiB costs the guest about N/64 MiB of struct pages taken from memory it already has;
+ * Kata caps each step at 48 times the current size to stay clear of that (kata-containers#4847).
+ */
+export const DIMM_STEP_FACTOR = 48;
+
+export function currentMemoryMiB(ctx: Pick<HotplugContext, 'config' | 'state'>): number {
+  const { bootMiB, hotplug } = ctx.config.memory;
+  if (hotplug === 'virtio-mem') return bootMiB + ctx.state.virtioMemMiB;
+  return bootMiB + ctx.state.dimms.reduce((sum, dimm) => sum + dimm.sizeMiB, 0);
+}
+
+export async function resizeMemory(ctx: HotplugContext, targetMiB: number): Promise<MemoryResizeResult> {
+  const { bootMiB, maxMiB, hotplug } = ctx.config.memory;
+  if (!Number.isInteger(targetMiB) || targetMiB < bootMiB) throw new ResourceLimitError('memory', targetMiB, bootMiB, 'min');
+  if (targetMiB > maxMiB) throw new ResourceLimitError('memory', targetMiB, maxMiB, 'max');
+  const previousMiB = currentMemoryMiB(ctx);
+  if (hotplug === 'none' && targetMiB !== previousMiB) {
+    throw new UnsupportedOperationError('resizeMemory', 'the config has memory.hotplug "none"');
+  }
+  if (hotplug === 'virtio-mem') await resizeVirtioMem(ctx, targetMiB);
+  if (hotplug === 'dimm') await growDimms(ctx, targetMiB);
+  const currentMiB = currentMemoryMiB(ctx);
+  ctx.logger.info({ previousMiB, currentMiB }, 'memory resized');
+  return { previousMiB, currentMiB };
+}
+
+function alignUp(value: number, to: number): number {
+  return Math.ceil(value / to) * to;
+}
+
+async function resizeVirtioMem(ctx: HotplugContext, targetMiB: number): Promise<void> {
+  const { bootMiB, maxMiB } = ctx.config.memory;
+  const blockBytes = Number(await ctx.qmp.execute('qom-get', { path: VIRTIO_MEM_ID, property: 'block-size' }, within(ctx)));
+  const requestedBytes = Math.min(alignUp((targetMiB - bootMiB) * MiB, blockBytes), (maxMiB - bootMiB) * MiB);
+  // Listen before asking, so a size change reported right after qom-set is not missed.
+  let plugged = Number.NaN;
+  let wake: () => void = () => {};
+  const stopListening = ctx.qmp.on('MEMORY_DEVICE_SIZE_CHANGE', (event: QmpEvent) => {
+    if (event.data['id'] !== VIRTIO_MEM_ID && !String(event.data['qom-path'] ?? '').endsWith(`/${VIRTIO_MEM_ID}`)) return;
+    plugged = Number(event.data['size']);
+    wake();
+  });
+  try {
+    await ctx.qmp.execute('qom-set', { path: VIRTIO_MEM_ID, property: 'requested-size', value: requestedBytes }, within(ctx));
+    ctx.state.virtioMemMiB = requestedBytes / MiB;
+    if (Number.isNaN(plugged)) plugged = Number(await ctx.qmp.execute('qom-get', { path: VIRTIO_MEM_ID, property: 'size' }, within(ctx)));
+    while (plugged !== requestedBytes) {
+      await ctx.deadline.race(new Promise<void>((resolve) => (wake = resolve)));
+    }
+  } catch (error) {
+    if (!(error instanceof OperationTimeoutError)) throw error;
+    // The guest did not get there in time: report where it stands, and leave the request in place
+    // (the guest may still catch up; a new resize replaces it).
+    const reached = Number(await ctx.qmp.execute('qom-get', { path: VIRTIO_MEM_ID, property: 'size' }, { timeoutMs: 2_000 }));
+    throw new ResizeIncompleteError(bootMiB + requestedBytes / MiB, bootMiB + reached / MiB, { cause: error });
+  } finally {
+    stopListening();
+  }
+}
+
+function dimmBackend(ctx: HotplugContext, id: string, sizeMiB: number): Record<string, unknown> {
+  const { backing, prealloc } = ctx.config.memory;
+  const common: Record<string, unknown> = { id, size: sizeMiB * MiB };
+  if (prealloc) common['prealloc'] = true;
+  switch (backing.type) {
+    case 'shared':
+      return { 'qom-type': 'memory-backend-memfd', share: true, ...common };
+    case 'file':
+      return { 'qom-type': 'memory-backend-file', 'mem-path': backing.path, share: true, ...common };
+    case 'hugepages':
+      return { 'qom-type': 'memory-backend-file', 'mem-path': backing.path ?? '/dev/hugepages', share: true, ...common };
+    default:
+      return { 'qom-type': 'memory-backend-ram', ...common };
+  }
+}
+
+async function growDimms(ctx: HotplugContext, targetMiB: number): Promise<void> {
+  const current = currentMemoryMiB(ctx);
+  if (targetMiB < current) {
+    throw new UnsupportedOperationError('resizeMemory', 'DIMM memory cannot shrink (use memory.hotplug "virtio-mem")');
+  }
+  let missing = alignUp(targetMiB - current, GUEST_MEMORY_BLOCK_MiB);
+  missing = Math.min(missing, ctx.config.memory.maxMiB - current);
+  while (missing > 0) {
+    const now = currentMemoryMiB(ctx);
+    const step = Math.min(missing, Math.floor((now * DIMM_STEP_FACTOR) / GUEST_MEMORY_BLOCK_MiB) * GUEST_MEMORY_BLOCK_MiB);
+    if (ctx.state.dimms.length >= ctx.config.memory.slots) {
+      throw new NoFreeSlotError(`dimm${ctx.state.dimms.length}`, `memory slot (all ${ctx.config.memory.slots} are in use)`);
+    }
+    await addDimm(ctx, step);
+    missing -= step;
+  }
+}
+
+async function addDimm(ctx: HotplugContext, sizeMiB: number): Promise<void> {
+  const index = ctx.state.dimms.reduce((next, d) => Math.max(next, Number(d.qemuId.slice(4)) + 1), 0);
+  const dimm: HotpluggedDimm = { qemuId: `dimm${index}`, backendId: `mem-dimm${index}`, sizeMiB };
+  try {
+    await ctx.qmp.execute('object-add', dimmBackend(ctx, dimm.backendId, sizeMiB), within(ctx));
+  } catch (error) {
+    if (error instanceof QmpCommandError) throw new HotplugError(dimm.qemuId, 'object-add', { cause: error });
+    throw error;
+  }
+  try {
+    await ctx.qmp.execute('device_add', { driver: 'pc-dimm', id: dimm.qemuId, memdev: dimm.backendId }, within(ctx));
+  } catch (error) {
+    await ctx.qmp.execute('object-del', { id: dimm.backendId }, { timeoutMs: 5_000 }).catch((undoError: unknown) => {
+      ctx.logger.error({ err: undoError }, 'rollback of the dimm backend failed');
+    });
+    if (error instanceof QmpCommandError) throw new HotplugError(dimm.qemuId, 'device_add', { cause: error });
+    throw error;
+  }
+  ctx.state.dimms.push(dimm);
+}

@@ -1,0 +1,40 @@
+// What has been plugged and resized since boot. Saved in the runtime directory after every change,
+// so a process that re-attaches knows which slots are taken and what it may remove.
+import type { HotplugDevice } from '../../hypervisor/types.ts';
+
+export interface HotpluggedDevice {
+  id: string;
+  device: HotplugDevice;
+  /** The root port (rpN) or SCSI controller the device sits on. */
+  bus: string;
+  /** Backend objects to delete after the frontend is gone, in order. */
+  backends: BackendRef[];
+}
+
+export type BackendRef = { kind: 'blockdev'; nodeName: string } | { kind: 'netdev'; id: string };
+
+export interface HotpluggedCpu {
+  qemuId: string;
+  coreId: number;
+}
+
+export interface HotpluggedDimm {
+  qemuId: string;
+  backendId: string;
+  sizeMiB: number;
+}
+
+export interface HotplugState {
+  devices: HotpluggedDevice[];
+  /** Devices the backend added for its own needs (e.g. a SCSI controller), with their port. */
+  infrastructure: { id: string; bus: string }[];
+  /** Hot-added vCPUs, oldest first; removal goes in reverse. */
+  cpus: HotpluggedCpu[];
+  /** virtio-mem: the size requested from the device, beyond boot memory. */
+  virtioMemMiB: number;
+  dimms: HotpluggedDimm[];
+}
+
+export function emptyHotplugState(): HotplugState {
+  return { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, dimms: [] };
+}

@@ -1,0 +1,57 @@
+// What /proc says about a process. process.kill(pid, 0) succeeds for zombies, so liveness reads the
+// state field too; starttime guards against a recycled pid.
+import { readFileSync, readdirSync } from 'node:fs';
+
+export interface ProcStat {
+  state: string;
+  /** Clock ticks since boot at which the process started: with the pid, a unique identity. */
+  startTime: number;
+  ppid: number;
+}
+
+export function readProcStat(pid: number): ProcStat | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) may contain spaces and parentheses: fields restart after the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const state = fields[0];
+  const ppid = Number(fields[1]);
+  const startTime = Number(fields[19]);
+  if (state === undefined || !Number.isFinite(startTime)) return undefined;
+  return { state, startTime, ppid };
+}
+
+/** True while `pid` is a live (non-zombie) process with the given start time. */
+export function isProcessAlive(pid: number, startTime?: number): boolean {
+  const stat = readProcStat(pid);
+  if (!stat || stat.state === 'Z' || stat.state === 'X') return false;
+  return startTime === undefined || stat.startTime === startTime;
+}
+
+export interface ThreadInfo {
+  tid: number;
+  name: string;
+}
+
+/** Threads of a process with their names (`CPU 0/TCG`, `CPU 1/KVM` … with debug-threads=on). */
+export function listThreads(pid: number): ThreadInfo[] {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  const threads: ThreadInfo[] = [];
+  for (const tid of tids) {
+    try {
+      threads.push({ tid: Number(tid), name: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() });
+    } catch {
+      // The thread ended while we listed it.
+    }
+  }
+  return threads;
+}

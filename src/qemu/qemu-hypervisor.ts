@@ -1,0 +1,532 @@
+// The QEMU backend of the Hypervisor interface: the argv builder, the process launcher and the QMP
+// client put together, with a state machine around them and cleanup on every path.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from '../util/logger.ts';
+import { silentLogger } from '../util/logger.ts';
+import { sleep, type Deadline, type OperationOptions } from '../util/deadline.ts';
+import { isSandboxVmmError } from '../errors.ts';
+import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
+import {
+  AttachError,
+  VmExitedError,
+  VmStartError,
+  VmUnhealthyError,
+} from '../hypervisor/errors.ts';
+import { Lifecycle } from '../hypervisor/lifecycle.ts';
+import type {
+  HotplugDevice,
+  HotplugResult,
+  Hypervisor,
+  HypervisorCapabilities,
+  HypervisorEvent,
+  MemoryResizeResult,
+  PluggedDevice,
+  StartOptions,
+  StopOptions,
+  VcpuResizeResult,
+  VcpuThreadIds,
+  VmExitInfo,
+  VmState,
+} from '../hypervisor/types.ts';
+import { QmpClient, QmpDisconnectedError, type QmpEvent } from '../qmp/index.ts';
+import { buildQemuArgv } from './argv/index.ts';
+import { AdoptedProcess, killAndWait, SpawnedProcess, type DropPrivileges, type VmmProcess } from './process/vmm-process.ts';
+import { isProcessAlive } from './process/proc-fs.ts';
+import { createRuntimeDir, defaultRuntimeBase, removeRuntimeDir, resolveQemuUser } from './runtime-dir.ts';
+import { MAX_SOCKET_PATH_BYTES, runtimePaths, type RuntimePaths } from './runtime-paths.ts';
+import { readStateFile, writeStateFile, STATE_FILE_VERSION } from './state-file.ts';
+import { emptyHotplugState, type HotplugState } from './hotplug/state.ts';
+import { hotplugDevice, unplugDevice } from './hotplug/devices.ts';
+import type { HotplugContext } from './hotplug/context.ts';
+import { resizeVcpus } from './hotplug/cpus.ts';
+import { resizeMemory } from './hotplug/memory.ts';
+
+export interface QemuHypervisorOptions {
+  /** pino logger; each VM logs through a child carrying its id. Silent by default. */
+  logger?: Logger;
+  /** Default timeout of operations that were given none. */
+  defaultTimeoutMs?: number;
+  /** How long a removal waits for the guest to release a device. */
+  deviceRemovalTimeoutMs?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+const QUIT_WAIT_MS = 3_000;
+const STDERR_FILE = 'qemu.stderr';
+
+export class QemuHypervisor implements Hypervisor {
+  readonly kind = 'qemu';
+  readonly #logger: Logger;
+  readonly #defaultTimeoutMs: number;
+  readonly #removalTimeoutMs: number;
+  #log: Logger;
+  readonly #lifecycle: Lifecycle;
+  #config: SandboxConfig | undefined;
+  #paths: RuntimePaths | undefined;
+  #argv: { args: string[]; passFds: number[] } | undefined;
+  #user: DropPrivileges | undefined;
+  #process: VmmProcess | undefined;
+  #qmp: QmpClient | undefined;
+  #hotplug: HotplugState = emptyHotplugState();
+  #exitInfo: VmExitInfo | undefined;
+  #stopPromise: Promise<void> | undefined;
+  #expectingExit = false;
+  readonly #exitListeners = new Set<(info: VmExitInfo) => void>();
+  readonly #eventListeners = new Set<(event: HypervisorEvent) => void>();
+
+  constructor(options: QemuHypervisorOptions = {}) {
+    this.#logger = options.logger ?? silentLogger;
+    this.#log = this.#logger;
+    this.#defaultTimeoutMs = options.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#removalTimeoutMs = options.deviceRemovalTimeoutMs ?? 10_000;
+    this.#lifecycle = new Lifecycle((from, to) => this.#log.info({ from, to }, 'vm state'));
+  }
+
+  get id(): string | undefined {
+    return this.#config?.id;
+  }
+
+  get state(): VmState {
+    return this.#lifecycle.state;
+  }
+
+  get config(): SandboxConfig | undefined {
+    return this.#config;
+  }
+
+  get exitInfo(): VmExitInfo | undefined {
+    return this.#exitInfo;
+  }
+
+  /** The VM's runtime directory (sockets, pidfile, saved state); undefined before createVM. */
+  get runtimeDir(): string | undefined {
+    return this.#paths?.dir;
+  }
+
+  /** QEMU's pid while it runs. */
+  get pid(): number | undefined {
+    return this.#process && !this.#process.hasExited ? this.#process.pid : undefined;
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  async createVM(input: SandboxConfigInput, _options?: OperationOptions): Promise<void> {
+    this.#lifecycle.require('createVM', ['created']);
+    if (this.#config) throw new AttachError(this.#paths?.dir ?? '', 'createVM was already called on this instance');
+    const config = parseSandboxConfig(input);
+    const dir = config.runtime.dir ?? join(defaultRuntimeBase(), config.id);
+    const paths = runtimePaths(dir);
+    checkSocketPaths(config, paths, config.runtime.dir === undefined);
+    const argv = buildQemuArgv(config, paths);
+    const user = resolveQemuUser(config.hardening.user, config.machine.accel);
+    try {
+      createRuntimeDir(dir, user);
+    } catch (error) {
+      throw new ConfigError([{ path: 'runtime.dir', message: (error as Error).message }]);
+    }
+    this.#config = config;
+    this.#paths = paths;
+    this.#argv = argv;
+    this.#user = user;
+    this.#log = this.#logger.child({ vmId: config.id });
+    this.#log.debug({ argv: argv.args, runtimeDir: dir, user }, 'vm created');
+  }
+
+  async startVM(options: StartOptions = {}): Promise<void> {
+    this.#lifecycle.require('startVM', ['created']);
+    const config = this.#config;
+    const paths = this.#paths;
+    const argv = this.#argv;
+    if (!config || !paths || !argv) throw new VmStartError('createVM was not called');
+    this.#lifecycle.to('starting');
+    try {
+      await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
+        const proc = SpawnedProcess.spawn({
+          file: config.runtime.qemuPath,
+          args: argv.args,
+          passFds: argv.passFds,
+          user: this.#user,
+          detached: config.runtime.detached,
+          stderrFile: join(paths.dir, STDERR_FILE),
+          logger: this.#log,
+        });
+        this.#process = proc;
+        this.#log.debug({ pid: proc.pid }, 'qemu spawned');
+        const qmp = await QmpClient.connect(paths.qmpSocket, {
+          signal: deadline.signal,
+          exited: proc.exited,
+          logger: this.#log.child({ component: 'qmp' }),
+          commandTimeoutMs: this.#defaultTimeoutMs,
+        });
+        this.#attachQmp(qmp);
+        if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
+        this.#saveState(options.paused === true);
+      });
+    } catch (error) {
+      await this.#failStart(error);
+    }
+    this.#watchExit();
+    // stopVM may have begun the moment start finished; it owns the state from then on.
+    if (this.state === 'starting') this.#lifecycle.to(options.paused ? 'paused' : 'running');
+  }
+
+  /** Kills and reaps QEMU, removes the runtime directory, and throws a VmStartError that says why. */
+  async #failStart(error: unknown): Promise<never> {
+    const proc = this.#process;
+    this.#expectingExit = true;
+    await this.#qmp?.close();
+    const exit = proc ? await killAndWait(proc) : undefined;
+    const stderrTail = proc?.stderrTail() ?? '';
+    if (this.#paths) removeRuntimeDir(this.#paths.dir);
+    this.#exitInfo = { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail };
+    this.#lifecycle.to('stopped');
+    // QEMU's own exit (a rejected command line) says more than the QMP error it caused.
+    const exitedOnItsOwn = exit && exit.signal !== 'SIGKILL' ? exit : undefined;
+    const reason = exitedOnItsOwn
+      ? 'QEMU exited during start'
+      : isSandboxVmmError(error) || error instanceof Error
+        ? error.message
+        : String(error);
+    this.#log.warn({ err: error, stderrTail }, 'vm start failed');
+    throw new VmStartError(reason, {
+      exitCode: exitedOnItsOwn?.exitCode,
+      signal: exitedOnItsOwn?.signal,
+      stderrTail,
+      cause: error,
+    });
+  }
+
+  #attachQmp(qmp: QmpClient): void {
+    this.#qmp = qmp;
+    qmp.on('*', (event: QmpEvent) => {
+      this.#log.debug({ event: event.event, data: event.data }, 'qmp event');
+      for (const listener of this.#eventListeners) {
+        try {
+          listener({ name: event.event, data: event.data });
+        } catch (error) {
+          this.#log.warn({ err: error }, 'event listener threw');
+        }
+      }
+    });
+  }
+
+  /** Learns of QEMU ending without stopVM and cleans up after it. */
+  #watchExit(): void {
+    const proc = this.#process;
+    if (!proc) return;
+    void proc.exited.then((exit) => {
+      if (this.#expectingExit) return;
+      const info: VmExitInfo = { expected: false, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
+      this.#exitInfo = info;
+      this.#log.error(info, 'qemu exited unexpectedly');
+      this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
+      void this.#qmp?.close();
+      if (this.#paths) removeRuntimeDir(this.#paths.dir);
+      this.#lifecycle.to('stopped');
+      for (const listener of this.#exitListeners) {
+        try {
+          listener(info);
+        } catch (error) {
+          this.#log.warn({ err: error }, 'exit listener threw');
+        }
+      }
+    });
+    // An adopted process is only polled: a closed QMP socket is the faster hint that it died.
+    if (proc instanceof AdoptedProcess) this.#qmp?.onClose(() => proc.poke());
+  }
+
+  stopVM(options: StopOptions = {}): Promise<void> {
+    this.#stopPromise ??= this.#stop(options).finally(() => this.#lifecycle.to('stopped'));
+    return this.#stopPromise;
+  }
+
+  async #stop(options: StopOptions): Promise<void> {
+    const proc = this.#process;
+    const alive = proc !== undefined && !proc.hasExited && this.state !== 'stopped';
+    this.#expectingExit = true;
+    this.#lifecycle.interruptPending();
+    this.#lifecycle.to('stopping');
+    if (alive) {
+      const graceMs = options.gracefulTimeoutMs ?? 0;
+      if (graceMs > 0) await this.#tryGracefulPowerdown(proc, graceMs, options.signal);
+      if (!proc.hasExited) await this.#tryQuit(proc);
+      if (!proc.hasExited) {
+        const exit = await killAndWait(proc);
+        if (!exit) this.#log.error({ pid: proc.pid }, 'qemu survived SIGKILL');
+      }
+      const exit = await proc.exited;
+      this.#exitInfo ??= { expected: true, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
+    }
+    await this.#qmp?.close();
+    if (this.#paths) removeRuntimeDir(this.#paths.dir);
+    this.#log.info('vm stopped');
+  }
+
+  async #tryGracefulPowerdown(proc: VmmProcess, graceMs: number, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      await this.#qmp?.execute('system_powerdown', undefined, { timeoutMs: graceMs });
+      await Promise.race([proc.exited, sleep(graceMs, signal)]);
+    } catch (error) {
+      this.#log.debug({ err: error }, 'graceful powerdown did not complete');
+    }
+  }
+
+  async #tryQuit(proc: VmmProcess): Promise<void> {
+    try {
+      // QEMU resets the socket after quit; the reply may or may not arrive first.
+      await this.#qmp?.execute('quit', undefined, { timeoutMs: QUIT_WAIT_MS });
+    } catch (error) {
+      if (!(error instanceof QmpDisconnectedError)) this.#log.debug({ err: error }, 'quit failed');
+    }
+    await Promise.race([proc.exited, sleep(QUIT_WAIT_MS)]);
+  }
+
+  pauseVM(options?: OperationOptions): Promise<void> {
+    return this.#run('pauseVM', ['running'], options, async (qmp, deadline) => {
+      await qmp.execute('stop', undefined, { signal: deadline.signal });
+      this.#lifecycle.to('paused');
+      this.#saveState(true);
+    });
+  }
+
+  resumeVM(options?: OperationOptions): Promise<void> {
+    return this.#run('resumeVM', ['paused'], options, async (qmp, deadline) => {
+      await qmp.execute('cont', undefined, { signal: deadline.signal });
+      this.#lifecycle.to('running');
+      this.#saveState(false);
+    });
+  }
+
+  /**
+   * Gives up control without stopping the VM: closes QMP (QEMU serves one client at a time) so that
+   * another process can attach. An owner-bound QEMU still dies when this Node process does.
+   */
+  async detach(): Promise<void> {
+    this.#lifecycle.require('detach', ['running', 'paused']);
+    this.#expectingExit = true;
+    this.#lifecycle.interruptPending();
+    await this.#qmp?.close();
+    this.#process = undefined;
+    this.#lifecycle.to('stopped');
+  }
+
+  /** Takes over a running VM from its runtime directory, as a restarted runtime must. */
+  static async attach(runtimeDir: string, options: QemuHypervisorOptions & OperationOptions = {}): Promise<QemuHypervisor> {
+    const paths = runtimePaths(runtimeDir);
+    if (!existsSync(paths.stateFile)) throw new AttachError(runtimeDir, 'no state file (was the VM started?)');
+    let saved;
+    try {
+      saved = readStateFile(paths.stateFile);
+    } catch (error) {
+      throw new AttachError(runtimeDir, 'the state file is unreadable', { cause: error });
+    }
+    if (!isProcessAlive(saved.pid, saved.startTime)) {
+      throw new AttachError(runtimeDir, `QEMU (pid ${saved.pid}) is no longer running`);
+    }
+    const vm = new QemuHypervisor(options);
+    vm.#config = saved.config;
+    vm.#paths = paths;
+    vm.#user = saved.user;
+    vm.#hotplug = saved.hotplug;
+    vm.#log = vm.#logger.child({ vmId: saved.id });
+    const proc = new AdoptedProcess(saved.pid, saved.startTime, join(runtimeDir, STDERR_FILE));
+    vm.#process = proc;
+    try {
+      const qmp = await QmpClient.connect(paths.qmpSocket, {
+        timeoutMs: options.timeoutMs ?? 10_000,
+        ...(options.signal ? { signal: options.signal } : {}),
+        exited: proc.exited,
+        logger: vm.#log.child({ component: 'qmp' }),
+      });
+      vm.#attachQmp(qmp);
+      const status = await qmp.execute('query-status');
+      vm.#lifecycle.to('starting');
+      vm.#lifecycle.to(status.running ? 'running' : 'paused');
+    } catch (error) {
+      await vm.#qmp?.close();
+      throw new AttachError(runtimeDir, 'QMP did not answer', { cause: error });
+    }
+    vm.#watchExit();
+    vm.#log.info({ pid: saved.pid }, 'attached');
+    return vm;
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  getPids(): number[] {
+    const pid = this.pid;
+    return pid === undefined ? [] : [pid];
+  }
+
+  getThreadIds(options?: OperationOptions): Promise<VcpuThreadIds> {
+    return this.#run('getThreadIds', ['running', 'paused'], options, async (qmp, deadline) => {
+      const cpus = await qmp.execute('query-cpus-fast', undefined, { signal: deadline.signal });
+      return new Map(cpus.map((cpu) => [cpu['cpu-index'], cpu['thread-id']]));
+    });
+  }
+
+  check(options?: OperationOptions): Promise<void> {
+    if (this.#exitInfo && !this.#exitInfo.expected) {
+      return Promise.reject(new VmUnhealthyError(`the hypervisor exited (${describe(this.#exitInfo)})`));
+    }
+    return this.#run('check', ['running', 'paused'], options, async (qmp, deadline) => {
+      let status;
+      try {
+        status = await qmp.execute('query-status', undefined, { signal: deadline.signal });
+      } catch (error) {
+        throw new VmUnhealthyError('QMP does not answer', { cause: error });
+      }
+      if (['guest-panicked', 'internal-error', 'io-error', 'shutdown'].includes(status.status)) {
+        throw new VmUnhealthyError(status.status);
+      }
+    });
+  }
+
+  capabilities(): HypervisorCapabilities {
+    const hotplug = this.#config?.memory.hotplug ?? 'none';
+    return {
+      blockHotplug: true,
+      netHotplug: true,
+      vfioHotplug: true,
+      cpuHotplug: true,
+      cpuHotUnplug: true,
+      memoryHotplug: hotplug !== 'none',
+      memoryHotUnplug: hotplug === 'virtio-mem',
+      fsSharing: true,
+      pause: true,
+      reattach: true,
+    };
+  }
+
+  devices(): PluggedDevice[] {
+    const cold: PluggedDevice[] = (this.#config?.devices ?? []).map((d) => ({ id: d.id, type: d.type, hotplugged: false }));
+    const hot: PluggedDevice[] = this.#hotplug.devices.map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus }));
+    return [...cold, ...hot];
+  }
+
+  onExit(listener: (info: VmExitInfo) => void): () => void {
+    this.#exitListeners.add(listener);
+    return () => this.#exitListeners.delete(listener);
+  }
+
+  onEvent(listener: (event: HypervisorEvent) => void): () => void {
+    this.#eventListeners.add(listener);
+    return () => this.#eventListeners.delete(listener);
+  }
+
+  // ---------------------------------------------------------------- hotplug and resize
+
+  hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult> {
+    return this.#run('hotplugAddDevice', ['running', 'paused'], options, async (_qmp, deadline) => {
+      const result = await hotplugDevice(this.#hotplugContext(deadline), device);
+      this.#saveState();
+      return result;
+    });
+  }
+
+  hotplugRemoveDevice(id: string, options?: OperationOptions): Promise<void> {
+    return this.#run('hotplugRemoveDevice', ['running', 'paused'], options, async (_qmp, deadline) => {
+      try {
+        await unplugDevice(this.#hotplugContext(deadline), id, this.#removalTimeoutMs);
+      } finally {
+        this.#saveState();
+      }
+    });
+  }
+
+  resizeMemory(targetMiB: number, options?: OperationOptions): Promise<MemoryResizeResult> {
+    return this.#run('resizeMemory', ['running', 'paused'], options, async (_qmp, deadline) => {
+      try {
+        return await resizeMemory(this.#hotplugContext(deadline), targetMiB);
+      } finally {
+        this.#saveState();
+      }
+    });
+  }
+
+  resizeVCPUs(count: number, options?: OperationOptions): Promise<VcpuResizeResult> {
+    return this.#run('resizeVCPUs', ['running', 'paused'], options, async (_qmp, deadline) => {
+      try {
+        return await resizeVcpus(this.#hotplugContext(deadline), count);
+      } finally {
+        this.#saveState();
+      }
+    });
+  }
+
+  #hotplugContext(deadline: Deadline): HotplugContext {
+    const qmp = this.#qmp;
+    const config = this.#config;
+    if (!qmp || !config) throw new VmStartError('the VM is not running');
+    return { qmp, config, state: this.#hotplug, deadline, logger: this.#log };
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  /** Runs a QMP-backed operation; a QMP connection lost because QEMU died becomes VmExitedError. */
+  async #run<T>(
+    operation: string,
+    allowed: readonly VmState[],
+    options: OperationOptions | undefined,
+    fn: (qmp: QmpClient, deadline: Deadline) => Promise<T>,
+  ): Promise<T> {
+    return this.#lifecycle.run(operation, allowed, options, this.#defaultTimeoutMs, async (deadline) => {
+      const qmp = this.#qmp;
+      if (!qmp) throw new VmStartError('the VM is not running');
+      try {
+        return await fn(qmp, deadline);
+      } catch (error) {
+        throw await this.#explainDisconnect(operation, error);
+      }
+    });
+  }
+
+  async #explainDisconnect(operation: string, error: unknown): Promise<unknown> {
+    const proc = this.#process;
+    if (!(error instanceof QmpDisconnectedError) || !proc || this.#expectingExit) return error;
+    // QMP drops a moment before the exit is reaped: give the reaper a short while to catch up.
+    const exit = await Promise.race([proc.exited, sleep(1_000).then(() => undefined)]);
+    if (!exit) return error;
+    return new VmExitedError(operation, { ...exit, stderrTail: proc.stderrTail(), cause: error });
+  }
+
+  #saveState(paused = this.state === 'paused'): void {
+    const proc = this.#process;
+    const config = this.#config;
+    const paths = this.#paths;
+    if (!proc || !config || !paths || proc.hasExited || !existsSync(paths.dir)) return;
+    writeStateFile(paths.stateFile, {
+      version: STATE_FILE_VERSION,
+      id: config.id,
+      pid: proc.pid,
+      startTime: proc.startTime,
+      detached: config.runtime.detached,
+      user: this.#user,
+      config,
+      paused,
+      hotplug: this.#hotplug,
+    });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stopVM();
+  }
+}
+
+function describe(info: VmExitInfo): string {
+  if (info.signal) return `killed by ${info.signal}`;
+  return info.exitCode === undefined ? 'exit status unknown' : `status ${info.exitCode}`;
+}
+
+/** Every unix socket QEMU will create must fit in sun_path. */
+function checkSocketPaths(config: SandboxConfig, paths: RuntimePaths, defaulted: boolean): void {
+  const sockets = [paths.qmpSocket, paths.consoleSocket, ...config.devices.filter((d) => d.type === 'channel').map((d) => paths.channelSocket(d.id))];
+  const tooLong = sockets.find((s) => Buffer.byteLength(s) > MAX_SOCKET_PATH_BYTES);
+  if (tooLong) {
+    const hint = defaulted ? ' (the default runtime directory is too deep here: set runtime.dir to a short path)' : '';
+    throw new ConfigError([
+      { path: 'runtime.dir', message: `socket path ${tooLong} is longer than ${MAX_SOCKET_PATH_BYTES} bytes${hint}` },
+    ]);
+  }
+}

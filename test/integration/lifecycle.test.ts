@@ -1,0 +1,278 @@
+// The QEMU backend's lifecycle against the real default guest under TCG, verified from inside the
+// guest where the guest is involved, and from /proc where the host is.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
+import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
+import {
+  AttachError,
+  InvalidStateError,
+  VmExitedError,
+  VmStartError,
+  VmStoppingError,
+  VmUnhealthyError,
+} from '../../src/hypervisor/errors.ts';
+import { ConfigError } from '../../src/hypervisor/config/index.ts';
+import type { GuestAgent } from '../guest/index.ts';
+import { connectAgent, guestConfig, rawDisk, scratchDir } from './helpers/sandbox.ts';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+function track(vm: QemuHypervisor): QemuHypervisor {
+  cleanups.push(() => vm.stopVM());
+  return vm;
+}
+
+function trackAgent(agent: GuestAgent): GuestAgent {
+  cleanups.push(() => agent.close());
+  return agent;
+}
+
+async function waitUntil(predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > end) throw new Error('condition not reached in time');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe('QEMU lifecycle on the default guest', () => {
+  it('boots, runs a command in the guest, pauses, resumes and stops leaving nothing behind', async () => {
+    const vm = track(new QemuHypervisor());
+    await vm.createVM(guestConfig({ cpus: { boot: 2, max: 4 } }));
+    expect(vm.state).toBe('created');
+    const dir = vm.runtimeDir ?? '';
+    expect(existsSync(dir)).toBe(true);
+    expect(vm.getPids()).toEqual([]);
+
+    await vm.startVM({ timeoutMs: 30_000 });
+    expect(vm.state).toBe('running');
+    const [pid] = vm.getPids();
+    expect(pid).toBeGreaterThan(0);
+    expect(isProcessAlive(pid ?? -1)).toBe(true);
+
+    const agent = trackAgent(await connectAgent(vm));
+    expect(await agent.onlineCpus()).toBe(2);
+    const memKiB = await agent.memTotalKiB();
+    expect(memKiB).toBeGreaterThan(150 * 1024);
+    expect(memKiB).toBeLessThanOrEqual(256 * 1024);
+    expect((await agent.run('exit 3')).exitCode).toBe(3);
+
+    const threads = await vm.getThreadIds();
+    expect([...threads.keys()].sort()).toEqual([0, 1]);
+    // The vCPU threads are QEMU's and named by debug-threads=on.
+    for (const tid of threads.values()) {
+      expect(execFileSync('cat', [`/proc/${pid}/task/${tid}/comm`], { encoding: 'utf8' })).toMatch(/^CPU \d\/TCG/);
+    }
+    await vm.check();
+
+    await vm.pauseVM();
+    expect(vm.state).toBe('paused');
+    const status = execFileSync('cat', [`/proc/${pid}/status`], { encoding: 'utf8' });
+    expect(status).toContain('State:');
+    await expect(vm.pauseVM()).rejects.toBeInstanceOf(InvalidStateError);
+    await vm.resumeVM();
+    expect(vm.state).toBe('running');
+    expect(await agent.runOk('echo back')).toBe('back\n');
+
+    await agent.close();
+    await vm.stopVM();
+    expect(vm.state).toBe('stopped');
+    expect(vm.getPids()).toEqual([]);
+    expect(isProcessAlive(pid ?? -1)).toBe(false);
+    expect(existsSync(dir)).toBe(false);
+    expect(vm.exitInfo?.expected).toBe(true);
+    // Idempotent.
+    await vm.stopVM();
+  });
+
+  it('rejects calls in the wrong state with an error naming the state', async () => {
+    const vm = track(new QemuHypervisor());
+    await expect(vm.startVM()).rejects.toBeInstanceOf(VmStartError);
+    await vm.createVM(guestConfig());
+    const error = await vm.pauseVM().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(InvalidStateError);
+    expect((error as InvalidStateError).state).toBe('created');
+    expect((error as Error).message).toContain('created');
+    await expect(vm.hotplugRemoveDevice('x')).rejects.toBeInstanceOf(InvalidStateError);
+    await expect(vm.resizeVCPUs(2)).rejects.toBeInstanceOf(InvalidStateError);
+    await vm.stopVM();
+    await expect(vm.startVM()).rejects.toBeInstanceOf(InvalidStateError);
+    await expect(vm.resumeVM()).rejects.toThrow(/stopped/);
+  });
+
+  it('turns a config error into a ConfigError before anything is created', async () => {
+    const vm = new QemuHypervisor();
+    const error = await vm.createVM(guestConfig({ cpus: { boot: 4, max: 2 } })).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(vm.runtimeDir).toBeUndefined();
+  });
+
+  it('fails a start that QEMU rejects with its exit status and stderr, and cleans up', async () => {
+    const vm = track(new QemuHypervisor());
+    const scratch = scratchDir();
+    cleanups.push(scratch.remove);
+    // A disk that does not exist: QEMU refuses the command line and exits.
+    await vm.createVM(guestConfig({ devices: [{ type: 'block', id: 'gone', path: join(scratch.dir, 'missing.img') }] }));
+    const dir = vm.runtimeDir ?? '';
+    const error = (await vm.startVM().catch((e: unknown) => e)) as VmStartError;
+    expect(error).toBeInstanceOf(VmStartError);
+    expect(error.code).toBe('VM_START_FAILED');
+    expect(error.exitCode).toBe(1);
+    expect(error.stderrTail).toContain('missing.img');
+    expect(error.message).toContain('missing.img');
+    expect(vm.state).toBe('stopped');
+    expect(existsSync(dir)).toBe(false);
+    expect(vm.getPids()).toEqual([]);
+  });
+
+  it('kills and reaps QEMU when the start times out or is aborted', async () => {
+    for (const options of [{ timeoutMs: 1 }, { signal: AbortSignal.abort(new Error('caller gave up')) }]) {
+      const vm = track(new QemuHypervisor());
+      await vm.createVM(guestConfig());
+      const dir = vm.runtimeDir ?? '';
+      const error = (await vm.startVM(options).catch((e: unknown) => e)) as VmStartError;
+      expect(error).toBeInstanceOf(VmStartError);
+      expect(vm.state).toBe('stopped');
+      expect(existsSync(dir)).toBe(false);
+      expect(vm.exitInfo).toBeDefined();
+    }
+  });
+
+  it('reports an unexpected QEMU exit, rejects pending calls, cleans up, and still stops', async () => {
+    const vm = track(new QemuHypervisor());
+    await vm.createVM(guestConfig());
+    await vm.startVM({ paused: true });
+    const dir = vm.runtimeDir ?? '';
+    const [pid] = vm.getPids();
+    const exited = new Promise((resolve) => vm.onExit(resolve));
+    // A removal waits for a guest that is paused: it is pending when QEMU dies.
+    const scratch = scratchDir();
+    cleanups.push(scratch.remove);
+    await vm.hotplugAddDevice({ type: 'block', id: 'd0', path: rawDisk(scratch.dir, 'd0.img', 'x') });
+    const pending = vm.hotplugRemoveDevice('d0', { timeoutMs: 60_000 }).catch((e: unknown) => e);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    process.kill(pid ?? -1, 'SIGKILL');
+    const info = await exited;
+    expect(info).toMatchObject({ expected: false, signal: 'SIGKILL' });
+    const error = await pending;
+    expect(error).toBeInstanceOf(VmExitedError);
+    expect((error as VmExitedError).signal).toBe('SIGKILL');
+    expect(vm.state).toBe('stopped');
+    expect(existsSync(dir)).toBe(false);
+    await expect(vm.check()).rejects.toBeInstanceOf(VmUnhealthyError);
+    await vm.stopVM();
+  });
+
+  it('stopVM interrupts pending operations and concurrent stops share one result', async () => {
+    const vm = track(new QemuHypervisor());
+    await vm.createVM(guestConfig());
+    await vm.startVM({ paused: true });
+    const scratch = scratchDir();
+    cleanups.push(scratch.remove);
+    await vm.hotplugAddDevice({ type: 'block', id: 'd0', path: rawDisk(scratch.dir, 'd0.img', 'x') });
+    // Paused guest: the removal cannot complete and stays pending.
+    const pending = vm.hotplugRemoveDevice('d0', { timeoutMs: 60_000 }).catch((e: unknown) => e);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const first = vm.stopVM();
+    const second = vm.stopVM();
+    expect(second).toBe(first);
+    await Promise.all([first, second]);
+    const error = await pending;
+    expect(error).toBeInstanceOf(VmStoppingError);
+    expect((error as Error).message).toContain('hotplugRemoveDevice');
+  });
+
+  it('does not leak processes, runtime directories or file descriptors over 20 start/stop cycles', async () => {
+    const fdCount = () => readdirSync('/proc/self/fd').length;
+    // One warm-up cycle so lazily opened handles (libuv, pino) are not counted as a leak.
+    const warm = new QemuHypervisor();
+    await warm.createVM(guestConfig());
+    await warm.startVM({ paused: true });
+    await warm.stopVM();
+    const before = fdCount();
+    const pids: number[] = [];
+    const dirs: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const vm = new QemuHypervisor();
+      await vm.createVM(guestConfig());
+      await vm.startVM({ paused: true });
+      pids.push(...vm.getPids());
+      dirs.push(vm.runtimeDir ?? '');
+      await vm.stopVM();
+    }
+    expect(pids).toHaveLength(20);
+    expect(pids.filter((pid) => isProcessAlive(pid))).toEqual([]);
+    expect(dirs.filter((dir) => existsSync(dir))).toEqual([]);
+    expect(fdCount()).toBeLessThanOrEqual(before);
+  });
+});
+
+describe('process boundaries', () => {
+  const tsx = join(process.cwd(), 'node_modules', '.bin', 'tsx');
+  const owner = join(process.cwd(), 'test', 'integration', 'fixtures', 'owner.ts');
+
+  function startOwner(config: object, mode: 'hold' | 'detach' | 'exit'): Promise<{ child: ChildProcess; runtimeDir: string; pid: number }> {
+    const child = spawn(tsx, [owner, JSON.stringify(config), mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+    cleanups.push(() => {
+      child.kill('SIGKILL');
+    });
+    return new Promise((resolve, reject) => {
+      let out = '';
+      child.stdout?.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        const line = out.split('\n')[0];
+        if (out.includes('\n') && line) resolve({ child, ...(JSON.parse(line) as { runtimeDir: string; pid: number }) });
+      });
+      child.on('exit', (code) => {
+        if (!out.includes('\n')) reject(new Error(`owner exited with ${code} before starting the VM`));
+      });
+    });
+  }
+
+  it('QEMU dies when the Node process that owns it is killed with SIGKILL', async () => {
+    const { child, runtimeDir, pid } = await startOwner(guestConfig(), 'hold');
+    cleanups.push(() => execFileSync('rm', ['-rf', runtimeDir]));
+    expect(isProcessAlive(pid)).toBe(true);
+    child.kill('SIGKILL');
+    await waitUntil(() => !isProcessAlive(pid));
+  });
+
+  it('a new process re-attaches to a detached VM after its starter died, and the guest still answers', async () => {
+    const { child, runtimeDir, pid } = await startOwner(guestConfig({ runtime: { detached: true } }), 'exit');
+    await new Promise((resolve) => child.on('exit', resolve));
+    expect(isProcessAlive(pid)).toBe(true);
+    const vm = track(await QemuHypervisor.attach(runtimeDir));
+    cleanups.push(() => {
+      if (isProcessAlive(pid)) process.kill(pid, 'SIGKILL');
+    });
+    expect(vm.state).toBe('running');
+    expect(vm.getPids()).toEqual([pid]);
+    const agent = trackAgent(await connectAgent(vm));
+    expect(await agent.runOk('echo attached')).toBe('attached\n');
+    await agent.close();
+    await vm.stopVM();
+    expect(isProcessAlive(pid)).toBe(false);
+    expect(existsSync(runtimeDir)).toBe(false);
+  });
+
+  it('a VM handed over by a live owner (detach) can be taken over and stopped by another process', async () => {
+    const { runtimeDir, pid } = await startOwner(guestConfig(), 'detach');
+    const vm = track(await QemuHypervisor.attach(runtimeDir));
+    expect(vm.getPids()).toEqual([pid]);
+    await vm.check();
+    await vm.stopVM();
+    expect(isProcessAlive(pid)).toBe(false);
+  });
+
+  it('refuses to attach to a directory whose QEMU is gone', async () => {
+    const scratch = scratchDir();
+    cleanups.push(scratch.remove);
+    await expect(QemuHypervisor.attach(scratch.dir)).rejects.toBeInstanceOf(AttachError);
+  });
+});
