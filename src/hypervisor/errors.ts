@@ -24,7 +24,7 @@ export interface ExitDetails {
 function describeExit(details: ExitDetails): string {
   const how =
     details.signal !== undefined
-      ? `killed by ${details.signal}`
+      ? `was killed by ${details.signal}`
       : details.exitCode !== undefined
         ? `exited with status ${details.exitCode}`
         : 'exited';

@@ -1,0 +1,419 @@
+// `npm run bench -- vm`: the QEMU backend against a raw baseline that drives the very same QEMU
+// command line with a bare script (child_process + a bare QMP socket, no library code), in the
+// same run, alternated. Figures are medians; ratio = library / raw.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { execFileSync } from 'node:child_process';
+import { QemuHypervisor } from '../src/qemu/qemu-hypervisor.ts';
+import { parseSandboxConfig, type SandboxConfigInput } from '../src/hypervisor/config/index.ts';
+import { buildQemuArgv } from '../src/qemu/argv/index.ts';
+import { runtimePaths } from '../src/qemu/runtime-paths.ts';
+import { setprivArgs } from '../src/qemu/process/vmm-process.ts';
+import { isProcessAlive } from '../src/qemu/process/proc-fs.ts';
+import { GuestAgent, guestAssets } from '../test/guest/index.ts';
+import { RawQmp } from './raw/raw-qmp.ts';
+import { compare, printComparisons, round, timeIt, writeResult, type Comparison } from './stats.ts';
+
+const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);
+const SCALE_VMS = Number(process.env['BENCH_SCALE_VMS'] ?? 50);
+const NOBODY = { uid: 65534, gid: 65534, groups: [] as number[] };
+
+function config(extra: Partial<SandboxConfigInput> = {}): SandboxConfigInput {
+  const guest = guestAssets();
+  return {
+    machine: { accel: 'tcg' },
+    boot: { kernel: guest.kernel, initrd: guest.initrd, kernelParams: guest.kernelParams },
+    cpus: { boot: 1, max: 2 },
+    memory: { bootMiB: 256, maxMiB: 1280, hotplug: 'virtio-mem' },
+    hotplug: { rootPorts: 2 },
+    devices: [{ type: 'channel', id: 'agent', name: 'agent.0' }],
+    ...extra,
+  };
+}
+
+// ------------------------------------------------------------------ the raw baseline
+
+interface RawVm {
+  dir: string;
+  child: ChildProcess;
+  exited: Promise<void>;
+  qmp: RawQmp;
+}
+
+let rawCounter = 0;
+const rawBase = mkdtempSync('/tmp/svmm-raw-');
+chownSync(rawBase, 0, 0);
+
+/** The same file and argv the library spawns (setpriv included), computed up front as data. */
+function rawCommand(input: SandboxConfigInput, dir: string): string[] {
+  const cfg = parseSandboxConfig({ ...input, runtime: { dir } });
+  const { args } = buildQemuArgv(cfg, runtimePaths(dir));
+  return [...setprivArgs({ user: NOBODY, detached: false }), '--', cfg.runtime.qemuPath, ...args];
+}
+
+async function rawStart(command: (dir: string) => string[], run: boolean): Promise<RawVm> {
+  const dir = join(rawBase, String(rawCounter++));
+  mkdirSync(dir, { mode: 0o700 });
+  chownSync(dir, NOBODY.uid, NOBODY.gid);
+  const child = spawn('setpriv', command(dir), { stdio: ['ignore', 'ignore', 'pipe'] });
+  child.stderr?.resume();
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const qmp = await RawQmp.connect(join(dir, 'qmp.sock'));
+  if (run) await qmp.execute('cont');
+  return { dir, child, exited, qmp };
+}
+
+async function rawStop(vm: RawVm): Promise<void> {
+  await vm.qmp.execute('quit').catch(() => {});
+  await vm.exited;
+  vm.qmp.close();
+  rmSync(vm.dir, { recursive: true, force: true });
+}
+
+// ------------------------------------------------------------------ guest probes
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error('the guest did not get there in time');
+  }
+}
+
+const countDisks = async (agent: GuestAgent) => Number((await agent.runOk('ls /sys/block | grep -c ^vd || true')).trim());
+const countNics = async (agent: GuestAgent) => Number((await agent.runOk('ls /sys/class/net | grep -vc ^lo || true')).trim());
+
+// ------------------------------------------------------------------ figures
+
+async function startFigure(): Promise<{ start: Comparison; stop: Comparison }> {
+  const input = config();
+  const stopLib: number[] = [];
+  const stopRaw: number[] = [];
+  const start = await compare(
+    ROUNDS,
+    async () => {
+      const vm = new QemuHypervisor();
+      const ms = await timeIt(async () => {
+        await vm.createVM(input);
+        await vm.startVM({ paused: true });
+      });
+      stopLib.push(await timeIt(() => vm.stopVM()));
+      return ms;
+    },
+    async () => {
+      let raw: RawVm | undefined;
+      const ms = await timeIt(async () => {
+        raw = await rawStart((dir) => rawCommand(input, dir), false);
+      });
+      if (raw) {
+        const vm = raw;
+        stopRaw.push(await timeIt(() => rawStop(vm)));
+      }
+      return ms;
+    },
+  );
+  let i = 0;
+  let j = 0;
+  const stop = await compare(stopLib.length, async () => stopLib[i++] ?? Number.NaN, async () => stopRaw[j++] ?? Number.NaN);
+  return { start, stop };
+}
+
+async function bootFigure(): Promise<Comparison> {
+  const input = config();
+  return compare(
+    ROUNDS,
+    async () => {
+      const vm = new QemuHypervisor();
+      let agent: GuestAgent | undefined;
+      const ms = await timeIt(async () => {
+        await vm.createVM(input);
+        await vm.startVM();
+        agent = await GuestAgent.connect(runtimePaths(vm.runtimeDir ?? '').channelSocket('agent'), { timeoutMs: 60_000 });
+        await agent.runOk('true');
+      });
+      await agent?.close();
+      await vm.stopVM();
+      return ms;
+    },
+    async () => {
+      let raw: RawVm | undefined;
+      let agent: GuestAgent | undefined;
+      const ms = await timeIt(async () => {
+        raw = await rawStart((dir) => rawCommand(input, dir), true);
+        agent = await GuestAgent.connect(join(raw.dir, 'ch-agent.sock'), { timeoutMs: 60_000 });
+        await agent.runOk('true');
+      });
+      await agent?.close();
+      if (raw) await rawStop(raw);
+      return ms;
+    },
+  );
+}
+
+interface Booted {
+  lib: QemuHypervisor;
+  libAgent: GuestAgent;
+  raw: RawVm;
+  rawAgent: GuestAgent;
+}
+
+async function bootPair(): Promise<Booted> {
+  const input = config();
+  const lib = new QemuHypervisor();
+  await lib.createVM(input);
+  await lib.startVM();
+  const libAgent = await GuestAgent.connect(runtimePaths(lib.runtimeDir ?? '').channelSocket('agent'), { timeoutMs: 60_000 });
+  const raw = await rawStart((dir) => rawCommand(input, dir), true);
+  const rawAgent = await GuestAgent.connect(join(raw.dir, 'ch-agent.sock'), { timeoutMs: 60_000 });
+  return { lib, libAgent, raw, rawAgent };
+}
+
+async function hotplugFigures(b: Booted, scratch: string): Promise<Record<string, Comparison>> {
+  const disk = join(scratch, 'disk.img');
+  writeFileSync(disk, Buffer.alloc(4 * 1024 * 1024));
+  chownSync(disk, NOBODY.uid, NOBODY.gid);
+  const addLib: number[] = [];
+  const delLib: number[] = [];
+  const addRaw: number[] = [];
+  const delRaw: number[] = [];
+  const blockRound = async (which: 'lib' | 'raw') => {
+    const agent = which === 'lib' ? b.libAgent : b.rawAgent;
+    const before = await countDisks(agent);
+    if (which === 'lib') {
+      addLib.push(await timeIt(async () => {
+        await b.lib.hotplugAddDevice({ type: 'block', id: 'bench0', path: disk });
+        await waitFor(async () => (await countDisks(agent)) === before + 1);
+      }));
+      delLib.push(await timeIt(async () => {
+        await b.lib.hotplugRemoveDevice('bench0');
+        await waitFor(async () => (await countDisks(agent)) === before);
+      }));
+    } else {
+      const q = b.raw.qmp;
+      addRaw.push(await timeIt(async () => {
+        await q.execute('blockdev-add', { driver: 'raw', 'node-name': 'drv-bench0', file: { driver: 'file', filename: disk } });
+        await q.execute('device_add', { driver: 'virtio-blk-pci', id: 'bench0', drive: 'drv-bench0', bus: 'rp0' });
+        await waitFor(async () => (await countDisks(agent)) === before + 1);
+      }));
+      delRaw.push(await timeIt(async () => {
+        const deleted = q.waitEvent('DEVICE_DELETED', (d) => d['device'] === 'bench0');
+        await q.execute('device_del', { id: 'bench0' });
+        await deleted;
+        await q.execute('blockdev-del', { 'node-name': 'drv-bench0' });
+        await waitFor(async () => (await countDisks(agent)) === before);
+      }));
+    }
+    return 0;
+  };
+  await compare(ROUNDS, () => blockRound('lib'), () => blockRound('raw'));
+
+  const tap = 'svmmbench0';
+  const tapRaw = 'svmmbench1';
+  for (const t of [tap, tapRaw]) execFileSync('ip', ['tuntap', 'add', 'dev', t, 'mode', 'tap', 'user', String(NOBODY.uid)]);
+  const nicAddLib: number[] = [];
+  const nicDelLib: number[] = [];
+  const nicAddRaw: number[] = [];
+  const nicDelRaw: number[] = [];
+  try {
+    const nicRound = async (which: 'lib' | 'raw') => {
+      const agent = which === 'lib' ? b.libAgent : b.rawAgent;
+      const before = await countNics(agent);
+      if (which === 'lib') {
+        nicAddLib.push(await timeIt(async () => {
+          await b.lib.hotplugAddDevice({ type: 'net', id: 'nic0', tap: { ifname: tap }, mac: '52:54:00:be:ec:01' });
+          await waitFor(async () => (await countNics(agent)) === before + 1);
+        }));
+        nicDelLib.push(await timeIt(async () => {
+          await b.lib.hotplugRemoveDevice('nic0');
+          await waitFor(async () => (await countNics(agent)) === before);
+        }));
+      } else {
+        const q = b.raw.qmp;
+        nicAddRaw.push(await timeIt(async () => {
+          await q.execute('netdev_add', { type: 'tap', id: 'net-nic0', ifname: tapRaw, script: 'no', downscript: 'no' });
+          await q.execute('device_add', { driver: 'virtio-net-pci', id: 'nic0', netdev: 'net-nic0', bus: 'rp1', mac: '52:54:00:be:ec:02' });
+          await waitFor(async () => (await countNics(agent)) === before + 1);
+        }));
+        nicDelRaw.push(await timeIt(async () => {
+          const deleted = q.waitEvent('DEVICE_DELETED', (d) => d['device'] === 'nic0');
+          await q.execute('device_del', { id: 'nic0' });
+          await deleted;
+          await q.execute('netdev_del', { id: 'net-nic0' });
+          await waitFor(async () => (await countNics(agent)) === before);
+        }));
+      }
+      return 0;
+    };
+    await compare(ROUNDS, () => nicRound('lib'), () => nicRound('raw'));
+  } finally {
+    for (const t of [tap, tapRaw]) execFileSync('ip', ['link', 'del', t]);
+  }
+  const pair = (lib: number[], raw: number[]) => {
+    let i = 0;
+    let j = 0;
+    return compare(lib.length, async () => lib[i++] ?? Number.NaN, async () => raw[j++] ?? Number.NaN);
+  };
+  return {
+    'hotplug block (add)': await pair(addLib, addRaw),
+    'hotplug block (remove)': await pair(delLib, delRaw),
+    'hotplug NIC (add)': await pair(nicAddLib, nicAddRaw),
+    'hotplug NIC (remove)': await pair(nicDelLib, nicDelRaw),
+  };
+}
+
+async function resizeFigures(b: Booted): Promise<Record<string, Comparison>> {
+  const memLib = await b.libAgent.memTotalKiB();
+  const memRaw = await b.rawAgent.memTotalKiB();
+  const memory = await compare(
+    ROUNDS,
+    () =>
+      timeIt(async () => {
+        await b.lib.resizeMemory(256 + 1024);
+        await waitFor(async () => (await b.libAgent.memTotalKiB()) >= memLib + 1000 * 1024);
+        await b.lib.resizeMemory(256);
+        await waitFor(async () => (await b.libAgent.memTotalKiB()) <= memLib);
+      }),
+    () =>
+      timeIt(async () => {
+        await b.raw.qmp.execute('qom-set', { path: 'vmem0', property: 'requested-size', value: 1024 * 1024 * 1024 });
+        await waitFor(async () => (await b.rawAgent.memTotalKiB()) >= memRaw + 1000 * 1024);
+        await b.raw.qmp.execute('qom-set', { path: 'vmem0', property: 'requested-size', value: 0 });
+        await waitFor(async () => (await b.rawAgent.memTotalKiB()) <= memRaw);
+      }),
+  );
+  const online = async (agent: GuestAgent) => agent.onlineCpus();
+  const vcpu = await compare(
+    ROUNDS,
+    async () => {
+      const ms = await timeIt(async () => {
+        await b.lib.resizeVCPUs(2);
+        await waitFor(async () => (await online(b.libAgent)) === 2);
+      });
+      await b.lib.resizeVCPUs(1);
+      await waitFor(async () => (await online(b.libAgent)) === 1);
+      return ms;
+    },
+    async () => {
+      const q = b.raw.qmp;
+      const ms = await timeIt(async () => {
+        const slots = (await q.execute('query-hotpluggable-cpus')) as { type: string; 'qom-path'?: string; props: Record<string, number> }[];
+        const free = slots.find((s) => !s['qom-path']);
+        if (!free) throw new Error('no free vCPU slot');
+        await q.execute('device_add', { driver: free.type, id: 'rawcpu', ...free.props });
+        await waitFor(async () => (await online(b.rawAgent)) === 2);
+      });
+      const deleted = q.waitEvent('DEVICE_DELETED', (d) => d['device'] === 'rawcpu');
+      await q.execute('device_del', { id: 'rawcpu' });
+      await deleted;
+      await waitFor(async () => (await online(b.rawAgent)) === 1);
+      return ms;
+    },
+  );
+  return { 'resize memory +1 GiB and back': memory, 'resize +1 vCPU (online)': vcpu };
+}
+
+async function scaleFigure(): Promise<Record<string, number | boolean>> {
+  const input = config({ memory: { bootMiB: 128 }, cpus: { boot: 1 }, hotplug: { rootPorts: 0 } });
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  const heapBefore = process.memoryUsage().heapUsed;
+  const delay = monitorEventLoopDelay({ resolution: 5 });
+  delay.enable();
+  const vms = Array.from({ length: SCALE_VMS }, () => new QemuHypervisor());
+  const started = performance.now();
+  await Promise.all(vms.map(async (vm) => {
+    await vm.createVM(input);
+    await vm.startVM({ paused: true, timeoutMs: 120_000 });
+  }));
+  const startMs = performance.now() - started;
+  delay.disable();
+  gc?.();
+  const heapPerVmKiB = (process.memoryUsage().heapUsed - heapBefore) / SCALE_VMS / 1024;
+  const pids = vms.flatMap((vm) => vm.getPids());
+  const dirs = vms.map((vm) => vm.runtimeDir ?? '');
+  const stopStarted = performance.now();
+  await Promise.all(vms.map((vm) => vm.stopVM()));
+  const stopMs = performance.now() - stopStarted;
+
+  const rawStarted = performance.now();
+  const raws = await Promise.all(Array.from({ length: SCALE_VMS }, () => rawStart((dir) => rawCommand(input, dir), false)));
+  const rawStartMs = performance.now() - rawStarted;
+  await Promise.all(raws.map((r) => rawStop(r)));
+
+  return {
+    vms: SCALE_VMS,
+    totalStartMs: round(startMs, 1),
+    rawTotalStartMs: round(rawStartMs, 1),
+    startRatio: round(startMs / rawStartMs),
+    totalStopMs: round(stopMs, 1),
+    heapPerVmKiB: round(heapPerVmKiB, 1),
+    heapMeasuredAfterGc: gc !== undefined,
+    eventLoopDelayP99Ms: round(delay.percentile(99) / 1e6, 2),
+    eventLoopDelayMaxMs: round(delay.max / 1e6, 2),
+    leakedProcesses: pids.filter((pid) => isProcessAlive(pid)).length,
+    leakedRuntimeDirs: dirs.filter((dir) => existsSync(dir)).length,
+  };
+}
+
+function svgChart(rows: Record<string, Comparison>): string {
+  const entries = Object.entries(rows);
+  const width = 760;
+  const rowHeight = 34;
+  const height = 50 + entries.length * rowHeight;
+  const maxMs = Math.max(...entries.flatMap(([, c]) => [c.libMs, c.rawMs]));
+  const scale = (ms: number) => (ms / maxMs) * (width - 330);
+  const bars = entries
+    .map(([name, c], i) => {
+      const y = 40 + i * rowHeight;
+      return [
+        `<text x="10" y="${y + 12}" font-size="12">${name}</text>`,
+        `<rect x="220" y="${y}" width="${scale(c.libMs).toFixed(1)}" height="12" fill="#3b6ea5"/>`,
+        `<rect x="220" y="${y + 13}" width="${scale(c.rawMs).toFixed(1)}" height="12" fill="#b0b0b0"/>`,
+        `<text x="${(225 + scale(Math.max(c.libMs, c.rawMs))).toFixed(1)}" y="${y + 18}" font-size="11">${c.libMs.toFixed(0)} / ${c.rawMs.toFixed(0)} ms (×${c.ratio.toFixed(2)})</text>`,
+      ].join('');
+    })
+    .join('\n');
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">
+<text x="10" y="20" font-size="14" font-weight="bold">sandbox-vmm vs raw QEMU scripting (median ms; blue = library, grey = raw)</text>
+${bars}
+</svg>
+`;
+}
+
+export async function run(): Promise<void> {
+  const scratch = mkdtempSync('/tmp/svmm-bench-');
+  chownSync(scratch, NOBODY.uid, NOBODY.gid);
+  try {
+    const { start, stop } = await startFigure();
+    const boot = await bootFigure();
+    const booted = await bootPair();
+    let hotplug: Record<string, Comparison>;
+    let resize: Record<string, Comparison>;
+    try {
+      hotplug = await hotplugFigures(booted, scratch);
+      resize = await resizeFigures(booted);
+    } finally {
+      await booted.libAgent.close();
+      await booted.rawAgent.close();
+      await booted.lib.stopVM();
+      await rawStop(booted.raw);
+    }
+    const figures: Record<string, Comparison> = {
+      'start (paused, QMP ready)': start,
+      'boot (agent answers)': boot,
+      ...hotplug,
+      ...resize,
+      'stop (reaped, dir removed)': stop,
+    };
+    printComparisons(`QEMU backend vs raw baseline (${ROUNDS} alternated rounds, medians)`, figures);
+    const scale = await scaleFigure();
+    console.log('\nscale:', scale);
+    const path = writeResult('vm', { rounds: ROUNDS, figures, scale });
+    writeFileSync(join(path, '..', 'vm.svg'), svgChart(figures));
+    console.log(`\nwrote ${path} and vm.svg`);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+    rmSync(rawBase, { recursive: true, force: true });
+  }
+}
