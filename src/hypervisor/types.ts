@@ -1,12 +1,6 @@
 // The backend-neutral contract a container runtime codes against. QEMU implements it today; a
 // Cloud Hypervisor or Firecracker backend would implement the same interface (see ARCHITECTURE.md).
-import type {
-  BlockDeviceConfig,
-  NetDeviceConfig,
-  SandboxConfig,
-  SandboxConfigInput,
-  VfioDeviceConfig,
-} from './config/index.ts';
+import type { HotplugDeviceInput, SandboxConfig, SandboxConfigInput } from './config/index.ts';
 import type { OperationOptions } from '../util/deadline.ts';
 
 /**
@@ -40,7 +34,7 @@ export interface VmExitInfo {
 }
 
 /** Devices that can be plugged into a running VM. CPUs and memory change through the resize calls. */
-export type HotplugDevice = BlockDeviceConfig | NetDeviceConfig | VfioDeviceConfig;
+export type HotplugDevice = HotplugDeviceInput;
 
 export interface HotplugResult {
   id: string;

@@ -1,4 +1,4 @@
-import { OperationAbortedError, OperationTimeoutError } from '../errors.ts';
+import { isSandboxVmmError, OperationAbortedError, OperationTimeoutError } from '../errors.ts';
 
 /** What every long operation accepts. */
 export interface OperationOptions {
@@ -110,4 +110,14 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     }, ms);
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/**
+ * The error an operation rejects with when `signal` aborts: the signal's reason when it already is
+ * one of ours (a Deadline's timeout, a VM stopping), otherwise OperationAbortedError with the
+ * reason as its cause.
+ */
+export function abortError(operation: string, signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return isSandboxVmmError(reason) ? reason : new OperationAbortedError(operation, { cause: reason });
 }

@@ -237,7 +237,9 @@ describe('process boundaries', () => {
 
   it('QEMU dies when the Node process that owns it is killed with SIGKILL', async () => {
     const { child, runtimeDir, pid } = await startOwner(guestConfig(), 'hold');
-    cleanups.push(() => execFileSync('rm', ['-rf', runtimeDir]));
+    cleanups.push(() => {
+      execFileSync('rm', ['-rf', runtimeDir]);
+    });
     expect(isProcessAlive(pid)).toBe(true);
     child.kill('SIGKILL');
     await waitUntil(() => !isProcessAlive(pid));

@@ -1,70 +1,59 @@
 // Hot-adding and removing PCI devices (disks, NICs, VFIO) on a running QEMU: backend first, then the
-// frontend on a free root port; removal waits for the guest to let go before deleting the backend.
-import { statSync } from 'node:fs';
-import { validateDeviceConfig, type BlockDeviceConfig, type NetDeviceConfig, type VfioDeviceConfig } from '../../hypervisor/config/index.ts';
-import {
-  DeviceExistsError,
-  DeviceNotFoundError,
-  DeviceRemovalTimeoutError,
-  HotplugError,
-  UnsupportedOperationError,
-} from '../../hypervisor/errors.ts';
+// frontend on a free root port, each step undone if a later one fails; removal waits for the guest
+// to let go before deleting the backend.
+import { validateHotplugDevice, type BlockDeviceConfig, type HotplugDeviceConfig, type NetDeviceConfig } from '../../hypervisor/config/index.ts';
+import { DeviceExistsError, DeviceNotFoundError, DeviceRemovalTimeoutError, HotplugError, UnsupportedOperationError } from '../../hypervisor/errors.ts';
 import type { HotplugDevice, HotplugResult } from '../../hypervisor/types.ts';
-import { QmpCommandError, QmpTimeoutError } from '../../qmp/index.ts';
-import { OperationTimeoutError } from '../../errors.ts';
+import { QmpCommandError } from '../../qmp/index.ts';
+import { blockdevProps, blockFrontendProps, blockNodeName, SCSI_CONTROLLER_ID, scsiControllerProps } from '../devices/block.ts';
+import { netdevId, netdevProps, netFrontendProps } from '../devices/net.ts';
+import { vfioProps } from '../devices/vfio.ts';
+import { realHost } from '../devices/context.ts';
 import { within, type HotplugContext } from './context.ts';
 import { takeRootPort } from './slots.ts';
 import type { BackendRef, HotpluggedDevice } from './state.ts';
 import { UndoStack } from './undo.ts';
 
-const HOTPLUGGABLE = ['block', 'net', 'vfio'] as const;
-/** Rollback must run even when the operation's own deadline is what failed. */
-const ROLLBACK_TIMEOUT_MS = 5_000;
-export const SCSI_CONTROLLER_ID = 'scsi0';
+/** Rollback and backend deletion must run even when the operation's own deadline is what failed. */
+const CLEANUP_TIMEOUT_MS = 5_000;
 
 export async function hotplugDevice(ctx: HotplugContext, input: HotplugDevice): Promise<HotplugResult> {
-  const device = validateDeviceConfig(input, 'device');
-  if (!(HOTPLUGGABLE as readonly string[]).includes(device.type)) {
-    throw new UnsupportedOperationError('hotplugAddDevice', `${device.type} devices can only be cold-plugged (in the config)`);
-  }
-  const hot = device as HotplugDevice;
-  assertIdFree(ctx, hot.id);
-  if (hot.type === 'net' && 'fd' in hot.tap) {
+  const device = validateHotplugDevice(input);
+  if (device.type === 'net' && 'fd' in device.tap) {
     throw new UnsupportedOperationError(
       'hotplugAddDevice',
       'a tap given as an fd cannot reach a running QEMU from Node (no SCM_RIGHTS); name the tap (tap.ifname) or cold-plug it',
     );
   }
-  const undo = new UndoStack();
+  assertIdFree(ctx, device.id);
   // Claim the id and the port synchronously, before the first await, so that concurrent hotplugs
   // can neither reuse the id nor be handed the same port.
-  const isScsi = hot.type === 'block' && hot.driver === 'virtio-scsi';
-  const bus = isScsi ? `${SCSI_CONTROLLER_ID}.0` : takeRootPort(ctx.state, ctx.config.hotplug.rootPorts, hot.id);
-  const record: HotpluggedDevice = { id: hot.id, device: hot, bus, backends: [] };
+  const isScsi = device.type === 'block' && device.driver === 'virtio-scsi';
+  const bus = isScsi ? `${SCSI_CONTROLLER_ID}.0` : takeRootPort(ctx.state, ctx.config.hotplug.rootPorts, device.id);
+  const record: HotpluggedDevice = { id: device.id, device, bus, backends: [] };
   ctx.state.devices.push(record);
+  const undo = new UndoStack();
   try {
     if (isScsi) await ensureScsiController(ctx);
-    switch (hot.type) {
-      case 'block':
-        await plugBlock(ctx, hot, record, undo);
-        break;
-      case 'net':
-        await plugNet(ctx, hot, record, undo);
-        break;
-      case 'vfio':
-        await plugVfio(ctx, hot, record);
-        break;
-    }
+    await plug(ctx, device, record, undo);
   } catch (error) {
     await undo.unwind(ctx.logger);
     ctx.state.devices = ctx.state.devices.filter((d) => d !== record);
-    const original = unwrapStep(error);
-    // QEMU refusing a step is a hotplug failure; a stop, an exit or a deadline keeps its own type.
-    if (original instanceof QmpCommandError) throw new HotplugError(hot.id, stepOf(error), { cause: original });
-    throw original;
+    throw explain(device.id, error);
   }
-  ctx.logger.info({ device: hot.id, type: hot.type, bus: record.bus }, 'device hot-added');
-  return { id: hot.id, type: hot.type, bus: record.bus };
+  ctx.logger.info({ device: device.id, type: device.type, bus }, 'device hot-added');
+  return { id: device.id, type: device.type, bus };
+}
+
+async function plug(ctx: HotplugContext, device: HotplugDeviceConfig, record: HotpluggedDevice, undo: UndoStack): Promise<void> {
+  switch (device.type) {
+    case 'block':
+      return plugBlock(ctx, device, record, undo);
+    case 'net':
+      return plugNet(ctx, device, record, undo);
+    case 'vfio':
+      await step('device_add', ctx.qmp.execute('device_add', vfioProps(device, record.bus), within(ctx)));
+  }
 }
 
 function assertIdFree(ctx: HotplugContext, id: string): void {
@@ -72,7 +61,7 @@ function assertIdFree(ctx: HotplugContext, id: string): void {
     ctx.config.devices.some((d) => d.id === id) ||
     ctx.state.devices.some((d) => d.id === id) ||
     ctx.state.infrastructure.some((d) => d.id === id) ||
-    id === SCSI_CONTROLLER_ID;
+    (ctx.config.boot.image !== undefined && id === 'rootfs');
   if (taken) throw new DeviceExistsError(id);
 }
 
@@ -87,7 +76,7 @@ function ensureScsiController(ctx: HotplugContext): Promise<void> {
   const bus = takeRootPort(ctx.state, ctx.config.hotplug.rootPorts, SCSI_CONTROLLER_ID);
   const entry = { id: SCSI_CONTROLLER_ID, bus };
   ctx.state.infrastructure.push(entry);
-  const ready = step('device_add virtio-scsi-pci', ctx.qmp.execute('device_add', { driver: 'virtio-scsi-pci', id: SCSI_CONTROLLER_ID, bus }, within(ctx))).then(
+  const ready = step('device_add virtio-scsi-pci', ctx.qmp.execute('device_add', scsiControllerProps({ bus }), within(ctx))).then(
     () => undefined,
     (error: unknown) => {
       ctx.state.infrastructure = ctx.state.infrastructure.filter((d) => d !== entry);
@@ -100,136 +89,88 @@ function ensureScsiController(ctx: HotplugContext): Promise<void> {
   return ready;
 }
 
-/** blockdev-add maps the config's cache mode onto QEMU's two cache flags and the device's write cache. */
-function cacheFlags(cache: BlockDeviceConfig['cache']): { direct: boolean; noFlush: boolean; writeCache: boolean } {
-  switch (cache) {
-    case 'none':
-      return { direct: true, noFlush: false, writeCache: true };
-    case 'writethrough':
-      return { direct: false, noFlush: false, writeCache: false };
-    case 'directsync':
-      return { direct: true, noFlush: false, writeCache: false };
-    case 'unsafe':
-      return { direct: false, noFlush: true, writeCache: true };
-    default:
-      return { direct: false, noFlush: false, writeCache: true };
-  }
-}
-
 async function plugBlock(ctx: HotplugContext, device: BlockDeviceConfig, record: HotpluggedDevice, undo: UndoStack): Promise<void> {
-  const nodeName = `drv-${device.id}`;
-  const flags = cacheFlags(device.cache);
-  const readOnly = device.readOnly ?? false;
-  await step(
-    'blockdev-add',
-    ctx.qmp.execute(
-      'blockdev-add',
-      {
-        driver: device.format ?? 'raw',
-        'node-name': nodeName,
-        'read-only': readOnly,
-        cache: { direct: flags.direct, 'no-flush': flags.noFlush },
-        file: {
-          driver: isBlockDevice(device.path) ? 'host_device' : 'file',
-          filename: device.path,
-          aio: device.aio ?? 'threads',
-          'read-only': readOnly,
-          cache: { direct: flags.direct, 'no-flush': flags.noFlush },
-        },
-      },
-      within(ctx),
-    ),
-  );
-  const backend: BackendRef = { kind: 'blockdev', nodeName };
-  record.backends.push(backend);
-  undo.push('blockdev-del', () => deleteBackend(ctx, backend));
-  const frontend: Record<string, unknown> =
-    device.driver === 'virtio-scsi'
-      ? { driver: 'scsi-hd', id: device.id, drive: nodeName, bus: record.bus }
-      : { driver: 'virtio-blk-pci', id: device.id, drive: nodeName, bus: record.bus, 'write-cache': flags.writeCache ? 'on' : 'off' };
-  if (device.serial) frontend['serial'] = device.serial;
-  await step('device_add', ctx.qmp.execute('device_add', frontend, within(ctx)));
+  await step('blockdev-add', ctx.qmp.execute('blockdev-add', blockdevProps(device, realHost), within(ctx)));
+  addBackend(ctx, record, undo, { kind: 'blockdev', nodeName: blockNodeName(device.id) });
+  await step('device_add', ctx.qmp.execute('device_add', blockFrontendProps(device, { bus: record.bus }), within(ctx)));
 }
 
 async function plugNet(ctx: HotplugContext, device: NetDeviceConfig, record: HotpluggedDevice, undo: UndoStack): Promise<void> {
-  const netdevId = `net-${device.id}`;
-  const queues = device.queues ?? 1;
-  const ifname = 'ifname' in device.tap ? device.tap.ifname : '';
-  const netdev: Record<string, unknown> = { type: 'tap', id: netdevId, ifname, script: 'no', downscript: 'no' };
-  if (queues > 1) netdev['queues'] = queues;
-  await step('netdev_add', ctx.qmp.execute('netdev_add', netdev, within(ctx)));
-  const backend: BackendRef = { kind: 'netdev', id: netdevId };
-  record.backends.push(backend);
-  undo.push('netdev_del', () => deleteBackend(ctx, backend));
-  const frontend: Record<string, unknown> = { driver: 'virtio-net-pci', id: device.id, netdev: netdevId, bus: record.bus };
-  if (device.mac) frontend['mac'] = device.mac;
-  if (queues > 1) {
-    frontend['mq'] = true;
-    frontend['vectors'] = 2 * queues + 2;
-  }
-  await step('device_add', ctx.qmp.execute('device_add', frontend, within(ctx)));
+  await step('netdev_add', ctx.qmp.execute('netdev_add', netdevProps(device), within(ctx)));
+  addBackend(ctx, record, undo, { kind: 'netdev', id: netdevId(device.id) });
+  await step('device_add', ctx.qmp.execute('device_add', netFrontendProps(device, { bus: record.bus }), within(ctx)));
 }
 
-async function plugVfio(ctx: HotplugContext, device: VfioDeviceConfig, record: HotpluggedDevice): Promise<void> {
-  const host = device.hostAddress.includes(':') && device.hostAddress.split(':').length === 2 ? `0000:${device.hostAddress}` : device.hostAddress;
-  await step('device_add', ctx.qmp.execute('device_add', { driver: 'vfio-pci', id: device.id, host, bus: record.bus }, within(ctx)));
+function addBackend(ctx: HotplugContext, record: HotpluggedDevice, undo: UndoStack, backend: BackendRef): void {
+  record.backends.push(backend);
+  undo.push(backend.kind === 'blockdev' ? 'blockdev-del' : 'netdev_del', () => deleteBackend(ctx, backend, { timeoutMs: CLEANUP_TIMEOUT_MS }));
 }
 
 /**
- * Removes a hot-added device. The DEVICE_DELETED wait is armed before device_del so that an event
- * arriving before the reply is not missed; when the guest does not let go within `timeoutMs`, the
- * device stays plugged and accounted for, and the caller gets a DeviceRemovalTimeoutError.
+ * Removes a hot-added device. When the guest does not let go within `timeoutMs`, the device stays
+ * plugged and accounted for (its port stays taken), and the caller gets DeviceRemovalTimeoutError;
+ * calling again later finishes the job.
  */
 export async function unplugDevice(ctx: HotplugContext, id: string, timeoutMs: number): Promise<void> {
   const record = ctx.state.devices.find((d) => d.id === id);
   if (!record) throw new DeviceNotFoundError(id);
   await removeFrontend(ctx, id, timeoutMs);
-  for (const backend of record.backends) await deleteBackend(ctx, backend, ctx.deadline.signal);
+  // Each backend leaves the record once deleted, so a retry after a failure resumes where it stopped.
+  while (record.backends.length > 0) {
+    const backend = record.backends[0] as BackendRef;
+    try {
+      await deleteBackend(ctx, backend, within(ctx));
+    } catch (error) {
+      throw explain(id, new StepError(backend.kind === 'blockdev' ? 'blockdev-del' : 'netdev_del', error));
+    }
+    record.backends.shift();
+  }
   ctx.state.devices = ctx.state.devices.filter((d) => d !== record);
   ctx.logger.info({ device: id }, 'device removed');
 }
 
-/** device_del + DEVICE_DELETED; shared by devices and vCPUs. */
+/**
+ * device_del, then DEVICE_DELETED (shared by devices and vCPUs). The wait is armed before
+ * device_del: QEMU may send the event before the command's reply.
+ */
 export async function removeFrontend(ctx: HotplugContext, qemuId: string, timeoutMs: number): Promise<void> {
-  const deleted = ctx.qmp.armEvent('DEVICE_DELETED', (e) => e.data['device'] === qemuId, {
-    timeoutMs,
-    signal: ctx.deadline.signal,
-  });
+  const deleted = ctx.qmp.armEvent('DEVICE_DELETED', (e) => e.data['device'] === qemuId, { timeoutMs, signal: ctx.deadline.signal });
   try {
     await ctx.qmp.execute('device_del', { id: qemuId }, within(ctx));
   } catch (error) {
-    const alreadyPending = error instanceof QmpCommandError && /already in (the )?process of unplug|in progress/i.test(error.desc);
-    if (!alreadyPending) {
+    if (!(error instanceof QmpCommandError)) {
       deleted.cancel();
-      // Already gone (a removal that completed after an earlier timeout): nothing left to wait for.
-      if (error instanceof QmpCommandError && error.errorClass === 'DeviceNotFound') return;
-      if (error instanceof QmpCommandError) throw new HotplugError(qemuId, 'device_del', { cause: error });
       throw error;
     }
-    // An earlier request is still with the guest: keep waiting for it.
+    // Gone already: a removal that completed after an earlier call timed out.
+    if (error.errorClass === 'DeviceNotFound') {
+      deleted.cancel();
+      return;
+    }
+    // Otherwise an earlier request may still be with the guest: keep waiting for it.
+    if (!/already in (the )?process of unplug|in progress/i.test(error.desc)) {
+      deleted.cancel();
+      throw new HotplugError(qemuId, 'device_del', { cause: error });
+    }
   }
   try {
     await deleted.promise;
   } catch (error) {
-    if (error instanceof OperationTimeoutError || error instanceof QmpTimeoutError) {
-      throw new DeviceRemovalTimeoutError(qemuId, timeoutMs);
-    }
-    throw error;
+    // The operation's own deadline keeps its error; the removal bound becomes the typed timeout.
+    if (ctx.deadline.signal.aborted) throw ctx.deadline.signal.reason;
+    if (ctx.qmp.closed) throw error;
+    throw new DeviceRemovalTimeoutError(qemuId, timeoutMs);
   }
 }
 
-async function deleteBackend(ctx: HotplugContext, backend: BackendRef, signal?: AbortSignal): Promise<void> {
-  const options = signal ? { signal } : { timeoutMs: ROLLBACK_TIMEOUT_MS };
-  if (backend.kind === 'blockdev') await ctx.qmp.execute('blockdev-del', { 'node-name': backend.nodeName }, options);
-  else await ctx.qmp.execute('netdev_del', { id: backend.id }, options);
-}
-
-function isBlockDevice(path: string): boolean {
+async function deleteBackend(ctx: HotplugContext, backend: BackendRef, options: { signal?: AbortSignal; timeoutMs?: number }): Promise<void> {
   try {
-    return statSync(path).isBlockDevice();
-  } catch {
-    // Missing: let QEMU say so, in its own words, at blockdev-add.
-    return false;
+    if (backend.kind === 'blockdev') await ctx.qmp.execute('blockdev-del', { 'node-name': backend.nodeName }, options);
+    else await ctx.qmp.execute('netdev_del', { id: backend.id }, options);
+  } catch (error) {
+    // Already deleted (a retry after a partial removal): that is the state we want.
+    if (error instanceof QmpCommandError && /not found|cannot find|failed to find/i.test(error.desc)) return;
+    throw error;
   }
 }
 
@@ -251,10 +192,9 @@ async function step<T>(name: string, promise: Promise<T>): Promise<T> {
   }
 }
 
-function stepOf(error: unknown): string {
-  return error instanceof StepError ? error.step : 'hotplug';
-}
-
-export function unwrapStep(error: unknown): unknown {
-  return error instanceof StepError ? error.original : error;
+/** QEMU refusing a step is a HotplugError naming the step; a stop, an exit or a deadline keeps its own type. */
+function explain(deviceId: string, error: unknown): unknown {
+  const original = error instanceof StepError ? error.original : error;
+  if (original instanceof QmpCommandError) return new HotplugError(deviceId, error instanceof StepError ? error.step : original.command, { cause: original });
+  return original;
 }

@@ -5,13 +5,12 @@ import { OperationTimeoutError } from '../../errors.ts';
 import { HotplugError, NoFreeSlotError, ResizeIncompleteError, ResourceLimitError, UnsupportedOperationError } from '../../hypervisor/errors.ts';
 import type { MemoryResizeResult } from '../../hypervisor/types.ts';
 import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
+import { GUEST_MEMORY_BLOCK_MiB } from '../../hypervisor/config/index.ts';
+import { dimmIds, memoryBackendProps, VIRTIO_MEM_ID } from '../devices/memory.ts';
 import { within, type HotplugContext } from './context.ts';
 import type { HotpluggedDimm } from './state.ts';
 
-export const VIRTIO_MEM_ID = 'vmem0';
 const MiB = 1024 * 1024;
-/** x86_64 Linux hot(un)plugs memory in 128 MiB blocks. */
-export const GUEST_MEMORY_BLOCK_MiB = 128;
 /**
  * Onlining N MiB costs the guest about N/64 MiB of struct pages taken from memory it already has;
  * Kata caps each step at 48 times the current size to stay clear of that (kata-containers#4847).
@@ -73,22 +72,6 @@ async function resizeVirtioMem(ctx: HotplugContext, targetMiB: number): Promise<
   }
 }
 
-function dimmBackend(ctx: HotplugContext, id: string, sizeMiB: number): Record<string, unknown> {
-  const { backing, prealloc } = ctx.config.memory;
-  const common: Record<string, unknown> = { id, size: sizeMiB * MiB };
-  if (prealloc) common['prealloc'] = true;
-  switch (backing.type) {
-    case 'shared':
-      return { 'qom-type': 'memory-backend-memfd', share: true, ...common };
-    case 'file':
-      return { 'qom-type': 'memory-backend-file', 'mem-path': backing.path, share: true, ...common };
-    case 'hugepages':
-      return { 'qom-type': 'memory-backend-file', 'mem-path': backing.path ?? '/dev/hugepages', share: true, ...common };
-    default:
-      return { 'qom-type': 'memory-backend-ram', ...common };
-  }
-}
-
 async function growDimms(ctx: HotplugContext, targetMiB: number): Promise<void> {
   const current = currentMemoryMiB(ctx);
   if (targetMiB < current) {
@@ -108,10 +91,9 @@ async function growDimms(ctx: HotplugContext, targetMiB: number): Promise<void> 
 }
 
 async function addDimm(ctx: HotplugContext, sizeMiB: number): Promise<void> {
-  const index = ctx.state.dimms.reduce((next, d) => Math.max(next, Number(d.qemuId.slice(4)) + 1), 0);
-  const dimm: HotpluggedDimm = { qemuId: `dimm${index}`, backendId: `mem-dimm${index}`, sizeMiB };
+  const dimm: HotpluggedDimm = { ...dimmIds(ctx.state.dimms.length), sizeMiB };
   try {
-    await ctx.qmp.execute('object-add', dimmBackend(ctx, dimm.backendId, sizeMiB), within(ctx));
+    await ctx.qmp.execute('object-add', memoryBackendProps(dimm.backendId, sizeMiB, ctx.config.memory.backing, ctx.config.memory.prealloc), within(ctx));
   } catch (error) {
     if (error instanceof QmpCommandError) throw new HotplugError(dimm.qemuId, 'object-add', { cause: error });
     throw error;

@@ -1,11 +1,11 @@
 // What has been plugged and resized since boot. Saved in the runtime directory after every change,
 // so a process that re-attaches knows which slots are taken and what it may remove.
-import type { HotplugDevice } from '../../hypervisor/types.ts';
+import type { HotplugDeviceConfig } from '../../hypervisor/config/index.ts';
 
 export interface HotpluggedDevice {
   id: string;
-  device: HotplugDevice;
-  /** The root port (rpN) or SCSI controller the device sits on. */
+  device: HotplugDeviceConfig;
+  /** The root port (rpN) or SCSI bus the device sits on. */
   bus: string;
   /** Backend objects to delete after the frontend is gone, in order. */
   backends: BackendRef[];

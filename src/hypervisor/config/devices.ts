@@ -1,0 +1,160 @@
+// The devices a sandbox can have, as one discriminated union on `type`. Cold-plugged devices are
+// listed in the config; block, net and vfio devices can also be hot-plugged into a running VM.
+import { z } from 'zod';
+import { absolutePath, deviceId, socketPath } from './fields.ts';
+
+const base = { id: deviceId };
+
+export const blockDeviceSchema = z
+  .strictObject({
+    type: z.literal('block'),
+    ...base,
+    /** The image file or host block device. */
+    path: absolutePath,
+    /** virtio-blk: one PCI device per disk. virtio-scsi: a scsi-hd on the VM's virtio-scsi controller. */
+    driver: z.enum(['virtio-blk', 'virtio-scsi']).default('virtio-blk'),
+    format: z.enum(['raw', 'qcow2']).default('raw'),
+    readOnly: z.boolean().default(false),
+    /** QEMU's cache modes: none = O_DIRECT; writeback is QEMU's default; unsafe ignores flushes. */
+    cache: z.enum(['none', 'writeback', 'writethrough', 'directsync', 'unsafe']).default('writeback'),
+    aio: z.enum(['threads', 'native', 'io_uring']).default('threads'),
+    /** The serial number the guest sees (/sys/block/…/serial); at most 20 characters. */
+    serial: z.string().regex(/^[A-Za-z0-9_.-]{1,20}$/, 'must be 1 to 20 letters, digits, "_", "." or "-"').optional(),
+  })
+  .superRefine((device, ctx) => {
+    if (device.aio === 'native' && device.cache !== 'none' && device.cache !== 'directsync') {
+      ctx.addIssue({ code: 'custom', path: ['aio'], message: 'aio "native" needs cache "none" or "directsync" (O_DIRECT)' });
+    }
+  });
+
+const macAddress = z
+  .string()
+  .regex(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/, 'must be six hex octets separated by ":" (52:54:00:12:34:56)')
+  .refine((mac) => (parseInt(mac.slice(0, 2), 16) & 1) === 0, 'must be a unicast address (the first octet must be even)')
+  .transform((mac) => mac.toLowerCase());
+
+export const netDeviceSchema = z
+  .strictObject({
+    type: z.literal('net'),
+    ...base,
+    /** A tap QEMU opens by name, or one the caller opened (the fd is handed to QEMU at start). */
+    tap: z.union([
+      z.strictObject({ ifname: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be a Linux interface name (1 to 15 letters, digits, "_", "." or "-")') }),
+      z.strictObject({ fd: z.int().min(0) }),
+    ]),
+    mac: macAddress.optional(),
+    queues: z.int().min(1).max(16).default(1),
+    /** Use the vhost-net kernel accelerator (needs /dev/vhost-net). */
+    vhost: z.boolean().default(false),
+  })
+  .superRefine((device, ctx) => {
+    if ('fd' in device.tap && device.queues > 1) {
+      ctx.addIssue({ code: 'custom', path: ['queues'], message: 'a tap given as one fd has one queue; name the tap (tap.ifname) for more' });
+    }
+  });
+
+export const vfioDeviceSchema = z.strictObject({
+  type: z.literal('vfio'),
+  ...base,
+  /** The host PCI address, domain optional: 0000:01:00.0 or 01:00.0. */
+  hostAddress: z
+    .string()
+    .regex(/^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]$/, 'must be a PCI address like 0000:01:00.0')
+    .transform((address) => (address.length === 7 ? `0000:${address}` : address).toLowerCase()),
+});
+
+export const vsockDeviceSchema = z.strictObject({
+  type: z.literal('vsock'),
+  ...base,
+  /** 0-2 are reserved (hypervisor, local, host); 2^32-1 is VMADDR_CID_ANY. */
+  guestCid: z.int().min(3, 'must be at least 3 (0, 1 and 2 are reserved)').max(0xfffffffe),
+});
+
+const fsTag = z.string().regex(/^[A-Za-z0-9_.-]{1,36}$/, 'must be 1 to 36 letters, digits, "_", "." or "-"');
+
+export const virtioFsDeviceSchema = z.strictObject({
+  type: z.literal('fs'),
+  driver: z.literal('virtio-fs'),
+  ...base,
+  /** The mount tag the guest uses: mount -t virtiofs <tag> /mnt */
+  tag: fsTag,
+  /** The vhost-user socket of a virtiofsd the caller runs. */
+  socketPath,
+  queueSize: z.union([z.literal(128), z.literal(256), z.literal(512), z.literal(1024)]).default(1024),
+});
+
+export const ninePFsDeviceSchema = z.strictObject({
+  type: z.literal('fs'),
+  driver: z.literal('9p'),
+  ...base,
+  tag: fsTag,
+  /** The host directory to share. */
+  path: absolutePath,
+  securityModel: z.enum(['mapped-xattr', 'mapped-file', 'passthrough', 'none']).default('none'),
+  readOnly: z.boolean().default(false),
+});
+
+export const fsDeviceSchema = z.discriminatedUnion('driver', [virtioFsDeviceSchema, ninePFsDeviceSchema]);
+
+export const rngDeviceSchema = z.strictObject({
+  type: z.literal('rng'),
+  ...base,
+  source: absolutePath.default('/dev/urandom'),
+});
+
+export const balloonDeviceSchema = z.strictObject({
+  type: z.literal('balloon'),
+  ...base,
+  deflateOnOom: z.boolean().default(true),
+  /** Free page reporting: the guest hands freed pages back to the host. */
+  freePageReporting: z.boolean().default(false),
+});
+
+/** A virtio-serial port backed by a unix socket in the runtime directory (an agent channel). */
+export const channelDeviceSchema = z.strictObject({
+  type: z.literal('channel'),
+  ...base,
+  /** The port name the guest sees under /sys/class/virtio-ports/…/name. */
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1 to 64 letters, digits, "_", "." or "-"'),
+});
+
+/** A pvpanic device: a guest kernel panic becomes a GUEST_PANICKED event. */
+export const pvpanicDeviceSchema = z.strictObject({
+  type: z.literal('pvpanic'),
+  ...base,
+});
+
+export const deviceSchema = z.discriminatedUnion('type', [
+  blockDeviceSchema,
+  netDeviceSchema,
+  vfioDeviceSchema,
+  vsockDeviceSchema,
+  fsDeviceSchema,
+  rngDeviceSchema,
+  balloonDeviceSchema,
+  channelDeviceSchema,
+  pvpanicDeviceSchema,
+]);
+
+/** Devices that can be added to and removed from a running VM. */
+export const hotplugDeviceSchema = z.discriminatedUnion('type', [blockDeviceSchema, netDeviceSchema, vfioDeviceSchema]);
+
+export type DeviceConfig = z.output<typeof deviceSchema>;
+export type DeviceConfigInput = z.input<typeof deviceSchema>;
+export type DeviceType = DeviceConfig['type'];
+export type BlockDeviceConfig = z.output<typeof blockDeviceSchema>;
+export type BlockDeviceInput = z.input<typeof blockDeviceSchema>;
+export type NetDeviceConfig = z.output<typeof netDeviceSchema>;
+export type NetDeviceInput = z.input<typeof netDeviceSchema>;
+export type VfioDeviceConfig = z.output<typeof vfioDeviceSchema>;
+export type VfioDeviceInput = z.input<typeof vfioDeviceSchema>;
+export type VsockDeviceConfig = z.output<typeof vsockDeviceSchema>;
+export type FsDeviceConfig = z.output<typeof fsDeviceSchema>;
+export type VirtioFsDeviceConfig = z.output<typeof virtioFsDeviceSchema>;
+export type NinePFsDeviceConfig = z.output<typeof ninePFsDeviceSchema>;
+export type RngDeviceConfig = z.output<typeof rngDeviceSchema>;
+export type BalloonDeviceConfig = z.output<typeof balloonDeviceSchema>;
+export type ChannelDeviceConfig = z.output<typeof channelDeviceSchema>;
+export type PvpanicDeviceConfig = z.output<typeof pvpanicDeviceSchema>;
+export type HotplugDeviceConfig = z.output<typeof hotplugDeviceSchema>;
+export type HotplugDeviceInput = z.input<typeof hotplugDeviceSchema>;

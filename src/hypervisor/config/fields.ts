@@ -1,0 +1,31 @@
+// Field schemas shared by the config sections: paths, ids, sizes.
+import { z } from 'zod';
+
+/** sun_path holds 108 bytes including the trailing NUL. */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+const noControl = (value: string) => !/[\0\n\r]/.test(value);
+
+export const absolutePath = z
+  .string()
+  .min(1)
+  .refine((p) => p.startsWith('/'), 'must be an absolute path')
+  .refine(noControl, 'must not contain NUL, newline or carriage return');
+
+export const socketPath = absolutePath.refine(
+  (p) => Buffer.byteLength(p) <= MAX_SOCKET_PATH_BYTES,
+  `a unix socket path must fit in ${MAX_SOCKET_PATH_BYTES} bytes`,
+);
+
+/**
+ * A device id: it names the device in QEMU (and in backend object names derived from it, which
+ * QEMU limits to 31 characters), so it is short and plain.
+ */
+export const deviceId = z
+  .string()
+  .regex(/^[A-Za-z][A-Za-z0-9_-]{0,26}$/, 'must start with a letter and hold at most 27 letters, digits, "_" or "-"');
+
+/** Ids the backends use for their own devices (root ports, controllers, the virtio-mem device). */
+export const RESERVED_DEVICE_ID = /^(rp\d+|scsi\d+|vmem\d+|vserial\d+|svmm.*)$/;
+
+export const positiveInt = (max: number) => z.int().min(1).max(max);

@@ -1,0 +1,199 @@
+// The sandbox config: one backend-neutral description of a VM, limited to what a container sandbox
+// needs. Parsing fills defaults; rules that tie fields together are checked on the smallest
+// section that holds them, so most mistakes are reported together.
+import { z } from 'zod';
+import { v4 as uuidv4 } from 'uuid';
+import { deviceSchema } from './devices.ts';
+import { absolutePath, positiveInt, RESERVED_DEVICE_ID } from './fields.ts';
+
+/** x86 Linux's COMMAND_LINE_SIZE. */
+export const MAX_KERNEL_CMDLINE_BYTES = 2048;
+/** x86_64 Linux hot(un)plugs memory in blocks of this size; DIMMs must be a multiple of it. */
+export const GUEST_MEMORY_BLOCK_MiB = 128;
+/** Boot and virtio-mem sizes must be multiples of this (huge pages, virtio-mem's default block). */
+export const MEMORY_ALIGN_MiB = 2;
+
+const machineSchema = z.strictObject({
+  /** Only x86_64/q35 today; aarch64/virt would be a second variant of this object. */
+  arch: z.literal('x86_64').default('x86_64'),
+  type: z.literal('q35').default('q35'),
+  /** kvm in production; tcg (software emulation) where KVM is unavailable. */
+  accel: z.enum(['kvm', 'tcg']).default('kvm'),
+  /** QEMU's -cpu model. Default: host under kvm, max under tcg. */
+  cpuModel: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.+-]*$/, 'must be a QEMU CPU model name such as host, max or Skylake-Server')
+    .optional(),
+});
+
+const bootSchema = z
+  .strictObject({
+    kernel: absolutePath,
+    /** An initramfs. */
+    initrd: absolutePath.optional(),
+    /** Or a root filesystem image, attached read-only as the first virtio-blk disk (/dev/vda). */
+    image: absolutePath.optional(),
+    kernelParams: z
+      .array(z.string().min(1).refine((p) => !/[\0\n\r]/.test(p), 'must not contain NUL, newline or carriage return'))
+      .default([]),
+  })
+  .superRefine((boot, ctx) => {
+    if (boot.initrd && boot.image) ctx.addIssue({ code: 'custom', path: ['image'], message: 'give an initrd or an image, not both' });
+    const cmdline = boot.kernelParams.join(' ');
+    if (Buffer.byteLength(cmdline) > MAX_KERNEL_CMDLINE_BYTES - 64) {
+      ctx.addIssue({ code: 'custom', path: ['kernelParams'], message: `the kernel command line must stay under ${MAX_KERNEL_CMDLINE_BYTES - 64} bytes` });
+    }
+  });
+
+const cpusSchema = z
+  .strictObject({
+    boot: positiveInt(255).default(1),
+    /** The most vCPUs resizeVCPUs may reach. Default: boot. */
+    max: positiveInt(255).optional(),
+  })
+  .superRefine((cpus, ctx) => {
+    if (cpus.max !== undefined && cpus.boot > cpus.max) {
+      ctx.addIssue({ code: 'custom', path: ['boot'], message: `must not exceed cpus.max (${cpus.boot} > ${cpus.max})` });
+    }
+  });
+
+const backingSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('anonymous') }),
+  /** memfd, shared with other processes: what vhost-user and virtio-fs need. */
+  z.strictObject({ type: z.literal('shared') }),
+  z.strictObject({ type: z.literal('file'), path: absolutePath }),
+  z.strictObject({ type: z.literal('hugepages'), path: absolutePath.default('/dev/hugepages') }),
+]);
+
+const memorySchema = z
+  .strictObject({
+    bootMiB: z.int().min(64).max(16 * 1024 * 1024).default(2048),
+    /** The most memory resizeMemory may reach. Default: bootMiB. */
+    maxMiB: z.int().min(64).max(16 * 1024 * 1024).optional(),
+    /** virtio-mem grows and shrinks; dimm only grows; none keeps the boot size. */
+    hotplug: z.enum(['virtio-mem', 'dimm', 'none']).default('none'),
+    /** DIMM slots (dimm hotplug only): each growth step takes one. */
+    slots: z.int().min(1).max(256).default(8),
+    backing: backingSchema.prefault({ type: 'anonymous' }),
+    /** Allocate all guest memory up front. */
+    prealloc: z.boolean().default(false),
+  })
+  .superRefine((memory, ctx) => {
+    const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', path: [path], message });
+    const max = memory.maxMiB ?? memory.bootMiB;
+    if (memory.bootMiB % MEMORY_ALIGN_MiB !== 0) issue('bootMiB', `must be a multiple of ${MEMORY_ALIGN_MiB} MiB`);
+    if (memory.bootMiB > max) issue('bootMiB', `must not exceed memory.maxMiB (${memory.bootMiB} > ${max})`);
+    if (memory.hotplug === 'none' && max > memory.bootMiB) {
+      issue('maxMiB', 'is larger than bootMiB but memory.hotplug is "none": choose "virtio-mem" or "dimm"');
+    }
+    if (memory.hotplug !== 'none' && max <= memory.bootMiB) {
+      issue('maxMiB', `must be larger than bootMiB for memory.hotplug "${memory.hotplug}"`);
+    }
+    if (memory.hotplug === 'virtio-mem' && max % MEMORY_ALIGN_MiB !== 0) issue('maxMiB', `must be a multiple of ${MEMORY_ALIGN_MiB} MiB`);
+    if (memory.hotplug === 'dimm' && (max - memory.bootMiB) % GUEST_MEMORY_BLOCK_MiB !== 0) {
+      issue('maxMiB', `maxMiB - bootMiB must be a multiple of the guest's ${GUEST_MEMORY_BLOCK_MiB} MiB memory block for dimm hotplug`);
+    }
+  });
+
+const consoleSchema = z.strictObject({
+  /** The guest serial console (ttyS0) on a unix socket in the runtime directory. */
+  socket: z.boolean().default(true),
+  /** Also (or only) append everything the console prints to this file. */
+  logFile: absolutePath.optional(),
+});
+
+const userSchema = z.union([
+  /** root → nobody (+ kvm group under kvm); anyone else stays who they are. */
+  z.literal('auto'),
+  z.literal('current'),
+  z.strictObject({ uid: z.int().min(0), gid: z.int().min(0), groups: z.array(z.int().min(0)).optional() }),
+]);
+
+const hardeningSchema = z.strictObject({
+  /** QEMU's seccomp filter, denying obsolete, privilege-raising, spawning and resource-control calls. */
+  seccomp: z.boolean().default(true),
+  /** Who QEMU runs as. */
+  user: userSchema.default('auto'),
+});
+
+const runtimeSchema = z.strictObject({
+  /** The VM's private directory (sockets, pidfile, state). Default: <base>/<id>, kept short. */
+  dir: absolutePath.optional(),
+  /** The QEMU binary: a path or a name looked up in PATH. */
+  qemuPath: z.string().min(1).default('qemu-system-x86_64'),
+  /** QEMU outlives this process (for re-attach) instead of dying with it. */
+  detached: z.boolean().default(false),
+});
+
+const hotplugSchema = z.strictObject({
+  /** PCIe root ports reserved at boot: each holds one hot-plugged PCI device. */
+  rootPorts: z.int().min(0).max(24).default(2),
+});
+
+export const sandboxConfigSchema = z
+  .strictObject({
+    /** The VM id (Kata passes the sandbox id). Default: a fresh uuid. */
+    id: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be 1 to 64 letters, digits, "_", "." or "-", starting with a letter or digit')
+      .optional(),
+    machine: machineSchema.prefault({}),
+    boot: bootSchema,
+    cpus: cpusSchema.prefault({}),
+    memory: memorySchema.prefault({}),
+    console: consoleSchema.prefault({}),
+    devices: z.array(deviceSchema).default([]),
+    hotplug: hotplugSchema.prefault({}),
+    hardening: hardeningSchema.prefault({}),
+    runtime: runtimeSchema.prefault({}),
+  })
+  .superRefine((config, ctx) => {
+    const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+    const seen = new Map<string, number>();
+    config.devices.forEach((device, index) => {
+      const first = seen.get(device.id);
+      if (first !== undefined) issue(['devices', index, 'id'], `duplicates the id of devices[${first}] ('${device.id}')`);
+      else seen.set(device.id, index);
+      if (RESERVED_DEVICE_ID.test(device.id)) issue(['devices', index, 'id'], `'${device.id}' is reserved for the backend's own devices`);
+    });
+    uniqueBy(config.devices, 'channel', (d) => d.name, (index, name) => issue(['devices', index, 'name'], `another channel is already named '${name}'`));
+    uniqueBy(config.devices, 'fs', (d) => d.tag, (index, tag) => issue(['devices', index, 'tag'], `another fs device already has the tag '${tag}'`));
+    for (const kind of ['vsock', 'balloon', 'pvpanic'] as const) {
+      const indexes = config.devices.flatMap((d, i) => (d.type === kind ? [i] : []));
+      for (const index of indexes.slice(1)) issue(['devices', index, 'type'], `a VM has at most one ${kind} device`);
+    }
+    config.devices.forEach((device, index) => {
+      if (device.type === 'fs' && device.driver === 'virtio-fs' && config.memory.backing.type === 'anonymous') {
+        issue(['devices', index, 'driver'], 'virtio-fs needs guest memory the daemon can map: set memory.backing to shared, file or hugepages');
+      }
+    });
+    if (config.boot.image && config.devices.some((d) => d.id === 'rootfs')) {
+      issue(['devices'], "the id 'rootfs' is taken by boot.image");
+    }
+  })
+  .transform((config) => ({
+    ...config,
+    id: config.id ?? uuidv4(),
+    machine: { ...config.machine, cpuModel: config.machine.cpuModel ?? (config.machine.accel === 'kvm' ? 'host' : 'max') },
+    cpus: { boot: config.cpus.boot, max: config.cpus.max ?? config.cpus.boot },
+    memory: { ...config.memory, maxMiB: config.memory.maxMiB ?? config.memory.bootMiB },
+  }));
+
+function uniqueBy<T extends { type: string }, K extends T['type']>(
+  devices: readonly T[],
+  type: K,
+  key: (device: Extract<T, { type: K }>) => string,
+  report: (index: number, value: string) => void,
+): void {
+  const seen = new Set<string>();
+  devices.forEach((device, index) => {
+    if (device.type !== type) return;
+    const value = key(device as Extract<T, { type: K }>);
+    if (seen.has(value)) report(index, value);
+    seen.add(value);
+  });
+}
+
+export type SandboxConfigInput = z.input<typeof sandboxConfigSchema>;
+export type SandboxConfig = z.output<typeof sandboxConfigSchema>;
+export type MemoryBacking = SandboxConfig['memory']['backing'];

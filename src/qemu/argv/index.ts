@@ -1,0 +1,153 @@
+// The pure argv builder: a validated SandboxConfig and the runtime paths in, QEMU's arguments out.
+// No shell is involved anywhere, the order is fixed, and every option value is escaped.
+import type { SandboxConfig } from '../../hypervisor/config/index.ts';
+import { coldplugArgs, realHost, type ColdplugContext, type HostProbe } from '../devices/index.ts';
+import { blockArgs, scsiControllerProps } from '../devices/block.ts';
+import { BOOT_MEMORY_ID, memoryBackendProps, needsBootBackend, VIRTIO_MEM_BACKEND_ID, VIRTIO_MEM_ID } from '../devices/memory.ts';
+import type { RuntimePaths } from '../runtime-paths.ts';
+import { PciRootBus } from './pci.ts';
+import { renderOptions, type OptionProps } from './qemu-opts.ts';
+
+export interface QemuArgv {
+  args: string[];
+  /** Caller fds to hand QEMU as fd 3, 4, … in this order (the argv refers to them so). */
+  passFds: number[];
+}
+
+/** Hot-plug root ports are rp0 … rp<n-1>; ports for cold VFIO devices are numbered after them. */
+export function rootPortId(index: number): string {
+  return `rp${index}`;
+}
+
+export const VIRTIO_SERIAL_ID = 'vserial0';
+export const ROOTFS_DEVICE_ID = 'rootfs';
+const FIRST_PASSED_FD = 3;
+
+const opt = (name: string, props: OptionProps, head?: string): string[] => [name, renderOptions(props, head)];
+
+export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: HostProbe = realHost): QemuArgv {
+  const { machine, cpus, memory, boot } = config;
+  const args: string[] = [];
+  const pci = new PciRootBus();
+  const passFds: number[] = [];
+
+  // Identity, machine, CPUs.
+  args.push(...opt('-name', { guest: config.id, 'debug-threads': true }));
+  if (isUuid(config.id)) args.push('-uuid', config.id);
+  const bootBackend = needsBootBackend(memory.backing, memory.prealloc);
+  args.push(...opt('-machine', { type: machine.type, 'memory-backend': bootBackend ? BOOT_MEMORY_ID : undefined }, 'type'));
+  args.push('-accel', machine.accel);
+  args.push('-cpu', machine.cpuModel);
+  // One socket, one core per possible vCPU: hot-pluggable CPUs are then socket-id 0, core-id N.
+  args.push(...opt('-smp', { cpus: cpus.boot, maxcpus: cpus.max, sockets: 1, dies: 1, cores: cpus.max, threads: 1 }));
+
+  // Memory.
+  const grows = memory.hotplug !== 'none';
+  args.push(
+    ...opt('-m', {
+      size: `${memory.bootMiB}M`,
+      slots: memory.hotplug === 'dimm' ? memory.slots : undefined,
+      maxmem: grows ? `${memory.maxMiB}M` : undefined,
+    }),
+  );
+  if (bootBackend) {
+    args.push(...opt('-object', memoryBackendProps(BOOT_MEMORY_ID, memory.bootMiB, memory.backing, memory.prealloc) as OptionProps, 'qom-type'));
+  }
+
+  // Hardening and process plumbing.
+  if (config.hardening.seccomp) {
+    args.push(...opt('-sandbox', { enable: true, obsolete: 'deny', elevateprivileges: 'deny', spawn: 'deny', resourcecontrol: 'deny' }));
+  }
+  args.push('-no-user-config', '-nodefaults', '-display', 'none', '-no-reboot');
+  // A panicked guest is kept (paused, status guest-panicked) for the runtime to inspect or stop.
+  args.push('-action', 'panic=pause');
+  if (machine.accel === 'kvm') args.push('-global', 'kvm-pit.lost_tick_policy=discard');
+  args.push('-rtc', 'base=utc,driftfix=slew');
+  args.push('-S', '-pidfile', paths.pidFile);
+  args.push(...opt('-chardev', { backend: 'socket', id: 'chr-qmp', path: paths.qmpSocket, server: true, wait: false }, 'backend'));
+  args.push('-mon', 'chardev=chr-qmp,mode=control');
+
+  // Boot. -kernel, -initrd and -append take their value verbatim (no option parsing).
+  args.push('-kernel', boot.kernel);
+  if (boot.initrd) args.push('-initrd', boot.initrd);
+  const params = [...boot.kernelParams];
+  if (boot.image && !params.some((p) => p.startsWith('root='))) params.push('root=/dev/vda', 'ro');
+  if (params.length > 0) args.push('-append', params.join(' '));
+
+  // The guest serial console (ttyS0).
+  const { console } = config;
+  if (console.socket) {
+    args.push(
+      ...opt(
+        '-chardev',
+        { backend: 'socket', id: 'chr-console', path: paths.consoleSocket, server: true, wait: false, logfile: console.logFile, logappend: console.logFile ? true : undefined },
+        'backend',
+      ),
+    );
+  } else if (console.logFile) {
+    args.push(...opt('-chardev', { backend: 'file', id: 'chr-console', path: console.logFile, append: true }, 'backend'));
+  }
+  if (console.socket || console.logFile) args.push('-device', 'isa-serial,id=serial0,chardev=chr-console');
+
+  // PCI devices, each at an explicit address. The root image comes first so that it is /dev/vda.
+  let virtioSerialBus: string | undefined;
+  let scsiBus: string | undefined;
+  let extraRootPorts = 0;
+  const ctx: ColdplugContext = {
+    paths,
+    host,
+    pciSlot: (what) => ({ bus: 'pcie.0', addr: pci.slot(what) }),
+    dedicatedRootPort: (what) => {
+      const id = rootPortId(config.hotplug.rootPorts + extraRootPorts++);
+      args.push(...rootPortArgs(id, pci, what));
+      return id;
+    },
+    virtioSerialBus: () => {
+      if (!virtioSerialBus) {
+        args.push(...opt('-device', { driver: 'virtio-serial-pci', id: VIRTIO_SERIAL_ID, bus: 'pcie.0', addr: pci.slot(VIRTIO_SERIAL_ID) }, 'driver'));
+        virtioSerialBus = `${VIRTIO_SERIAL_ID}.0`;
+      }
+      return virtioSerialBus;
+    },
+    scsiBus: () => {
+      if (!scsiBus) {
+        args.push(...opt('-device', scsiControllerProps({ bus: 'pcie.0', addr: pci.slot('the SCSI controller') }) as OptionProps, 'driver'));
+        scsiBus = 'scsi0.0';
+      }
+      return scsiBus;
+    },
+    passFd: (fd) => {
+      passFds.push(fd);
+      return FIRST_PASSED_FD + passFds.length - 1;
+    },
+  };
+  if (boot.image) {
+    args.push(...blockArgs({ type: 'block', id: ROOTFS_DEVICE_ID, path: boot.image, driver: 'virtio-blk', format: 'raw', readOnly: true, cache: 'writeback', aio: 'threads' }, ctx));
+  }
+  if (memory.hotplug === 'virtio-mem') {
+    const size = memory.maxMiB - memory.bootMiB;
+    args.push(...opt('-object', memoryBackendProps(VIRTIO_MEM_BACKEND_ID, size, memory.backing, false) as OptionProps, 'qom-type'));
+    args.push(
+      ...opt(
+        '-device',
+        { driver: 'virtio-mem-pci', id: VIRTIO_MEM_ID, memdev: VIRTIO_MEM_BACKEND_ID, 'requested-size': 0, prealloc: memory.prealloc ? true : undefined, ...ctx.pciSlot(VIRTIO_MEM_ID) },
+        'driver',
+      ),
+    );
+  }
+  for (let i = 0; i < config.hotplug.rootPorts; i++) args.push(...rootPortArgs(rootPortId(i), pci, rootPortId(i)));
+  for (const device of config.devices) args.push(...coldplugArgs(device, ctx));
+
+  return { args, passFds };
+}
+
+function rootPortArgs(id: string, pci: PciRootBus, what: string): string[] {
+  const { addr, multifunction, chassis } = pci.rootPort(what);
+  // No I/O window: virtio and VFIO devices behind it use MMIO, and the 64 KiB of port I/O would
+  // run out after a dozen ports.
+  return opt('-device', { driver: 'pcie-root-port', id, bus: 'pcie.0', chassis, addr, multifunction: multifunction ? true : undefined, 'io-reserve': 0 }, 'driver');
+}
+
+function isUuid(id: string): boolean {
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id);
+}

@@ -1,0 +1,38 @@
+// What a device kind needs to put itself on the command line: where it goes on the PCI topology,
+// how to hand QEMU a file descriptor, and the shared controllers it sits behind.
+import { statSync } from 'node:fs';
+import type { RuntimePaths } from '../runtime-paths.ts';
+
+export interface HostProbe {
+  /** True for a host block device (QEMU's host_device driver), false for a file. */
+  isBlockDevice(path: string): boolean;
+}
+
+/** Asks the real filesystem. */
+export const realHost: HostProbe = {
+  isBlockDevice(path) {
+    try {
+      return statSync(path).isBlockDevice();
+    } catch {
+      return false; // missing: QEMU reports it in its own words when it opens the file
+    }
+  },
+};
+
+export interface ColdplugContext {
+  paths: RuntimePaths;
+  host: HostProbe;
+  /** A slot of its own on the root bus: the bus and addr properties of a PCI device. */
+  pciSlot(what: string): { bus: string; addr: string };
+  /** A root port of its own (for VFIO, whose BARs need one): its id, usable as a bus. */
+  dedicatedRootPort(what: string): string;
+  /** The virtio-serial bus channels plug into (the controller is added the first time). */
+  virtioSerialBus(): string;
+  /** The SCSI bus scsi-hd disks plug into (the controller is added the first time). */
+  scsiBus(): string;
+  /** Hands `fd` to QEMU at spawn; returns the fd number QEMU sees. */
+  passFd(fd: number): number;
+}
+
+/** QMP property objects, as sent by device_add, blockdev-add, netdev_add and object-add. */
+export type Props = Record<string, unknown>;

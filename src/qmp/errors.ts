@@ -1,0 +1,58 @@
+// Errors of the QMP client. Each has a stable `code`; the cause of a disconnect or a protocol
+// failure is kept in `cause`.
+import { SandboxVmmError, type SandboxVmmErrorOptions } from '../errors.ts';
+
+/** QEMU answered a command with an error object. */
+export class QmpCommandError extends SandboxVmmError {
+  readonly command: string;
+  /** QMP's error class, e.g. GenericError, CommandNotFound, DeviceNotFound. */
+  readonly errorClass: string;
+  readonly desc: string;
+
+  constructor(command: string, errorClass: string, desc: string) {
+    super('QMP_COMMAND_FAILED', `QMP command ${command} failed: ${desc} (${errorClass})`);
+    this.command = command;
+    this.errorClass = errorClass;
+    this.desc = desc;
+  }
+}
+
+/** No reply within the command's timeout. The client stays usable; a late reply is dropped. */
+export class QmpTimeoutError extends SandboxVmmError {
+  readonly command: string;
+  readonly timeoutMs: number;
+
+  constructor(command: string, timeoutMs: number) {
+    super('QMP_TIMEOUT', `QMP command ${command} got no reply within ${timeoutMs} ms`);
+    this.command = command;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** The connection is gone (socket closed, QEMU exited, close() called): pending commands fail with this. */
+export class QmpDisconnectedError extends SandboxVmmError {
+  /** The command that could not complete, when there was one. */
+  readonly command: string | undefined;
+
+  constructor(reason: string, options: SandboxVmmErrorOptions & { command?: string } = {}) {
+    super('QMP_DISCONNECTED', options.command ? `QMP command ${options.command} failed: ${reason}` : reason, options);
+    this.command = options.command;
+  }
+}
+
+/** The peer broke the protocol: a bad greeting, a line that is not JSON, a line over the size cap. */
+export class QmpProtocolError extends SandboxVmmError {
+  constructor(message: string, options: SandboxVmmErrorOptions = {}) {
+    super('QMP_PROTOCOL', message, options);
+  }
+}
+
+/** The socket never accepted a connection (or the QEMU behind it exited first). */
+export class QmpConnectError extends SandboxVmmError {
+  readonly socketPath: string;
+
+  constructor(socketPath: string, reason: string, options: SandboxVmmErrorOptions = {}) {
+    super('QMP_CONNECT_FAILED', `cannot connect to QMP at ${socketPath}: ${reason}`, options);
+    this.socketPath = socketPath;
+  }
+}

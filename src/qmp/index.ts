@@ -1,0 +1,6 @@
+// The QMP client, usable on its own against any QEMU: `import { QmpClient } from 'sandbox-vmm/qmp'`.
+export { QmpClient, type QmpConnectOptions, type QmpExecuteOptions } from './client.ts';
+export { QmpCommandError, QmpConnectError, QmpDisconnectedError, QmpProtocolError, QmpTimeoutError } from './errors.ts';
+export type { ArmedEvent, QmpEventListener, WaitForEventOptions } from './events.ts';
+export { DEFAULT_MAX_LINE_BYTES, LineSplitter } from './framing.ts';
+export type * from './types.ts';

@@ -1,0 +1,138 @@
+// The QMP wire messages, and typed arguments and results for the commands the QEMU backend uses.
+// Any other command goes through the untyped overload of QmpClient.execute.
+
+export interface QmpVersion {
+  qemu: { major: number; minor: number; micro: number };
+  package: string;
+}
+
+export interface QmpGreeting {
+  version: QmpVersion;
+  capabilities: string[];
+}
+
+export interface QmpEvent {
+  event: string;
+  data: Record<string, unknown>;
+  timestamp: { seconds: number; microseconds: number };
+}
+
+/** A QEMU run state, as query-status reports it. */
+export type RunState =
+  | 'debug'
+  | 'inmigrate'
+  | 'internal-error'
+  | 'io-error'
+  | 'paused'
+  | 'postmigrate'
+  | 'prelaunch'
+  | 'finish-migrate'
+  | 'restore-vm'
+  | 'running'
+  | 'save-vm'
+  | 'shutdown'
+  | 'suspended'
+  | 'watchdog'
+  | 'guest-panicked'
+  | 'colo';
+
+export interface StatusInfo {
+  running: boolean;
+  singlestep?: boolean;
+  status: RunState;
+}
+
+export interface HotpluggableCpu {
+  type: string;
+  'vcpus-count': number;
+  props: Record<string, number>;
+  /** Present when a vCPU is plugged in this slot. */
+  'qom-path'?: string;
+}
+
+export interface CpuInfoFast {
+  'cpu-index': number;
+  'qom-path': string;
+  'thread-id': number;
+  target: string;
+  props?: Record<string, number>;
+}
+
+export type MemoryDeviceInfo =
+  | { type: 'dimm' | 'nvdimm'; data: { id?: string; addr: number; size: number; slot: number; node: number; memdev: string; hotplugged: boolean; hotpluggable: boolean } }
+  | { type: 'virtio-mem'; data: { id?: string; memaddr: number; 'requested-size': number; size: number; 'max-size': number; 'block-size': number; node: number; memdev: string } }
+  | { type: string; data: Record<string, unknown> };
+
+export interface PciDeviceInfo {
+  bus: number;
+  slot: number;
+  function: number;
+  class_info: { desc?: string; class: number };
+  id: { device: number; vendor: number; subsystem?: number; 'subsystem-vendor'?: number };
+  qdev_id: string;
+  pci_bridge?: { bus: { number: number; secondary: number; subordinate: number }; devices?: PciDeviceInfo[] };
+  regions: unknown[];
+}
+
+export interface PciInfo {
+  bus: number;
+  devices: PciDeviceInfo[];
+}
+
+export interface BlockInfo {
+  device: string;
+  qdev?: string;
+  locked: boolean;
+  removable: boolean;
+  inserted?: {
+    file: string;
+    'node-name'?: string;
+    ro: boolean;
+    drv: string;
+    image: { filename: string; format: string; 'virtual-size': number };
+    cache: { writeback: boolean; direct: boolean; 'no-flush': boolean };
+  };
+}
+
+export interface ObjectPropertyInfo {
+  name: string;
+  type: string;
+  description?: string;
+  'default-value'?: unknown;
+}
+
+type Empty = Record<string, never>;
+/** QEMU options objects: the keys named here are checked, everything else passes through. */
+type Props = Record<string, unknown>;
+
+/** Argument and return types of the commands the library sends. */
+export interface QmpCommandMap {
+  qmp_capabilities: { args: { enable?: string[] } | undefined; ret: Empty };
+  'query-version': { args: undefined; ret: QmpVersion };
+  'query-status': { args: undefined; ret: StatusInfo };
+  stop: { args: undefined; ret: Empty };
+  cont: { args: undefined; ret: Empty };
+  quit: { args: undefined; ret: Empty };
+  system_powerdown: { args: undefined; ret: Empty };
+  'blockdev-add': { args: { driver: string; 'node-name': string } & Props; ret: Empty };
+  'blockdev-del': { args: { 'node-name': string }; ret: Empty };
+  device_add: { args: { driver: string; id?: string } & Props; ret: Empty };
+  device_del: { args: { id: string }; ret: Empty };
+  netdev_add: { args: { type: string; id: string } & Props; ret: Empty };
+  netdev_del: { args: { id: string }; ret: Empty };
+  'object-add': { args: { 'qom-type': string; id: string } & Props; ret: Empty };
+  'object-del': { args: { id: string }; ret: Empty };
+  'qom-get': { args: { path: string; property: string }; ret: unknown };
+  'qom-set': { args: { path: string; property: string; value: unknown }; ret: Empty };
+  'qom-list': { args: { path: string }; ret: ObjectPropertyInfo[] };
+  'device-list-properties': { args: { typename: string }; ret: ObjectPropertyInfo[] };
+  'query-hotpluggable-cpus': { args: undefined; ret: HotpluggableCpu[] };
+  'query-cpus-fast': { args: undefined; ret: CpuInfoFast[] };
+  'query-memory-devices': { args: undefined; ret: MemoryDeviceInfo[] };
+  'query-pci': { args: undefined; ret: PciInfo[] };
+  'query-block': { args: undefined; ret: BlockInfo[] };
+}
+
+export type QmpCommandName = keyof QmpCommandMap;
+export type QmpArgs<C extends QmpCommandName> = QmpCommandMap[C]['args'];
+export type QmpReturn<C extends QmpCommandName> = QmpCommandMap[C]['ret'];

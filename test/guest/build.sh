@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Builds the small sandbox guest the tests and the demo boot: Debian's cloud kernel (downloaded
+# with apt-get download and unpacked, never installed on the host) and a busybox-static initramfs
+# with the virtio modules, an init and a command agent. Cached in .cache/guest/<key>/, keyed by the
+# kernel and busybox versions and a hash of the build inputs; a warm cache returns at once.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cache="$root/.cache/guest"
+manifest="$cache/current.json"
+inputs_hash="$(cat "$here/build.sh" "$here"/rootfs/* | sha256sum | cut -c1-12)"
+
+# Warm cache: the manifest names this input hash and its files exist.
+if [ -f "$manifest" ] && grep -q "\"inputsHash\": \"$inputs_hash\"" "$manifest"; then
+  kernel="$(sed -n 's/.*"kernel": "\([^"]*\)".*/\1/p' "$manifest")"
+  initrd="$(sed -n 's/.*"initrd": "\([^"]*\)".*/\1/p' "$manifest")"
+  [ -f "$kernel" ] && [ -f "$initrd" ] && exit 0
+fi
+
+say() { echo "[guest] $*" >&2; }
+
+if [ ! -x /bin/busybox ] && [ ! -x /usr/bin/busybox ]; then
+  say "busybox-static is missing: apt-get install busybox-static"; exit 1
+fi
+busybox="$(command -v busybox)"
+if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+  say "refreshing apt lists"; apt-get update -qq
+fi
+kernel_pkg="$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')"
+[ -n "$kernel_pkg" ] || { say "cannot resolve the package behind linux-image-cloud-amd64"; exit 1; }
+kernel_pkg_version="$(apt-cache policy "$kernel_pkg" | awk '/Candidate:/ { print $2 }')"
+busybox_version="$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown)"
+key="$(echo "${kernel_pkg}_${kernel_pkg_version}_busybox-${busybox_version}_${inputs_hash}" | tr -c 'A-Za-z0-9._\n-' '_')"
+out="$cache/$key"
+
+say "building $key"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+(cd "$work" && apt-get download -q "$kernel_pkg=$kernel_pkg_version" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2 || true)
+deb="$(ls "$work"/*.deb 2>/dev/null | head -1)"
+[ -n "$deb" ] || { say "apt-get download $kernel_pkg failed"; exit 1; }
+dpkg-deb -x "$deb" "$work/kernel"
+kver="$(ls "$work/kernel/lib/modules" | head -1)"
+moddir="$work/kernel/lib/modules/$kver"
+
+# The modules the guest needs, with their dependencies first (read from each .ko's depends=).
+wanted="virtio_pci virtio_blk virtio_mem virtio_console virtio_net virtio_scsi sd_mod pvpanic-pci"
+declare -A seen=()
+order=()
+find_module() { find "$moddir/kernel" \( -name "$1.ko" -o -name "${1//_/-}.ko" -o -name "${1//-/_}.ko" \) | head -1; }
+visit() {
+  local name="$1" file deps dep
+  [ -n "${seen[$name]:-}" ] && return 0
+  seen[$name]=1
+  if grep -qE "/(${name}|${name//_/-}|${name//-/_})\.ko$" "$moddir/modules.builtin"; then return 0; fi
+  file="$(find_module "$name")"
+  [ -n "$file" ] || { say "module $name not found"; exit 1; }
+  deps="$(grep -a -o 'depends=[A-Za-z0-9_,-]*' "$file" | head -1 | cut -d= -f2)"
+  for dep in ${deps//,/ }; do visit "$dep"; done
+  order+=("${file#"$moddir/kernel/"}")
+}
+for module in $wanted; do visit "$module"; done
+
+initramfs="$work/initramfs"
+mkdir -p "$initramfs"/{bin,dev,proc,sys,tmp,etc,lib/modules}
+cp "$busybox" "$initramfs/bin/busybox"
+# /init is a shell script: its interpreter must exist before busybox installs its applets.
+ln -s busybox "$initramfs/bin/sh"
+cp "$here/rootfs/init" "$initramfs/init"
+cp "$here/rootfs/agent" "$here/rootfs/on-uevent" "$initramfs/bin/"
+: > "$initramfs/etc/modules.order"
+for rel in "${order[@]}"; do
+  mkdir -p "$initramfs/lib/modules/$(dirname "$rel")"
+  cp "$moddir/kernel/$rel" "$initramfs/lib/modules/$rel"
+  echo "$rel" >> "$initramfs/etc/modules.order"
+done
+chmod 0755 "$initramfs/init" "$initramfs/bin/"*
+
+rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+(cd "$initramfs" && find . | cpio -o -H newc --quiet | gzip -1) > "$out.tmp/initrd.img"
+cp "$work/kernel/boot/vmlinuz-$kver" "$out.tmp/vmlinuz"
+# QEMU runs as an unprivileged user: everything must be world-readable.
+chmod 0644 "$out.tmp/initrd.img" "$out.tmp/vmlinuz"
+chmod 0755 "$out.tmp"
+rm -rf "$out" && mv "$out.tmp" "$out"
+chmod 0755 "$cache" "$root/.cache" 2>/dev/null || true
+
+# Older builds are of no further use.
+for old in "$cache"/*/; do
+  [ "${old%/}" = "$out" ] || rm -rf "$old"
+done
+
+cat > "$manifest.tmp" <<JSON
+{
+  "kernel": "$out/vmlinuz",
+  "initrd": "$out/initrd.img",
+  "kernelParams": ["console=ttyS0", "quiet", "panic=0", "memhp_default_state=online_movable", "tsc=reliable", "no_timer_check"],
+  "kernelVersion": "$kver",
+  "key": "$key",
+  "inputsHash": "$inputs_hash",
+  "modules": [$(printf '"%s",' "${order[@]}" | sed 's/,$//')]
+}
+JSON
+mv "$manifest.tmp" "$manifest"
+say "guest ready: $out"
