@@ -3,7 +3,7 @@
 // fresh machine lacks (npm dependencies, QEMU, the guest image), then runs the real command.
 // Plain Node with no dependencies, because node_modules may not exist yet.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -11,7 +11,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const [task, ...rest] = process.argv.slice(2);
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 // Debian packages the tests and the demo need: QEMU itself, and what builds the guest.
-const debianPackages = ['qemu-system-x86', 'busybox-static', 'cpio', 'util-linux', 'iproute2'];
+const debianPackages = ['qemu-system-x86', 'qemu-utils', 'busybox-static', 'cpio', 'util-linux', 'iproute2'];
 
 function say(message) {
   process.stderr.write(`[bootstrap] ${message}\n`);
@@ -39,6 +39,7 @@ function ensureNodeModules() {
 function ensureDebianPackages() {
   const missing = [];
   if (!onPath('qemu-system-x86_64')) missing.push('qemu-system-x86');
+  if (!onPath('qemu-img')) missing.push('qemu-utils');
   if (!existsSync('/bin/busybox') && !existsSync('/usr/bin/busybox')) missing.push('busybox-static');
   if (!onPath('cpio')) missing.push('cpio');
   if (!onPath('setpriv')) missing.push('util-linux');
@@ -54,6 +55,20 @@ function ensureDebianPackages() {
   if (run('sh', ['-c', command], { env }) !== 0) throw new Error('apt-get could not install QEMU');
 }
 
+/**
+ * An unprivileged QEMU attaches to a tap it owns through /dev/net/tun, which Debian's udev makes
+ * 0666; some machines ship it 0600 (root only). Opening it grants nothing by itself: creating or
+ * configuring a tap still needs CAP_NET_ADMIN.
+ */
+function ensureTunAccess() {
+  const tun = '/dev/net/tun';
+  if (!isRoot || !existsSync(tun)) return;
+  const mode = statSync(tun).mode & 0o777;
+  if (mode === 0o666) return;
+  say(`${tun} is mode ${mode.toString(8)}: setting Debian's default 0666 so that QEMU, running unprivileged, can open its taps`);
+  chmodSync(tun, 0o666);
+}
+
 function ensureGuest() {
   if (run('bash', [join(root, 'test', 'guest', 'build.sh')]) !== 0) {
     throw new Error('building the guest image failed (test/guest/build.sh)');
@@ -67,6 +82,7 @@ try {
   ensureDebianPackages();
   switch (task) {
     case 'test':
+      ensureTunAccess();
       ensureGuest();
       process.exit(run(bin('vitest'), ['run', ...rest]));
       break;
@@ -75,6 +91,7 @@ try {
       process.exit(run(bin('tsx'), [join(root, 'demo', 'main.ts'), ...rest]));
       break;
     case 'bench':
+      ensureTunAccess();
       ensureGuest();
       // --expose-gc: the scale benchmark measures heap per VM after a collection.
       process.exit(run(process.execPath, ['--expose-gc', '--import', 'tsx', join(root, 'bench', 'run.ts'), ...rest]));

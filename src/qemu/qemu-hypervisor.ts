@@ -428,7 +428,7 @@ export class QemuHypervisor implements Hypervisor {
   hotplugRemoveDevice(id: string, options?: OperationOptions): Promise<void> {
     return this.#run('hotplugRemoveDevice', ['running', 'paused'], options, async (_qmp, deadline) => {
       try {
-        await unplugDevice(this.#hotplugContext(deadline), id, this.#removalTimeoutMs);
+        await unplugDevice(this.#hotplugContext(deadline), id);
       } finally {
         this.#saveState();
       }
@@ -459,7 +459,7 @@ export class QemuHypervisor implements Hypervisor {
     const qmp = this.#qmp;
     const config = this.#config;
     if (!qmp || !config) throw new VmStartError('the VM is not running');
-    return { qmp, config, state: this.#hotplug, deadline, logger: this.#log };
+    return { qmp, config, state: this.#hotplug, deadline, logger: this.#log, removalTimeoutMs: this.#removalTimeoutMs };
   }
 
   // ---------------------------------------------------------------- plumbing

@@ -27,7 +27,7 @@ async function eventually<T>(fn: () => Promise<T>, check: (value: T) => boolean,
 
 /** Block devices in the guest and the first bytes of each. */
 async function guestDisks(agent: GuestAgent): Promise<Map<string, string>> {
-  const out = await agent.runOk('for d in /sys/block/vd* /sys/block/sd*; do [ -e "$d" ] || continue; n=${d##*/}; echo "$n $(head -c 16 /dev/$n | tr -c "[:print:]" .)"; done');
+  const out = await agent.runOk('for d in /sys/block/vd* /sys/block/sd*; do [ -e "$d" ] || continue; n=${d##*/}; echo "$n $(head -c 16 /dev/$n | tr -c "A-Za-z0-9-" .)"; done');
   const disks = new Map<string, string>();
   for (const line of out.split('\n').filter(Boolean)) {
     const [name, ...rest] = line.split(' ');
@@ -110,9 +110,14 @@ describe('hotplug on a running guest (virtio-mem)', () => {
     await expect(vm.hotplugAddDevice({ type: 'block', id: 'agent', path: rawDisk(scratch.dir, 'dup.img', 'x') })).rejects.toBeInstanceOf(DeviceExistsError);
     await expect(vm.hotplugRemoveDevice('nope')).rejects.toBeInstanceOf(DeviceNotFoundError);
     await expect(vm.hotplugAddDevice({ type: 'net', id: 'fdnic', tap: { fd: 9 } })).rejects.toBeInstanceOf(UnsupportedOperationError);
+    const rng = { type: 'rng', id: 'rng0' } as unknown as Parameters<QemuHypervisor['hotplugAddDevice']>[0];
+    await expect(vm.hotplugAddDevice(rng)).rejects.toThrow(/rng devices can only be cold-plugged/);
   });
 
   it('a failed hotplug (QEMU rejects the disk) leaves nothing half-plugged and frees the slot', async () => {
+    // The port a disk gets now, before the failure.
+    const probe = await vm.hotplugAddDevice({ type: 'block', id: 'probe', path: rawDisk(scratch.dir, 'probe.img', 'x') });
+    await vm.hotplugRemoveDevice('probe');
     const missing = `${scratch.dir}/deleted.img`;
     const error = (await vm.hotplugAddDevice({ type: 'block', id: 'bad0', path: missing }).catch((e: unknown) => e)) as HotplugError;
     expect(error).toBeInstanceOf(HotplugError);
@@ -121,7 +126,7 @@ describe('hotplug on a running guest (virtio-mem)', () => {
     expect(vm.devices().find((d) => d.id === 'bad0')).toBeUndefined();
     // The same id and the same port are usable again.
     const ok = await vm.hotplugAddDevice({ type: 'block', id: 'bad0', path: rawDisk(scratch.dir, 'ok.img', 'x') });
-    expect(ok.bus).toBe('rp0');
+    expect(ok.bus).toBe(probe.bus);
     await vm.hotplugRemoveDevice('bad0');
   });
 

@@ -214,11 +214,11 @@ describe('QEMU lifecycle on the default guest', () => {
 });
 
 describe('process boundaries', () => {
-  const tsx = join(process.cwd(), 'node_modules', '.bin', 'tsx');
   const owner = join(process.cwd(), 'test', 'integration', 'fixtures', 'owner.ts');
 
   function startOwner(config: object, mode: 'hold' | 'detach' | 'exit'): Promise<{ child: ChildProcess; runtimeDir: string; pid: number }> {
-    const child = spawn(tsx, [owner, JSON.stringify(config), mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // node itself (not the tsx wrapper, which would be a process in between) owns the VM.
+    const child = spawn(process.execPath, ['--import', 'tsx', owner, JSON.stringify(config), mode], { stdio: ['ignore', 'pipe', 'inherit'] });
     cleanups.push(() => {
       child.kill('SIGKILL');
     });

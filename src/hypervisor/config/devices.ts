@@ -158,3 +158,12 @@ export type ChannelDeviceConfig = z.output<typeof channelDeviceSchema>;
 export type PvpanicDeviceConfig = z.output<typeof pvpanicDeviceSchema>;
 export type HotplugDeviceConfig = z.output<typeof hotplugDeviceSchema>;
 export type HotplugDeviceInput = z.input<typeof hotplugDeviceSchema>;
+
+/** Every device type, and those that can also be hot-plugged. */
+export const DEVICE_TYPES = ['block', 'net', 'vfio', 'vsock', 'fs', 'rng', 'balloon', 'channel', 'pvpanic'] as const satisfies readonly DeviceType[];
+export const HOTPLUGGABLE_DEVICE_TYPES = ['block', 'net', 'vfio'] as const satisfies readonly HotplugDeviceConfig['type'][];
+// Both lists are complete: a type missing from either fails to compile here.
+const _allTypes: Exclude<DeviceType, (typeof DEVICE_TYPES)[number]> extends never ? true : never = true;
+const _allHotplug: Exclude<HotplugDeviceConfig['type'], (typeof HOTPLUGGABLE_DEVICE_TYPES)[number]> extends never ? true : never = true;
+void _allTypes;
+void _allHotplug;

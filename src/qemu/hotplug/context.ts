@@ -11,6 +11,8 @@ export interface HotplugContext {
   state: HotplugState;
   deadline: Deadline;
   logger: Logger;
+  /** How long a removal waits for the guest to let go of a device or vCPU. */
+  removalTimeoutMs: number;
 }
 
 /** QMP options carrying the operation's deadline. */

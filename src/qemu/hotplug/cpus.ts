@@ -2,11 +2,9 @@
 // guessed ones), remove in reverse order of addition. Boot vCPUs are not removable.
 import { HotplugError, ResourceLimitError } from '../../hypervisor/errors.ts';
 import type { VcpuResizeResult } from '../../hypervisor/types.ts';
-import { QmpCommandError } from '../../qmp/index.ts';
+import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
 import { within, type HotplugContext } from './context.ts';
 import { removeFrontend } from './devices.ts';
-
-const CPU_REMOVAL_TIMEOUT_MS = 10_000;
 
 export function currentVcpus(ctx: Pick<HotplugContext, 'config' | 'state'>): number {
   return ctx.config.cpus.boot + ctx.state.cpus.length;
@@ -24,14 +22,8 @@ export async function resizeVcpus(ctx: HotplugContext, count: number): Promise<V
   return { previous, current: currentVcpus(ctx) };
 }
 
-interface HotpluggableCpu {
-  type: string;
-  'qom-path'?: string;
-  props: Record<string, number | undefined>;
-}
-
 async function addOne(ctx: HotplugContext): Promise<void> {
-  const slots = (await ctx.qmp.execute('query-hotpluggable-cpus', undefined, within(ctx))) as HotpluggableCpu[];
+  const slots = await ctx.qmp.execute('query-hotpluggable-cpus', undefined, within(ctx));
   const free = slots
     .filter((slot) => slot['qom-path'] === undefined)
     .sort((a, b) => (a.props['core-id'] ?? 0) - (b.props['core-id'] ?? 0))[0];
@@ -47,9 +39,21 @@ async function addOne(ctx: HotplugContext): Promise<void> {
   ctx.state.cpus.push({ qemuId, coreId });
 }
 
+/**
+ * QEMU 7.2 reports an x86 vCPU unplug only as DEVICE_DELETED of its lapic child
+ * (/machine/peripheral/<id>/lapic), never under the CPU's own id; once that arrives the CPU is
+ * gone from query-cpus-fast, which is checked before the vCPU is forgotten.
+ */
 async function removeNewest(ctx: HotplugContext): Promise<void> {
   const newest = ctx.state.cpus.at(-1);
   if (!newest) return;
-  await removeFrontend(ctx, newest.qemuId, CPU_REMOVAL_TIMEOUT_MS);
+  const path = `/machine/peripheral/${newest.qemuId}`;
+  const released = (event: QmpEvent) => {
+    const eventPath = String(event.data['path'] ?? '');
+    return event.data['device'] === newest.qemuId || eventPath === path || eventPath.startsWith(`${path}/`);
+  };
+  await removeFrontend(ctx, newest.qemuId, ctx.removalTimeoutMs, released);
+  const cpus = await ctx.qmp.execute('query-cpus-fast', undefined, within(ctx));
+  if (cpus.some((cpu) => cpu['qom-path'] === path)) throw new HotplugError(newest.qemuId, 'device_del (the vCPU is still listed by QEMU)');
   ctx.state.cpus.pop();
 }

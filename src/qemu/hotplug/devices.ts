@@ -1,10 +1,10 @@
 // Hot-adding and removing PCI devices (disks, NICs, VFIO) on a running QEMU: backend first, then the
 // frontend on a free root port, each step undone if a later one fails; removal waits for the guest
 // to let go before deleting the backend.
-import { validateHotplugDevice, type BlockDeviceConfig, type HotplugDeviceConfig, type NetDeviceConfig } from '../../hypervisor/config/index.ts';
+import { DEVICE_TYPES, HOTPLUGGABLE_DEVICE_TYPES, validateHotplugDevice, type BlockDeviceConfig, type HotplugDeviceConfig, type NetDeviceConfig } from '../../hypervisor/config/index.ts';
 import { DeviceExistsError, DeviceNotFoundError, DeviceRemovalTimeoutError, HotplugError, UnsupportedOperationError } from '../../hypervisor/errors.ts';
 import type { HotplugDevice, HotplugResult } from '../../hypervisor/types.ts';
-import { QmpCommandError } from '../../qmp/index.ts';
+import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
 import { blockdevProps, blockFrontendProps, blockNodeName, SCSI_CONTROLLER_ID, scsiControllerProps } from '../devices/block.ts';
 import { netdevId, netdevProps, netFrontendProps } from '../devices/net.ts';
 import { vfioProps } from '../devices/vfio.ts';
@@ -18,6 +18,10 @@ import { UndoStack } from './undo.ts';
 const CLEANUP_TIMEOUT_MS = 5_000;
 
 export async function hotplugDevice(ctx: HotplugContext, input: HotplugDevice): Promise<HotplugResult> {
+  const type = (input as { type?: unknown }).type;
+  if (typeof type === 'string' && isColdOnly(type)) {
+    throw new UnsupportedOperationError('hotplugAddDevice', `${type} devices can only be cold-plugged (list them in the config's devices)`);
+  }
   const device = validateHotplugDevice(input);
   if (device.type === 'net' && 'fd' in device.tap) {
     throw new UnsupportedOperationError(
@@ -43,6 +47,10 @@ export async function hotplugDevice(ctx: HotplugContext, input: HotplugDevice): 
   }
   ctx.logger.info({ device: device.id, type: device.type, bus }, 'device hot-added');
   return { id: device.id, type: device.type, bus };
+}
+
+function isColdOnly(type: string): boolean {
+  return (DEVICE_TYPES as readonly string[]).includes(type) && !(HOTPLUGGABLE_DEVICE_TYPES as readonly string[]).includes(type);
 }
 
 async function plug(ctx: HotplugContext, device: HotplugDeviceConfig, record: HotpluggedDevice, undo: UndoStack): Promise<void> {
@@ -107,14 +115,14 @@ function addBackend(ctx: HotplugContext, record: HotpluggedDevice, undo: UndoSta
 }
 
 /**
- * Removes a hot-added device. When the guest does not let go within `timeoutMs`, the device stays
+ * Removes a hot-added device. When the guest does not let go in time, the device stays
  * plugged and accounted for (its port stays taken), and the caller gets DeviceRemovalTimeoutError;
  * calling again later finishes the job.
  */
-export async function unplugDevice(ctx: HotplugContext, id: string, timeoutMs: number): Promise<void> {
+export async function unplugDevice(ctx: HotplugContext, id: string): Promise<void> {
   const record = ctx.state.devices.find((d) => d.id === id);
   if (!record) throw new DeviceNotFoundError(id);
-  await removeFrontend(ctx, id, timeoutMs);
+  await removeFrontend(ctx, id, ctx.removalTimeoutMs);
   // Each backend leaves the record once deleted, so a retry after a failure resumes where it stopped.
   while (record.backends.length > 0) {
     const backend = record.backends[0] as BackendRef;
@@ -129,12 +137,23 @@ export async function unplugDevice(ctx: HotplugContext, id: string, timeoutMs: n
   ctx.logger.info({ device: id }, 'device removed');
 }
 
+/** DEVICE_DELETED for the device itself (by id, or by path when QEMU gives only the path). */
+export function deletedEventFor(qemuId: string): (event: QmpEvent) => boolean {
+  const path = `/machine/peripheral/${qemuId}`;
+  return (event) => event.data['device'] === qemuId || event.data['path'] === path;
+}
+
 /**
- * device_del, then DEVICE_DELETED (shared by devices and vCPUs). The wait is armed before
- * device_del: QEMU may send the event before the command's reply.
+ * device_del, then the event that says the guest let go (shared by devices and vCPUs). The wait is
+ * armed before device_del: QEMU may send the event before the command's reply.
  */
-export async function removeFrontend(ctx: HotplugContext, qemuId: string, timeoutMs: number): Promise<void> {
-  const deleted = ctx.qmp.armEvent('DEVICE_DELETED', (e) => e.data['device'] === qemuId, { timeoutMs, signal: ctx.deadline.signal });
+export async function removeFrontend(
+  ctx: HotplugContext,
+  qemuId: string,
+  timeoutMs: number,
+  released: (event: QmpEvent) => boolean = deletedEventFor(qemuId),
+): Promise<void> {
+  const deleted = ctx.qmp.armEvent('DEVICE_DELETED', released, { timeoutMs, signal: ctx.deadline.signal });
   try {
     await ctx.qmp.execute('device_del', { id: qemuId }, within(ctx));
   } catch (error) {
