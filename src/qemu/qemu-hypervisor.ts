@@ -9,8 +9,10 @@ import { isSandboxVmmError } from '../errors.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import {
   AttachError,
+  InvalidStateError,
   VmExitedError,
   VmStartError,
+  VmStoppingError,
   VmUnhealthyError,
 } from '../hypervisor/errors.ts';
 import { Lifecycle } from '../hypervisor/lifecycle.ts';
@@ -29,7 +31,7 @@ import type {
   VmExitInfo,
   VmState,
 } from '../hypervisor/types.ts';
-import { QmpClient, QmpDisconnectedError, type QmpEvent } from '../qmp/index.ts';
+import { QmpClient, QmpConnectError, QmpDisconnectedError, QmpProtocolError, type QmpEvent, type RunState } from '../qmp/index.ts';
 import { buildQemuArgv } from './argv/index.ts';
 import { AdoptedProcess, killAndWait, SpawnedProcess, type DropPrivileges, type VmmProcess } from './process/vmm-process.ts';
 import { isProcessAlive } from './process/proc-fs.ts';
@@ -53,6 +55,11 @@ export interface QemuHypervisorOptions {
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 const QUIT_WAIT_MS = 3_000;
+const RECONNECT_TIMEOUT_MS = 5_000;
+/** How long a lost QMP connection waits for QEMU's exit to be reaped before calling it something else. */
+const EXIT_GRACE_MS = 1_000;
+/** Run states a healthy sandbox is never in. */
+const UNHEALTHY_RUN_STATES: ReadonlySet<RunState> = new Set(['guest-panicked', 'internal-error', 'io-error', 'shutdown', 'watchdog']);
 const STDERR_FILE = 'qemu.stderr';
 
 export class QemuHypervisor implements Hypervisor {
@@ -68,6 +75,7 @@ export class QemuHypervisor implements Hypervisor {
   #user: DropPrivileges | undefined;
   #process: VmmProcess | undefined;
   #qmp: QmpClient | undefined;
+  #reconnecting: Promise<QmpClient> | undefined;
   #hotplug: HotplugState = emptyHotplugState();
   #exitInfo: VmExitInfo | undefined;
   #stopPromise: Promise<void> | undefined;
@@ -175,23 +183,23 @@ export class QemuHypervisor implements Hypervisor {
   async #failStart(error: unknown): Promise<never> {
     const proc = this.#process;
     this.#expectingExit = true;
+    // Whether QEMU ended on its own (a rejected command line, a crash, someone's SIGKILL) must be
+    // read before we kill it ourselves. A lost QMP connection usually means QEMU is exiting: give
+    // the reaper a moment to see it.
+    if (proc && !proc.hasExited && isConnectionLoss(error)) await Promise.race([proc.exited, sleep(EXIT_GRACE_MS)]);
+    const exitedOnItsOwn = proc?.hasExited === true;
     await this.#qmp?.close();
     const exit = proc ? await killAndWait(proc) : undefined;
     const stderrTail = proc?.stderrTail() ?? '';
     if (this.#paths) removeRuntimeDir(this.#paths.dir);
-    this.#exitInfo = { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail };
+    this.#exitInfo = { expected: !exitedOnItsOwn, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail };
     this.#lifecycle.to('stopped');
-    // QEMU's own exit (a rejected command line) says more than the QMP error it caused.
-    const exitedOnItsOwn = exit && exit.signal !== 'SIGKILL' ? exit : undefined;
-    const reason = exitedOnItsOwn
-      ? 'QEMU exited during start'
-      : isSandboxVmmError(error) || error instanceof Error
-        ? error.message
-        : String(error);
+    // QEMU's own exit says more than the QMP error it caused.
+    const reason = exitedOnItsOwn ? 'QEMU exited during start' : error instanceof Error ? error.message : String(error);
     this.#log.warn({ err: error, stderrTail }, 'vm start failed');
     throw new VmStartError(reason, {
-      exitCode: exitedOnItsOwn?.exitCode,
-      signal: exitedOnItsOwn?.signal,
+      exitCode: exitedOnItsOwn ? exit?.exitCode : undefined,
+      signal: exitedOnItsOwn ? exit?.signal : undefined,
       stderrTail,
       cause: error,
     });
@@ -199,6 +207,9 @@ export class QemuHypervisor implements Hypervisor {
 
   #attachQmp(qmp: QmpClient): void {
     this.#qmp = qmp;
+    // An adopted process is only polled: a closed QMP socket is the faster hint that it died.
+    const proc = this.#process;
+    if (proc instanceof AdoptedProcess) qmp.onClose(() => proc.poke());
     qmp.on('*', (event: QmpEvent) => {
       this.#log.debug({ event: event.event, data: event.data }, 'qmp event');
       for (const listener of this.#eventListeners) {
@@ -232,8 +243,6 @@ export class QemuHypervisor implements Hypervisor {
         }
       }
     });
-    // An adopted process is only polled: a closed QMP socket is the faster hint that it died.
-    if (proc instanceof AdoptedProcess) this.#qmp?.onClose(() => proc.poke());
   }
 
   stopVM(options: StopOptions = {}): Promise<void> {
@@ -366,21 +375,22 @@ export class QemuHypervisor implements Hypervisor {
     });
   }
 
-  check(options?: OperationOptions): Promise<void> {
+  /** Health as Kata's monitor polls it: any failure to get a sane run state is a VmUnhealthyError. */
+  async check(options?: OperationOptions): Promise<void> {
     if (this.#exitInfo && !this.#exitInfo.expected) {
-      return Promise.reject(new VmUnhealthyError(`the hypervisor exited (${describe(this.#exitInfo)})`));
+      throw new VmUnhealthyError(`the hypervisor exited (${describe(this.#exitInfo)})`);
     }
-    return this.#run('check', ['running', 'paused'], options, async (qmp, deadline) => {
-      let status;
-      try {
-        status = await qmp.execute('query-status', undefined, { signal: deadline.signal });
-      } catch (error) {
-        throw new VmUnhealthyError('QMP does not answer', { cause: error });
-      }
-      if (['guest-panicked', 'internal-error', 'io-error', 'shutdown'].includes(status.status)) {
-        throw new VmUnhealthyError(status.status);
-      }
-    });
+    let status: RunState;
+    try {
+      status = await this.#run('check', ['running', 'paused'], options, async (qmp, deadline) => {
+        return (await qmp.execute('query-status', undefined, { signal: deadline.signal })).status;
+      });
+    } catch (error) {
+      if (error instanceof InvalidStateError) throw error;
+      const why = error instanceof VmExitedError ? 'the hypervisor exited' : error instanceof VmStoppingError ? 'the VM is stopping' : 'QMP does not answer';
+      throw new VmUnhealthyError(why, { cause: error });
+    }
+    if (UNHEALTHY_RUN_STATES.has(status)) throw new VmUnhealthyError(status);
   }
 
   capabilities(): HypervisorCapabilities {
@@ -418,17 +428,17 @@ export class QemuHypervisor implements Hypervisor {
   // ---------------------------------------------------------------- hotplug and resize
 
   hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult> {
-    return this.#run('hotplugAddDevice', ['running', 'paused'], options, async (_qmp, deadline) => {
-      const result = await hotplugDevice(this.#hotplugContext(deadline), device);
+    return this.#run('hotplugAddDevice', ['running', 'paused'], options, async (qmp, deadline) => {
+      const result = await hotplugDevice(this.#hotplugContext(qmp, deadline), device);
       this.#saveState();
       return result;
     });
   }
 
   hotplugRemoveDevice(id: string, options?: OperationOptions): Promise<void> {
-    return this.#run('hotplugRemoveDevice', ['running', 'paused'], options, async (_qmp, deadline) => {
+    return this.#run('hotplugRemoveDevice', ['running', 'paused'], options, async (qmp, deadline) => {
       try {
-        await unplugDevice(this.#hotplugContext(deadline), id);
+        await unplugDevice(this.#hotplugContext(qmp, deadline), id);
       } finally {
         this.#saveState();
       }
@@ -436,9 +446,9 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   resizeMemory(targetMiB: number, options?: OperationOptions): Promise<MemoryResizeResult> {
-    return this.#run('resizeMemory', ['running', 'paused'], options, async (_qmp, deadline) => {
+    return this.#run('resizeMemory', ['running', 'paused'], options, async (qmp, deadline) => {
       try {
-        return await resizeMemory(this.#hotplugContext(deadline), targetMiB);
+        return await resizeMemory(this.#hotplugContext(qmp, deadline), targetMiB);
       } finally {
         this.#saveState();
       }
@@ -446,19 +456,17 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   resizeVCPUs(count: number, options?: OperationOptions): Promise<VcpuResizeResult> {
-    return this.#run('resizeVCPUs', ['running', 'paused'], options, async (_qmp, deadline) => {
+    return this.#run('resizeVCPUs', ['running', 'paused'], options, async (qmp, deadline) => {
       try {
-        return await resizeVcpus(this.#hotplugContext(deadline), count);
+        return await resizeVcpus(this.#hotplugContext(qmp, deadline), count);
       } finally {
         this.#saveState();
       }
     });
   }
 
-  #hotplugContext(deadline: Deadline): HotplugContext {
-    const qmp = this.#qmp;
-    const config = this.#config;
-    if (!qmp || !config) throw new VmStartError('the VM is not running');
+  #hotplugContext(qmp: QmpClient, deadline: Deadline): HotplugContext {
+    const config = this.#config as SandboxConfig; // set by createVM or attach; #run's states come after
     return { qmp, config, state: this.#hotplug, deadline, logger: this.#log, removalTimeoutMs: this.#removalTimeoutMs };
   }
 
@@ -472,21 +480,47 @@ export class QemuHypervisor implements Hypervisor {
     fn: (qmp: QmpClient, deadline: Deadline) => Promise<T>,
   ): Promise<T> {
     return this.#lifecycle.run(operation, allowed, options, this.#defaultTimeoutMs, async (deadline) => {
-      const qmp = this.#qmp;
-      if (!qmp) throw new VmStartError('the VM is not running');
       try {
-        return await fn(qmp, deadline);
+        return await fn(await this.#connectedQmp(deadline), deadline);
       } catch (error) {
         throw await this.#explainDisconnect(operation, error);
       }
     });
   }
 
+  /**
+   * The QMP connection, re-established if it was lost while QEMU still runs (QEMU's monitor takes a
+   * new client once the old one is gone). Concurrent callers share one reconnection.
+   */
+  #connectedQmp(deadline: Deadline): Promise<QmpClient> {
+    const qmp = this.#qmp;
+    if (qmp && !qmp.closed) return Promise.resolve(qmp);
+    const proc = this.#process;
+    const paths = this.#paths;
+    if (!proc || !paths || proc.hasExited || this.#expectingExit) {
+      return Promise.reject(new QmpDisconnectedError('the QMP connection is closed and QEMU is not running'));
+    }
+    this.#reconnecting ??= (async () => {
+      this.#log.warn('the QMP connection was lost while QEMU runs: reconnecting');
+      const fresh = await QmpClient.connect(paths.qmpSocket, {
+        timeoutMs: RECONNECT_TIMEOUT_MS,
+        exited: proc.exited,
+        logger: this.#log.child({ component: 'qmp' }),
+        commandTimeoutMs: this.#defaultTimeoutMs,
+      });
+      this.#attachQmp(fresh);
+      return fresh;
+    })().finally(() => {
+      this.#reconnecting = undefined;
+    });
+    return deadline.race(this.#reconnecting);
+  }
+
   async #explainDisconnect(operation: string, error: unknown): Promise<unknown> {
     const proc = this.#process;
     if (!(error instanceof QmpDisconnectedError) || !proc || this.#expectingExit) return error;
     // QMP drops a moment before the exit is reaped: give the reaper a short while to catch up.
-    const exit = await Promise.race([proc.exited, sleep(1_000).then(() => undefined)]);
+    const exit = await Promise.race([proc.exited, sleep(EXIT_GRACE_MS).then(() => undefined)]);
     if (!exit) return error;
     return new VmExitedError(operation, { ...exit, stderrTail: proc.stderrTail(), cause: error });
   }
@@ -512,6 +546,10 @@ export class QemuHypervisor implements Hypervisor {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopVM();
   }
+}
+
+function isConnectionLoss(error: unknown): boolean {
+  return error instanceof QmpDisconnectedError || error instanceof QmpConnectError || error instanceof QmpProtocolError;
 }
 
 function describe(info: VmExitInfo): string {
