@@ -80,11 +80,13 @@ async function main(): Promise<void> {
     await timed('resumeVM', () => vm.resumeVM(), () => `state ${vm.state}`);
     await timed('guest still answers', () => a.runOk('echo alive'), (out) => out.trim());
     await timed('hot-add a virtio-blk disk', () => vm.hotplugAddDevice({ type: 'block', id: 'data', path: disk, readOnly: true }), (r) => `on ${r.bus}`);
-    await timed('guest reads the disk', () => waitFor(() => a.runOk('for d in /sys/block/vd*; do head -c 19 /dev/$(basename $d); echo; done')), (out) =>
-      JSON.stringify(out.trim().split('\n').pop()),
-    );
+    await timed('guest reads the disk', () => waitFor(() => a.runOk('head -c 19 /dev/vda')), (out) => `/dev/vda starts with ${JSON.stringify(out)}`);
     await timed('remove the disk', () => vm.hotplugRemoveDevice('data'), () => 'DEVICE_DELETED received');
-    await timed('resizeMemory 256 → 768 MiB', () => vm.resizeMemory(768), (r) => `${r.previousMiB} → ${r.currentMiB} MiB`);
+    await timed('guest no longer has it', () => a.runOk('ls /sys/block'), (out) => `block devices: ${out.trim() || '(none)'}`);
+    const memBefore = await a.memTotalKiB();
+    await timed('resizeMemory 256 → 768 MiB', () => vm.resizeMemory(768), (r) => `${r.previousMiB} → ${r.currentMiB} MiB (virtio-mem)`);
+    await timed('guest MemTotal', () => a.memTotalKiB(), (kib) => `${Math.round(memBefore / 1024)} → ${Math.round(kib / 1024)} MiB (+${Math.round((kib - memBefore) / 1024)})`);
+    await timed('resizeMemory back to 256 MiB', () => vm.resizeMemory(256), (r) => `${r.previousMiB} → ${r.currentMiB} MiB`);
     await timed('guest MemTotal', () => a.memTotalKiB(), (kib) => `${Math.round(kib / 1024)} MiB`);
     await timed('resizeVCPUs 1 → 2', () => vm.resizeVCPUs(2), (r) => `${r.previous} → ${r.current}`);
     await timed('guest online CPUs', () => waitFor(async () => {
@@ -92,6 +94,8 @@ async function main(): Promise<void> {
       if (n !== 2) throw new Error(`${n} online`);
       return n;
     }), (n) => `${n}`);
+    await timed('resizeVCPUs 2 → 1', () => vm.resizeVCPUs(1), (r) => `${r.previous} → ${r.current} (the guest released the vCPU)`);
+    await timed('guest online CPUs', () => a.onlineCpus(), (n) => `${n}`);
     await timed('check (health)', () => vm.check(), () => 'healthy');
     await agent.close();
     agent = undefined;
