@@ -14,6 +14,10 @@ export interface StartOptions extends OperationOptions {
   paused?: boolean;
 }
 
+/**
+ * stopVM never fails for lack of time: `timeoutMs` and `signal` bound the polite steps (powerdown,
+ * quit), and past them the hypervisor is killed.
+ */
 export interface StopOptions extends OperationOptions {
   /**
    * Ask the guest to power off (ACPI) and wait up to this long before forcing the hypervisor to

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../util/logger.ts';
 import { silentLogger } from '../util/logger.ts';
-import { sleep, type Deadline, type OperationOptions } from '../util/deadline.ts';
+import { Deadline, sleep, type OperationOptions } from '../util/deadline.ts';
 import { isSandboxVmmError } from '../errors.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import {
@@ -257,38 +257,37 @@ export class QemuHypervisor implements Hypervisor {
     this.#lifecycle.interruptPending();
     this.#lifecycle.to('stopping');
     if (alive) {
-      const graceMs = options.gracefulTimeoutMs ?? 0;
-      if (graceMs > 0) await this.#tryGracefulPowerdown(proc, graceMs, options.signal);
-      if (!proc.hasExited) await this.#tryQuit(proc);
-      if (!proc.hasExited) {
-        const exit = await killAndWait(proc);
-        if (!exit) this.#log.error({ pid: proc.pid }, 'qemu survived SIGKILL');
+      // The polite steps share the caller's bound; past it, or when they fail, QEMU is killed.
+      const polite = new Deadline('stopVM', options);
+      try {
+        const graceMs = options.gracefulTimeoutMs ?? 0;
+        if (graceMs > 0) await this.#askToExit(proc, 'system_powerdown', graceMs, polite.signal);
+        if (!proc.hasExited) await this.#askToExit(proc, 'quit', QUIT_WAIT_MS, polite.signal);
+      } finally {
+        polite.dispose();
       }
-      const exit = await proc.exited;
-      this.#exitInfo ??= { expected: true, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
+      const exit = proc.hasExited ? await proc.exited : await killAndWait(proc);
+      if (!exit) this.#log.error({ pid: proc.pid }, 'QEMU survived SIGKILL (stuck in the kernel?)');
+      this.#exitInfo ??= { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail: proc.stderrTail() };
     }
     await this.#qmp?.close();
     if (this.#paths) removeRuntimeDir(this.#paths.dir);
     this.#log.info('vm stopped');
   }
 
-  async #tryGracefulPowerdown(proc: VmmProcess, graceMs: number, signal: AbortSignal | undefined): Promise<void> {
-    try {
-      await this.#qmp?.execute('system_powerdown', undefined, { timeoutMs: graceMs });
-      await Promise.race([proc.exited, sleep(graceMs, signal)]);
-    } catch (error) {
-      this.#log.debug({ err: error }, 'graceful powerdown did not complete');
-    }
-  }
-
-  async #tryQuit(proc: VmmProcess): Promise<void> {
-    try {
-      // QEMU resets the socket after quit; the reply may or may not arrive first.
-      await this.#qmp?.execute('quit', undefined, { timeoutMs: QUIT_WAIT_MS });
-    } catch (error) {
-      if (!(error instanceof QmpDisconnectedError)) this.#log.debug({ err: error }, 'quit failed');
-    }
-    await Promise.race([proc.exited, sleep(QUIT_WAIT_MS)]);
+  /**
+   * Sends `command` and waits up to `waitMs` for QEMU to exit. A refused or unsendable command ends
+   * the wait at once. QEMU may reset the socket after quit before replying: the client counts that
+   * as the reply.
+   */
+  async #askToExit(proc: VmmProcess, command: 'system_powerdown' | 'quit', waitMs: number, signal: AbortSignal): Promise<void> {
+    const qmp = this.#qmp;
+    if (!qmp || qmp.closed || signal.aborted) return;
+    const refused = qmp.execute(command, undefined, { timeoutMs: waitMs, signal }).then(
+      () => new Promise<void>(() => {}),
+      (error: unknown) => this.#log.debug({ err: error, command }, 'QEMU did not take the request to exit'),
+    );
+    await Promise.race([proc.exited, sleep(waitMs, signal).catch(() => {}), refused]);
   }
 
   pauseVM(options?: OperationOptions): Promise<void> {

@@ -45,7 +45,8 @@ kver="$(ls "$work/kernel/lib/modules" | head -1)"
 moddir="$work/kernel/lib/modules/$kver"
 
 # The modules the guest needs, with their dependencies first (read from each .ko's depends=).
-wanted="virtio_pci virtio_blk virtio_mem virtio_console virtio_net virtio_scsi sd_mod pvpanic-pci"
+# button + evdev: the ACPI power button, so that a graceful powerdown (system_powerdown) works.
+wanted="virtio_pci virtio_blk virtio_mem virtio_console virtio_net virtio_scsi sd_mod pvpanic-pci button evdev"
 declare -A seen=()
 order=()
 find_module() { find "$moddir/kernel" \( -name "$1.ko" -o -name "${1//_/-}.ko" -o -name "${1//-/_}.ko" \) | head -1; }
@@ -69,13 +70,16 @@ cp "$busybox" "$initramfs/bin/busybox"
 ln -s busybox "$initramfs/bin/sh"
 cp "$here/rootfs/init" "$initramfs/init"
 cp "$here/rootfs/agent" "$here/rootfs/on-uevent" "$initramfs/bin/"
+# busybox acpid runs /etc/acpi/PWRF/00000080 when the power button is pressed.
+mkdir -p "$initramfs/etc/acpi/PWRF"
+cp "$here/rootfs/on-power-button" "$initramfs/etc/acpi/PWRF/00000080"
 : > "$initramfs/etc/modules.order"
 for rel in "${order[@]}"; do
   mkdir -p "$initramfs/lib/modules/$(dirname "$rel")"
   cp "$moddir/kernel/$rel" "$initramfs/lib/modules/$rel"
   echo "$rel" >> "$initramfs/etc/modules.order"
 done
-chmod 0755 "$initramfs/init" "$initramfs/bin/"*
+chmod 0755 "$initramfs/init" "$initramfs/bin/"* "$initramfs/etc/acpi/PWRF/00000080"
 
 rm -rf "$out.tmp" && mkdir -p "$out.tmp"
 (cd "$initramfs" && find . | cpio -o -H newc --quiet | gzip -1) > "$out.tmp/initrd.img"

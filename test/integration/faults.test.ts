@@ -156,6 +156,20 @@ describe('the QMP connection closed by QEMU while it runs', () => {
   });
 });
 
+describe('a QEMU that ignores quit', () => {
+  it('is killed with SIGKILL and reaped, and the stop still succeeds', async () => {
+    vi.stubEnv('FAKE_QEMU_SILENT', 'quit');
+    const vm = track(new QemuHypervisor());
+    await vm.createVM({ ...guestConfig(), runtime: { qemuPath: FAKE_QEMU } });
+    await vm.startVM();
+    const [pid = -1] = vm.getPids();
+    const dir = vm.runtimeDir ?? '';
+    await vm.stopVM();
+    expect(vm.exitInfo).toMatchObject({ expected: true, signal: 'SIGKILL' });
+    await expectCleanedUp(vm, pid, dir);
+  });
+});
+
 describe('devices that cannot be plugged', () => {
   it('a disk image deleted before the hotplug fails at blockdev-add in QEMU’s words, leaving the slot free', async () => {
     const scratch = scratchDir();

@@ -15,6 +15,7 @@ import {
   VmUnhealthyError,
 } from '../../src/hypervisor/errors.ts';
 import { ConfigError } from '../../src/hypervisor/config/index.ts';
+import type { HypervisorEvent } from '../../src/hypervisor/types.ts';
 import type { GuestAgent } from '../guest/index.ts';
 import { connectAgent, guestConfig, rawDisk, scratchDir } from './helpers/sandbox.ts';
 
@@ -186,6 +187,32 @@ describe('QEMU lifecycle on the default guest', () => {
     const error = await pending;
     expect(error).toBeInstanceOf(VmStoppingError);
     expect((error as Error).message).toContain('hotplugRemoveDevice');
+  });
+
+  it('a graceful stop powers the guest off through ACPI before anything is forced', async () => {
+    const vm = track(new QemuHypervisor());
+    await vm.createVM(guestConfig());
+    const shutdowns: HypervisorEvent[] = [];
+    vm.onEvent((event) => event.name === 'SHUTDOWN' && shutdowns.push(event));
+    await vm.startVM();
+    const agent = trackAgent(await connectAgent(vm));
+    expect((await agent.runOk('pidof acpid')).trim()).toMatch(/^\d+$/);
+    await vm.stopVM({ gracefulTimeoutMs: 30_000 });
+    // The guest shut itself down (its acpid ran poweroff): QEMU exited 0 without quit or a signal.
+    expect(shutdowns.map((e) => e.data)).toEqual([{ guest: true, reason: 'guest-shutdown' }]);
+    expect(vm.exitInfo).toMatchObject({ expected: true, exitCode: 0, signal: undefined });
+  });
+
+  it('a guest that cannot answer the power button is stopped with quit once the grace period ends', async () => {
+    const vm = track(new QemuHypervisor());
+    await vm.createVM(guestConfig());
+    const shutdowns: HypervisorEvent[] = [];
+    vm.onEvent((event) => event.name === 'SHUTDOWN' && shutdowns.push(event));
+    // Paused vCPUs never see the button press.
+    await vm.startVM({ paused: true });
+    await vm.stopVM({ gracefulTimeoutMs: 300 });
+    expect(shutdowns.map((e) => e.data)).toEqual([{ guest: false, reason: 'host-qmp-quit' }]);
+    expect(vm.exitInfo).toMatchObject({ expected: true, exitCode: 0 });
   });
 
   it('does not leak processes, runtime directories or file descriptors over 20 start/stop cycles', async () => {

@@ -43,7 +43,7 @@ function context(config: Partial<SandboxConfigInput> = {}, options: { timeoutMs?
 }
 
 /** The commands the server got after negotiation, as [name, arguments]. */
-const sent = () => server.received.filter((c) => c.execute !== 'qmp_capabilities').map((c) => [c.execute, c.arguments]);
+const sent = (): [string, Record<string, unknown> | undefined][] => server.received.filter((c) => c.execute !== 'qmp_capabilities').map((c) => [c.execute, c.arguments]);
 
 /** device_del answered with DEVICE_DELETED *before* its reply, as QEMU may do. */
 function deleteWithEventFirst(extraPathEvent = false): void {
