@@ -46,7 +46,7 @@ moddir="$work/kernel/lib/modules/$kver"
 
 # The modules the guest needs, with their dependencies first (read from each .ko's depends=).
 # button + evdev: the ACPI power button, so that a graceful powerdown (system_powerdown) works.
-wanted="virtio_pci virtio_blk virtio_mem virtio_console virtio_net virtio_scsi sd_mod pvpanic-pci button evdev"
+wanted="virtio_pci virtio_blk virtio_mem virtio_console virtio_net virtio_scsi sd_mod pvpanic-pci button evdev virtiofs"
 declare -A seen=()
 order=()
 find_module() { find "$moddir/kernel" \( -name "$1.ko" -o -name "${1//_/-}.ko" -o -name "${1//-/_}.ko" \) | head -1; }
