@@ -3,6 +3,7 @@
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { updateReadmeTable } from './readme-table.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const available = readdirSync(here)
@@ -21,3 +22,5 @@ for (const name of names) {
   console.log(`\n== bench ${name}`);
   await mod.run();
 }
+
+if (updateReadmeTable()) console.log('\nupdated the benchmark table in README.md');

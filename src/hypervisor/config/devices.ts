@@ -31,6 +31,8 @@ const macAddress = z
   .string()
   .regex(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/, 'must be six hex octets separated by ":" (52:54:00:12:34:56)')
   .refine((mac) => (parseInt(mac.slice(0, 2), 16) & 1) === 0, 'must be a unicast address (the first octet must be even)')
+  // QEMU takes an all-zero MAC as "unset" and silently picks one of its own.
+  .refine((mac) => !/^00(:00){5}$/.test(mac), 'must not be 00:00:00:00:00:00')
   .transform((mac) => mac.toLowerCase());
 
 export const netDeviceSchema = z
@@ -38,10 +40,13 @@ export const netDeviceSchema = z
     type: z.literal('net'),
     ...base,
     /** A tap QEMU opens by name, or one the caller opened (the fd is handed to QEMU at start). */
-    tap: z.union([
-      z.strictObject({ ifname: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be a Linux interface name (1 to 15 letters, digits, "_", "." or "-")') }),
-      z.strictObject({ fd: z.int().min(0) }),
-    ]),
+    tap: z.union(
+      [
+        z.strictObject({ ifname: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be a Linux interface name (1 to 15 letters, digits, "_", "." or "-")') }),
+        z.strictObject({ fd: z.int().min(0) }),
+      ],
+      { error: 'must be { ifname } or { fd }, not both' },
+    ),
     mac: macAddress.optional(),
     queues: z.int().min(1).max(16).default(1),
     /** Use the vhost-net kernel accelerator (needs /dev/vhost-net). */
@@ -70,14 +75,15 @@ export const vsockDeviceSchema = z.strictObject({
   guestCid: z.int().min(3, 'must be at least 3 (0, 1 and 2 are reserved)').max(0xfffffffe),
 });
 
-const fsTag = z.string().regex(/^[A-Za-z0-9_.-]{1,36}$/, 'must be 1 to 36 letters, digits, "_", "." or "-"');
+/** virtio-fs carries the tag in a 36-byte config field; QEMU's 9p device allows 31 bytes. */
+const fsTag = (max: number) => z.string().regex(new RegExp(`^[A-Za-z0-9_.-]{1,${max}}$`), `must be 1 to ${max} letters, digits, "_", "." or "-"`);
 
 export const virtioFsDeviceSchema = z.strictObject({
   type: z.literal('fs'),
   driver: z.literal('virtio-fs'),
   ...base,
   /** The mount tag the guest uses: mount -t virtiofs <tag> /mnt */
-  tag: fsTag,
+  tag: fsTag(36),
   /** The vhost-user socket of a virtiofsd the caller runs. */
   socketPath,
   queueSize: z.union([z.literal(128), z.literal(256), z.literal(512), z.literal(1024)]).default(1024),
@@ -87,7 +93,8 @@ export const ninePFsDeviceSchema = z.strictObject({
   type: z.literal('fs'),
   driver: z.literal('9p'),
   ...base,
-  tag: fsTag,
+  /** The mount tag the guest uses: mount -t 9p -o trans=virtio <tag> /mnt */
+  tag: fsTag(31),
   /** The host directory to share. */
   path: absolutePath,
   securityModel: z.enum(['mapped-xattr', 'mapped-file', 'passthrough', 'none']).default('none'),
@@ -135,6 +142,38 @@ export const deviceSchema = z.discriminatedUnion('type', [
   channelDeviceSchema,
   pvpanicDeviceSchema,
 ]);
+
+/** The config's devices: ids, channel names and fs tags unique; at most one vsock, balloon and pvpanic. */
+export const deviceListSchema = z.array(deviceSchema).superRefine((devices, ctx) => {
+  const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+  const seen = new Map<string, number>();
+  devices.forEach((device, index) => {
+    const first = seen.get(device.id);
+    if (first !== undefined) issue([index, 'id'], `duplicates the id of devices[${first}] ('${device.id}')`);
+    else seen.set(device.id, index);
+  });
+  uniqueBy(devices, 'channel', (d) => d.name, (index, name) => issue([index, 'name'], `another channel is already named '${name}'`));
+  uniqueBy(devices, 'fs', (d) => d.tag, (index, tag) => issue([index, 'tag'], `another fs device already has the tag '${tag}'`));
+  for (const kind of ['vsock', 'balloon', 'pvpanic'] as const) {
+    const indexes = devices.flatMap((d, i) => (d.type === kind ? [i] : []));
+    for (const index of indexes.slice(1)) issue([index, 'type'], `a VM has at most one ${kind} device`);
+  }
+});
+
+function uniqueBy<T extends { type: string }, K extends T['type']>(
+  devices: readonly T[],
+  type: K,
+  key: (device: Extract<T, { type: K }>) => string,
+  report: (index: number, value: string) => void,
+): void {
+  const seen = new Set<string>();
+  devices.forEach((device, index) => {
+    if (device.type !== type) return;
+    const value = key(device as Extract<T, { type: K }>);
+    if (seen.has(value)) report(index, value);
+    seen.add(value);
+  });
+}
 
 /** Devices that can be added to and removed from a running VM. */
 export const hotplugDeviceSchema = z.discriminatedUnion('type', [blockDeviceSchema, netDeviceSchema, vfioDeviceSchema]);

@@ -4,7 +4,8 @@ import { z } from 'zod';
 /** sun_path holds 108 bytes including the trailing NUL. */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
-const noControl = (value: string) => !/[\0\n\r]/.test(value);
+/** NUL ends a C string and a line break cannot be written in a QEMU option: neither may appear. */
+export const noControl = (value: string) => !/[\0\n\r]/.test(value);
 
 export const absolutePath = z
   .string()
@@ -18,14 +19,20 @@ export const socketPath = absolutePath.refine(
 );
 
 /**
+ * Ids QEMU already knows by the time devices are added, or will be given later: the backends' own
+ * devices (root ports, controllers, the virtio-mem device, the serial port) and what hotplug names
+ * (DIMMs, vCPUs). A config device with one of them would make QEMU refuse the command line or a
+ * later hotplug fail.
+ */
+export const RESERVED_DEVICE_ID = /^(rp\d+|scsi\d+|vmem\d+|vserial\d+|serial\d+|dimm\d+|vcpu\d+|svmm.*)$/;
+
+/**
  * A device id: it names the device in QEMU (and in backend object names derived from it, which
  * QEMU limits to 31 characters), so it is short and plain.
  */
 export const deviceId = z
   .string()
-  .regex(/^[A-Za-z][A-Za-z0-9_-]{0,26}$/, 'must start with a letter and hold at most 27 letters, digits, "_" or "-"');
-
-/** Ids the backends use for their own devices (root ports, controllers, the virtio-mem device). */
-export const RESERVED_DEVICE_ID = /^(rp\d+|scsi\d+|vmem\d+|vserial\d+|svmm.*)$/;
+  .regex(/^[A-Za-z][A-Za-z0-9_-]{0,26}$/, 'must start with a letter and hold at most 27 letters, digits, "_" or "-"')
+  .refine((id) => !RESERVED_DEVICE_ID.test(id), "is reserved for the backend's own devices");
 
 export const positiveInt = (max: number) => z.int().min(1).max(max);

@@ -3,9 +3,11 @@
 // section that holds them, so most mistakes are reported together.
 import { z } from 'zod';
 import { v4 as uuidv4 } from 'uuid';
-import { deviceSchema } from './devices.ts';
-import { absolutePath, positiveInt, RESERVED_DEVICE_ID } from './fields.ts';
+import { deviceListSchema } from './devices.ts';
+import { absolutePath, noControl, positiveInt } from './fields.ts';
 
+/** The device id the root filesystem image (boot.image) gets. */
+const ROOTFS_ID = 'rootfs';
 /** x86 Linux's COMMAND_LINE_SIZE. */
 export const MAX_KERNEL_CMDLINE_BYTES = 2048;
 /** x86_64 Linux hot(un)plugs memory in blocks of this size; DIMMs must be a multiple of it. */
@@ -23,6 +25,8 @@ const machineSchema = z.strictObject({
   cpuModel: z
     .string()
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.+-]*$/, 'must be a QEMU CPU model name such as host, max or Skylake-Server')
+    // `-cpu help` lists the models and exits instead of starting a VM.
+    .refine((model) => model !== 'help', 'must be a QEMU CPU model name such as host, max or Skylake-Server')
     .optional(),
 });
 
@@ -34,7 +38,13 @@ const bootSchema = z
     /** Or a root filesystem image, attached read-only as the first virtio-blk disk (/dev/vda). */
     image: absolutePath.optional(),
     kernelParams: z
-      .array(z.string().min(1).refine((p) => !/[\0\n\r]/.test(p), 'must not contain NUL, newline or carriage return'))
+      .array(
+        z
+          .string()
+          .min(1)
+          .refine(noControl, 'must not contain NUL, newline or carriage return')
+          .refine(isOneKernelParam, 'must be one kernel parameter of printable ASCII: spaces only inside a double-quoted value, quotes balanced'),
+      )
       .default([]),
   })
   .superRefine((boot, ctx) => {
@@ -44,6 +54,21 @@ const bootSchema = z
       ctx.addIssue({ code: 'custom', path: ['kernelParams'], message: `the kernel command line must stay under ${MAX_KERNEL_CMDLINE_BYTES - 64} bytes` });
     }
   });
+
+/**
+ * The kernel splits its command line at whitespace outside double quotes, and an unclosed quote
+ * runs to the end: either would let one entry become several parameters (or swallow the rest).
+ * Its isspace() also matches byte 0xa0, which many UTF-8 characters contain: only ASCII is safe.
+ */
+function isOneKernelParam(param: string): boolean {
+  let quoted = false;
+  for (const char of param) {
+    if (char < ' ' || char > '~') return false;
+    if (char === '"') quoted = !quoted;
+    else if (char === ' ' && !quoted) return false;
+  }
+  return !quoted;
+}
 
 const cpusSchema = z
   .strictObject({
@@ -102,12 +127,18 @@ const consoleSchema = z.strictObject({
   logFile: absolutePath.optional(),
 });
 
-const userSchema = z.union([
-  /** root → nobody (+ kvm group under kvm); anyone else stays who they are. */
-  z.literal('auto'),
-  z.literal('current'),
-  z.strictObject({ uid: z.int().min(0), gid: z.int().min(0), groups: z.array(z.int().min(0)).optional() }),
-]);
+/** (uid_t)-1 means "leave unchanged" to setreuid/setregid: it must never reach them. */
+const unixId = z.int().min(0).max(0xfffffffe);
+
+const userSchema = z.union(
+  [
+    /** root → nobody (+ kvm group under kvm); anyone else stays who they are. */
+    z.literal('auto'),
+    z.literal('current'),
+    z.strictObject({ uid: unixId, gid: unixId, groups: z.array(unixId).optional() }),
+  ],
+  { error: 'must be "auto", "current" or { uid, gid, groups? }' },
+);
 
 const hardeningSchema = z.strictObject({
   /** QEMU's seccomp filter, denying obsolete, privilege-raising, spawning and resource-control calls. */
@@ -120,7 +151,7 @@ const runtimeSchema = z.strictObject({
   /** The VM's private directory (sockets, pidfile, state). Default: <base>/<id>, kept short. */
   dir: absolutePath.optional(),
   /** The QEMU binary: a path or a name looked up in PATH. */
-  qemuPath: z.string().min(1).default('qemu-system-x86_64'),
+  qemuPath: z.string().min(1).refine(noControl, 'must not contain NUL, newline or carriage return').default('qemu-system-x86_64'),
   /** QEMU outlives this process (for re-attach) instead of dying with it. */
   detached: z.boolean().default(false),
 });
@@ -142,35 +173,25 @@ export const sandboxConfigSchema = z
     cpus: cpusSchema.prefault({}),
     memory: memorySchema.prefault({}),
     console: consoleSchema.prefault({}),
-    devices: z.array(deviceSchema).default([]),
+    devices: deviceListSchema.default([]),
     hotplug: hotplugSchema.prefault({}),
     hardening: hardeningSchema.prefault({}),
     runtime: runtimeSchema.prefault({}),
   })
-  .superRefine((config, ctx) => {
-    const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
-    const seen = new Map<string, number>();
-    config.devices.forEach((device, index) => {
-      const first = seen.get(device.id);
-      if (first !== undefined) issue(['devices', index, 'id'], `duplicates the id of devices[${first}] ('${device.id}')`);
-      else seen.set(device.id, index);
-      if (RESERVED_DEVICE_ID.test(device.id)) issue(['devices', index, 'id'], `'${device.id}' is reserved for the backend's own devices`);
-    });
-    uniqueBy(config.devices, 'channel', (d) => d.name, (index, name) => issue(['devices', index, 'name'], `another channel is already named '${name}'`));
-    uniqueBy(config.devices, 'fs', (d) => d.tag, (index, tag) => issue(['devices', index, 'tag'], `another fs device already has the tag '${tag}'`));
-    for (const kind of ['vsock', 'balloon', 'pvpanic'] as const) {
-      const indexes = config.devices.flatMap((d, i) => (d.type === kind ? [i] : []));
-      for (const index of indexes.slice(1)) issue(['devices', index, 'type'], `a VM has at most one ${kind} device`);
-    }
-    config.devices.forEach((device, index) => {
-      if (device.type === 'fs' && device.driver === 'virtio-fs' && config.memory.backing.type === 'anonymous') {
-        issue(['devices', index, 'driver'], 'virtio-fs needs guest memory the daemon can map: set memory.backing to shared, file or hugepages');
-      }
-    });
-    if (config.boot.image && config.devices.some((d) => d.id === 'rootfs')) {
-      issue(['devices'], "the id 'rootfs' is taken by boot.image");
-    }
-  })
+  .superRefine(
+    (config, ctx) => {
+      const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+      config.devices.forEach((device, index) => {
+        if (config.boot.image && device.id === ROOTFS_ID) issue(['devices', index, 'id'], `'${ROOTFS_ID}' is the id of the disk boot.image is attached as`);
+        if (device.type === 'fs' && device.driver === 'virtio-fs' && config.memory.backing.type === 'anonymous') {
+          issue(['devices', index, 'driver'], 'virtio-fs needs guest memory the daemon can map: set memory.backing to shared, file or hugepages');
+        }
+      });
+    },
+    // These rules tie sections together; they run whenever those sections parsed, so that a
+    // mistake elsewhere does not hide them.
+    { when: sectionsParsed('boot', 'memory', 'devices') },
+  )
   .transform((config) => ({
     ...config,
     id: config.id ?? uuidv4(),
@@ -179,19 +200,17 @@ export const sandboxConfigSchema = z
     memory: { ...config.memory, maxMiB: config.memory.maxMiB ?? config.memory.bootMiB },
   }));
 
-function uniqueBy<T extends { type: string }, K extends T['type']>(
-  devices: readonly T[],
-  type: K,
-  key: (device: Extract<T, { type: K }>) => string,
-  report: (index: number, value: string) => void,
-): void {
-  const seen = new Set<string>();
-  devices.forEach((device, index) => {
-    if (device.type !== type) return;
-    const value = key(device as Extract<T, { type: K }>);
-    if (seen.has(value)) report(index, value);
-    seen.add(value);
-  });
+/**
+ * True unless the config itself, or one of `sections`, holds an issue that stops parsing (its value
+ * may then be of any shape).
+ */
+function sectionsParsed(...sections: string[]): (payload: z.core.ParsePayload) => boolean {
+  return (payload) =>
+    !payload.issues.some((issue) => {
+      if ((issue as { continue?: boolean }).continue === true) return false;
+      const section = issue.path?.[0];
+      return section === undefined || sections.includes(String(section));
+    });
 }
 
 export type SandboxConfigInput = z.input<typeof sandboxConfigSchema>;

@@ -21,6 +21,9 @@ export function rootPortId(index: number): string {
 
 export const VIRTIO_SERIAL_ID = 'vserial0';
 export const ROOTFS_DEVICE_ID = 'rootfs';
+// Device chardevs are chr-<device id>: the backend's own live under svmm-, which no device id yields.
+const QMP_CHARDEV_ID = 'svmm-qmp';
+const CONSOLE_CHARDEV_ID = 'svmm-console';
 const FIRST_PASSED_FD = 3;
 
 const opt = (name: string, props: OptionProps, head?: string): string[] => [name, renderOptions(props, head)];
@@ -64,14 +67,16 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
   if (machine.accel === 'kvm') args.push('-global', 'kvm-pit.lost_tick_policy=discard');
   args.push('-rtc', 'base=utc,driftfix=slew');
   args.push('-S', '-pidfile', paths.pidFile);
-  args.push(...opt('-chardev', { backend: 'socket', id: 'chr-qmp', path: paths.qmpSocket, server: true, wait: false }, 'backend'));
-  args.push('-mon', 'chardev=chr-qmp,mode=control');
+  args.push(...opt('-chardev', { backend: 'socket', id: QMP_CHARDEV_ID, path: paths.qmpSocket, server: true, wait: false }, 'backend'));
+  args.push(...opt('-mon', { chardev: QMP_CHARDEV_ID, mode: 'control' }));
 
   // Boot. -kernel, -initrd and -append take their value verbatim (no option parsing).
   args.push('-kernel', boot.kernel);
   if (boot.initrd) args.push('-initrd', boot.initrd);
-  const params = [...boot.kernelParams];
-  if (boot.image && !params.some((p) => p.startsWith('root='))) params.push('root=/dev/vda', 'ro');
+  // The root defaults go first: the kernel takes the last root=/ro/rw, so the caller's win, and a
+  // caller's `--` (the rest is init's) cannot take them away from the kernel.
+  const rootDefaults = boot.image && !boot.kernelParams.some((p) => p.startsWith('root=')) ? ['root=/dev/vda', 'ro'] : [];
+  const params = [...rootDefaults, ...boot.kernelParams];
   if (params.length > 0) args.push('-append', params.join(' '));
 
   // The guest serial console (ttyS0).
@@ -80,14 +85,14 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
     args.push(
       ...opt(
         '-chardev',
-        { backend: 'socket', id: 'chr-console', path: paths.consoleSocket, server: true, wait: false, logfile: console.logFile, logappend: console.logFile ? true : undefined },
+        { backend: 'socket', id: CONSOLE_CHARDEV_ID, path: paths.consoleSocket, server: true, wait: false, logfile: console.logFile, logappend: console.logFile ? true : undefined },
         'backend',
       ),
     );
   } else if (console.logFile) {
-    args.push(...opt('-chardev', { backend: 'file', id: 'chr-console', path: console.logFile, append: true }, 'backend'));
+    args.push(...opt('-chardev', { backend: 'file', id: CONSOLE_CHARDEV_ID, path: console.logFile, append: true }, 'backend'));
   }
-  if (console.socket || console.logFile) args.push('-device', 'isa-serial,id=serial0,chardev=chr-console');
+  if (console.socket || console.logFile) args.push(...opt('-device', { driver: 'isa-serial', id: 'serial0', chardev: CONSOLE_CHARDEV_ID }, 'driver'));
 
   // PCI devices, each at an explicit address. The root image comes first so that it is /dev/vda.
   let virtioSerialBus: string | undefined;

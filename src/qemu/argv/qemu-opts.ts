@@ -44,7 +44,10 @@ export function renderOptions(props: OptionProps, head?: string): string {
   if (head !== undefined) {
     const value = rest[head];
     if (typeof value !== 'string') throw new UnsafeOptionValueError(`option '${head}' must be a string`);
-    parts.push(escapeOptionValue(value));
+    // A bare first element is only taken as the implied key's value while it holds no '=' (it
+    // would become a key) and no ',': it must be a plain name such as a driver or backend type.
+    if (!KEY.test(value)) throw new UnsafeOptionValueError(`the ${head} of an option must be a plain name: ${JSON.stringify(value)}`);
+    parts.push(value);
     delete rest[head];
   }
   flatten(rest, '', parts);

@@ -1,0 +1,130 @@
+// Reads what a running QEMU has: its PCI tree, block nodes, chardevs, NICs and QOM properties, in
+// the shapes the checks need. One snapshot per check, taken over QMP.
+import { readFileSync, readdirSync } from 'node:fs';
+import type { QmpClient } from '../../src/qmp/index.ts';
+
+export interface PciFunction {
+  qdevId: string;
+  /** 'pcie.0' for the root bus, else the qdev id of the bridge (root port) above it. */
+  parent: string;
+  slot: number;
+  fn: number;
+}
+
+interface RawPciDevice {
+  qdev_id: string;
+  slot: number;
+  function: number;
+  pci_bridge?: { devices?: RawPciDevice[] };
+}
+
+export async function pciFunctions(qmp: QmpClient): Promise<PciFunction[]> {
+  const buses = (await qmp.execute('query-pci')) as { bus: number; devices: RawPciDevice[] }[];
+  const out: PciFunction[] = [];
+  const walk = (devices: RawPciDevice[], parent: string) => {
+    for (const d of devices) {
+      out.push({ qdevId: d.qdev_id, parent, slot: d.slot, fn: d.function });
+      if (d.pci_bridge?.devices) walk(d.pci_bridge.devices, d.qdev_id);
+    }
+  };
+  for (const bus of buses) if (bus.bus === 0) walk(bus.devices, 'pcie.0');
+  return out;
+}
+
+export interface BlockNode {
+  'node-name': string;
+  drv: string;
+  ro: boolean;
+  file: string;
+  cache: { direct: boolean; 'no-flush': boolean; writeback: boolean };
+  image: { filename: string };
+}
+
+export function blockNodes(qmp: QmpClient): Promise<BlockNode[]> {
+  return qmp.execute('query-named-block-nodes') as Promise<BlockNode[]>;
+}
+
+export interface BlockDevice {
+  /** The id of a SCSI disk, or the QOM path of a virtio-blk device's backend. */
+  qdev: string;
+  inserted?: BlockNode;
+}
+
+/** query-block's entry for the disk with this qdev id, whatever the frontend. */
+export async function blockDevice(qmp: QmpClient, id: string): Promise<BlockDevice | undefined> {
+  const devices = (await qmp.execute('query-block')) as BlockDevice[];
+  return devices.find((d) => d.qdev === id || d.qdev === `/machine/peripheral/${id}/virtio-backend` || d.qdev === `/machine/peripheral/${id}`);
+}
+
+export interface Chardev {
+  label: string;
+  filename: string;
+  'frontend-open': boolean;
+}
+
+export function chardevs(qmp: QmpClient): Promise<Chardev[]> {
+  return qmp.execute('query-chardev') as Promise<Chardev[]>;
+}
+
+/** The tap backends of a netdev, one line per queue, from the monitor's `info network`. */
+export async function tapQueues(qmp: QmpClient, netdevId: string): Promise<string[]> {
+  const text = (await qmp.execute('human-monitor-command', { 'command-line': 'info network' })) as string;
+  const prefix = `\\ ${netdevId}: `;
+  return text
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line.startsWith(prefix))
+    .map((line) => line.slice(prefix.length));
+}
+
+export interface MachineMemory {
+  size: number;
+  slots: number;
+  /** Boot memory plus the device memory region (where DIMMs and virtio-mem go). */
+  maxSize: number;
+}
+
+/**
+ * -m as QEMU holds it. QEMU reports max-size only when there are DIMM slots; without slots the
+ * device memory region is exactly maxmem - size, so max-size is that sum.
+ */
+export async function machineMemory(qmp: QmpClient): Promise<MachineMemory> {
+  const memory = (await qomGet(qmp, '/machine', 'memory')) as { size: number; slots?: number; 'max-size'?: number };
+  const region = (await qomGet(qmp, '/machine', 'device-memory-region-size')) as number;
+  return { size: memory.size, slots: memory.slots ?? 0, maxSize: memory['max-size'] ?? memory.size + region };
+}
+
+export async function qomGet(qmp: QmpClient, path: string, property: string): Promise<unknown> {
+  return qmp.execute('qom-get', { path, property });
+}
+
+export interface DeviceProperty {
+  name: string;
+  type: string;
+}
+
+export function deviceProperties(qmp: QmpClient, typename: string): Promise<DeviceProperty[]> {
+  return qmp.execute('device-list-properties', { typename });
+}
+
+export async function qomTypes(qmp: QmpClient): Promise<string[]> {
+  const types = (await qmp.execute('qom-list-types')) as { name: string }[];
+  return types.map((t) => t.name);
+}
+
+/** A field of /proc/<pid>/status, e.g. Seccomp, Uid, Groups. */
+export function procStatus(pid: number, field: string): string {
+  // [ \t]*, not \s*: an empty field (Groups:) must not run onto the next line.
+  const match = new RegExp(`^${field}:[ \\t]*(.*)$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!match) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return (match[1] as string).trim();
+}
+
+export function threadNames(pid: number): string[] {
+  return readdirSync(`/proc/${pid}/task`).map((tid) => readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim());
+}
+
+/** The tap interface behind one of the process's fds ("iff:" in its fdinfo), if it is one. */
+export function tapBehindFd(pid: number, fd: number): string | undefined {
+  return /^iff:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1];
+}

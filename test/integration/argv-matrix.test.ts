@@ -1,0 +1,180 @@
+// Every matrix config, built with paths to real files and taps, is started by a real QEMU, paused
+// (-S: the guest never runs, so TCG is quick). QEMU must accept the command line, and then confirm
+// over QMP and /proc that each option took effect and that the config's settings reached it.
+// What this machine cannot run (vsock and VFIO devices, KVM) is listed per config below and
+// checked by QEMU's own device and type introspection instead, on the same paused QEMU.
+import { chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseSandboxConfig, type SandboxConfig } from '../../src/hypervisor/config/index.ts';
+import { buildQemuArgv } from '../../src/qemu/argv/index.ts';
+import { dimmIds, memoryBackendProps } from '../../src/qemu/devices/memory.ts';
+import { resolveQemuUser } from '../../src/qemu/runtime-dir.ts';
+import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
+import type { QmpClient } from '../../src/qmp/index.ts';
+import { guestAssets } from '../guest/index.ts';
+import { MATRIX, virtioFsSourceDir, type MatrixEntry, type MatrixEnv } from '../helpers/argv-matrix.ts';
+import { argvMismatches } from '../helpers/argv-realized.ts';
+import { configMismatches } from '../helpers/config-realized.ts';
+import { HostResources, hugePagesFree } from '../helpers/host-resources.ts';
+import { planLaunch, unconfirmedClaims } from '../helpers/launch-plan.ts';
+import { launchPaused } from '../helpers/paused-qemu.ts';
+import { tapBehindFd } from '../helpers/qemu-state.ts';
+
+/** What each config cannot run here; every other config runs exactly as built. */
+const NOT_RUN_HERE: Readonly<Record<string, string[]>> = {
+  'every-device-kind': ['-device vfio-pci (gpu0)', '-device vhost-vsock-pci (vsock0)'],
+  'vfio-root-ports': ['-device vfio-pci (nic0)', '-device vfio-pci (gpu0)'],
+  'many-root-ports': ['-device vfio-pci (vf0)'],
+  kvm: ['-accel kvm', '-cpu host', '-global kvm-pit.lost_tick_policy=discard'],
+};
+
+/** Huge pages the hugepages config needs (64 MiB of 2 MiB pages), with some room. */
+const HUGE_PAGES = 40;
+const MiB = 1024 * 1024;
+
+const shared = new HostResources();
+let env: MatrixEnv;
+
+beforeAll(() => {
+  const dir = mkdtempSync('/tmp/svmm-m');
+  shared.onCleanup(`scratch dir ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+  const tag = String(process.pid % 100_000);
+  const guest = guestAssets();
+  env = {
+    guest: { kernel: guest.kernel, initrd: guest.initrd, kernelParams: guest.kernelParams },
+    dir,
+    blockDevice: shared.loopDevice(join(dir, 'loop.img')),
+    taps: { multiQueue: shared.tap(`svm${tag}q`, { multiQueue: true }), single: shared.tap(`svm${tag}t`), byFd: shared.tap(`svm${tag}f`) },
+    // Stands for the caller's fd; the launcher attaches taps.byFd as fd 3 in its place.
+    tapFd: 7,
+    hugepages: shared.hugepages(join(dir, 'huge'), HUGE_PAGES),
+  };
+});
+
+afterAll(() => shared.cleanup());
+
+/** The files and daemons a config refers to. */
+async function prepareHost(config: SandboxConfig, resources: HostResources): Promise<void> {
+  if (config.boot.image) resources.rawImage(config.boot.image, 16, 'ROOTFS');
+  if (config.memory.backing.type === 'file') mkdirSync(config.memory.backing.path, { recursive: true });
+  for (const device of config.devices) {
+    if (device.type === 'block' && device.path !== env.blockDevice) {
+      if (device.format === 'qcow2') resources.qcow2Image(device.path);
+      else resources.rawImage(device.path);
+    }
+    if (device.type === 'fs' && device.driver === '9p') mkdirSync(device.path, { recursive: true });
+    if (device.type === 'fs' && device.driver === 'virtio-fs') await resources.virtiofsd(device.socketPath, virtioFsSourceDir(device.socketPath));
+  }
+}
+
+/** A DIMM hot-added to the paused VM fits: -m gave it slots and room (the library's own backend props). */
+async function hotAddDimm(qmp: QmpClient, config: SandboxConfig): Promise<unknown> {
+  const { qemuId, backendId } = dimmIds(0);
+  await qmp.execute('object-add', memoryBackendProps(backendId, 128, config.memory.backing, false));
+  await qmp.execute('device_add', { driver: 'pc-dimm', id: qemuId, memdev: backendId });
+  const devices = (await qmp.execute('query-memory-devices')) as { type: string; data: { id?: string; size: number } }[];
+  return devices.find((d) => d.type === 'dimm');
+}
+
+/** Builds an entry's argv for this host, prepares what it refers to, and starts QEMU paused. */
+async function start(entry: MatrixEntry, local: HostResources) {
+  const config = parseSandboxConfig(entry.config(env));
+  const runtimeDir = mkdtempSync('/tmp/svmm-r');
+  local.onCleanup(`runtime dir ${runtimeDir}`, () => rmSync(runtimeDir, { recursive: true, force: true }));
+  const user = resolveQemuUser(config.hardening.user, config.machine.accel);
+  if (user) chownSync(runtimeDir, user.uid, user.gid);
+  const paths = runtimePaths(runtimeDir);
+  const argv = buildQemuArgv(config, paths);
+  const plan = planLaunch(argv.args);
+  await prepareHost(config, local);
+  // Each caller fd is the matrix's tap fd; the launcher hands the real tap over in its place.
+  if (!argv.passFds.every((fd) => fd === env.tapFd)) throw new Error(`unexpected passFds ${argv.passFds.join(' ')}`);
+  const fdTaps = argv.passFds.map(() => env.taps.byFd);
+  const qemu = await launchPaused({ args: plan.args, qmpSocket: paths.qmpSocket, user, fdTaps });
+  local.onCleanup(`qemu ${qemu.pid}`, () => qemu.stop());
+  return { config, paths, argv, plan, user, fdTaps, qemu };
+}
+
+describe('the argv matrix under a real QEMU', () => {
+  it('runs everything except what this machine cannot, and says what that is', () => {
+    const notRun = Object.fromEntries(
+      MATRIX.map((entry): [string, string[]] => {
+        const config = parseSandboxConfig(entry.config(env));
+        const { substitutions } = planLaunch(buildQemuArgv(config, runtimePaths('/run/x')).args);
+        return [entry.name, substitutions.map((s) => (s.deviceId ? `${s.original[0]} ${s.properties[0]?.typename} (${s.deviceId})` : s.original.join(' ')))];
+      }).filter(([, list]) => list.length > 0),
+    );
+    expect(notRun).toEqual(NOT_RUN_HERE);
+  });
+
+  describe.each(MATRIX.map((entry) => ({ name: entry.name, entry })))('$name', ({ entry }: { entry: MatrixEntry }) => {
+    it('QEMU accepts the command line and has every device, property and setting it asks for', async () => {
+      const local = new HostResources();
+      try {
+        const hugePagesBefore = hugePagesFree();
+        const { config, paths, argv, plan, user, fdTaps, qemu } = await start(entry, local);
+        expect(argv.args).toContain('-S');
+
+        expect(await argvMismatches(qemu.qmp, qemu.pid, plan.args)).toEqual([]);
+        const absent = plan.substitutions.flatMap((s) => (s.deviceId ? [s.deviceId] : []));
+        const expectedUser = user ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+        expect(await configMismatches(qemu.qmp, qemu.pid, config, paths, { absent, user: expectedUser })).toEqual([]);
+        expect(await unconfirmedClaims(qemu.qmp, plan.substitutions)).toEqual([]);
+
+        fdTaps.forEach((tap, i) => expect(tapBehindFd(qemu.pid, 3 + i), `fd ${3 + i}`).toBe(tap));
+        if (config.memory.hotplug === 'dimm') expect(await hotAddDimm(qemu.qmp, config)).toMatchObject({ data: { id: 'dimm0', size: 128 * MiB } });
+        if (config.memory.backing.type === 'hugepages') {
+          // Preallocated on huge pages: the pool shrank by the whole boot memory.
+          expect(hugePagesBefore - hugePagesFree()).toBeGreaterThanOrEqual((config.memory.bootMiB * MiB) / (2 * MiB));
+        }
+      } finally {
+        await local.cleanup();
+      }
+    });
+  });
+
+  it('the checks report each difference between QEMU and a doctored argv, config or claim', async () => {
+    const local = new HostResources();
+    try {
+      const entry = MATRIX.find((e) => e.name === 'disk-cache-modes') as MatrixEntry;
+      const { config, paths, plan, qemu } = await start(entry, local);
+      const doctored = plan.args.map((arg) =>
+        arg
+          .replace('serial=RO_1.0', 'serial=RO_2.0')
+          .replace(/^size=256M$/, 'size=512M')
+          .replace('id=wt,drive=drv-wt,bus=pcie.0,write-cache=off,addr=0x3', 'id=wt,drive=drv-wt,bus=pcie.0,write-cache=off,addr=0x9')
+          .replace('node-name=drv-ro,read-only=on', 'node-name=drv-ro,read-only=off'),
+      );
+      expect(doctored).not.toEqual(plan.args);
+      const argvProblems = await argvMismatches(qemu.qmp, qemu.pid, [...doctored, '-bogus', 'x=1']);
+      expect(argvProblems).toHaveLength(6);
+      for (const what of ['/machine/peripheral/ro serial', '-m size', '-m maxmem', '-device wt: QEMU placed it', 'drv-ro read-only', '-bogus: no check']) {
+        expect(argvProblems.some((p) => p.includes(what)), what).toBe(true);
+      }
+
+      const wrongConfig: SandboxConfig = { ...config, cpus: { boot: 2, max: 2 }, devices: config.devices.map((d) => (d.id === 'wb' ? { ...d, readOnly: true } : d)) };
+      const configProblems = await configMismatches(qemu.qmp, qemu.pid, wrongConfig, paths, { user: { uid: 1, gid: 1 } });
+      for (const what of ['boot vCPUs', 'possible vCPUs', 'wb: disk', 'uid', 'gid']) expect(configProblems.some((p) => p.startsWith(what)), what).toBe(true);
+      expect(configProblems).toHaveLength(5);
+
+      const claims = await unconfirmedClaims(qemu.qmp, [
+        {
+          original: ['-device', 'vhost-vsock-pci,…'],
+          replacement: [],
+          reason: 'test',
+          types: ['vhost-vsock-pci', 'no-such-type'],
+          properties: [
+            { typename: 'vhost-vsock-pci', property: 'guest-cid', value: 'three' },
+            { typename: 'vhost-vsock-pci', property: 'guest-cidr', value: '3' },
+            { typename: 'vhost-vsock-pci', property: 'guest-cid', value: '3' },
+          ],
+        },
+      ]);
+      expect(claims).toHaveLength(3);
+      expect(claims.join('\n')).toMatch(/no type no-such-type[\s\S]*is a uint64, which "three" is not[\s\S]*has no property guest-cidr/);
+    } finally {
+      await local.cleanup();
+    }
+  });
+});

@@ -1,0 +1,65 @@
+// Golden argv of each matrix config, built with fixed paths and a fake host probe. Run with
+// UPDATE_GOLDEN=1 to rewrite the files after an intended change, then review the diff.
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { parseSandboxConfig } from '../../../src/hypervisor/config/index.ts';
+import { buildQemuArgv, type QemuArgv } from '../../../src/qemu/argv/index.ts';
+import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
+import { GOLDEN_ENV, GOLDEN_RUNTIME_DIR, goldenHost, MATRIX, type MatrixEntry } from '../../helpers/argv-matrix.ts';
+import { structureArgv } from '../../helpers/qemu-options.ts';
+import { argsFromGolden, renderGolden } from './golden-format.ts';
+
+const GOLDEN_DIR = join(dirname(fileURLToPath(import.meta.url)), 'golden');
+const UPDATE = process.env['UPDATE_GOLDEN'] === '1';
+
+function build(entry: MatrixEntry): QemuArgv {
+  return buildQemuArgv(parseSandboxConfig(entry.config(GOLDEN_ENV)), runtimePaths(GOLDEN_RUNTIME_DIR), goldenHost);
+}
+
+function goldenFile(entry: MatrixEntry): string {
+  return join(GOLDEN_DIR, `${entry.name}.txt`);
+}
+
+describe('golden argv', () => {
+  describe.each(MATRIX.map((entry) => ({ name: entry.name, entry })))('$name', ({ entry }) => {
+    it('matches its golden file exactly', () => {
+      const argv = build(entry);
+      const text = renderGolden({ name: entry.name, description: entry.description, args: argv.args, passFds: argv.passFds });
+      if (UPDATE) writeFileSync(goldenFile(entry), text);
+      expect(text).toBe(readFileSync(goldenFile(entry), 'utf8'));
+    });
+
+    it('the golden file gives back the argv exactly', () => {
+      expect(argsFromGolden(readFileSync(goldenFile(entry), 'utf8'))).toEqual(build(entry).args);
+    });
+
+    it('names every QEMU object once and puts each PCI device at its own explicit address', () => {
+      const options = structureArgv(build(entry).args);
+      const ids = (flag: string, key: string) => options.flatMap((o) => (o.flag === flag && o.props?.has(key) ? [o.props.get(key)] : []));
+      for (const [flag, key] of [
+        ['-device', 'id'],
+        ['-chardev', 'id'],
+        ['-object', 'id'],
+        ['-netdev', 'id'],
+        ['-fsdev', 'id'],
+        ['-blockdev', 'node-name'],
+      ] as const) {
+        const list = ids(flag, key);
+        expect(new Set(list).size, `${flag} ${key}s: ${list.join(' ')}`).toBe(list.length);
+      }
+      const rootBus = options.flatMap((o) => (o.flag === '-device' && o.props?.get('bus') === 'pcie.0' ? [o.props] : []));
+      for (const device of rootBus) expect(device.get('addr'), device.get('id')).toMatch(/^0x[0-9a-f]+(\.[0-7])?$/);
+      const addrs = rootBus.map((d) => d.get('addr')?.replace(/^(0x[0-9a-f]+)$/, '$1.0'));
+      expect(new Set(addrs).size).toBe(addrs.length);
+    });
+  });
+
+  // Last, so that an UPDATE_GOLDEN run has written the files of new entries by then.
+  it('covers at least 12 configs, each with its golden file and no file left over', () => {
+    expect(MATRIX.length).toBeGreaterThanOrEqual(12);
+    const files = readdirSync(GOLDEN_DIR).filter((f) => f.endsWith('.txt')).sort();
+    expect(files).toEqual(MATRIX.map((e) => `${e.name}.txt`).sort());
+  });
+});

@@ -1,0 +1,202 @@
+// The rules behind the argv layout, asserted directly (the golden files show the whole result):
+// PCI placement, root port packing, passed fds, boot parameters, and what each option depends on.
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseSandboxConfig, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
+import { buildQemuArgv, type QemuArgv } from '../../../src/qemu/argv/index.ts';
+import type { HostProbe } from '../../../src/qemu/devices/index.ts';
+import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
+import { deviceOptions, structureArgv } from '../../helpers/qemu-options.ts';
+
+const noBlockDevices: HostProbe = { isBlockDevice: () => false };
+const boot = { kernel: '/boot/vmlinuz' };
+
+function argv(input: SandboxConfigInput, host: HostProbe = noBlockDevices): QemuArgv {
+  return buildQemuArgv(parseSandboxConfig({ machine: { accel: 'tcg' }, ...input }), runtimePaths('/run/vm'), host);
+}
+
+function options(input: SandboxConfigInput, flag: string, host?: HostProbe): Map<string, string>[] {
+  return structureArgv(argv(input, host).args).flatMap((o) => (o.flag === flag && o.props ? [o.props] : []));
+}
+
+function verbatim(input: SandboxConfigInput, flag: string): (string | undefined)[] {
+  return structureArgv(argv(input).args).flatMap((o) => (o.flag === flag ? [o.raw] : []));
+}
+
+function device(input: SandboxConfigInput, id: string): Map<string, string> {
+  const found = deviceOptions(argv(input).args).find((d) => d.get('id') === id);
+  if (!found) throw new Error(`no -device with id ${id}`);
+  return found;
+}
+
+const rng = (id: string) => ({ type: 'rng', id }) as const;
+
+describe('PCI placement', () => {
+  it('packs root ports eight to a slot, multifunction on function 0 only, each with its own chassis', () => {
+    const ports = deviceOptions(argv({ boot, hotplug: { rootPorts: 20 } }).args).filter((d) => d.get('driver') === 'pcie-root-port');
+    expect(ports.map((p) => p.get('id'))).toEqual(Array.from({ length: 20 }, (_, i) => `rp${i}`));
+    expect(ports.map((p) => p.get('addr'))).toEqual(Array.from({ length: 20 }, (_, i) => `0x${(1 + Math.floor(i / 8)).toString(16)}.${i % 8}`));
+    expect(ports.map((p) => p.get('multifunction'))).toEqual(Array.from({ length: 20 }, (_, i) => (i % 8 === 0 ? 'on' : undefined)));
+    expect(ports.map((p) => p.get('chassis'))).toEqual(Array.from({ length: 20 }, (_, i) => String(i + 1)));
+    expect(ports.every((p) => p.get('bus') === 'pcie.0' && p.get('io-reserve') === '0')).toBe(true);
+  });
+
+  it('puts each VFIO device on a root port of its own, numbered after the hotplug ports', () => {
+    const input: SandboxConfigInput = {
+      boot,
+      hotplug: { rootPorts: 3 },
+      devices: [{ type: 'vfio', id: 'gpu0', hostAddress: '3b:00.0' }, rng('rng0'), { type: 'vfio', id: 'gpu1', hostAddress: '3c:00.0' }],
+    };
+    expect(device(input, 'gpu0').get('bus')).toBe('rp3');
+    expect(device(input, 'gpu1').get('bus')).toBe('rp4');
+    expect(device(input, 'rp3').get('driver')).toBe('pcie-root-port');
+    expect(device(input, 'rp4').get('driver')).toBe('pcie-root-port');
+    expect(deviceOptions(argv(input).args).filter((d) => ['rp0', 'rp1', 'rp2'].includes(d.get('bus') ?? ''))).toEqual([]);
+  });
+
+  it('gives the root image the first slot, so that it is /dev/vda, read-only', () => {
+    const input: SandboxConfigInput = { boot: { ...boot, image: '/var/lib/rootfs.img' }, devices: [{ type: 'block', id: 'data', path: '/var/lib/data.img' }] };
+    expect(device(input, 'rootfs').get('addr')).toBe('0x1');
+    expect(device(input, 'data').get('addr')).not.toBe('0x1');
+    const rootfs = options(input, '-blockdev').find((b) => b.get('node-name') === 'drv-rootfs');
+    expect(rootfs?.get('read-only')).toBe('on');
+    expect(rootfs?.get('file.read-only')).toBe('on');
+  });
+
+  it('puts SCSI disks on one controller, added once', () => {
+    const input: SandboxConfigInput = {
+      boot,
+      devices: [
+        { type: 'block', id: 'a', path: '/a.img', driver: 'virtio-scsi' },
+        { type: 'block', id: 'b', path: '/b.img', driver: 'virtio-scsi' },
+      ],
+    };
+    expect(deviceOptions(argv(input).args).filter((d) => d.get('driver') === 'virtio-scsi-pci')).toHaveLength(1);
+    expect([device(input, 'a').get('bus'), device(input, 'b').get('bus')]).toEqual(['scsi0.0', 'scsi0.0']);
+    expect(device(input, 'a').get('addr')).toBeUndefined();
+  });
+
+  it('fits 29 single-slot devices next to the root ports, and refuses a 30th with a ConfigError', () => {
+    const devices = (n: number) => Array.from({ length: n }, (_, i) => rng(`rng${i}`));
+    expect(deviceOptions(argv({ boot, devices: devices(29) }).args).filter((d) => d.get('driver') === 'virtio-rng-pci').at(-1)?.get('addr')).toBe('0x1e');
+    try {
+      argv({ boot, devices: devices(30) });
+      expect.unreachable('30 devices should not fit');
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).paths).toEqual(['devices']);
+    }
+  });
+});
+
+describe('taps and passed fds', () => {
+  it('hands caller fds to QEMU as 3, 4, … in device order', () => {
+    const result = argv({
+      boot,
+      devices: [
+        { type: 'net', id: 'a', tap: { fd: 9 } },
+        { type: 'net', id: 'b', tap: { ifname: 'tap0' } },
+        { type: 'net', id: 'c', tap: { fd: 5 } },
+      ],
+    });
+    expect(result.passFds).toEqual([9, 5]);
+    const netdevs = structureArgv(result.args).flatMap((o) => (o.flag === '-netdev' && o.props ? [o.props] : []));
+    expect(netdevs.map((n) => [n.get('id'), n.get('fd') ?? n.get('ifname')])).toEqual([
+      ['net-a', '3'],
+      ['net-b', 'tap0'],
+      ['net-c', '4'],
+    ]);
+  });
+
+  it('opens a named tap without helper scripts, with one queue pair per queue and vectors for them', () => {
+    const input: SandboxConfigInput = { boot, devices: [{ type: 'net', id: 'n', tap: { ifname: 'tap0' }, queues: 4, vhost: true }] };
+    const [netdev] = options(input, '-netdev');
+    expect(Object.fromEntries(netdev ?? [])).toEqual({ type: 'tap', id: 'net-n', ifname: 'tap0', script: 'no', downscript: 'no', queues: '4', vhost: 'on' });
+    expect(device(input, 'n').get('mq')).toBe('on');
+    expect(device(input, 'n').get('vectors')).toBe('10');
+    expect(argv(input).passFds).toEqual([]);
+  });
+});
+
+describe('boot', () => {
+  it('puts the root defaults before the caller parameters, so that those win', () => {
+    expect(verbatim({ boot: { ...boot, image: '/r.img', kernelParams: ['rw', '--', 'init-arg'] } }, '-append')).toEqual(['root=/dev/vda ro rw -- init-arg']);
+  });
+
+  it('leaves root= to a caller who gives one, and adds none without an image', () => {
+    expect(verbatim({ boot: { ...boot, image: '/r.img', kernelParams: ['root=/dev/vda1'] } }, '-append')).toEqual(['root=/dev/vda1']);
+    expect(verbatim({ boot: { ...boot, initrd: '/i.img', kernelParams: ['quiet'] } }, '-append')).toEqual(['quiet']);
+    expect(verbatim({ boot }, '-append')).toEqual([]);
+  });
+
+  it('passes kernel, initrd and parameters verbatim', () => {
+    const input: SandboxConfigInput = { boot: { kernel: '/k,a=b', initrd: '/i,c', kernelParams: ['x=a,b', 'y="p q"'] } };
+    expect(verbatim(input, '-kernel')).toEqual(['/k,a=b']);
+    expect(verbatim(input, '-initrd')).toEqual(['/i,c']);
+    expect(verbatim(input, '-append')).toEqual(['x=a,b y="p q"']);
+  });
+});
+
+describe('what each option depends on', () => {
+  it('uses the host CPU and the kvm-pit policy under kvm only', () => {
+    const kvm = argv({ boot, machine: { accel: 'kvm' } }).args;
+    const tcg = argv({ boot }).args;
+    expect(kvm.join(' ')).toContain('-accel kvm -cpu host');
+    expect(kvm).toContain('kvm-pit.lost_tick_policy=discard');
+    expect(tcg.join(' ')).toContain('-accel tcg -cpu max');
+    expect(tcg).not.toContain('-global');
+  });
+
+  it('installs the seccomp filter unless it is turned off', () => {
+    expect(options({ boot }, '-sandbox')).toHaveLength(1);
+    expect(argv({ boot, hardening: { seccomp: false } }).args).not.toContain('-sandbox');
+  });
+
+  it('wires the serial console to a socket, a log file, both or nothing', () => {
+    const chardev = (console: SandboxConfigInput['console']) => options({ boot, console }, '-chardev').filter((c) => c.get('id') === 'svmm-console');
+    const serials = (console: SandboxConfigInput['console']) => deviceOptions(argv({ boot, console }).args).filter((d) => d.get('driver') === 'isa-serial');
+    expect(chardev({ socket: true }).map((c) => Object.fromEntries(c))).toEqual([{ backend: 'socket', id: 'svmm-console', path: '/run/vm/console.sock', server: 'on', wait: 'off' }]);
+    expect(chardev({ socket: true, logFile: '/var/log/c.log' }).map((c) => [c.get('logfile'), c.get('logappend')])).toEqual([['/var/log/c.log', 'on']]);
+    expect(chardev({ socket: false, logFile: '/var/log/c.log' }).map((c) => Object.fromEntries(c))).toEqual([{ backend: 'file', id: 'svmm-console', path: '/var/log/c.log', append: 'on' }]);
+    expect(chardev({ socket: false })).toEqual([]);
+    expect(serials({ socket: false })).toEqual([]);
+    expect(serials({ socket: true }).map((s) => s.get('chardev'))).toEqual(['svmm-console']);
+  });
+
+  it('keeps device chardevs apart from the backend ones, whatever the device ids', () => {
+    const ids = options({ boot, devices: [{ type: 'channel', id: 'qmp', name: 'a' }, { type: 'channel', id: 'console', name: 'b' }] }, '-chardev').map((c) => c.get('id'));
+    expect(ids).toEqual(['svmm-qmp', 'svmm-console', 'chr-qmp', 'chr-console']);
+  });
+
+  it('sizes memory: maxmem only with hotplug, slots only for DIMMs, the virtio-mem region as max - boot', () => {
+    expect(options({ boot, memory: { bootMiB: 512 } }, '-m').map((m) => Object.fromEntries(m))).toEqual([{ size: '512M' }]);
+    expect(options({ boot, memory: { bootMiB: 512, maxMiB: 1024, hotplug: 'dimm', slots: 3 } }, '-m').map((m) => Object.fromEntries(m))).toEqual([
+      { size: '512M', slots: '3', maxmem: '1024M' },
+    ]);
+    const virtioMem: SandboxConfigInput = { boot, memory: { bootMiB: 512, maxMiB: 1536, hotplug: 'virtio-mem' } };
+    expect(options(virtioMem, '-m').map((m) => Object.fromEntries(m))).toEqual([{ size: '512M', maxmem: '1536M' }]);
+    expect(options(virtioMem, '-object').map((o) => [o.get('id'), o.get('size')])).toEqual([['mem-vmem0', String(1024 * 1024 * 1024)]]);
+    expect(device(virtioMem, 'vmem0').get('requested-size')).toBe('0');
+  });
+
+  it('gives boot memory an explicit backend only when it is not plain anonymous memory', () => {
+    expect(options({ boot }, '-machine').map((m) => m.get('memory-backend'))).toEqual([undefined]);
+    const prealloc = options({ boot, memory: { bootMiB: 256, prealloc: true } }, '-object').map((o) => Object.fromEntries(o));
+    expect(prealloc).toEqual([{ 'qom-type': 'memory-backend-ram', id: 'mem-ram', size: String(256 * 1024 * 1024), prealloc: 'on' }]);
+    expect(options({ boot, memory: { prealloc: true } }, '-machine').map((m) => m.get('memory-backend'))).toEqual(['mem-ram']);
+  });
+
+  it('preallocates virtio-mem memory through the device, not its backend', () => {
+    const input: SandboxConfigInput = { boot, memory: { bootMiB: 256, maxMiB: 512, hotplug: 'virtio-mem', backing: { type: 'shared' }, prealloc: true } };
+    const region = options(input, '-object').find((o) => o.get('id') === 'mem-vmem0');
+    expect(region?.get('prealloc')).toBeUndefined();
+    expect(region?.get('share')).toBe('on');
+    expect(device(input, 'vmem0').get('prealloc')).toBe('on');
+  });
+
+  it('opens a host block device with host_device and a file with file, as the host probe says', () => {
+    const input: SandboxConfigInput = { boot, devices: [{ type: 'block', id: 'd', path: '/dev/sdb' }] };
+    const driverWith = (host: HostProbe) => options(input, '-blockdev', host).map((b) => b.get('file.driver'));
+    expect(driverWith({ isBlockDevice: (p) => p === '/dev/sdb' })).toEqual(['host_device']);
+    expect(driverWith(noBlockDevices)).toEqual(['file']);
+  });
+});
