@@ -19,6 +19,8 @@ export interface ExitDetails {
   exitCode?: number | undefined;
   signal?: string | undefined;
   stderrTail?: string | undefined;
+  /** Why it ended, when it was not the hypervisor's own doing (e.g. a helper daemon died). */
+  reason?: string | undefined;
 }
 
 function describeExit(details: ExitDetails): string {
@@ -28,8 +30,9 @@ function describeExit(details: ExitDetails): string {
       : details.exitCode !== undefined
         ? `exited with status ${details.exitCode}`
         : 'exited';
+  const why = details.reason ? ` because ${details.reason}` : '';
   const tail = details.stderrTail?.trim();
-  return tail ? `${how}; stderr: ${tail}` : how;
+  return tail ? `${how}${why}; stderr: ${tail}` : `${how}${why}`;
 }
 
 /** startVM failed; the hypervisor process was killed and reaped and its runtime directory removed. */
@@ -184,5 +187,24 @@ export class AttachError extends SandboxVmmError {
   constructor(runtimeDir: string, reason: string, options: SandboxVmmErrorOptions = {}) {
     super('ATTACH_FAILED', `cannot attach to the VM in ${runtimeDir}: ${reason}`, options);
     this.runtimeDir = runtimeDir;
+  }
+}
+
+/** A helper daemon of the VM (virtiofsd) failed to start or died; the VM cannot work without it. */
+export class HelperError extends SandboxVmmError {
+  readonly helper: string;
+  readonly deviceId: string;
+  readonly exitCode: number | undefined;
+  readonly signal: string | undefined;
+  readonly stderrTail: string | undefined;
+
+  constructor(helper: string, deviceId: string, what: string, details: ExitDetails & SandboxVmmErrorOptions = {}) {
+    const tail = details.stderrTail?.trim();
+    super('HELPER_FAILED', `${helper} for ${deviceId} ${what}${tail ? `; stderr: ${tail}` : ''}`, details);
+    this.helper = helper;
+    this.deviceId = deviceId;
+    this.exitCode = details.exitCode;
+    this.signal = details.signal;
+    this.stderrTail = details.stderrTail;
   }
 }

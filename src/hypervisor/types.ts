@@ -35,6 +35,8 @@ export interface VmExitInfo {
   signal: string | undefined;
   /** The last lines the hypervisor wrote to stderr. */
   stderrTail: string;
+  /** Why the VM ended when it was not the hypervisor's own doing (e.g. a helper daemon died). */
+  reason?: string;
 }
 
 /** Devices that can be plugged into a running VM. CPUs and memory change through the resize calls. */

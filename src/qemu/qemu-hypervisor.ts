@@ -43,6 +43,8 @@ import { hotplugDevice, unplugDevice } from './hotplug/devices.ts';
 import type { HotplugContext } from './hotplug/context.ts';
 import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
+import { HelperSet } from './helpers/helper-set.ts';
+import { isManagedVirtioFs } from './helpers/virtiofsd.ts';
 
 export interface QemuHypervisorOptions {
   /** pino logger; each VM logs through a child carrying its id. Silent by default. */
@@ -77,6 +79,9 @@ export class QemuHypervisor implements Hypervisor {
   #qmp: QmpClient | undefined;
   #reconnecting: Promise<QmpClient> | undefined;
   #hotplug: HotplugState = emptyHotplugState();
+  #helpers = new HelperSet();
+  /** Set when a helper daemon's death is what ended the VM. */
+  #helperFailure: string | undefined;
   #exitInfo: VmExitInfo | undefined;
   #stopPromise: Promise<void> | undefined;
   #expectingExit = false;
@@ -150,6 +155,8 @@ export class QemuHypervisor implements Hypervisor {
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
+        // Helpers first: QEMU connects to their sockets as it starts.
+        await this.#helpers.startAll(config, paths, this.#user, this.#log, deadline.signal);
         const proc = SpawnedProcess.spawn({
           file: config.runtime.qemuPath,
           args: argv.args,
@@ -190,6 +197,7 @@ export class QemuHypervisor implements Hypervisor {
     const exitedOnItsOwn = proc?.hasExited === true;
     await this.#qmp?.close();
     const exit = proc ? await killAndWait(proc) : undefined;
+    await this.#helpers.stopAll();
     const stderrTail = proc?.stderrTail() ?? '';
     if (this.#paths) removeRuntimeDir(this.#paths.dir);
     this.#exitInfo = { expected: !exitedOnItsOwn, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail };
@@ -226,13 +234,22 @@ export class QemuHypervisor implements Hypervisor {
   #watchExit(): void {
     const proc = this.#process;
     if (!proc) return;
-    void proc.exited.then((exit) => {
+    this.#helpers.watch((helper, exit) => {
+      if (this.#expectingExit || proc.hasExited) return;
+      const how = exit.signal ? `was killed by ${exit.signal}` : `exited with status ${String(exit.exitCode)}`;
+      this.#helperFailure = `${helper.name} for ${helper.deviceId} ${how}`;
+      this.#log.error({ helper: helper.name, device: helper.deviceId, ...exit, stderrTail: helper.stderrTail }, 'a helper daemon died: stopping the VM');
+      proc.signal('SIGKILL');
+    });
+    void proc.exited.then(async (exit) => {
       if (this.#expectingExit) return;
       const info: VmExitInfo = { expected: false, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
+      if (this.#helperFailure) info.reason = this.#helperFailure;
       this.#exitInfo = info;
       this.#log.error(info, 'qemu exited unexpectedly');
       this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
       void this.#qmp?.close();
+      await this.#helpers.stopAll();
       if (this.#paths) removeRuntimeDir(this.#paths.dir);
       this.#lifecycle.to('stopped');
       for (const listener of this.#exitListeners) {
@@ -270,6 +287,7 @@ export class QemuHypervisor implements Hypervisor {
       if (!exit) this.#log.error({ pid: proc.pid }, 'QEMU survived SIGKILL (stuck in the kernel?)');
       this.#exitInfo ??= { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail: proc.stderrTail() };
     }
+    await this.#helpers.stopAll();
     await this.#qmp?.close();
     if (this.#paths) removeRuntimeDir(this.#paths.dir);
     this.#log.info('vm stopped');
@@ -337,6 +355,7 @@ export class QemuHypervisor implements Hypervisor {
     vm.#paths = paths;
     vm.#user = saved.user;
     vm.#hotplug = saved.hotplug;
+    vm.#helpers = HelperSet.adopt(saved.helpers, paths);
     vm.#log = vm.#logger.child({ vmId: saved.id });
     const proc = new AdoptedProcess(saved.pid, saved.startTime, join(runtimeDir, STDERR_FILE));
     vm.#process = proc;
@@ -362,9 +381,10 @@ export class QemuHypervisor implements Hypervisor {
 
   // ---------------------------------------------------------------- queries
 
+  /** QEMU's pid first, then its helper daemons' (virtiofsd), as Kata's GetPids. */
   getPids(): number[] {
     const pid = this.pid;
-    return pid === undefined ? [] : [pid];
+    return pid === undefined ? [] : [pid, ...this.#helpers.pids()];
   }
 
   getThreadIds(options?: OperationOptions): Promise<VcpuThreadIds> {
@@ -539,6 +559,7 @@ export class QemuHypervisor implements Hypervisor {
       config,
       paused,
       hotplug: this.#hotplug,
+      helpers: this.#helpers.saved(),
     });
   }
 
@@ -558,7 +579,12 @@ function describe(info: VmExitInfo): string {
 
 /** Every unix socket QEMU will create must fit in sun_path. */
 function checkSocketPaths(config: SandboxConfig, paths: RuntimePaths, defaulted: boolean): void {
-  const sockets = [paths.qmpSocket, paths.consoleSocket, ...config.devices.filter((d) => d.type === 'channel').map((d) => paths.channelSocket(d.id))];
+  const sockets = [
+    paths.qmpSocket,
+    paths.consoleSocket,
+    ...config.devices.filter((d) => d.type === 'channel').map((d) => paths.channelSocket(d.id)),
+    ...config.devices.filter(isManagedVirtioFs).map((d) => paths.virtiofsSocket(d.id)),
+  ];
   const tooLong = sockets.find((s) => Buffer.byteLength(s) > MAX_SOCKET_PATH_BYTES);
   if (tooLong) {
     const hint = defaulted ? ' (the default runtime directory is too deep here: set runtime.dir to a short path)' : '';

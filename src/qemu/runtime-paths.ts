@@ -10,6 +10,10 @@ export interface RuntimePaths {
   stateFile: string;
   /** The unix socket behind a virtio-serial channel device with this id. */
   channelSocket(deviceId: string): string;
+  /** The vhost-user socket of the virtiofsd the backend runs for a virtio-fs device. */
+  virtiofsSocket(deviceId: string): string;
+  /** Where a helper daemon's stderr goes when the VM is detached. */
+  helperStderr(deviceId: string): string;
 }
 
 export function runtimePaths(dir: string): RuntimePaths {
@@ -20,6 +24,8 @@ export function runtimePaths(dir: string): RuntimePaths {
     consoleSocket: join(dir, 'console.sock'),
     stateFile: join(dir, 'state.json'),
     channelSocket: (deviceId) => join(dir, `ch-${deviceId}.sock`),
+    virtiofsSocket: (deviceId) => join(dir, `fs-${deviceId}.sock`),
+    helperStderr: (deviceId) => join(dir, `helper-${deviceId}.stderr`),
   };
 }
 

@@ -4,6 +4,7 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { SandboxConfig } from '../hypervisor/config/index.ts';
 import type { DropPrivileges } from './process/vmm-process.ts';
 import type { HotplugState } from './hotplug/state.ts';
+import type { SavedHelper } from './helpers/helper-set.ts';
 
 export const STATE_FILE_VERSION = 1;
 
@@ -17,6 +18,8 @@ export interface SavedVmState {
   config: SandboxConfig;
   paused: boolean;
   hotplug: HotplugState;
+  /** Helper daemons (virtiofsd), so that a new owner lists and stops them too. */
+  helpers: SavedHelper[];
 }
 
 /** Written to a temporary name and renamed, so a reader never sees half a file. */

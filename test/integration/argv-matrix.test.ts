@@ -64,7 +64,7 @@ async function prepareHost(config: SandboxConfig, resources: HostResources): Pro
       else resources.rawImage(device.path);
     }
     if (device.type === 'fs' && device.driver === '9p') mkdirSync(device.path, { recursive: true });
-    if (device.type === 'fs' && device.driver === 'virtio-fs') await resources.virtiofsd(device.socketPath, virtioFsSourceDir(device.socketPath));
+    if (device.type === 'fs' && device.driver === 'virtio-fs' && device.socketPath) await resources.virtiofsd(device.socketPath, virtioFsSourceDir(device.socketPath));
   }
 }
 

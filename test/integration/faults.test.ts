@@ -51,7 +51,8 @@ describe('QEMU killed with SIGKILL', () => {
     const dir = vm.runtimeDir ?? '';
     const fds = fdCount();
     const starting = vm.startVM({ timeoutMs: 60_000 }).catch((e: unknown) => e);
-    // The process exists from the moment startVM is called (before QMP is up).
+    // Catch QEMU the moment it is spawned, long before its QMP socket is up.
+    while (vm.getPids().length === 0 && vm.state === 'starting') await new Promise((resolve) => setImmediate(resolve));
     const [pid] = vm.getPids();
     expect(pid).toBeGreaterThan(0);
     process.kill(pid ?? -1, 'SIGKILL');

@@ -78,16 +78,33 @@ export const vsockDeviceSchema = z.strictObject({
 /** virtio-fs carries the tag in a 36-byte config field; QEMU's 9p device allows 31 bytes. */
 const fsTag = (max: number) => z.string().regex(new RegExp(`^[A-Za-z0-9_.-]{1,${max}}$`), `must be 1 to ${max} letters, digits, "_", "." or "-"`);
 
-export const virtioFsDeviceSchema = z.strictObject({
-  type: z.literal('fs'),
-  driver: z.literal('virtio-fs'),
-  ...base,
-  /** The mount tag the guest uses: mount -t virtiofs <tag> /mnt */
-  tag: fsTag(36),
-  /** The vhost-user socket of a virtiofsd the caller runs. */
-  socketPath,
-  queueSize: z.union([z.literal(128), z.literal(256), z.literal(512), z.literal(1024)]).default(1024),
-});
+export const virtioFsDeviceSchema = z
+  .strictObject({
+    type: z.literal('fs'),
+    driver: z.literal('virtio-fs'),
+    ...base,
+    /** The mount tag the guest uses: mount -t virtiofs <tag> /mnt */
+    tag: fsTag(36),
+    /** The vhost-user socket of a virtiofsd the caller runs… */
+    socketPath: socketPath.optional(),
+    /**
+     * …or the host directory to share, for which the backend runs virtiofsd itself (a helper of
+     * the VM: started before it, listed by getPids, stopped with it). virtiofsd's own option
+     * syntax cannot carry a comma in the path.
+     */
+    sharedDir: absolutePath.refine((p) => !p.includes(','), 'must not contain a comma (virtiofsd cannot take one)').optional(),
+    /** virtiofsd's cache policy for a sharedDir. */
+    cache: z.enum(['auto', 'always', 'none']).optional(),
+    queueSize: z.union([z.literal(128), z.literal(256), z.literal(512), z.literal(1024)]).default(1024),
+  })
+  .superRefine((device, ctx) => {
+    if ((device.socketPath === undefined) === (device.sharedDir === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['sharedDir'], message: 'give either socketPath (a daemon you run) or sharedDir (the backend runs virtiofsd), not both or neither' });
+    }
+    if (device.cache !== undefined && device.sharedDir === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['cache'], message: 'only applies to a sharedDir (the daemon behind socketPath is yours to configure)' });
+    }
+  });
 
 export const ninePFsDeviceSchema = z.strictObject({
   type: z.literal('fs'),

@@ -154,6 +154,8 @@ const runtimeSchema = z.strictObject({
   qemuPath: z.string().min(1).refine(noControl, 'must not contain NUL, newline or carriage return').default('qemu-system-x86_64'),
   /** QEMU outlives this process (for re-attach) instead of dying with it. */
   detached: z.boolean().default(false),
+  /** The virtiofsd run for virtio-fs sharedDir devices. Default: the first of the usual locations. */
+  virtiofsdPath: z.string().min(1).refine(noControl, 'must not contain NUL, newline or carriage return').optional(),
 });
 
 const hotplugSchema = z.strictObject({

@@ -21,7 +21,7 @@ export function fsArgs(d: FsDeviceConfig, ctx: ColdplugContext): string[] {
     const chardev = `chr-${d.id}`;
     return [
       '-chardev',
-      renderOptions({ backend: 'socket', id: chardev, path: d.socketPath }, 'backend'),
+      renderOptions({ backend: 'socket', id: chardev, path: d.socketPath ?? ctx.paths.virtiofsSocket(d.id) }, 'backend'),
       ...device({ driver: 'vhost-user-fs-pci', id: d.id, chardev, tag: d.tag, 'queue-size': d.queueSize, ...ctx.pciSlot(d.id) }),
     ];
   }

@@ -84,7 +84,7 @@ export class SpawnedProcess implements VmmProcess {
     }
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (chunk: string) => {
-      for (const line of this.#stderr.push(chunk)) logger.warn({ stderr: line }, 'qemu stderr');
+      for (const line of this.#stderr.push(chunk)) logger.warn({ stderr: line }, 'stderr');
     });
     this.exited = child.then(
       (result) => {

@@ -1,0 +1,137 @@
+// virtio-fs on the real guest: the backend runs virtiofsd for a shared directory (a helper daemon,
+// listed by getPids and stopped with the VM), the guest mounts it and reads and writes host files;
+// a virtiofsd the caller runs works the same way; a helper that dies takes the VM down, reported.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
+import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
+import { HelperError, VmExitedError, VmStartError } from '../../src/hypervisor/errors.ts';
+import type { SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
+import type { VmExitInfo } from '../../src/hypervisor/types.ts';
+import { connectAgent, guestConfig, scratchDir } from './helpers/sandbox.ts';
+
+const cleanups: (() => Promise<unknown> | unknown)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+function sharedConfig(fs: Record<string, unknown>): SandboxConfigInput {
+  const base = guestConfig();
+  return {
+    ...base,
+    memory: { bootMiB: 256, backing: { type: 'shared' } },
+    devices: [...(base.devices ?? []), { type: 'fs', driver: 'virtio-fs', id: 'share', tag: 'hostshare', ...fs } as never],
+  };
+}
+
+function shareDir(): string {
+  const scratch = scratchDir();
+  cleanups.push(scratch.remove);
+  const dir = join(scratch.dir, 'shared');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'from-host.txt'), 'written on the host\n');
+  return dir;
+}
+
+const comm = (pid: number) => readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+
+describe('virtio-fs', () => {
+  it('runs virtiofsd for a sharedDir: the guest reads and writes host files, and getPids lists the daemon after QEMU', async () => {
+    const dir = shareDir();
+    const vm = new QemuHypervisor();
+    cleanups.push(() => vm.stopVM());
+    await vm.createVM(sharedConfig({ sharedDir: dir }));
+    await vm.startVM();
+    const pids = vm.getPids();
+    expect(pids).toHaveLength(2);
+    const [qemu = -1, daemon = -1] = pids;
+    expect(comm(qemu)).toMatch(/^qemu-system/);
+    expect(comm(daemon)).toBe('virtiofsd');
+    const agent = await connectAgent(vm);
+    cleanups.push(() => agent.close());
+    expect(await agent.runOk('mkdir -p /mnt/host && mount -t virtiofs hostshare /mnt/host && cat /mnt/host/from-host.txt')).toBe('written on the host\n');
+    await agent.runOk('echo written in the guest > /mnt/host/from-guest.txt && sync');
+    expect(readFileSync(join(dir, 'from-guest.txt'), 'utf8')).toBe('written in the guest\n');
+    await agent.close();
+    const runtimeDir = vm.runtimeDir ?? '';
+    await vm.stopVM();
+    expect(isProcessAlive(qemu)).toBe(false);
+    expect(isProcessAlive(daemon)).toBe(false);
+    expect(existsSync(runtimeDir)).toBe(false);
+    expect(vm.getPids()).toEqual([]);
+  });
+
+  it('works with a virtiofsd the caller runs (socketPath), which is not the backend\'s helper', async () => {
+    const dir = shareDir();
+    const socket = join(dir, '..', 'vfs.sock');
+    const daemon = spawn('/usr/lib/qemu/virtiofsd', [`--socket-path=${socket}`, '-o', `source=${dir}`], { stdio: 'ignore' });
+    cleanups.push(() => daemon.kill('SIGKILL'));
+    while (!existsSync(socket)) await new Promise((resolve) => setTimeout(resolve, 10));
+    const vm = new QemuHypervisor();
+    cleanups.push(() => vm.stopVM());
+    // QEMU runs as the caller here: the caller's socket is root's.
+    await vm.createVM({ ...sharedConfig({ socketPath: socket }), hardening: { user: 'current' } });
+    await vm.startVM();
+    expect(vm.getPids()).toHaveLength(1);
+    const agent = await connectAgent(vm);
+    cleanups.push(() => agent.close());
+    expect(await agent.runOk('mkdir -p /mnt/host && mount -t virtiofs hostshare /mnt/host && cat /mnt/host/from-host.txt')).toBe('written on the host\n');
+  });
+
+  it('a virtiofsd that dies takes the VM down, and the exit says why', async () => {
+    const vm = new QemuHypervisor();
+    cleanups.push(() => vm.stopVM());
+    await vm.createVM(sharedConfig({ sharedDir: shareDir() }));
+    await vm.startVM({ paused: true });
+    const [qemu = -1, daemon = -1] = vm.getPids();
+    const exited = new Promise<VmExitInfo>((resolve) => vm.onExit(resolve));
+    // A frozen QEMU keeps this call pending until the VM goes down.
+    process.kill(qemu, 'SIGSTOP');
+    const pending = vm.getThreadIds({ timeoutMs: 60_000 }).catch((e: unknown) => e);
+    process.kill(daemon, 'SIGKILL');
+    const info = await exited;
+    expect(info).toMatchObject({ expected: false, signal: 'SIGKILL', reason: 'virtiofsd for share was killed by SIGKILL' });
+    const error = (await pending) as VmExitedError;
+    expect(error).toBeInstanceOf(VmExitedError);
+    expect(error.message).toContain('because virtiofsd for share was killed by SIGKILL');
+    expect(vm.state).toBe('stopped');
+    expect(isProcessAlive(qemu)).toBe(false);
+    await vm.stopVM();
+  });
+
+  it('a process that re-attaches to a detached VM lists and stops its virtiofsd too', async () => {
+    const owner = join(process.cwd(), 'test', 'integration', 'fixtures', 'owner.ts');
+    const config = { ...sharedConfig({ sharedDir: shareDir() }), runtime: { detached: true } };
+    const child = spawn(process.execPath, ['--import', 'tsx', owner, JSON.stringify(config), 'exit'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    await new Promise((resolve) => child.on('exit', resolve));
+    const { runtimeDir } = JSON.parse(out.split('\n')[0] ?? '{}') as { runtimeDir: string };
+    const vm = await QemuHypervisor.attach(runtimeDir);
+    cleanups.push(() => vm.stopVM());
+    const [qemu = -1, daemon = -1] = vm.getPids();
+    expect(comm(daemon)).toBe('virtiofsd');
+    const agent = await connectAgent(vm);
+    cleanups.push(() => agent.close());
+    expect(await agent.runOk('mkdir -p /mnt/host && mount -t virtiofs hostshare /mnt/host && cat /mnt/host/from-host.txt')).toBe('written on the host\n');
+    await agent.close();
+    await vm.stopVM();
+    expect(isProcessAlive(qemu)).toBe(false);
+    expect(isProcessAlive(daemon)).toBe(false);
+    expect(existsSync(runtimeDir)).toBe(false);
+  });
+
+  it('a virtiofsd that cannot start fails the start with its own words, and nothing is left running', async () => {
+    const vm = new QemuHypervisor();
+    await vm.createVM(sharedConfig({ sharedDir: '/nonexistent/share' }));
+    const error = (await vm.startVM().catch((e: unknown) => e)) as VmStartError;
+    expect(error).toBeInstanceOf(VmStartError);
+    expect(error.cause).toBeInstanceOf(HelperError);
+    expect(error.message).toMatch(/virtiofsd for share exited before it was ready/);
+    expect(error.message).toMatch(/nonexistent/);
+    expect(vm.getPids()).toEqual([]);
+    expect(vm.state).toBe('stopped');
+  });
+});
