@@ -7,3 +7,5 @@ export * from './hypervisor/config/index.ts';
 export { QemuHypervisor, type QemuHypervisorOptions } from './qemu/qemu-hypervisor.ts';
 export { buildQemuArgv } from './qemu/argv/index.ts';
 export { runtimePaths, type RuntimePaths } from './qemu/runtime-paths.ts';
+export * from './mock/index.ts';
+export * from './registry.ts';

@@ -1,6 +1,7 @@
 // vCPU hotplug: add with exactly the topology props QEMU offers in query-hotpluggable-cpus (never
 // guessed ones), remove in reverse order of addition. Boot vCPUs are not removable.
-import { HotplugError, ResourceLimitError } from '../../hypervisor/errors.ts';
+import { HotplugError } from '../../hypervisor/errors.ts';
+import { assertVcpuTarget } from '../../hypervisor/resources.ts';
 import type { VcpuResizeResult } from '../../hypervisor/types.ts';
 import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
 import { within, type HotplugContext } from './context.ts';
@@ -11,10 +12,7 @@ export function currentVcpus(ctx: Pick<HotplugContext, 'config' | 'state'>): num
 }
 
 export async function resizeVcpus(ctx: HotplugContext, count: number): Promise<VcpuResizeResult> {
-  const { boot, max } = ctx.config.cpus;
-  if (!Number.isInteger(count)) throw new ResourceLimitError('cpus', count, boot, 'min');
-  if (count > max) throw new ResourceLimitError('cpus', count, max, 'max');
-  if (count < boot) throw new ResourceLimitError('cpus', count, boot, 'min');
+  assertVcpuTarget(ctx.config.cpus, count);
   const previous = currentVcpus(ctx);
   while (currentVcpus(ctx) < count) await addOne(ctx);
   while (currentVcpus(ctx) > count) await removeNewest(ctx);
@@ -49,7 +47,7 @@ async function removeNewest(ctx: HotplugContext): Promise<void> {
   if (!newest) return;
   const path = `/machine/peripheral/${newest.qemuId}`;
   const released = (event: QmpEvent) => {
-    const eventPath = String(event.data['path'] ?? '');
+    const eventPath = typeof event.data['path'] === 'string' ? event.data['path'] : '';
     return event.data['device'] === newest.qemuId || eventPath === path || eventPath.startsWith(`${path}/`);
   };
   await removeFrontend(ctx, newest.qemuId, ctx.removalTimeoutMs, released);

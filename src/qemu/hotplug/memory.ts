@@ -2,20 +2,17 @@
 // the guest to plug or unplug it; DIMMs only grow, one pc-dimm per step, in steps small enough for
 // the guest to online (its memmap must fit in the memory it already has).
 import { OperationTimeoutError } from '../../errors.ts';
-import { HotplugError, NoFreeSlotError, ResizeIncompleteError, ResourceLimitError, UnsupportedOperationError } from '../../hypervisor/errors.ts';
+import { HotplugError, ResizeIncompleteError } from '../../hypervisor/errors.ts';
+import { assertMemoryTarget, dimmSteps, noFreeDimmSlot, virtioMemRequestBytes } from '../../hypervisor/resources.ts';
 import type { MemoryResizeResult } from '../../hypervisor/types.ts';
 import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
-import { GUEST_MEMORY_BLOCK_MiB } from '../../hypervisor/config/index.ts';
 import { dimmIds, memoryBackendProps, VIRTIO_MEM_ID } from '../devices/memory.ts';
 import { within, type HotplugContext } from './context.ts';
 import type { HotpluggedDimm } from './state.ts';
 
+export { DIMM_STEP_FACTOR } from '../../hypervisor/resources.ts';
+
 const MiB = 1024 * 1024;
-/**
- * Onlining N MiB costs the guest about N/64 MiB of struct pages taken from memory it already has;
- * Kata caps each step at 48 times the current size to stay clear of that (kata-containers#4847).
- */
-export const DIMM_STEP_FACTOR = 48;
 
 export function currentMemoryMiB(ctx: Pick<HotplugContext, 'config' | 'state'>): number {
   const { bootMiB, hotplug } = ctx.config.memory;
@@ -24,13 +21,9 @@ export function currentMemoryMiB(ctx: Pick<HotplugContext, 'config' | 'state'>):
 }
 
 export async function resizeMemory(ctx: HotplugContext, targetMiB: number): Promise<MemoryResizeResult> {
-  const { bootMiB, maxMiB, hotplug } = ctx.config.memory;
-  if (!Number.isInteger(targetMiB) || targetMiB < bootMiB) throw new ResourceLimitError('memory', targetMiB, bootMiB, 'min');
-  if (targetMiB > maxMiB) throw new ResourceLimitError('memory', targetMiB, maxMiB, 'max');
+  const { hotplug } = ctx.config.memory;
   const previousMiB = currentMemoryMiB(ctx);
-  if (hotplug === 'none' && targetMiB !== previousMiB) {
-    throw new UnsupportedOperationError('resizeMemory', 'the config has memory.hotplug "none"');
-  }
+  assertMemoryTarget(ctx.config.memory, targetMiB, previousMiB);
   if (hotplug === 'virtio-mem') await resizeVirtioMem(ctx, targetMiB);
   if (hotplug === 'dimm') await growDimms(ctx, targetMiB);
   const currentMiB = currentMemoryMiB(ctx);
@@ -38,19 +31,16 @@ export async function resizeMemory(ctx: HotplugContext, targetMiB: number): Prom
   return { previousMiB, currentMiB };
 }
 
-function alignUp(value: number, to: number): number {
-  return Math.ceil(value / to) * to;
-}
-
 async function resizeVirtioMem(ctx: HotplugContext, targetMiB: number): Promise<void> {
-  const { bootMiB, maxMiB } = ctx.config.memory;
+  const { bootMiB } = ctx.config.memory;
   const blockBytes = Number(await ctx.qmp.execute('qom-get', { path: VIRTIO_MEM_ID, property: 'block-size' }, within(ctx)));
-  const requestedBytes = Math.min(alignUp((targetMiB - bootMiB) * MiB, blockBytes), (maxMiB - bootMiB) * MiB);
+  const requestedBytes = virtioMemRequestBytes(ctx.config.memory, targetMiB, blockBytes);
   // Listen before asking, so a size change reported right after qom-set is not missed.
   let plugged = Number.NaN;
   let wake: () => void = () => {};
   const stopListening = ctx.qmp.on('MEMORY_DEVICE_SIZE_CHANGE', (event: QmpEvent) => {
-    if (event.data['id'] !== VIRTIO_MEM_ID && !String(event.data['qom-path'] ?? '').endsWith(`/${VIRTIO_MEM_ID}`)) return;
+    const qomPath = typeof event.data['qom-path'] === 'string' ? event.data['qom-path'] : '';
+    if (event.data['id'] !== VIRTIO_MEM_ID && !qomPath.endsWith(`/${VIRTIO_MEM_ID}`)) return;
     plugged = Number(event.data['size']);
     wake();
   });
@@ -73,20 +63,9 @@ async function resizeVirtioMem(ctx: HotplugContext, targetMiB: number): Promise<
 }
 
 async function growDimms(ctx: HotplugContext, targetMiB: number): Promise<void> {
-  const current = currentMemoryMiB(ctx);
-  if (targetMiB < current) {
-    throw new UnsupportedOperationError('resizeMemory', 'DIMM memory cannot shrink (use memory.hotplug "virtio-mem")');
-  }
-  let missing = alignUp(targetMiB - current, GUEST_MEMORY_BLOCK_MiB);
-  missing = Math.min(missing, ctx.config.memory.maxMiB - current);
-  while (missing > 0) {
-    const now = currentMemoryMiB(ctx);
-    const step = Math.min(missing, Math.floor((now * DIMM_STEP_FACTOR) / GUEST_MEMORY_BLOCK_MiB) * GUEST_MEMORY_BLOCK_MiB);
-    if (ctx.state.dimms.length >= ctx.config.memory.slots) {
-      throw new NoFreeSlotError(`dimm${ctx.state.dimms.length}`, `memory slot (all ${ctx.config.memory.slots} are in use)`);
-    }
+  for (const step of dimmSteps(ctx.config.memory, currentMemoryMiB(ctx), targetMiB)) {
+    if (ctx.state.dimms.length >= ctx.config.memory.slots) throw noFreeDimmSlot(ctx.config.memory, ctx.state.dimms.length);
     await addDimm(ctx, step);
-    missing -= step;
   }
 }
 

@@ -1,12 +1,10 @@
 // PCIe root ports reserved at boot (rp0…rpN-1) are the only places a PCI device can be hot-added
 // on q35. Which are taken is derived from the hotplug state, never kept separately, so it cannot
 // drift, and a re-attached process sees the same picture.
-import { NoFreeSlotError } from '../../hypervisor/errors.ts';
+import { pickFreeRootPort } from '../../hypervisor/resources.ts';
 import type { HotplugState } from './state.ts';
 
-export function rootPortIds(count: number): string[] {
-  return Array.from({ length: count }, (_, i) => `rp${i}`);
-}
+export { rootPortIds } from '../../hypervisor/resources.ts';
 
 export function usedRootPorts(state: HotplugState): Set<string> {
   return new Set([...state.devices.map((d) => d.bus), ...state.infrastructure.map((d) => d.bus)]);
@@ -17,8 +15,5 @@ export function usedRootPorts(state: HotplugState): Set<string> {
  * their first await, so two concurrent hotplugs can never be handed the same port.
  */
 export function takeRootPort(state: HotplugState, rootPorts: number, deviceId: string): string {
-  const used = usedRootPorts(state);
-  const free = rootPortIds(rootPorts).find((port) => !used.has(port));
-  if (!free) throw new NoFreeSlotError(deviceId, `PCIe root port (all ${rootPorts} reserved ports are in use)`);
-  return free;
+  return pickFreeRootPort(usedRootPorts(state), rootPorts, deviceId);
 }

@@ -1,0 +1,78 @@
+// DIMM memory and removals the guest cannot complete, on one running VM with a single hotplug slot:
+// DIMMs grow in whole guest memory blocks, one slot each, never shrink; a device the guest does not
+// release stays plugged and keeps its slot.
+import assert from 'node:assert/strict';
+import type { DeviceRemovalTimeoutError, ResourceLimitError } from '../hypervisor/errors.ts';
+import { rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
+import { assertCapabilitiesFollowConfig, assertStoppedAndClean } from './lifecycle.ts';
+import type { ConformanceTestApi } from './options.ts';
+import { SharedVm } from './shared-vm.ts';
+
+const spec: VmSpec = {
+  cpus: { boot: 1, max: 1 },
+  memory: { bootMiB: 256, maxMiB: 1024, hotplug: 'dimm', slots: 2 },
+  rootPorts: 1,
+};
+
+export function defineDimmTests(t: ConformanceTestApi, h: Harness): void {
+  const ms = h.timeouts.testMs;
+  const shared = new SharedVm(h, spec);
+  const memory = h.options.guest?.memoryMiB?.bind(h.options.guest);
+  t.beforeAll?.(async () => void (await shared.get()), ms);
+  t.afterAll?.(() => shared.dispose(), ms);
+
+  t.it('DIMMs grow in 128 MiB blocks, one slot each, never shrink, and run out of slots with NoFreeSlotError', async () => {
+    const vm = await shared.get();
+    const caps = assertCapabilitiesFollowConfig(vm);
+    assert.equal(caps.memoryHotplug, true);
+    const base = memory ? await memory(vm) : 0;
+    assert.deepEqual(await vm.resizeMemory(300, h.op()), { previousMiB: 256, currentMiB: 384 }, 'aligned up to a 128 MiB block');
+    if (memory) {
+      const grown = (await h.eventually(() => memory(vm), (mib) => mib - base >= 0.9 * 128)) - base;
+      assert.ok(grown >= 0.9 * 128 && grown <= 128, `the guest gained about 128 MiB (gained ${grown})`);
+    }
+    assert.deepEqual(await vm.resizeMemory(512, h.op()), { previousMiB: 384, currentMiB: 512 });
+    await rejectsWithCode(vm.resizeMemory(640, h.op()), 'NO_FREE_SLOT', 'a third DIMM with two slots');
+    assert.deepEqual(await vm.resizeMemory(512, h.op()), { previousMiB: 512, currentMiB: 512 }, 'the refused step changed nothing');
+    await rejectsWithCode(vm.resizeMemory(384, h.op()), 'UNSUPPORTED', 'shrinking DIMM memory');
+    const above = await rejectsWithCode<ResourceLimitError>(vm.resizeMemory(1025, h.op()), 'RESOURCE_LIMIT', 'resizeMemory above memory.maxMiB');
+    assert.equal(above.limit, 1024);
+    assert.deepEqual(await vm.resizeVCPUs(1, h.op()), { previous: 1, current: 1 });
+    await rejectsWithCode(vm.resizeVCPUs(2, h.op()), 'RESOURCE_LIMIT', 'resizeVCPUs above cpus.max');
+  }, ms);
+
+  t.it('a removal the guest cannot complete times out with DeviceRemovalTimeoutError; the device keeps its slot until a retry finishes', async () => {
+    const vm = await shared.get();
+    await vm.hotplugAddDevice({ type: 'block', id: 'conformance-stuck', path: await h.disk('stuck') }, h.op());
+    await vm.pauseVM(h.op());
+    const removalMs = h.timeouts.removalMs;
+    const error = await rejectsWithCode<DeviceRemovalTimeoutError>(
+      vm.hotplugRemoveDevice('conformance-stuck', { timeoutMs: Math.max(h.timeouts.operationMs, 5 * removalMs) }),
+      'DEVICE_REMOVAL_TIMEOUT',
+      'removal from a paused guest',
+    );
+    assert.deepEqual([error.deviceId, error.timeoutMs], ['conformance-stuck', removalMs]);
+    assert.equal(vm.devices().find((d) => d.id === 'conformance-stuck')?.hotplugged, true, 'the device is still accounted for');
+    await rejectsWithCode(
+      vm.hotplugAddDevice({ type: 'block', id: 'conformance-other', path: await h.disk('other') }, h.op()),
+      'NO_FREE_SLOT',
+      'hotplug while the only slot is held by the device that did not go',
+    );
+    await vm.check(h.op());
+    await vm.resumeVM(h.op());
+    // The guest now completes the request; a retry (or two, if the guest is slow) finishes the job.
+    const outcome = await h.eventually(
+      () => vm.hotplugRemoveDevice('conformance-stuck', h.op()).then(() => undefined, (e: unknown) => e),
+      (e) => e === undefined || (e as { code?: unknown }).code !== 'DEVICE_REMOVAL_TIMEOUT',
+    );
+    assert.equal(outcome, undefined, `the retried removal succeeds (got ${String(outcome)})`);
+    assert.equal(vm.devices().find((d) => d.id === 'conformance-stuck'), undefined);
+  }, ms);
+
+  t.it('stopping the VM leaves nothing behind', async () => {
+    const vm = await shared.get();
+    await shared.dispose();
+    assertStoppedAndClean(vm);
+    assert.equal(vm.exitInfo?.expected, true);
+  }, ms);
+}

@@ -1,0 +1,176 @@
+// Hotplug and memory resize conformance on one running VM: devices come and go (seen by the guest
+// when it can be asked), refusals leave nothing behind, slots are accounted for under concurrency,
+// and virtio-mem memory follows the resize calls within the config's limits.
+import assert from 'node:assert/strict';
+import { basename } from 'node:path';
+import type { ConfigError, DeviceConfigInput } from '../hypervisor/config/index.ts';
+import { DEVICE_TYPES, HOTPLUGGABLE_DEVICE_TYPES } from '../hypervisor/config/index.ts';
+import type { HotplugError, NoFreeSlotError, ResourceLimitError } from '../hypervisor/errors.ts';
+import type { HotplugDevice, HotplugResult, Hypervisor } from '../hypervisor/types.ts';
+import { assertCode, COLD_DEVICE_ID, range, rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
+import { assertCapabilitiesFollowConfig, assertStoppedAndClean } from './lifecycle.ts';
+import type { ConformanceTestApi } from './options.ts';
+import { SharedVm } from './shared-vm.ts';
+
+const ROOT_PORTS = 3;
+const spec: VmSpec = {
+  cpus: { boot: 1, max: 3 },
+  memory: { bootMiB: 256, maxMiB: 1280, hotplug: 'virtio-mem' },
+  rootPorts: ROOT_PORTS,
+};
+
+type ColdOnlyType = Exclude<(typeof DEVICE_TYPES)[number], (typeof HOTPLUGGABLE_DEVICE_TYPES)[number]>;
+
+/** A valid device of each kind that can only be cold-plugged. */
+const coldOnlySamples: Record<ColdOnlyType, DeviceConfigInput> = {
+  vsock: { type: 'vsock', id: 'conformance-vsock', guestCid: 3 },
+  fs: { type: 'fs', driver: '9p', id: 'conformance-fs', tag: 'conformance', path: '/tmp' },
+  rng: { type: 'rng', id: 'conformance-rng2' },
+  balloon: { type: 'balloon', id: 'conformance-balloon' },
+  channel: { type: 'channel', id: 'conformance-chan', name: 'conformance.0' },
+  pvpanic: { type: 'pvpanic', id: 'conformance-pvpanic' },
+};
+
+export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
+  const ms = h.timeouts.testMs;
+  const shared = new SharedVm(h, spec);
+  const probes = h.options.guest ?? {};
+  t.beforeAll?.(async () => void (await shared.get()), ms);
+  t.afterAll?.(() => shared.dispose(), ms);
+
+  const add = async (vm: Hypervisor, id: string, extra: Partial<HotplugDevice> = {}): Promise<HotplugResult> =>
+    vm.hotplugAddDevice({ type: 'block', id, path: await h.disk(id), ...extra } as HotplugDevice, h.op());
+  const removeAllHotplugged = async (vm: Hypervisor): Promise<void> => {
+    for (const device of vm.devices().filter((d) => d.hotplugged)) await vm.hotplugRemoveDevice(device.id, h.op());
+  };
+
+  t.it('capabilities follow the config (virtio-mem grows and shrinks)', async () => {
+    const vm = await shared.get();
+    const caps = assertCapabilitiesFollowConfig(vm);
+    assert.equal(caps.memoryHotUnplug, true, 'virtio-mem memory can shrink');
+  }, ms);
+
+  t.it('a hot-added disk is listed with its bus and seen by the guest; removal takes it out of both', async () => {
+    const vm = await shared.get();
+    const disks = probes.diskCount?.bind(probes);
+    const before = disks ? await disks(vm) : 0;
+    const result = await add(vm, 'conformance-a');
+    assert.equal(result.id, 'conformance-a');
+    assert.equal(result.type, 'block');
+    assert.ok(typeof result.bus === 'string' && result.bus.length > 0, 'the result names the bus');
+    assert.deepEqual(vm.devices().find((d) => d.id === 'conformance-a'), { id: 'conformance-a', type: 'block', hotplugged: true, bus: result.bus });
+    if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before + 1), before + 1, 'the guest sees one more disk');
+
+    await vm.hotplugRemoveDevice('conformance-a', h.op());
+    assert.equal(vm.devices().find((d) => d.id === 'conformance-a'), undefined);
+    if (h.options.events) {
+      const { deviceRemoved } = h.options.events;
+      assert.ok(shared.events.some((e) => deviceRemoved(e, 'conformance-a')), 'the removal was reported as an event');
+    }
+    if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before), before, 'the guest no longer sees the disk');
+  }, ms);
+
+  t.it('refused hotplugs and removals are typed errors and change nothing', async () => {
+    const vm = await shared.get();
+    const before = vm.devices();
+    await add(vm, 'conformance-dup');
+    await rejectsWithCode(add(vm, 'conformance-dup'), 'DEVICE_EXISTS', 'hotplug of an id already hot-plugged');
+    await rejectsWithCode(add(vm, COLD_DEVICE_ID), 'DEVICE_EXISTS', 'hotplug of a cold-plugged device id');
+    await rejectsWithCode(vm.hotplugRemoveDevice('conformance-nope', h.op()), 'DEVICE_NOT_FOUND', 'removal of an unknown id');
+    await rejectsWithCode(vm.hotplugRemoveDevice(COLD_DEVICE_ID, h.op()), 'DEVICE_NOT_FOUND', 'removal of a cold-plugged device');
+    await rejectsWithCode(vm.hotplugAddDevice({ type: 'net', id: 'conformance-fdnic', tap: { fd: 9 } }, h.op()), 'UNSUPPORTED', 'hotplug of a tap given as an fd');
+    for (const [type, sample] of Object.entries(coldOnlySamples)) {
+      const error = await rejectsWithCode(vm.hotplugAddDevice(sample as unknown as HotplugDevice, h.op()), 'UNSUPPORTED', `hotplug of a ${type} device`);
+      assert.ok(error.message.includes(type), `the error names the kind: ${error.message}`);
+    }
+    const invalid = await rejectsWithCode<ConfigError>(add(vm, 'conformance-rel', { path: 'relative.img' }), 'CONFIG_INVALID', 'hotplug of an invalid device');
+    assert.ok(invalid.paths.includes('device.path'), `the ConfigError names device.path (it names ${invalid.paths.join(', ')})`);
+    await vm.hotplugRemoveDevice('conformance-dup', h.op());
+    assert.deepEqual(vm.devices(), before);
+  }, ms);
+
+  t.it('a hotplug that fails (missing image) is a HotplugError that leaves nothing plugged and frees its slot', async () => {
+    const vm = await shared.get();
+    const probe = await add(vm, 'conformance-probe');
+    await vm.hotplugRemoveDevice('conformance-probe', h.op());
+    const missing = `${await h.disk('conformance-gone')}.missing`;
+    const error = await rejectsWithCode<HotplugError>(add(vm, 'conformance-bad', { path: missing }), 'HOTPLUG_FAILED', 'hotplug of a missing image');
+    assert.equal(error.deviceId, 'conformance-bad');
+    assert.ok(error.step.length > 0, 'the error names the failed step');
+    assert.ok(error.message.includes(basename(missing)), `the error names the image: ${error.message}`);
+    assert.equal(vm.devices().find((d) => d.id === 'conformance-bad'), undefined);
+    const retry = await add(vm, 'conformance-bad');
+    assert.equal(retry.bus, probe.bus, 'the same id and slot are usable again');
+    await vm.hotplugRemoveDevice('conformance-bad', h.op());
+  }, ms);
+
+  t.it('concurrent hotplugs never share a slot; one too many is NoFreeSlotError until a slot frees', async () => {
+    const vm = await shared.get();
+    const ids = range(ROOT_PORTS + 1).map((i) => `conformance-c${i}`);
+    const paths = await Promise.all(ids.map((id) => h.disk(id)));
+    const results = await Promise.allSettled(ids.map((id, i) => vm.hotplugAddDevice({ type: 'block', id, path: paths[i] as string }, h.op())));
+    const placed = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const refused = results.flatMap((r, i) => (r.status === 'rejected' ? [{ id: ids[i] as string, error: r.reason as unknown }] : []));
+    assert.equal(placed.length, ROOT_PORTS, `all ${ROOT_PORTS} slots are used`);
+    assert.equal(new Set(placed.map((r) => r.bus)).size, ROOT_PORTS, 'no two devices share a slot');
+    assert.equal(refused.length, 1, 'exactly one hotplug is refused');
+    const [{ id: refusedId, error }] = refused as [{ id: string; error: unknown }];
+    const noSlot = assertCode<NoFreeSlotError>(error, 'NO_FREE_SLOT', 'the hotplug beyond the slots');
+    assert.equal(noSlot.deviceId, refusedId);
+    assert.equal(vm.devices().find((d) => d.id === refusedId), undefined);
+
+    const freed = placed[0] as HotplugResult;
+    await vm.hotplugRemoveDevice(freed.id, h.op());
+    const retry = await vm.hotplugAddDevice({ type: 'block', id: refusedId, path: paths[ids.indexOf(refusedId)] as string }, h.op());
+    assert.equal(retry.bus, freed.bus, 'the freed slot is the one handed out');
+    await removeAllHotplugged(vm);
+  }, ms);
+
+  t.it('virtio-mem memory grows and shrinks (aligned up to 2 MiB) within the limits, and the guest follows', async () => {
+    const vm = await shared.get();
+    const memory = probes.memoryMiB?.bind(probes);
+    const base = memory ? await memory(vm) : 0;
+    assert.deepEqual(await vm.resizeMemory(768, h.op()), { previousMiB: 256, currentMiB: 768 });
+    if (memory) {
+      const grown = (await h.eventually(() => memory(vm), (mib) => mib - base >= 0.9 * 512)) - base;
+      assert.ok(grown >= 0.9 * 512 && grown <= 512, `the guest gained about 512 MiB (gained ${grown})`);
+    }
+    assert.deepEqual(await vm.resizeMemory(771, h.op()), { previousMiB: 768, currentMiB: 772 });
+    assert.deepEqual(await vm.resizeMemory(256, h.op()), { previousMiB: 772, currentMiB: 256 });
+    if (memory) assert.equal(await h.eventually(() => memory(vm), (mib) => mib === base), base, 'the guest is back to its boot memory');
+
+    const above = await rejectsWithCode<ResourceLimitError>(vm.resizeMemory(1282, h.op()), 'RESOURCE_LIMIT', 'resizeMemory above memory.maxMiB');
+    assert.deepEqual([above.resource, above.requested, above.limit], ['memory', 1282, 1280]);
+    const below = await rejectsWithCode<ResourceLimitError>(vm.resizeMemory(128, h.op()), 'RESOURCE_LIMIT', 'resizeMemory below memory.bootMiB');
+    assert.deepEqual([below.resource, below.limit], ['memory', 256]);
+    await rejectsWithCode(vm.resizeMemory(300.5, h.op()), 'RESOURCE_LIMIT', 'resizeMemory to a fraction of a MiB');
+    assert.deepEqual(await vm.resizeMemory(256, h.op()), { previousMiB: 256, currentMiB: 256 });
+  }, ms);
+
+  if (h.options.scsi) {
+    t.it('SCSI disks share one controller, which takes one slot the first time', async () => {
+      const vm = await shared.get();
+      const disks = probes.diskCount?.bind(probes);
+      const before = disks ? await disks(vm) : 0;
+      const a = await add(vm, 'conformance-sa', { driver: 'virtio-scsi' });
+      const b = await add(vm, 'conformance-sb', { driver: 'virtio-scsi' });
+      assert.equal(a.bus, b.bus, 'both SCSI disks are on the controller');
+      if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before + 2), before + 2, 'the guest sees both SCSI disks');
+      const ids = range(ROOT_PORTS).map((i) => `conformance-pci${i}`);
+      const results = await Promise.allSettled(ids.map((id) => add(vm, id)));
+      const placed = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      assert.equal(placed.length, ROOT_PORTS - 1, 'the controller holds one of the slots');
+      assert.ok(placed.every((r) => r.bus !== a.bus));
+      for (const r of results) if (r.status === 'rejected') assertCode(r.reason, 'NO_FREE_SLOT', 'a PCI disk beyond the slots');
+      await removeAllHotplugged(vm);
+      if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before), before, 'the guest no longer sees them');
+    }, ms);
+  }
+
+  t.it('stopping the VM leaves nothing behind', async () => {
+    const vm = await shared.get();
+    await shared.dispose();
+    assertStoppedAndClean(vm);
+    assert.equal(vm.exitInfo?.expected, true);
+  }, ms);
+}

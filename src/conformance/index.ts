@@ -1,0 +1,36 @@
+// The conformance suite every backend of the Hypervisor interface must pass, shipped with the
+// package as 'sandbox-vmm/conformance'. It registers its tests through the framework functions it
+// is given and asserts with node:assert, so it runs under vitest, jest, mocha or node:test.
+import { defineDimmTests } from './dimm.ts';
+import { defineFailureTests } from './failures.ts';
+import { Harness } from './harness.ts';
+import { defineHotplugTests } from './hotplug.ts';
+import { defineLifecycleTests } from './lifecycle.ts';
+import { defineVcpuTests } from './vcpus.ts';
+import { resolveOptions, type ConformanceOptions, type ConformanceTestApi } from './options.ts';
+
+export type {
+  ConformanceBackendSettings,
+  ConformanceEvents,
+  ConformanceFaults,
+  ConformanceGuestProbes,
+  ConformanceOptions,
+  ConformanceTestApi,
+  ConformanceTimeouts,
+} from './options.ts';
+export { qemuEvents } from './options.ts';
+
+/**
+ *   import { describe, it, beforeAll, afterAll } from 'vitest';
+ *   defineConformanceSuite({ describe, it, beforeAll, afterAll }, { name: 'mine', create, config, disk });
+ */
+export function defineConformanceSuite(api: ConformanceTestApi, options: ConformanceOptions): void {
+  const harness = new Harness(resolveOptions(options));
+  api.describe(`${options.name} conforms to the Hypervisor interface`, () => {
+    api.describe('lifecycle', () => defineLifecycleTests(api, harness));
+    api.describe('failures behind the backend', () => defineFailureTests(api, harness));
+    api.describe('hotplug and resize (virtio-mem)', () => defineHotplugTests(api, harness));
+    api.describe('DIMM memory and stuck removals', () => defineDimmTests(api, harness));
+    api.describe('vCPU resize', () => defineVcpuTests(api, harness));
+  });
+}

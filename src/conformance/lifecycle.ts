@@ -1,0 +1,216 @@
+// Lifecycle conformance: states and their errors, start failures, stop idempotency and interruption,
+// and what is left after a stop. Each test has a VM of its own.
+import assert from 'node:assert/strict';
+import { basename } from 'node:path';
+import type { ConfigError } from '../hypervisor/config/index.ts';
+import type { InvalidStateError, ResourceLimitError, VmStartError, VmStoppingError } from '../hypervisor/errors.ts';
+import type { Hypervisor, HypervisorCapabilities, VmState } from '../hypervisor/types.ts';
+import { COLD_DEVICE_ID, rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
+import type { ConformanceTestApi } from './options.ts';
+
+/** Two boot vCPUs and no memory hotplug: resizing is refused at the limits. */
+const spec: VmSpec = { cpus: { boot: 2, max: 2 }, memory: { bootMiB: 256, hotplug: 'none' }, rootPorts: 2 };
+
+export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
+  const ms = h.timeouts.testMs;
+
+  t.it('createVM validates the config, fills its defaults and starts nothing', async () => {
+    await h.withVm(async (vm) => {
+      assert.equal(vm.state, 'created');
+      assert.equal(vm.id, undefined);
+      assert.equal(vm.config, undefined);
+      assert.deepEqual(vm.getPids(), []);
+
+      const bad = h.config(spec);
+      const error = await rejectsWithCode<ConfigError>(vm.createVM({ ...bad, cpus: { boot: 4, max: 2 } }), 'CONFIG_INVALID', 'createVM with cpus.boot > cpus.max');
+      assert.ok(error.paths.includes('cpus.boot'), `the ConfigError names cpus.boot (it names ${error.paths.join(', ')})`);
+      assert.equal(vm.config, undefined, 'a rejected config is not kept');
+      assert.equal(vm.state, 'created');
+
+      const config = h.config(spec);
+      await vm.createVM(config, h.op());
+      assert.equal(vm.state, 'created');
+      assert.equal(vm.id, config.id);
+      // Read through a function: the assertions above narrowed vm.config to undefined.
+      const filled = configOf(vm);
+      assert.deepEqual(filled?.cpus, { boot: 2, max: 2 });
+      assert.equal(filled?.memory.maxMiB, 256, 'defaults are filled (memory.maxMiB = bootMiB)');
+      assert.deepEqual(vm.getPids(), [], 'createVM starts nothing');
+      assert.deepEqual(
+        vm.devices().find((d) => d.id === COLD_DEVICE_ID),
+        { id: COLD_DEVICE_ID, type: 'rng', hotplugged: false },
+      );
+      assert.deepEqual(vm.devices().filter((d) => d.hotplugged), []);
+      assertCapabilitiesFollowConfig(vm);
+
+      await rejectsWithAnyLibraryError(vm.createVM(h.config(spec)), 'a second createVM');
+      assert.equal(vm.id, config.id, 'a second createVM leaves the first config in place');
+
+      await vm.stopVM();
+      assert.equal(vm.state, 'stopped');
+      assert.deepEqual(vm.getPids(), []);
+      assert.equal(vm.exitInfo, undefined, 'no hypervisor ran, so none exited');
+    });
+  }, ms);
+
+  t.it('startVM runs the VM; check, getThreadIds, pause, resume and stop work and leave nothing behind', async () => {
+    await h.withVm(async (vm) => {
+      await h.boot(vm, spec);
+      assert.equal(vm.state, 'running');
+      const pids = vm.getPids();
+      assert.ok(pids.length >= 1, 'a running VM has a hypervisor pid');
+      for (const pid of pids) assert.ok(Number.isInteger(pid) && pid > 0, `pid ${pid} is a positive integer`);
+      assert.deepEqual(vm.getPids(), pids, 'getPids is stable while the VM runs');
+      await vm.check(h.op());
+
+      const threads = await vm.getThreadIds(h.op());
+      assert.deepEqual([...threads.keys()].sort(), [0, 1], 'one thread per boot vCPU, by vCPU index');
+      const tids = [...threads.values()];
+      assert.ok(tids.every((tid) => Number.isInteger(tid) && tid > 0), 'thread ids are positive integers');
+      assert.equal(new Set(tids).size, tids.length, 'each vCPU has its own thread');
+
+      // No memory hotplug and cpus.max = boot: the current sizes are fine, anything else is refused.
+      assert.deepEqual(await vm.resizeMemory(256, h.op()), { previousMiB: 256, currentMiB: 256 });
+      await rejectsWithCode(vm.resizeMemory(384, h.op()), 'UNSUPPORTED', 'resizeMemory with memory.hotplug "none"');
+      assert.deepEqual(await vm.resizeVCPUs(2, h.op()), { previous: 2, current: 2 });
+      const limit = await rejectsWithCode<ResourceLimitError>(vm.resizeVCPUs(3, h.op()), 'RESOURCE_LIMIT', 'resizeVCPUs above cpus.max');
+      assert.equal(limit.limit, 2);
+
+      await vm.pauseVM(h.op());
+      assert.equal(vm.state, 'paused');
+      await vm.check(h.op());
+      const again = await rejectsWithCode<InvalidStateError>(vm.pauseVM(h.op()), 'INVALID_STATE', 'pauseVM on a paused VM');
+      assert.equal(again.state, 'paused');
+      await vm.resumeVM(h.op());
+      assert.equal(vm.state, 'running');
+      assert.deepEqual(vm.getPids(), pids, 'the same hypervisor still runs after pause and resume');
+
+      await vm.stopVM();
+      assertStoppedAndClean(vm);
+      assert.equal(vm.exitInfo?.expected, true, 'a stop that stopVM asked for is expected');
+      await vm.stopVM();
+      assert.equal(vm.state, 'stopped', 'stopVM is idempotent');
+      await rejectsWithCode(vm.check(h.op()), 'INVALID_STATE', 'check after stopVM');
+    });
+  }, ms);
+
+  t.it('startVM({ paused: true }) leaves the vCPUs stopped until resumeVM', async () => {
+    await h.withVm(async (vm) => {
+      await h.boot(vm, spec, true);
+      assert.equal(vm.state, 'paused');
+      assert.ok(vm.getPids().length >= 1);
+      await rejectsWithCode(vm.pauseVM(h.op()), 'INVALID_STATE', 'pauseVM on a VM started paused');
+      await vm.resumeVM(h.op());
+      assert.equal(vm.state, 'running');
+      await vm.check(h.op());
+    });
+  }, ms);
+
+  t.it('calls in the wrong state reject with InvalidStateError naming the state', async () => {
+    await h.withVm(async (vm) => {
+      await rejectsWithCode<VmStartError>(vm.startVM(h.op()), 'VM_START_FAILED', 'startVM before createVM');
+    });
+    await h.withVm(async (vm) => {
+      await vm.createVM(h.config(spec), h.op());
+      const calls: [string, () => Promise<unknown>][] = [
+        ['pauseVM', () => vm.pauseVM(h.op())],
+        ['resumeVM', () => vm.resumeVM(h.op())],
+        ['hotplugAddDevice', async () => vm.hotplugAddDevice({ type: 'block', id: 'conformance-x', path: await h.disk('wrong-state') }, h.op())],
+        ['hotplugRemoveDevice', () => vm.hotplugRemoveDevice('conformance-x', h.op())],
+        ['resizeMemory', () => vm.resizeMemory(256, h.op())],
+        ['resizeVCPUs', () => vm.resizeVCPUs(2, h.op())],
+        ['getThreadIds', () => vm.getThreadIds(h.op())],
+        ['check', () => vm.check(h.op())],
+      ];
+      for (const [name, call] of calls) await expectInvalidState(call(), name, 'created');
+      await vm.stopVM();
+      await expectInvalidState(vm.startVM(h.op()), 'startVM', 'stopped');
+      await expectInvalidState(vm.resumeVM(h.op()), 'resumeVM', 'stopped');
+      await expectInvalidState(vm.hotplugAddDevice({ type: 'block', id: 'conformance-y', path: await h.disk('wrong-state') }, h.op()), 'hotplugAddDevice', 'stopped');
+    });
+  }, ms);
+
+  t.it('a start the hypervisor cannot complete fails with VmStartError saying why, and cleans up', async () => {
+    const missing = `${await h.disk('start-missing')}.missing`;
+    await h.withVm(async (vm) => {
+      await vm.createVM(h.config({ ...spec, devices: [{ type: 'block', id: 'conformance-gone', path: missing }] }), h.op());
+      const error = await rejectsWithCode<VmStartError>(vm.startVM(h.op()), 'VM_START_FAILED', 'startVM with a missing cold-plugged disk');
+      assert.ok(error.message.includes(basename(missing)), `the error names the missing disk: ${error.message}`);
+      assertStoppedAndClean(vm);
+      assert.ok(vm.exitInfo, 'exitInfo is set after a failed start');
+    });
+    await h.withVm(async (vm) => {
+      await vm.createVM(h.config(spec), h.op());
+      const reason = new Error('the caller gave up');
+      const error = await rejectsWithCode<VmStartError>(vm.startVM({ signal: AbortSignal.abort(reason) }), 'VM_START_FAILED', 'startVM with an aborted signal');
+      assert.equal((error.cause as { code?: unknown } | undefined)?.code, 'ABORTED', 'the abort is the cause');
+      assertStoppedAndClean(vm);
+    });
+  }, ms);
+
+  t.it('stopVM during startVM fails the start with VmStartError caused by VmStoppingError; concurrent stops share one promise', async () => {
+    await h.withVm(async (vm) => {
+      await vm.createVM(h.config(spec), h.op());
+      const start = vm.startVM(h.op());
+      const first = vm.stopVM();
+      const second = vm.stopVM();
+      assert.equal(second, first, 'concurrent stopVM calls share one promise');
+      const error = await rejectsWithCode<VmStartError>(start, 'VM_START_FAILED', 'startVM interrupted by stopVM');
+      assert.equal((error.cause as { code?: unknown } | undefined)?.code, 'VM_STOPPING', 'the stop is the cause');
+      await first;
+      assertStoppedAndClean(vm);
+    });
+  }, ms);
+
+  t.it('stopVM interrupts a pending operation with VmStoppingError naming it, and cleans up', async () => {
+    await h.withVm(async (vm) => {
+      // A paused guest cannot release a device: its removal stays pending.
+      await h.boot(vm, spec, true);
+      await vm.hotplugAddDevice({ type: 'block', id: 'conformance-p', path: await h.disk('pending') }, h.op());
+      const pending = vm.hotplugRemoveDevice('conformance-p', { timeoutMs: 10 * h.timeouts.operationMs });
+      pending.catch(() => {});
+      await h.settle();
+      await vm.stopVM();
+      const error = await rejectsWithCode<VmStoppingError>(pending, 'VM_STOPPING', 'a removal pending during stopVM');
+      assert.ok(error.message.includes('hotplugRemoveDevice'), `the error names the operation: ${error.message}`);
+      assertStoppedAndClean(vm);
+      assert.equal(vm.exitInfo?.expected, true);
+      await rejectsWithCode(vm.hotplugRemoveDevice('conformance-p', h.op()), 'INVALID_STATE', 'hotplugRemoveDevice after stopVM');
+    });
+  }, ms);
+}
+
+function configOf(vm: Hypervisor): Hypervisor['config'] {
+  return vm.config;
+}
+
+export function assertStoppedAndClean(vm: Hypervisor): void {
+  assert.equal(vm.state, 'stopped' satisfies VmState);
+  assert.deepEqual(vm.getPids(), [], 'nothing runs after the VM stopped');
+}
+
+/** What the config decides of the capabilities; the rest is the backend's. */
+export function assertCapabilitiesFollowConfig(vm: Hypervisor): HypervisorCapabilities {
+  const caps = vm.capabilities();
+  const hotplug = vm.config?.memory.hotplug ?? 'none';
+  assert.equal(caps.memoryHotplug, hotplug !== 'none', `memoryHotplug follows memory.hotplug "${hotplug}"`);
+  if (hotplug === 'dimm') assert.equal(caps.memoryHotUnplug, false, 'DIMMs cannot be unplugged');
+  if (!caps.memoryHotplug) assert.equal(caps.memoryHotUnplug, false, 'no unplug without hotplug');
+  if (caps.cpuHotUnplug) assert.equal(caps.cpuHotplug, true, 'no vCPU unplug without vCPU hotplug');
+  assert.deepEqual(vm.capabilities(), caps, 'capabilities are stable');
+  return caps;
+}
+
+async function expectInvalidState(promise: Promise<unknown>, operation: string, state: VmState): Promise<void> {
+  const error = await rejectsWithCode<InvalidStateError>(promise, 'INVALID_STATE', `${operation} while ${state}`);
+  assert.equal(error.state, state, `${operation}: the error carries the state`);
+  assert.ok(error.message.includes(state), `${operation}: the message names the state: ${error.message}`);
+}
+
+async function rejectsWithAnyLibraryError(promise: Promise<unknown>, what: string): Promise<void> {
+  const error = await promise.then(
+    () => assert.fail(`${what}: expected a rejection`),
+    (e: unknown) => e,
+  );
+  assert.ok(typeof (error as { code?: unknown }).code === 'string', `${what}: rejects with a library error (got ${String(error)})`);
+}

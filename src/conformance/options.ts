@@ -1,0 +1,114 @@
+// What a backend hands the conformance suite: how to make one, the config its guest boots with, and
+// optional ways to look inside the guest and to make the hypervisor fail.
+import type { SandboxConfigInput } from '../hypervisor/config/index.ts';
+import type { Hypervisor, HypervisorEvent } from '../hypervisor/types.ts';
+
+/**
+ * The test framework's registration functions (vitest, jest, mocha, node:test all fit). Tests in a
+ * describe block must run in order, one at a time, as they do by default in all of them.
+ */
+export interface ConformanceTestApi {
+  describe(name: string, fn: () => void): void;
+  it(name: string, fn: () => Promise<void>, timeoutMs?: number): void;
+  beforeAll?(fn: () => Promise<void>, timeoutMs?: number): void;
+  afterAll?(fn: () => Promise<void>, timeoutMs?: number): void;
+}
+
+/** Settings the suite needs the backend to use; `create` applies them. */
+export interface ConformanceBackendSettings {
+  /** How long a device or vCPU removal waits for the guest before DeviceRemovalTimeoutError. */
+  deviceRemovalTimeoutMs: number;
+}
+
+/**
+ * Looks from inside the guest (a guest agent, or the mock's model). Each probe the backend gives
+ * makes the suite prove an effect where the guest sees it, not only in the backend's bookkeeping.
+ */
+export interface ConformanceGuestProbes {
+  /** Block devices the guest has. */
+  diskCount?(vm: Hypervisor): Promise<number>;
+  /** vCPUs online in the guest. */
+  onlineCpus?(vm: Hypervisor): Promise<number>;
+  /** Memory the guest has (e.g. MemTotal); only differences are compared. */
+  memoryMiB?(vm: Hypervisor): Promise<number>;
+  /** Called once the suite is done with a VM (stopped or not): close what the probes opened. */
+  release?(vm: Hypervisor): Promise<void> | void;
+}
+
+/** Ways to make things go wrong from outside the backend. Each one given adds its tests. */
+export interface ConformanceFaults {
+  /** Kill the hypervisor process behind the backend's back. */
+  crash?: (vm: Hypervisor) => Promise<void> | void;
+  /** Make the guest kernel panic (the config has a pvpanic device). */
+  panic?: (vm: Hypervisor) => Promise<void> | void;
+}
+
+/** How the backend reports events the suite checks; false checks none. */
+export interface ConformanceEvents {
+  /** The event saying the guest let go of device `id` (QEMU: DEVICE_DELETED with data.device). */
+  deviceRemoved: (event: HypervisorEvent, id: string) => boolean;
+  /** The event saying the guest panicked (QEMU: GUEST_PANICKED). */
+  guestPanicked: (event: HypervisorEvent) => boolean;
+}
+
+export interface ConformanceTimeouts {
+  /** Per test. Default 120 s. */
+  testMs?: number;
+  /** `timeoutMs` of the operations the suite calls. Default 30 s. */
+  operationMs?: number;
+  /** How long the guest may take to reflect a change (polling the probes). Default 20 s. */
+  guestMs?: number;
+  /** The backend's device-removal timeout the suite asks for. Default 2 s. */
+  removalMs?: number;
+  /** Time given to a request to reach the hypervisor before the suite interrupts it. Default 200 ms. */
+  settleMs?: number;
+}
+
+export interface ConformanceOptions {
+  /** Names the suite in the test report. */
+  name: string;
+  /** A fresh, unused backend. */
+  create(settings: ConformanceBackendSettings): Hypervisor | Promise<Hypervisor>;
+  /**
+   * The config the backend's guest boots with (kernel, initrd, machine, devices it needs, such as a
+   * guest agent channel). The suite sets cpus, memory and the hotplug root ports, and appends its
+   * own devices (an rng device with id 'conformance-rng', a pvpanic device for the panic test).
+   */
+  config(): SandboxConfigInput;
+  /** The path of a fresh, small disk image for block hotplug, distinct for each `name`. */
+  disk(name: string): string | Promise<string>;
+  guest?: ConformanceGuestProbes;
+  faults?: ConformanceFaults;
+  /** Whether the backend has virtio-scsi disks. Default true. */
+  scsi?: boolean;
+  /** Default: QEMU's event names and shapes. */
+  events?: ConformanceEvents | false;
+  timeouts?: ConformanceTimeouts;
+}
+
+export const qemuEvents: ConformanceEvents = {
+  deviceRemoved: (event, id) => event.name === 'DEVICE_DELETED' && event.data['device'] === id,
+  guestPanicked: (event) => event.name === 'GUEST_PANICKED',
+};
+
+export interface ResolvedConformanceOptions extends ConformanceOptions {
+  events: ConformanceEvents | false;
+  scsi: boolean;
+  timeouts: Required<ConformanceTimeouts>;
+}
+
+export function resolveOptions(options: ConformanceOptions): ResolvedConformanceOptions {
+  const timeouts = options.timeouts ?? {};
+  return {
+    ...options,
+    events: options.events ?? qemuEvents,
+    scsi: options.scsi ?? true,
+    timeouts: {
+      testMs: timeouts.testMs ?? 120_000,
+      operationMs: timeouts.operationMs ?? 30_000,
+      guestMs: timeouts.guestMs ?? 20_000,
+      removalMs: timeouts.removalMs ?? 2_000,
+      settleMs: timeouts.settleMs ?? 200,
+    },
+  };
+}

@@ -1,0 +1,58 @@
+// vCPU resize conformance on one running VM: vCPUs come and go within the config's limits, seen in
+// getThreadIds and by the guest, and a removal the guest cannot complete is a typed timeout. It has
+// a VM of its own, and adds nothing after the first vCPU unplug: on QEMU 7.2 under TCG, any
+// device_add after a vCPU unplug (a disk, a controller, another vCPU) crashes QEMU.
+import assert from 'node:assert/strict';
+import type { DeviceRemovalTimeoutError, ResourceLimitError } from '../hypervisor/errors.ts';
+import { rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
+import { assertStoppedAndClean } from './lifecycle.ts';
+import type { ConformanceTestApi } from './options.ts';
+import { SharedVm } from './shared-vm.ts';
+
+const spec: VmSpec = { cpus: { boot: 1, max: 3 }, memory: { bootMiB: 256, hotplug: 'none' }, rootPorts: 1 };
+
+export function defineVcpuTests(t: ConformanceTestApi, h: Harness): void {
+  const ms = h.timeouts.testMs;
+  const shared = new SharedVm(h, spec);
+  const online = h.options.guest?.onlineCpus?.bind(h.options.guest);
+  t.beforeAll?.(async () => void (await shared.get()), ms);
+  t.afterAll?.(() => shared.dispose(), ms);
+
+  // One test, and no vCPU or device is added after the first unplug: see the note at the top.
+  t.it('vCPUs follow resizeVCPUs within the limits; a removal the paused guest cannot complete times out until a retry finishes', async () => {
+    const vm = await shared.get();
+    assert.deepEqual(await vm.resizeVCPUs(3, h.op()), { previous: 1, current: 3 });
+    assert.deepEqual([...(await vm.getThreadIds(h.op())).keys()].sort(), [0, 1, 2]);
+    if (online) assert.equal(await h.eventually(() => online(vm), (n) => n === 3), 3, 'the guest has 3 vCPUs online');
+
+    const above = await rejectsWithCode<ResourceLimitError>(vm.resizeVCPUs(4, h.op()), 'RESOURCE_LIMIT', 'resizeVCPUs above cpus.max');
+    assert.deepEqual([above.resource, above.requested, above.limit], ['cpus', 4, 3]);
+    const below = await rejectsWithCode<ResourceLimitError>(vm.resizeVCPUs(0, h.op()), 'RESOURCE_LIMIT', 'resizeVCPUs below cpus.boot');
+    assert.equal(below.limit, 1);
+    await rejectsWithCode(vm.resizeVCPUs(1.5, h.op()), 'RESOURCE_LIMIT', 'resizeVCPUs to a fraction');
+
+    await vm.pauseVM(h.op());
+    await rejectsWithCode<DeviceRemovalTimeoutError>(
+      vm.resizeVCPUs(1, { timeoutMs: Math.max(h.timeouts.operationMs, 10 * h.timeouts.removalMs) }),
+      'DEVICE_REMOVAL_TIMEOUT',
+      'vCPU removal from a paused guest',
+    );
+    assert.equal((await vm.getThreadIds(h.op())).size, 3, 'the vCPU the guest kept is still there');
+    await vm.resumeVM(h.op());
+    const outcome = await h.eventually(
+      () => vm.resizeVCPUs(1, h.op()).then((result) => result, (e: unknown) => e),
+      (r) => (r as { code?: unknown }).code !== 'DEVICE_REMOVAL_TIMEOUT',
+    );
+    assert.deepEqual(outcome, { previous: 3, current: 1 }, 'the retried resize finishes');
+    assert.deepEqual([...(await vm.getThreadIds(h.op())).keys()], [0]);
+    if (online) assert.equal(await h.eventually(() => online(vm), (n) => n === 1), 1, 'the guest is back to 1 vCPU');
+    assert.deepEqual(await vm.resizeVCPUs(1, h.op()), { previous: 1, current: 1 });
+  }, ms);
+
+  t.it('stopping the VM leaves nothing behind', async () => {
+    const vm = await shared.get();
+    await shared.dispose();
+    assertStoppedAndClean(vm);
+    assert.equal(vm.exitInfo?.expected, true);
+  }, ms);
+}

@@ -1,0 +1,140 @@
+// Hot-adding and removing devices on the mock, with the QEMU backend's rules: the id and the slot
+// are claimed before the first await, the first SCSI disk adds the controller on a root port, a
+// failing step undoes the whole hotplug, and a removal waits for the guest to let go.
+import { isSandboxVmmError } from '../errors.ts';
+import {
+  DEVICE_TYPES,
+  HOTPLUGGABLE_DEVICE_TYPES,
+  validateHotplugDevice,
+  type HotplugDeviceConfig,
+} from '../hypervisor/config/index.ts';
+import { DeviceExistsError, DeviceNotFoundError, HotplugError, UnsupportedOperationError } from '../hypervisor/errors.ts';
+import { pickFreeRootPort } from '../hypervisor/resources.ts';
+import type { HotplugDevice, HotplugResult } from '../hypervisor/types.ts';
+import { waitForRelease, type MockContext } from './context.ts';
+import { hotplugProblem } from './host.ts';
+import { SCSI_BUS, SCSI_CONTROLLER_ID, type MockHotDevice, type MockMachine } from './machine.ts';
+
+const SCSI_CONTROLLER_STEP = 'device_add virtio-scsi-pci';
+
+export async function hotplugDevice(ctx: MockContext, input: HotplugDevice): Promise<HotplugResult> {
+  const type = (input as { type?: unknown }).type;
+  if (typeof type === 'string' && isColdOnly(type)) {
+    throw new UnsupportedOperationError('hotplugAddDevice', `${type} devices can only be cold-plugged (list them in the config's devices)`);
+  }
+  const device = validateHotplugDevice(input);
+  if (device.type === 'net' && 'fd' in device.tap) {
+    throw new UnsupportedOperationError('hotplugAddDevice', 'a tap given as an fd cannot reach a running hypervisor; name the tap (tap.ifname) or cold-plug it');
+  }
+  const { machine } = ctx;
+  assertIdFree(machine, device.id);
+  // Claimed before the first await, so that concurrent hotplugs can neither share an id nor a port.
+  const isScsi = device.type === 'block' && device.driver === 'virtio-scsi';
+  const bus = isScsi ? SCSI_BUS : pickFreeRootPort(usedRootPorts(machine), machine.config.hotplug.rootPorts, device.id);
+  const record: MockHotDevice = { id: device.id, device, bus, guestAsked: false, released: false };
+  machine.state.devices.push(record);
+  try {
+    const steps = plugSteps(device);
+    const failure = ctx.faults.takeHotplugFailure(device.id, [...(isScsi && needsScsiController(machine) ? [SCSI_CONTROLLER_STEP] : []), ...steps]);
+    if (isScsi) await ensureScsiController(ctx, device.id, failure?.step === SCSI_CONTROLLER_STEP ? failure.message : undefined);
+    await ctx.delay();
+    for (const step of steps) {
+      ctx.deadline.throwIfDone();
+      const problem = failure?.step === step ? failure : hostProblemAt(ctx, device, step);
+      if (problem) throw new HotplugError(device.id, step, { cause: new Error(problem.message) });
+    }
+  } catch (error) {
+    machine.state.devices = machine.state.devices.filter((d) => d !== record);
+    throw error;
+  }
+  return { id: device.id, type: device.type, bus };
+}
+
+function isColdOnly(type: string): boolean {
+  return (DEVICE_TYPES as readonly string[]).includes(type) && !(HOTPLUGGABLE_DEVICE_TYPES as readonly string[]).includes(type);
+}
+
+/** The QMP commands QEMU needs for this device, in order. */
+function plugSteps(device: HotplugDeviceConfig): string[] {
+  switch (device.type) {
+    case 'block':
+      return ['blockdev-add', 'device_add'];
+    case 'net':
+      return ['netdev_add', 'device_add'];
+    case 'vfio':
+      return ['device_add'];
+  }
+}
+
+function hostProblemAt(ctx: MockContext, device: HotplugDeviceConfig, step: string): { message: string } | undefined {
+  const problem = hotplugProblem(device, ctx.host);
+  return problem?.step === step ? problem : undefined;
+}
+
+function assertIdFree(machine: MockMachine, id: string): void {
+  const { config, state } = machine;
+  const taken =
+    config.devices.some((d) => d.id === id) ||
+    state.devices.some((d) => d.id === id) ||
+    state.infrastructure.some((d) => d.id === id) ||
+    (config.boot.image !== undefined && id === 'rootfs');
+  if (taken) throw new DeviceExistsError(id);
+}
+
+function usedRootPorts(machine: MockMachine): Set<string> {
+  return new Set([...machine.state.devices.map((d) => d.bus), ...machine.state.infrastructure.map((d) => d.bus)]);
+}
+
+function needsScsiController(machine: MockMachine): boolean {
+  const coldScsi = machine.config.devices.some((d) => d.type === 'block' && d.driver === 'virtio-scsi');
+  return !coldScsi && !machine.state.infrastructure.some((d) => d.id === SCSI_CONTROLLER_ID);
+}
+
+/** The controller takes a root port the first time a SCSI disk needs it, and stays. */
+async function ensureScsiController(ctx: MockContext, deviceId: string, failWith: string | undefined): Promise<void> {
+  const { machine } = ctx;
+  if (!needsScsiController(machine)) {
+    await stepOf(deviceId, SCSI_CONTROLLER_STEP, machine.scsiControllerReady ?? Promise.resolve());
+    return;
+  }
+  const bus = pickFreeRootPort(usedRootPorts(machine), machine.config.hotplug.rootPorts, SCSI_CONTROLLER_ID);
+  const entry = { id: SCSI_CONTROLLER_ID, bus };
+  machine.state.infrastructure.push(entry);
+  const ready = (async () => {
+    await ctx.delay();
+    if (failWith !== undefined) throw new Error(failWith);
+  })();
+  machine.scsiControllerReady = ready.catch((error: unknown) => {
+    machine.state.infrastructure = machine.state.infrastructure.filter((d) => d !== entry);
+    machine.scsiControllerReady = undefined;
+    throw error;
+  });
+  await stepOf(deviceId, SCSI_CONTROLLER_STEP, machine.scsiControllerReady);
+}
+
+/** A failed controller is a HotplugError of each disk that waited for it; a deadline keeps its own error. */
+async function stepOf(deviceId: string, step: string, promise: Promise<void>): Promise<void> {
+  try {
+    await promise;
+  } catch (error) {
+    if (!isSandboxVmmError(error)) throw new HotplugError(deviceId, step, { cause: error });
+    throw error;
+  }
+}
+
+/**
+ * Removes a hot-added device once the guest has let go. If it does not in time, the device stays
+ * plugged and accounted for (DeviceRemovalTimeoutError); a later call finishes the job.
+ */
+export async function unplugDevice(ctx: MockContext, id: string): Promise<void> {
+  const { machine } = ctx;
+  const record = machine.state.devices.find((d) => d.id === id);
+  if (!record) throw new DeviceNotFoundError(id);
+  await ctx.delay();
+  if (!record.released) {
+    if (!ctx.faults.takeRemovalTimeout(id)) machine.askGuestToRelease(record);
+    await waitForRelease(ctx, record, id);
+  }
+  ctx.deadline.throwIfDone();
+  machine.state.devices = machine.state.devices.filter((d) => d !== record);
+}

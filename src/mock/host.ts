@@ -1,0 +1,78 @@
+// What the mock asks of the host, as QEMU would find out when it opens things: disk images and boot
+// files must exist, taps must exist, a VFIO device must be bound to vfio-pci. Each answer can be
+// replaced, so that a test can describe the host it pretends to run on.
+import { existsSync, readlinkSync } from 'node:fs';
+import { basename } from 'node:path';
+import type { DeviceConfig, HotplugDeviceConfig, SandboxConfig } from '../hypervisor/config/index.ts';
+
+export interface MockHostProbe {
+  /** A file, directory or socket exists at this path. */
+  exists(path: string): boolean;
+  /** A network interface of this name exists (the tap QEMU would open). */
+  tapExists(ifname: string): boolean;
+  /** The host PCI device is bound to vfio-pci, so it can be passed through. */
+  vfioReady(hostAddress: string): boolean;
+}
+
+export const realHostProbe: MockHostProbe = {
+  exists: (path) => existsSync(path),
+  tapExists: (ifname) => existsSync(`/sys/class/net/${ifname}`),
+  vfioReady: (hostAddress) => {
+    try {
+      return basename(readlinkSync(`/sys/bus/pci/devices/${hostAddress}/driver`)) === 'vfio-pci';
+    } catch {
+      return false;
+    }
+  },
+};
+
+/** A host where everything the config names is there. */
+export const permissiveHostProbe: MockHostProbe = { exists: () => true, tapExists: () => true, vfioReady: () => true };
+
+const noSuchFile = 'No such file or directory';
+
+/** Why QEMU would refuse to start with this config (its stderr line), if it would. */
+export function startProblem(config: SandboxConfig, host: MockHostProbe): string | undefined {
+  const { boot } = config;
+  if (!host.exists(boot.kernel)) return `qemu: could not load kernel '${boot.kernel}': ${noSuchFile}`;
+  if (boot.initrd && !host.exists(boot.initrd)) return `qemu: could not load initial ram disk '${boot.initrd}'`;
+  if (boot.image && !host.exists(boot.image)) return `-blockdev node-name=drv-rootfs: Could not open '${boot.image}': ${noSuchFile}`;
+  for (const device of config.devices) {
+    const problem = coldDeviceProblem(device, host);
+    if (problem) return problem;
+  }
+  return undefined;
+}
+
+function coldDeviceProblem(device: DeviceConfig, host: MockHostProbe): string | undefined {
+  switch (device.type) {
+    case 'block':
+    case 'net':
+    case 'vfio':
+      return hotplugProblem(device, host)?.message;
+    case 'fs':
+      if (device.driver === 'virtio-fs' && device.socketPath !== undefined && !host.exists(device.socketPath)) return `Failed to connect to '${device.socketPath}': ${noSuchFile}`;
+      if (device.driver === 'virtio-fs' && device.sharedDir !== undefined && !host.exists(device.sharedDir)) return `virtiofsd: cannot open '${device.sharedDir}': ${noSuchFile}`;
+      if (device.driver === '9p' && !host.exists(device.path)) return `cannot initialize fsdev '${device.id}': failed to open '${device.path}': ${noSuchFile}`;
+      return undefined;
+    case 'rng':
+      return host.exists(device.source) ? undefined : `Could not open '${device.source}': ${noSuchFile}`;
+    default:
+      return undefined;
+  }
+}
+
+/** The QMP step at which QEMU would refuse this device, and what it would say. */
+export function hotplugProblem(device: HotplugDeviceConfig, host: MockHostProbe): { step: string; message: string } | undefined {
+  switch (device.type) {
+    case 'block':
+      return host.exists(device.path) ? undefined : { step: 'blockdev-add', message: `Could not open '${device.path}': ${noSuchFile}` };
+    case 'net':
+      if ('fd' in device.tap || host.tapExists(device.tap.ifname)) return undefined;
+      return { step: 'netdev_add', message: `could not configure /dev/net/tun (${device.tap.ifname}): Operation not permitted` };
+    case 'vfio':
+      return host.vfioReady(device.hostAddress)
+        ? undefined
+        : { step: 'device_add', message: `vfio /sys/bus/pci/devices/${device.hostAddress}: no such host device or not bound to vfio-pci` };
+  }
+}

@@ -1,0 +1,456 @@
+// A backend that behaves like the QEMU one without running anything: the same state machine,
+// validation, slot and resize rules, events and cleanup, with a simulated guest that only acts while
+// it runs, and armed failures, so that a runtime can test its sandbox lifecycle and its error paths.
+import { parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
+import { AttachError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
+import { Lifecycle } from '../hypervisor/lifecycle.ts';
+import type {
+  HotplugDevice,
+  HotplugResult,
+  Hypervisor,
+  HypervisorCapabilities,
+  HypervisorEvent,
+  MemoryResizeResult,
+  PluggedDevice,
+  StartOptions,
+  StopOptions,
+  VcpuResizeResult,
+  VcpuThreadIds,
+  VmExitInfo,
+  VmState,
+} from '../hypervisor/types.ts';
+import { sleep, type Deadline, type OperationOptions } from '../util/deadline.ts';
+import { silentLogger, type Logger } from '../util/logger.ts';
+import type { MockContext } from './context.ts';
+import { leaveDetached, mockRuntimeDir, takeDetached } from './detached.ts';
+import { hotplugDevice, unplugDevice } from './devices.ts';
+import { MockFaults, type MockOperation } from './faults.ts';
+import { permissiveHostProbe, realHostProbe, startProblem, type MockHostProbe } from './host.ts';
+import { Listeners } from './listeners.ts';
+import { MockMachine, type MockGuestView } from './machine.ts';
+import type { MockProcess } from './process.ts';
+import { resizeMemory, resizeVcpus } from './resize.ts';
+
+/** How long things take, in ms: each operation's commands, stopVM, and the guest's reactions. */
+export type MockLatencies = Partial<Record<MockOperation | 'stopVM' | 'guest', number>>;
+
+export interface MockHypervisorOptions {
+  logger?: Logger;
+  /** Default timeout of operations that were given none. Default 30 s, as QEMU's. */
+  defaultTimeoutMs?: number;
+  /** How long a removal waits for the guest to let go. Default 10 s, as QEMU's. */
+  deviceRemovalTimeoutMs?: number;
+  /** One latency for every operation, or one per operation. Default 0 (the guest still reacts a tick later). */
+  latencyMs?: number | MockLatencies;
+  /**
+   * Whether what the config names must exist, as QEMU would find out when opening it: true (the
+   * default) asks the real host, false accepts anything, an object replaces some answers.
+   */
+  host?: boolean | Partial<MockHostProbe>;
+}
+
+export interface MockExitOptions {
+  /** Default 'SIGKILL' when no exitCode is given. */
+  signal?: string;
+  exitCode?: number;
+  /** What the hypervisor wrote before dying. */
+  stderr?: string;
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+export class MockHypervisor implements Hypervisor {
+  readonly kind = 'mock';
+  /** Failures to inject into coming calls. */
+  readonly faults = new MockFaults();
+  readonly #options: MockHypervisorOptions;
+  readonly #defaultTimeoutMs: number;
+  readonly #removalTimeoutMs: number;
+  readonly #host: MockHostProbe;
+  readonly #logger: Logger;
+  readonly #lifecycle: Lifecycle;
+  #config: SandboxConfig | undefined;
+  #machine: MockMachine | undefined;
+  /** Whether this instance controls the machine's process (false once detached). */
+  #owned = false;
+  #exitInfo: VmExitInfo | undefined;
+  #stopPromise: Promise<void> | undefined;
+  #expectingExit = false;
+  readonly #exitListeners: Listeners<VmExitInfo>;
+  readonly #eventListeners: Listeners<HypervisorEvent>;
+
+  constructor(options: MockHypervisorOptions = {}) {
+    this.#options = options;
+    this.#logger = options.logger ?? silentLogger;
+    this.#defaultTimeoutMs = options.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#removalTimeoutMs = options.deviceRemovalTimeoutMs ?? 10_000;
+    this.#host = hostProbe(options.host);
+    this.#lifecycle = new Lifecycle((from, to) => this.#logger.info({ from, to }, 'vm state'));
+    this.#exitListeners = new Listeners(this.#logger, 'exit');
+    this.#eventListeners = new Listeners(this.#logger, 'event');
+  }
+
+  get id(): string | undefined {
+    return this.#config?.id;
+  }
+
+  get state(): VmState {
+    return this.#lifecycle.state;
+  }
+
+  get config(): SandboxConfig | undefined {
+    return this.#config;
+  }
+
+  get exitInfo(): VmExitInfo | undefined {
+    return this.#exitInfo;
+  }
+
+  /** The key attach() takes; nothing exists on disk. Undefined before createVM. */
+  get runtimeDir(): string | undefined {
+    return this.#config ? mockRuntimeDir(this.#config.id) : undefined;
+  }
+
+  /** The fake hypervisor pid while it runs: stable, and never a real process (it is above the kernel's pid limit). */
+  get pid(): number | undefined {
+    const proc = this.#process();
+    return proc && !proc.hasExited ? proc.pid : undefined;
+  }
+
+  /** What the guest has, as seen from inside; undefined when no VM runs. */
+  get guest(): MockGuestView | undefined {
+    return this.pid === undefined ? undefined : this.#machine?.guestView();
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  createVM(input: SandboxConfigInput, _options?: OperationOptions): Promise<void> {
+    return attempt(() => {
+      this.#lifecycle.require('createVM', ['created']);
+      if (this.#config) throw new AttachError(this.runtimeDir ?? '', 'createVM was already called on this instance');
+      this.#config = parseSandboxConfig(input);
+    });
+  }
+
+  async startVM(options: StartOptions = {}): Promise<void> {
+    this.#lifecycle.require('startVM', ['created']);
+    const config = this.#config;
+    if (!config) throw new VmStartError('createVM was not called');
+    this.#lifecycle.to('starting');
+    try {
+      await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
+        const machine = new MockMachine(config, this.#latency('guest'));
+        this.#machine = machine;
+        this.#owned = true;
+        machine.connect((event) => this.#eventListeners.call(event));
+        this.#launch(machine);
+        await this.#untilUp(machine, deadline);
+        if (this.faults.takeHang('startVM')) await deadline.expired();
+        if (!options.paused) machine.cont();
+      });
+    } catch (error) {
+      this.#failStart(error);
+    }
+    this.#watchExit();
+    // stopVM may have begun the moment start finished; it owns the state from then on.
+    if (this.state === 'starting') this.#lifecycle.to(options.paused ? 'paused' : 'running');
+  }
+
+  /** Spawning: the hypervisor refuses what the host lacks, or an armed failure, by exiting. */
+  #launch(machine: MockMachine): void {
+    const proc = machine.process;
+    const failure = this.faults.takeStartFailure();
+    const problem = failure ? undefined : startProblem(machine.config, this.#host);
+    if (failure) {
+      proc.writeStderr(failure.stderr ?? 'mock hypervisor: injected start failure');
+      proc.end({ exitCode: failure.signal ? undefined : (failure.exitCode ?? 1), signal: failure.signal });
+    } else if (problem) {
+      proc.writeStderr(`qemu-system-x86_64: ${problem}`);
+      proc.end({ exitCode: 1, signal: undefined });
+    }
+  }
+
+  /** The time until the hypervisor answers (QMP connects), cut short if it exits first. */
+  async #untilUp(machine: MockMachine, deadline: Deadline): Promise<void> {
+    const exited = machine.process.exited.then(() => {
+      throw new Error('the hypervisor exited during start');
+    });
+    exited.catch(() => {});
+    await Promise.race([sleep(this.#latency('startVM'), deadline.signal), exited]);
+    if (machine.process.hasExited) await exited;
+  }
+
+  /** Kills the process, records the exit, and throws a VmStartError that says why. */
+  #failStart(error: unknown): never {
+    const proc = this.#process();
+    this.#expectingExit = true;
+    this.#machine?.disconnect();
+    const exit = proc?.end({ exitCode: undefined, signal: 'SIGKILL' });
+    const stderrTail = proc?.stderrTail() ?? '';
+    this.#exitInfo = { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail };
+    this.#lifecycle.to('stopped');
+    // An exit of its own (a refused config) says more than the error it caused.
+    const exitedOnItsOwn = exit && exit.signal !== 'SIGKILL' ? exit : undefined;
+    const reason = exitedOnItsOwn ? 'the hypervisor exited during start' : error instanceof Error ? error.message : String(error);
+    this.#logger.warn({ err: error, stderrTail }, 'vm start failed');
+    throw new VmStartError(reason, { exitCode: exitedOnItsOwn?.exitCode, signal: exitedOnItsOwn?.signal, stderrTail, cause: error });
+  }
+
+  /** Learns of the process ending without stopVM, and cleans up after it. */
+  #watchExit(): void {
+    const proc = this.#process();
+    if (!proc) return;
+    void proc.exited.then((exit) => {
+      if (this.#expectingExit || this.#process() !== proc) return;
+      const info: VmExitInfo = { expected: false, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
+      this.#exitInfo = info;
+      this.#logger.error(info, 'the hypervisor exited unexpectedly');
+      this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
+      this.#machine?.disconnect();
+      this.#lifecycle.to('stopped');
+      this.#exitListeners.call(info);
+    });
+  }
+
+  stopVM(options: StopOptions = {}): Promise<void> {
+    this.#stopPromise ??= this.#stop(options).finally(() => this.#lifecycle.to('stopped'));
+    return this.#stopPromise;
+  }
+
+  async #stop(options: StopOptions): Promise<void> {
+    const machine = this.#machine;
+    const proc = this.#process();
+    const alive = proc !== undefined && !proc.hasExited && this.state !== 'stopped';
+    this.#expectingExit = true;
+    this.#lifecycle.interruptPending();
+    this.#lifecycle.to('stopping');
+    if (machine && proc && alive) {
+      const graceMs = options.gracefulTimeoutMs ?? 0;
+      if (graceMs > 0) await this.#gracefulPowerdown(machine, graceMs, options.signal);
+      await sleep(this.#latency('stopVM'));
+      machine.quit();
+      const exit = await proc.exited;
+      this.#exitInfo ??= { expected: true, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
+    }
+    machine?.disconnect();
+    this.#logger.info('vm stopped');
+  }
+
+  async #gracefulPowerdown(machine: MockMachine, graceMs: number, signal: AbortSignal | undefined): Promise<void> {
+    const gaveUp = new AbortController();
+    const onAbort = () => gaveUp.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    machine.powerdown();
+    try {
+      await Promise.race([machine.process.exited, sleep(graceMs, gaveUp.signal)]);
+    } catch {
+      // The caller gave up waiting: quit now.
+    } finally {
+      gaveUp.abort();
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  pauseVM(options?: OperationOptions): Promise<void> {
+    return this.#run('pauseVM', ['running'], options, async (ctx) => {
+      await ctx.delay();
+      ctx.deadline.throwIfDone();
+      ctx.machine.stop();
+      this.#lifecycle.to('paused');
+    });
+  }
+
+  resumeVM(options?: OperationOptions): Promise<void> {
+    return this.#run('resumeVM', ['paused'], options, async (ctx) => {
+      await ctx.delay();
+      ctx.deadline.throwIfDone();
+      ctx.machine.cont();
+      this.#lifecycle.to('running');
+    });
+  }
+
+  /** Gives up control without stopping the VM, so that attach() can take it over. */
+  detach(): Promise<void> {
+    return attempt(() => {
+      this.#lifecycle.require('detach', ['running', 'paused']);
+      const machine = this.#machine as MockMachine;
+      this.#expectingExit = true;
+      this.#lifecycle.interruptPending();
+      machine.disconnect();
+      leaveDetached(this.runtimeDir as string, machine);
+      this.#owned = false;
+      this.#lifecycle.to('stopped');
+    });
+  }
+
+  /** Takes over a VM another MockHypervisor of this process detached from, as QemuHypervisor.attach does. */
+  static attach(runtimeDir: string, options: MockHypervisorOptions = {}): Promise<MockHypervisor> {
+    return attempt(() => {
+      const machine = takeDetached(runtimeDir);
+      if (!machine || machine.process.hasExited) throw new AttachError(runtimeDir, 'no running VM was detached there');
+      const vm = new MockHypervisor(options);
+      vm.#config = machine.config;
+      vm.#machine = machine;
+      vm.#owned = true;
+      machine.connect((event) => vm.#eventListeners.call(event));
+      vm.#lifecycle.to('starting');
+      vm.#lifecycle.to(machine.status === 'running' ? 'running' : 'paused');
+      vm.#watchExit();
+      return vm;
+    });
+  }
+
+  // ---------------------------------------------------------------- failures to simulate
+
+  /**
+   * The hypervisor process dies now (killed, or exiting with `exitCode`). Resolves once the mock has
+   * reacted: pending calls rejected with VmExitedError, onExit listeners called, state stopped.
+   */
+  async crashVmm(options: MockExitOptions = {}): Promise<void> {
+    const proc = this.#process();
+    if (!proc || proc.hasExited) return;
+    if (options.stderr) proc.writeStderr(options.stderr);
+    proc.end({ exitCode: options.exitCode, signal: options.signal ?? (options.exitCode === undefined ? 'SIGKILL' : undefined) });
+    await proc.exited;
+  }
+
+  /**
+   * The guest kernel panics. With a pvpanic device in the config the hypervisor notices: a
+   * GUEST_PANICKED event, and check() rejects with status 'guest-panicked'. Without one, the guest
+   * silently stops responding. Resolves to whether the hypervisor noticed.
+   */
+  panicGuest(): Promise<boolean> {
+    const machine = this.#machine;
+    return Promise.resolve(machine !== undefined && this.pid !== undefined && machine.panic());
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  getPids(): number[] {
+    const pid = this.pid;
+    return pid === undefined ? [] : [pid];
+  }
+
+  getThreadIds(options?: OperationOptions): Promise<VcpuThreadIds> {
+    return this.#run('getThreadIds', ['running', 'paused'], options, async (ctx) => {
+      await ctx.delay();
+      const count = ctx.machine.config.cpus.boot + ctx.machine.state.cpus.filter((c) => !c.released).length;
+      return new Map(Array.from({ length: count }, (_, index) => [index, ctx.machine.process.threadId(index)]));
+    });
+  }
+
+  check(options?: OperationOptions): Promise<void> {
+    if (this.#exitInfo && !this.#exitInfo.expected) {
+      return Promise.reject(new VmUnhealthyError(`the hypervisor exited (${describeExit(this.#exitInfo)})`));
+    }
+    return this.#run('check', ['running', 'paused'], options, async (ctx) => {
+      await ctx.delay();
+      // Remembered once seen: resuming a panicked guest does not bring its kernel back.
+      if (ctx.machine.panicSeen) throw new VmUnhealthyError('guest-panicked');
+    });
+  }
+
+  /** The same as the QEMU backend's for the same config. */
+  capabilities(): HypervisorCapabilities {
+    const hotplug = this.#config?.memory.hotplug ?? 'none';
+    return {
+      blockHotplug: true,
+      netHotplug: true,
+      vfioHotplug: true,
+      cpuHotplug: true,
+      cpuHotUnplug: true,
+      memoryHotplug: hotplug !== 'none',
+      memoryHotUnplug: hotplug === 'virtio-mem',
+      fsSharing: true,
+      pause: true,
+      reattach: true,
+    };
+  }
+
+  devices(): PluggedDevice[] {
+    const cold: PluggedDevice[] = (this.#config?.devices ?? []).map((d) => ({ id: d.id, type: d.type, hotplugged: false }));
+    const hot: PluggedDevice[] = (this.#machine?.state.devices ?? []).map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus }));
+    return [...cold, ...hot];
+  }
+
+  onExit(listener: (info: VmExitInfo) => void): () => void {
+    return this.#exitListeners.add(listener);
+  }
+
+  onEvent(listener: (event: HypervisorEvent) => void): () => void {
+    return this.#eventListeners.add(listener);
+  }
+
+  // ---------------------------------------------------------------- hotplug and resize
+
+  hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult> {
+    return this.#run('hotplugAddDevice', ['running', 'paused'], options, (ctx) => hotplugDevice(ctx, device));
+  }
+
+  hotplugRemoveDevice(id: string, options?: OperationOptions): Promise<void> {
+    return this.#run('hotplugRemoveDevice', ['running', 'paused'], options, (ctx) => unplugDevice(ctx, id));
+  }
+
+  resizeMemory(targetMiB: number, options?: OperationOptions): Promise<MemoryResizeResult> {
+    return this.#run('resizeMemory', ['running', 'paused'], options, (ctx) => resizeMemory(ctx, targetMiB));
+  }
+
+  resizeVCPUs(count: number, options?: OperationOptions): Promise<VcpuResizeResult> {
+    return this.#run('resizeVCPUs', ['running', 'paused'], options, (ctx) => resizeVcpus(ctx, count));
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  #process(): MockProcess | undefined {
+    return this.#owned ? this.#machine?.process : undefined;
+  }
+
+  /** Runs an operation that needs the hypervisor, honouring an armed hang. */
+  #run<T>(
+    operation: MockOperation,
+    allowed: readonly VmState[],
+    options: OperationOptions | undefined,
+    fn: (ctx: MockContext) => Promise<T>,
+  ): Promise<T> {
+    return this.#lifecycle.run(operation, allowed, options, this.#defaultTimeoutMs, async (deadline) => {
+      const machine = this.#machine;
+      if (!machine || !this.#owned) throw new VmStartError('the VM is not running');
+      if (this.faults.takeHang(operation)) await deadline.expired();
+      const latency = this.#latency(operation);
+      return fn({
+        machine,
+        deadline,
+        faults: this.faults,
+        host: this.#host,
+        removalTimeoutMs: this.#removalTimeoutMs,
+        delay: () => sleep(latency, deadline.signal),
+      });
+    });
+  }
+
+  #latency(what: MockOperation | 'stopVM' | 'guest'): number {
+    const latency = this.#options.latencyMs;
+    return (typeof latency === 'number' ? latency : latency?.[what]) ?? 0;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stopVM();
+  }
+}
+
+function hostProbe(host: MockHypervisorOptions['host']): MockHostProbe {
+  if (host === false) return permissiveHostProbe;
+  if (host === true || host === undefined) return realHostProbe;
+  return { ...realHostProbe, ...host };
+}
+
+/** Runs `fn` and turns what it throws into a rejection, as an async function would. */
+function attempt<T>(fn: () => T): Promise<T> {
+  // The executor's throw becomes the rejection.
+  return new Promise((resolve) => resolve(fn()));
+}
+
+function describeExit(info: VmExitInfo): string {
+  if (info.signal) return `killed by ${info.signal}`;
+  return info.exitCode === undefined ? 'exit status unknown' : `status ${info.exitCode}`;
+}

@@ -1,0 +1,61 @@
+// The conformance suite against the QEMU backend on the real default guest under TCG: the guest
+// agent proves each effect from inside the guest, where the mock answers from its model
+// (test/unit/conformance-mock.test.ts).
+import { afterAll, beforeAll, describe, it } from 'vitest';
+import { defineConformanceSuite } from '../../src/conformance/index.ts';
+import type { Hypervisor } from '../../src/hypervisor/types.ts';
+import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
+import type { GuestAgent } from '../guest/index.ts';
+import { connectAgent, guestConfig, rawDisk, scratchDir } from './helpers/sandbox.ts';
+
+const scratch = scratchDir();
+afterAll(() => scratch.remove());
+
+/** One agent connection per VM, opened when a probe first needs it (it waits for the guest to boot). */
+const agents = new Map<Hypervisor, Promise<GuestAgent>>();
+
+function agentOf(vm: Hypervisor): Promise<GuestAgent> {
+  let agent = agents.get(vm);
+  if (!agent) {
+    agent = connectAgent(vm as QemuHypervisor);
+    agents.set(vm, agent);
+  }
+  return agent;
+}
+
+async function diskCount(vm: Hypervisor): Promise<number> {
+  const out = await (await agentOf(vm)).runOk('for d in /sys/block/vd* /sys/block/sd*; do [ -e "$d" ] && echo "$d"; done; true');
+  return out.split('\n').filter(Boolean).length;
+}
+
+defineConformanceSuite(
+  { describe, it, beforeAll, afterAll },
+  {
+    name: 'qemu',
+    create: (settings) => new QemuHypervisor({ deviceRemovalTimeoutMs: settings.deviceRemovalTimeoutMs }),
+    config: () => guestConfig(),
+    disk: (name) => rawDisk(scratch.dir, `${name}.img`, name.slice(0, 16)),
+    guest: {
+      diskCount,
+      onlineCpus: async (vm) => (await agentOf(vm)).onlineCpus(),
+      memoryMiB: async (vm) => (await (await agentOf(vm)).memTotalKiB()) / 1024,
+      release: async (vm) => {
+        const agent = agents.get(vm);
+        agents.delete(vm);
+        await (await agent?.catch(() => undefined))?.close();
+      },
+    },
+    faults: {
+      crash: (vm) => {
+        const [pid] = vm.getPids();
+        if (pid === undefined) throw new Error('QEMU does not run');
+        process.kill(pid, 'SIGKILL');
+      },
+      // The agent never answers this one: the guest is gone by then.
+      panic: async (vm) => {
+        await (await agentOf(vm)).run('echo c > /proc/sysrq-trigger', { timeoutMs: 2_000 }).catch(() => undefined);
+      },
+    },
+    timeouts: { testMs: 180_000, removalMs: 2_000, guestMs: 30_000 },
+  },
+);

@@ -1,0 +1,45 @@
+// The conformance suite against the mock backend: the same tests the QEMU backend passes on a real
+// guest (test/integration/conformance-qemu.test.ts), with the mock's guest model as the probes.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, it } from 'vitest';
+import { defineConformanceSuite } from '../../src/conformance/index.ts';
+import type { Hypervisor } from '../../src/hypervisor/types.ts';
+import { MockHypervisor, type MockGuestView } from '../../src/mock/index.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'svmm-mock-conformance-'));
+const kernel = join(dir, 'vmlinuz');
+writeFileSync(kernel, '');
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function guestOf(vm: Hypervisor): MockGuestView {
+  const guest = (vm as MockHypervisor).guest;
+  if (!guest) throw new Error('the mock VM does not run');
+  return guest;
+}
+
+defineConformanceSuite(
+  { describe, it, beforeAll, afterAll },
+  {
+    name: 'mock',
+    create: (settings) => new MockHypervisor({ deviceRemovalTimeoutMs: settings.deviceRemovalTimeoutMs }),
+    // The mock checks the host like QEMU: the kernel and the disk images must exist.
+    config: () => ({ boot: { kernel } }),
+    disk: (name) => {
+      const path = join(dir, `${name}.img`);
+      writeFileSync(path, '');
+      return path;
+    },
+    guest: {
+      diskCount: (vm) => Promise.resolve(guestOf(vm).disks.length),
+      onlineCpus: (vm) => Promise.resolve(guestOf(vm).onlineCpus),
+      memoryMiB: (vm) => Promise.resolve(guestOf(vm).memoryMiB),
+    },
+    faults: {
+      crash: (vm) => (vm as MockHypervisor).crashVmm(),
+      panic: async (vm) => void (await (vm as MockHypervisor).panicGuest()),
+    },
+    timeouts: { testMs: 10_000, removalMs: 300, guestMs: 3_000, settleMs: 20 },
+  },
+);
