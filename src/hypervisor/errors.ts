@@ -8,8 +8,9 @@ export class InvalidStateError extends SandboxVmmError {
   readonly operation: string;
   readonly state: VmState;
 
-  constructor(operation: string, state: VmState, allowed: readonly VmState[]) {
-    super('INVALID_STATE', `${operation} is not allowed while the VM is ${state} (allowed: ${allowed.join(', ')})`);
+  /** `why` replaces the default explanation (the states that would be allowed). */
+  constructor(operation: string, state: VmState, allowed: readonly VmState[], why?: string) {
+    super('INVALID_STATE', why ? `${operation} is not allowed: ${why}` : `${operation} is not allowed while the VM is ${state} (allowed: ${allowed.join(', ')})`);
     this.operation = operation;
     this.state = state;
   }

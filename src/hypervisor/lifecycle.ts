@@ -4,6 +4,12 @@ import { Deadline, type OperationOptions } from '../util/deadline.ts';
 import { InvalidStateError, VmStoppingError } from './errors.ts';
 import type { VmState } from './types.ts';
 
+/**
+ * How long an operation whose deadline passed may take to settle by itself (with its own, more
+ * specific error) before it is cut off with the deadline's.
+ */
+const OWN_ERROR_GRACE_MS = 3_000;
+
 export class Lifecycle {
   #state: VmState = 'created';
   #stopping = new AbortController();
@@ -38,7 +44,9 @@ export class Lifecycle {
 
   /**
    * Runs `fn` if the state allows `operation`, under one deadline made of the caller's signal, its
-   * timeout (or `defaultTimeoutMs`) and the VM stopping. `fn` must honour the signal it is given.
+   * timeout (or `defaultTimeoutMs`) and the VM stopping. `fn` must honour the signal it is given;
+   * when it rejects soon after the deadline with an error of its own, that error is what the caller
+   * gets.
    */
   async run<T>(
     operation: string,
@@ -55,7 +63,7 @@ export class Lifecycle {
     const deadline = new Deadline(operation, options, defaultTimeoutMs, [stopping.signal]);
     try {
       deadline.throwIfDone();
-      return await deadline.race(fn(deadline));
+      return await deadline.settle(fn(deadline), OWN_ERROR_GRACE_MS);
     } finally {
       deadline.dispose();
       this.#stopping.signal.removeEventListener('abort', onStop);

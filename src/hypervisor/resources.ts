@@ -77,3 +77,29 @@ export function dimmSteps(memory: SandboxConfig['memory'], currentMiB: number, t
 export function noFreeDimmSlot(memory: SandboxConfig['memory'], used: number): NoFreeSlotError {
   return new NoFreeSlotError(`dimm${used}`, `memory slot (all ${memory.slots} are in use)`);
 }
+
+/**
+ * QEMU 7.2 under TCG corrupts its own memory when a vCPU is unplugged: the next device_add or
+ * device_del crashes it (SIGSEGV or SIGABRT), whatever the device. Found by this project's
+ * conformance run and reproduced by hand; KVM is not affected. So under tcg, removing vCPUs needs
+ * the config's consent, and after it every device change is refused rather than crash QEMU.
+ */
+export function vcpuUnplugAllowed(config: Pick<SandboxConfig, 'machine' | 'hotplug'>): boolean {
+  return config.machine.accel !== 'tcg' || config.hotplug.tcgVcpuUnplug;
+}
+
+export function assertVcpuRemovalAllowed(config: Pick<SandboxConfig, 'machine' | 'hotplug'>): void {
+  if (!vcpuUnplugAllowed(config)) {
+    throw new UnsupportedOperationError(
+      'resizeVCPUs',
+      'removing vCPUs under tcg corrupts QEMU 7.2 (a later device_add or device_del crashes it); use kvm, or set hotplug.tcgVcpuUnplug for a VM whose devices will not change afterwards',
+    );
+  }
+}
+
+/** After a vCPU was removed under tcg, no device may be added or removed (see vcpuUnplugAllowed). */
+export function assertDeviceChangesSafe(operation: string, config: Pick<SandboxConfig, 'machine'>, vcpuRemoved: boolean): void {
+  if (config.machine.accel === 'tcg' && vcpuRemoved) {
+    throw new UnsupportedOperationError(operation, 'a vCPU was removed from this VM under tcg, after which QEMU 7.2 crashes on any device_add or device_del');
+  }
+}

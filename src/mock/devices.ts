@@ -9,7 +9,7 @@ import {
   type HotplugDeviceConfig,
 } from '../hypervisor/config/index.ts';
 import { DeviceExistsError, DeviceNotFoundError, HotplugError, UnsupportedOperationError } from '../hypervisor/errors.ts';
-import { pickFreeRootPort } from '../hypervisor/resources.ts';
+import { pickFreeRootPort, assertDeviceChangesSafe } from '../hypervisor/resources.ts';
 import type { HotplugDevice, HotplugResult } from '../hypervisor/types.ts';
 import { waitForRelease, type MockContext } from './context.ts';
 import { hotplugProblem } from './host.ts';
@@ -23,6 +23,7 @@ export async function hotplugDevice(ctx: MockContext, input: HotplugDevice): Pro
     throw new UnsupportedOperationError('hotplugAddDevice', `${type} devices can only be cold-plugged (list them in the config's devices)`);
   }
   const device = validateHotplugDevice(input);
+  assertDeviceChangesSafe('hotplugAddDevice', ctx.machine.config, ctx.machine.state.vcpuRemoved);
   if (device.type === 'net' && 'fd' in device.tap) {
     throw new UnsupportedOperationError('hotplugAddDevice', 'a tap given as an fd cannot reach a running hypervisor; name the tap (tap.ifname) or cold-plug it');
   }
@@ -97,7 +98,7 @@ async function ensureScsiController(ctx: MockContext, deviceId: string, failWith
     await stepOf(deviceId, SCSI_CONTROLLER_STEP, machine.scsiControllerReady ?? Promise.resolve());
     return;
   }
-  const bus = pickFreeRootPort(usedRootPorts(machine), machine.config.hotplug.rootPorts, SCSI_CONTROLLER_ID);
+  const bus = pickFreeRootPort(usedRootPorts(machine), machine.config.hotplug.rootPorts, deviceId);
   const entry = { id: SCSI_CONTROLLER_ID, bus };
   machine.state.infrastructure.push(entry);
   const ready = (async () => {
@@ -130,6 +131,7 @@ export async function unplugDevice(ctx: MockContext, id: string): Promise<void> 
   const { machine } = ctx;
   const record = machine.state.devices.find((d) => d.id === id);
   if (!record) throw new DeviceNotFoundError(id);
+  assertDeviceChangesSafe('hotplugRemoveDevice', machine.config, machine.state.vcpuRemoved);
   await ctx.delay();
   if (!record.released) {
     if (!ctx.faults.takeRemovalTimeout(id)) machine.askGuestToRelease(record);

@@ -59,6 +59,8 @@ export interface MockHotplugState {
   virtioMemPluggedMiB: number;
   /** DIMM sizes, in slot order. */
   dimms: number[];
+  /** A vCPU has been removed (which, under tcg, rules out further device changes, as on QEMU). */
+  vcpuRemoved: boolean;
 }
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
@@ -71,7 +73,7 @@ export class MockMachine {
   readonly config: SandboxConfig;
   readonly process = new MockProcess();
   readonly guest: MockGuest;
-  readonly state: MockHotplugState = { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, virtioMemPluggedMiB: 0, dimms: [] };
+  readonly state: MockHotplugState = { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, virtioMemPluggedMiB: 0, dimms: [], vcpuRemoved: false };
   /** Set while the first SCSI disk adds the controller, so that concurrent disks wait for it. */
   scsiControllerReady: Promise<void> | undefined;
   #status: MockRunStatus = 'prelaunch';

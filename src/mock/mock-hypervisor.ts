@@ -2,7 +2,8 @@
 // validation, slot and resize rules, events and cleanup, with a simulated guest that only acts while
 // it runs, and armed failures, so that a runtime can test its sandbox lifecycle and its error paths.
 import { parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
-import { AttachError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
+import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
+import { AttachError, InvalidStateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
 import { Lifecycle } from '../hypervisor/lifecycle.ts';
 import type {
   HotplugDevice,
@@ -127,7 +128,7 @@ export class MockHypervisor implements Hypervisor {
   createVM(input: SandboxConfigInput, _options?: OperationOptions): Promise<void> {
     return attempt(() => {
       this.#lifecycle.require('createVM', ['created']);
-      if (this.#config) throw new AttachError(this.runtimeDir ?? '', 'createVM was already called on this instance');
+      if (this.#config) throw new InvalidStateError('createVM', this.state, [], 'createVM was already called; an instance drives one VM, create another instance for another VM');
       this.#config = parseSandboxConfig(input);
     });
   }
@@ -358,7 +359,7 @@ export class MockHypervisor implements Hypervisor {
       netHotplug: true,
       vfioHotplug: true,
       cpuHotplug: true,
-      cpuHotUnplug: true,
+      cpuHotUnplug: this.#config ? vcpuUnplugAllowed(this.#config) : true,
       memoryHotplug: hotplug !== 'none',
       memoryHotUnplug: hotplug === 'virtio-mem',
       fsSharing: true,

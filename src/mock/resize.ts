@@ -5,7 +5,15 @@
 import { OperationTimeoutError } from '../errors.ts';
 import { MEMORY_ALIGN_MiB } from '../hypervisor/config/index.ts';
 import { HotplugError, ResizeIncompleteError } from '../hypervisor/errors.ts';
-import { assertMemoryTarget, assertVcpuTarget, dimmSteps, noFreeDimmSlot, virtioMemRequestBytes } from '../hypervisor/resources.ts';
+import {
+  assertDeviceChangesSafe,
+  assertMemoryTarget,
+  assertVcpuRemovalAllowed,
+  assertVcpuTarget,
+  dimmSteps,
+  noFreeDimmSlot,
+  virtioMemRequestBytes,
+} from '../hypervisor/resources.ts';
 import type { MemoryResizeResult, VcpuResizeResult } from '../hypervisor/types.ts';
 import { waitForRelease, type MockContext } from './context.ts';
 import type { MockHotCpu } from './machine.ts';
@@ -40,7 +48,9 @@ async function resizeVirtioMem(ctx: MockContext, targetMiB: number): Promise<voi
 function growDimms(ctx: MockContext, targetMiB: number): void {
   const { machine } = ctx;
   const { memory } = machine.config;
-  for (const size of dimmSteps(memory, machine.memoryMiB(), targetMiB)) {
+  const steps = dimmSteps(memory, machine.memoryMiB(), targetMiB);
+  if (steps.length > 0) assertDeviceChangesSafe('resizeMemory', machine.config, machine.state.vcpuRemoved);
+  for (const size of steps) {
     const slot = machine.state.dimms.length;
     if (slot >= memory.slots) throw noFreeDimmSlot(memory, slot);
     const failure = ctx.faults.takeHotplugFailure(`dimm${slot}`, ['object-add', 'device_add']);
@@ -53,6 +63,8 @@ export async function resizeVcpus(ctx: MockContext, count: number): Promise<Vcpu
   const { machine } = ctx;
   assertVcpuTarget(machine.config.cpus, count);
   const previous = machine.vcpuCount();
+  if (count < previous) assertVcpuRemovalAllowed(machine.config);
+  if (count > previous) assertDeviceChangesSafe('resizeVCPUs', machine.config, machine.state.vcpuRemoved);
   await ctx.delay();
   while (machine.vcpuCount() < count) addCpu(ctx);
   while (machine.vcpuCount() > count) await removeNewestCpu(ctx);
@@ -76,6 +88,7 @@ async function removeNewestCpu(ctx: MockContext): Promise<void> {
   const cpu = machine.state.cpus.at(-1);
   if (!cpu) return;
   const id = `vcpu${cpu.coreId}`;
+  machine.state.vcpuRemoved = true;
   if (!cpu.released) {
     if (!ctx.faults.takeRemovalTimeout(id)) machine.askGuestToOfflineCpu(cpu);
     await waitForRelease(ctx, cpu, id);

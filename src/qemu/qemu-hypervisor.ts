@@ -44,6 +44,7 @@ import type { HotplugContext } from './hotplug/context.ts';
 import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
 import { HelperSet } from './helpers/helper-set.ts';
+import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
 import { isManagedVirtioFs } from './helpers/virtiofsd.ts';
 
 export interface QemuHypervisorOptions {
@@ -58,6 +59,7 @@ export interface QemuHypervisorOptions {
 const DEFAULT_TIMEOUT_MS = 30_000;
 const QUIT_WAIT_MS = 3_000;
 const RECONNECT_TIMEOUT_MS = 5_000;
+const ONE_VM_PER_INSTANCE = 'createVM was already called; an instance drives one VM, create another instance for another VM';
 /** How long a lost QMP connection waits for QEMU's exit to be reaped before calling it something else. */
 const EXIT_GRACE_MS = 1_000;
 /** Run states a healthy sandbox is never in. */
@@ -80,6 +82,11 @@ export class QemuHypervisor implements Hypervisor {
   #reconnecting: Promise<QmpClient> | undefined;
   #hotplug: HotplugState = emptyHotplugState();
   #helpers = new HelperSet();
+  /**
+   * QEMU's run state leaves guest-panicked on `cont`, but the guest kernel is still dead: once a
+   * panic is seen, the VM stays unhealthy until it is stopped.
+   */
+  #guestPanicked = false;
   /** Set when a helper daemon's death is what ended the VM. */
   #helperFailure: string | undefined;
   #exitInfo: VmExitInfo | undefined;
@@ -126,7 +133,7 @@ export class QemuHypervisor implements Hypervisor {
 
   async createVM(input: SandboxConfigInput, _options?: OperationOptions): Promise<void> {
     this.#lifecycle.require('createVM', ['created']);
-    if (this.#config) throw new AttachError(this.#paths?.dir ?? '', 'createVM was already called on this instance');
+    if (this.#config) throw new InvalidStateError('createVM', this.state, [], ONE_VM_PER_INSTANCE);
     const config = parseSandboxConfig(input);
     const dir = config.runtime.dir ?? join(defaultRuntimeBase(), config.id);
     const paths = runtimePaths(dir);
@@ -220,6 +227,7 @@ export class QemuHypervisor implements Hypervisor {
     if (proc instanceof AdoptedProcess) qmp.onClose(() => proc.poke());
     qmp.on('*', (event: QmpEvent) => {
       this.#log.debug({ event: event.event, data: event.data }, 'qmp event');
+      if (event.event === 'GUEST_PANICKED') this.#guestPanicked = true;
       for (const listener of this.#eventListeners) {
         try {
           listener({ name: event.event, data: event.data });
@@ -410,6 +418,7 @@ export class QemuHypervisor implements Hypervisor {
       throw new VmUnhealthyError(why, { cause: error });
     }
     if (UNHEALTHY_RUN_STATES.has(status)) throw new VmUnhealthyError(status);
+    if (this.#guestPanicked) throw new VmUnhealthyError('guest-panicked');
   }
 
   capabilities(): HypervisorCapabilities {
@@ -419,7 +428,7 @@ export class QemuHypervisor implements Hypervisor {
       netHotplug: true,
       vfioHotplug: true,
       cpuHotplug: true,
-      cpuHotUnplug: true,
+      cpuHotUnplug: this.#config ? vcpuUnplugAllowed(this.#config) : true,
       memoryHotplug: hotplug !== 'none',
       memoryHotUnplug: hotplug === 'virtio-mem',
       fsSharing: true,

@@ -1,13 +1,16 @@
 // A QMP client over a unix socket: greeting and negotiation, commands correlated by id so that
 // many can be in flight at once, events, per-command timeouts and cancellation, and a clean,
 // typed failure of everything pending when the connection goes away.
-import { connect as netConnect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { isSandboxVmmError, OperationTimeoutError } from '../errors.ts';
-import { abortError, Deadline, sleep, type OperationOptions } from '../util/deadline.ts';
+import { abortError, Deadline, type OperationOptions } from '../util/deadline.ts';
 import { silentLogger, type Logger } from '../util/logger.ts';
 import { QmpCommandError, QmpConnectError, QmpDisconnectedError, QmpProtocolError, QmpTimeoutError } from './errors.ts';
 import { EventHub, type ArmedEvent, type QmpEventListener, type WaitForEventOptions } from './events.ts';
 import { DEFAULT_MAX_LINE_BYTES, LineSplitter } from './framing.ts';
+import { ExitWatch, openSocket } from './open-socket.ts';
+import { parseGreeting, toEvent } from './messages.ts';
+import { startTimeout } from './timeout.ts';
 import type { QmpArgs, QmpCommandName, QmpEvent, QmpGreeting, QmpReturn } from './types.ts';
 
 export interface QmpConnectOptions extends OperationOptions {
@@ -40,6 +43,7 @@ interface PendingCommand {
   command: string;
   resolve: (value: unknown) => void;
   reject: (error: Error) => void;
+  /** performance.now() at send when debug logging was on (for the duration it logs), else 0. */
   startedAt: number;
   timer: NodeJS.Timeout | undefined;
   signal: AbortSignal | undefined;
@@ -48,8 +52,6 @@ interface PendingCommand {
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
-/** Errors that mean "QEMU is not listening yet": keep polling. */
-const NOT_YET = new Set(['ENOENT', 'ECONNREFUSED', 'EAGAIN']);
 
 export class QmpClient {
   readonly socketPath: string;
@@ -62,13 +64,13 @@ export class QmpClient {
   readonly #closeListeners = new Set<(reason: QmpDisconnectedError) => void>();
   #nextId = 1;
   #greeting: QmpGreeting | undefined;
-  #onGreeting: ((greeting: QmpGreeting) => void) | undefined;
+  readonly #greetingReceived: Promise<QmpGreeting>;
+  #greetingWaiter: { resolve: (greeting: QmpGreeting) => void; reject: (error: Error) => void } | undefined;
   #disconnected: QmpDisconnectedError | undefined;
   #socketError: Error | undefined;
   readonly #closedPromise: Promise<void>;
-  /** Lines waiting for the socket to drain (backpressure): written in order once it does. */
-  #backlog: string[] = [];
-  #blocked = false;
+  /** True from a tick's first command to the end of that tick, while the socket is corked. */
+  #corked = false;
 
   private constructor(socketPath: string, socket: Socket, options: QmpConnectOptions) {
     this.socketPath = socketPath;
@@ -78,6 +80,9 @@ export class QmpClient {
     this.#events = new EventHub(this.#logger);
     this.#commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     this.#closedPromise = new Promise((resolve) => socket.once('close', () => resolve()));
+    this.#greetingReceived = new Promise((resolve, reject) => (this.#greetingWaiter = { resolve, reject }));
+    // Only connect() awaits it, and not when it already failed for another reason.
+    this.#greetingReceived.catch(() => {});
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     // ECONNRESET after `quit` is QEMU's normal goodbye: record it as the cause, never throw it.
     socket.on('error', (error) => {
@@ -85,7 +90,8 @@ export class QmpClient {
     });
     socket.once('close', () => {
       const cause = this.#socketError;
-      this.#teardown(new QmpDisconnectedError(cause ? `the QMP connection was lost (${cause.message})` : 'the QMP connection was closed by the peer', { cause }));
+      const reason = new QmpDisconnectedError(cause ? `the QMP connection was lost (${cause.message})` : 'the QMP connection was closed by the peer', { cause });
+      this.#teardown(reason, { peerClosed: true });
     });
   }
 
@@ -96,17 +102,13 @@ export class QmpClient {
   static async connect(socketPath: string, options: QmpConnectOptions = {}): Promise<QmpClient> {
     const timeoutMs = options.timeoutMs ?? (options.signal ? undefined : (options.defaultConnectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS));
     const deadline = new Deadline(`QMP connect to ${socketPath}`, { ...options, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
-    let exited = false;
-    void options.exited?.then(() => {
-      exited = true;
-    });
+    const exit = new ExitWatch(socketPath, options.exited);
     let client: QmpClient | undefined;
     try {
-      const socket = await openSocket(socketPath, deadline, () => exited, options.exited);
+      const socket = await openSocket(socketPath, deadline, exit);
       client = new QmpClient(socketPath, socket, options);
-      const greeting = await deadline.race(client.#waitForGreeting(options.exited));
-      client.#logger.debug({ version: greeting.version.qemu, capabilities: greeting.capabilities }, 'QMP greeting');
-      await client.execute('qmp_capabilities', undefined, { signal: deadline.signal });
+      // Promise.race subscribes to every promise, so whichever loses never goes unhandled.
+      await Promise.race([client.#handshake(deadline.signal), deadline.expired(), exit.failure]);
       return client;
     } catch (error) {
       await client?.close();
@@ -114,6 +116,16 @@ export class QmpClient {
     } finally {
       deadline.dispose();
     }
+  }
+
+  /**
+   * Reads and checks the greeting, then leaves capabilities negotiation mode; bounded by the
+   * connect's own deadline (`signal`), not by the command timeout.
+   */
+  async #handshake(signal: AbortSignal): Promise<void> {
+    const greeting = await this.#greetingReceived;
+    this.#logger.debug({ version: greeting.version.qemu, capabilities: greeting.capabilities }, 'QMP greeting');
+    await this.execute('qmp_capabilities', undefined, { signal, timeoutMs: Infinity });
   }
 
   /** QEMU's greeting: its version and the capabilities it offered. */
@@ -135,27 +147,33 @@ export class QmpClient {
   /** Sends a command and resolves with its `return` value. Many may be in flight at once. */
   execute<C extends QmpCommandName>(command: C, ...rest: ExecuteRest<C>): Promise<QmpReturn<C>>;
   execute(command: string, args?: Record<string, unknown>, options?: QmpExecuteOptions): Promise<unknown>;
-  execute(command: string, args?: object, options: QmpExecuteOptions = {}): Promise<unknown> {
+  execute(command: string, args?: object, options?: QmpExecuteOptions): Promise<unknown> {
     if (this.#disconnected) {
       return Promise.reject(new QmpDisconnectedError(this.#disconnected.message, { command, cause: this.#disconnected }));
     }
-    const { signal } = options;
+    const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(abortError(`QMP command ${command}`, signal));
     const id = this.#nextId++;
-    const line = `${JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id })}\n`;
+    let line: string;
+    try {
+      line = `${JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id })}\n`;
+    } catch (error) {
+      // Arguments JSON cannot encode (a BigInt, a cycle): the caller's mistake, reported as a rejection.
+      return Promise.reject(error instanceof Error ? error : new TypeError(String(error)));
+    }
     return new Promise((resolve, reject) => {
-      const entry: PendingCommand = { command, resolve, reject, startedAt: performance.now(), timer: undefined, signal, onAbort: undefined };
-      const timeoutMs = options.timeoutMs ?? this.#commandTimeoutMs;
-      if (Number.isFinite(timeoutMs)) {
-        entry.timer = setTimeout(() => this.#settle(id, undefined, new QmpTimeoutError(command, timeoutMs)), timeoutMs);
-        entry.timer.unref();
-      }
+      // Written first, the bookkeeping after: QEMU starts on the command sooner (a serial caller's
+      // round trip is mostly QEMU waking up). Safe, as no reply can be read before we return.
+      this.#write(line);
+      const startedAt = this.#logger.isLevelEnabled('debug') ? performance.now() : 0;
+      const entry: PendingCommand = { command, resolve, reject, startedAt, timer: undefined, signal, onAbort: undefined };
+      const timeoutMs = options?.timeoutMs ?? this.#commandTimeoutMs;
+      entry.timer = startTimeout(timeoutMs, () => this.#settle(id, undefined, new QmpTimeoutError(command, timeoutMs)));
       if (signal) {
         entry.onAbort = () => this.#settle(id, undefined, abortError(`QMP command ${command}`, signal));
         signal.addEventListener('abort', entry.onAbort, { once: true });
       }
       this.#pending.set(id, entry);
-      this.#write(line);
     });
   }
 
@@ -177,7 +195,10 @@ export class QmpClient {
     return this.#events.arm(name, predicate, options).promise;
   }
 
-  /** Every event from now on, until the connection closes or `signal` aborts. */
+  /**
+   * Every event from the moment this is called (not from the first next()), until the connection
+   * closes (buffered events are still served) or `signal` aborts (the iterator ends at once).
+   */
   events(options: { signal?: AbortSignal } = {}): AsyncGenerator<QmpEvent, void, undefined> {
     return this.#events.iterate(options);
   }
@@ -194,58 +215,54 @@ export class QmpClient {
 
   /** Closes the connection; pending commands reject with QmpDisconnectedError. Idempotent. */
   close(): Promise<void> {
-    this.#teardown(new QmpDisconnectedError('the QMP client was closed'));
+    this.#teardown(new QmpDisconnectedError('the QMP client was closed'), {});
     this.#socket.destroy();
     return this.#closedPromise;
   }
 
   // ------------------------------------------------------------------ wire
 
+  /**
+   * The first command of a tick goes out at once; the ones after it in the same tick are gathered
+   * into one write at the end of the tick (one syscall for a pipelined burst). When the peer does
+   * not read, the socket's own buffer keeps them, in order, until it drains (backpressure); close()
+   * discards what was never sent.
+   */
   #write(line: string): void {
-    if (this.#blocked) {
-      this.#backlog.push(line);
-      return;
-    }
-    if (!this.#socket.write(line)) this.#waitForDrain();
+    this.#socket.write(line);
+    if (this.#corked) return;
+    this.#corked = true;
+    this.#socket.cork();
+    process.nextTick(this.#uncork);
   }
 
-  #waitForDrain(): void {
-    this.#blocked = true;
-    this.#socket.once('drain', () => {
-      this.#blocked = false;
-      const backlog = this.#backlog;
-      this.#backlog = [];
-      for (let i = 0; i < backlog.length; i++) {
-        if (!this.#socket.write(backlog[i] as string)) {
-          this.#backlog = backlog.slice(i + 1);
-          this.#waitForDrain();
-          return;
-        }
-      }
-    });
-  }
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    this.#socket.uncork();
+  };
 
   #onData(chunk: Buffer): void {
     if (this.#disconnected) return;
-    let lines: string[];
     try {
-      lines = this.#splitter.push(chunk);
+      this.#splitter.feed(chunk, this.#onLine);
     } catch (error) {
-      this.#fail(error as QmpProtocolError);
-      return;
-    }
-    for (const line of lines) {
-      let message: unknown;
-      try {
-        message = JSON.parse(line);
-      } catch (error) {
-        this.#fail(new QmpProtocolError(`QEMU sent a line that is not JSON: ${preview(line)}`, { cause: error }));
-        return;
-      }
-      this.#dispatch(message, line);
       if (this.#disconnected) return;
+      this.#fail(error instanceof QmpProtocolError ? error : new QmpProtocolError('cannot read the QMP stream', { cause: error }));
     }
   }
+
+  readonly #onLine = (line: string): void => {
+    // The lines after a protocol error in the same chunk are not to be trusted.
+    if (this.#disconnected) return;
+    let message: unknown;
+    try {
+      message = JSON.parse(line);
+    } catch (error) {
+      this.#fail(new QmpProtocolError(`QEMU sent a line that is not JSON: ${preview(line)}`, { cause: error }));
+      return;
+    }
+    this.#dispatch(message, line);
+  };
 
   #dispatch(message: unknown, line: string): void {
     if (typeof message !== 'object' || message === null || Array.isArray(message)) {
@@ -293,17 +310,7 @@ export class QmpClient {
       return;
     }
     this.#greeting = greeting;
-    this.#onGreeting?.(greeting);
-  }
-
-  #waitForGreeting(exited: Promise<unknown> | undefined): Promise<QmpGreeting> {
-    return new Promise((resolve, reject) => {
-      if (this.#greeting) return resolve(this.#greeting);
-      if (this.#disconnected) return reject(this.#disconnected);
-      this.#onGreeting = resolve;
-      this.onClose(reject);
-      void exited?.then(() => reject(new QmpConnectError(this.socketPath, 'QEMU exited before sending the QMP greeting')));
-    });
+    this.#greetingWaiter?.resolve(greeting);
   }
 
   #settle(id: number, value: unknown, error: Error | undefined): void {
@@ -312,7 +319,7 @@ export class QmpClient {
     this.#pending.delete(id);
     if (entry.timer) clearTimeout(entry.timer);
     if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
-    if (this.#logger.isLevelEnabled('debug')) {
+    if (entry.startedAt > 0 && this.#logger.isLevelEnabled('debug')) {
       const ms = Math.round((performance.now() - entry.startedAt) * 1000) / 1000;
       this.#logger.debug({ command: entry.command, ms, ok: error === undefined, ...(error ? { error: error.message } : {}) }, 'QMP command');
     }
@@ -323,18 +330,22 @@ export class QmpClient {
   /** A protocol violation: the stream cannot be trusted any more, so the connection is dropped. */
   #fail(error: QmpProtocolError): void {
     this.#logger.error({ err: error }, 'QMP protocol error: closing the connection');
-    this.#teardown(new QmpDisconnectedError(`the QMP connection was dropped: ${error.message}`, { cause: error }), error);
+    this.#teardown(new QmpDisconnectedError(`the QMP connection was dropped: ${error.message}`, { cause: error }), { pendingError: error });
     this.#socket.destroy();
   }
 
-  #teardown(reason: QmpDisconnectedError, pendingError?: Error): void {
+  /**
+   * The connection is gone: everything pending fails with `pendingError` (a protocol error) or a
+   * QmpDisconnectedError naming its command.
+   */
+  #teardown(reason: QmpDisconnectedError, how: { pendingError?: Error; peerClosed?: boolean }): void {
     if (this.#disconnected) return;
     this.#disconnected = reason;
-    this.#backlog = [];
+    this.#greetingWaiter?.reject(how.pendingError ?? reason);
     for (const [id, entry] of this.#pending) {
       // QEMU answers `quit` by closing the socket, sometimes before the reply: that is success.
-      if (entry.command === 'quit' && pendingError === undefined) this.#settle(id, {}, undefined);
-      else this.#settle(id, undefined, pendingError ?? new QmpDisconnectedError(reason.message, { command: entry.command, cause: reason.cause }));
+      if (entry.command === 'quit' && how.peerClosed === true) this.#settle(id, {}, undefined);
+      else this.#settle(id, undefined, how.pendingError ?? new QmpDisconnectedError(reason.message, { command: entry.command, cause: reason.cause }));
     }
     this.#events.close(reason);
     for (const listener of this.#closeListeners) {
@@ -348,69 +359,13 @@ export class QmpClient {
   }
 }
 
-/** Polls until the socket accepts; fails at once if QEMU has exited or the deadline passes. */
-async function openSocket(path: string, deadline: Deadline, hasExited: () => boolean, exited: Promise<unknown> | undefined): Promise<Socket> {
-  let delayMs = 2;
-  for (;;) {
-    if (hasExited()) throw new QmpConnectError(path, 'QEMU exited before QMP was up');
-    deadline.throwIfDone();
-    try {
-      return await deadline.race(tryConnect(path));
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === undefined || !NOT_YET.has(code)) throw error;
-    }
-    const waits: Promise<unknown>[] = [sleep(delayMs, deadline.signal)];
-    if (exited) waits.push(exited);
-    await Promise.race(waits);
-    delayMs = Math.min(delayMs * 2, 20);
-  }
-}
-
-function tryConnect(path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = netConnect(path);
-    const onError = (error: Error) => {
-      socket.destroy();
-      reject(error);
-    };
-    socket.once('error', onError);
-    socket.once('connect', () => {
-      socket.off('error', onError);
-      resolve(socket);
-    });
-  });
-}
-
 function explainConnectFailure(path: string, error: unknown, callerSignal: AbortSignal | undefined): unknown {
-  // The caller's own cancellation keeps its typed reason.
-  if (callerSignal?.aborted && isSandboxVmmError(error)) return error;
+  // The caller's cancellation wins, typed as execute() types it.
+  if (callerSignal?.aborted) return abortError(`QMP connect to ${path}`, callerSignal);
   if (error instanceof QmpConnectError) return error;
   if (error instanceof OperationTimeoutError) return new QmpConnectError(path, `no QMP session within ${error.timeoutMs} ms`, { cause: error });
   if (isSandboxVmmError(error)) return error;
   return new QmpConnectError(path, error instanceof Error ? error.message : String(error), { cause: error });
-}
-
-function parseGreeting(qmp: unknown): QmpGreeting | undefined {
-  if (typeof qmp !== 'object' || qmp === null) return undefined;
-  const { version, capabilities } = qmp as Record<string, unknown>;
-  if (typeof version !== 'object' || version === null || !Array.isArray(capabilities)) return undefined;
-  const { qemu, package: pkg } = version as Record<string, unknown>;
-  if (typeof qemu !== 'object' || qemu === null) return undefined;
-  const { major, minor, micro } = qemu as Record<string, unknown>;
-  if (typeof major !== 'number' || typeof minor !== 'number' || typeof micro !== 'number') return undefined;
-  if (!capabilities.every((c) => typeof c === 'string')) return undefined;
-  return { version: { qemu: { major, minor, micro }, package: typeof pkg === 'string' ? pkg : '' }, capabilities: capabilities as string[] };
-}
-
-function toEvent(m: Record<string, unknown>): QmpEvent {
-  const data = typeof m['data'] === 'object' && m['data'] !== null ? (m['data'] as Record<string, unknown>) : {};
-  const ts = (typeof m['timestamp'] === 'object' && m['timestamp'] !== null ? m['timestamp'] : {}) as Record<string, unknown>;
-  return {
-    event: m['event'] as string,
-    data,
-    timestamp: { seconds: Number(ts['seconds'] ?? 0), microseconds: Number(ts['microseconds'] ?? 0) },
-  };
 }
 
 function preview(line: string): string {

@@ -3,6 +3,8 @@
 import { OperationAbortedError, OperationTimeoutError } from '../errors.ts';
 import { abortError } from '../util/deadline.ts';
 import type { Logger } from '../util/logger.ts';
+import { EventStream } from './event-stream.ts';
+import { startTimeout } from './timeout.ts';
 import type { QmpEvent } from './types.ts';
 
 export type QmpEventListener = (event: QmpEvent) => void;
@@ -18,9 +20,6 @@ export interface ArmedEvent {
   readonly promise: Promise<QmpEvent>;
   cancel(): void;
 }
-
-/** Events an iterator may hold for a slow consumer before it drops the oldest. */
-const MAX_BUFFERED_EVENTS = 10_000;
 
 export class EventHub {
   readonly #listeners = new Map<string, Set<QmpEventListener>>();
@@ -94,52 +93,27 @@ export class EventHub {
       if (signal?.aborted) return onAbort();
       this.#closeWaiters.add(onClose);
       signal?.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined && Number.isFinite(timeoutMs)) {
-        timer = setTimeout(() => finish(new OperationTimeoutError(operation, timeoutMs)), timeoutMs);
-        timer.unref();
-      }
+      if (timeoutMs !== undefined) timer = startTimeout(timeoutMs, () => finish(new OperationTimeoutError(operation, timeoutMs)));
     });
     // Whoever awaits the promise sees its rejection; a cancelled wait nobody awaits must not crash.
     promise.catch(() => {});
     return { promise, cancel: () => cancel() };
   }
 
-  /** Every event from now on, until the connection closes or `signal` aborts. */
-  async *iterate(options: { signal?: AbortSignal } = {}): AsyncGenerator<QmpEvent, void, undefined> {
-    const queue: QmpEvent[] = [];
-    let wake: (() => void) | undefined;
-    let ended = false;
-    let dropped = 0;
-    const unsubscribe = this.on('*', (event) => {
-      if (queue.length >= MAX_BUFFERED_EVENTS) {
-        queue.shift();
-        if (dropped++ === 0) this.#logger.warn({ max: MAX_BUFFERED_EVENTS }, 'QMP event iterator is not consumed: dropping the oldest events');
-      }
-      queue.push(event);
-      wake?.();
-    });
-    const end = () => {
-      ended = true;
-      wake?.();
-    };
-    this.#closeWaiters.add(end);
-    options.signal?.addEventListener('abort', end, { once: true });
-    try {
-      for (;;) {
-        const event = queue.shift();
-        if (event) {
-          yield event;
-          continue;
+  /** Every event from now on (listening starts now, not at the first next()). */
+  iterate(options: { signal?: AbortSignal } = {}): EventStream {
+    const source = {
+      onEvent: (listener: QmpEventListener) => this.on('*', listener),
+      onEnd: (listener: () => void) => {
+        if (this.#closedReason) {
+          listener();
+          return () => {};
         }
-        if (ended || this.#closedReason || options.signal?.aborted) return;
-        await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
-      }
-    } finally {
-      unsubscribe();
-      this.#closeWaiters.delete(end);
-      options.signal?.removeEventListener('abort', end);
-    }
+        this.#closeWaiters.add(listener);
+        return () => this.#closeWaiters.delete(listener);
+      },
+    };
+    return new EventStream(source, this.#logger, options.signal);
   }
 
   /** The connection is gone: pending waits reject with `reason`, iterators end. */

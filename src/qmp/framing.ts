@@ -14,33 +14,54 @@ export class LineSplitter {
   #pending: Buffer[] = [];
   #pendingBytes = 0;
 
+  /** `maxLineBytes` bounds a line's content; its line ending (\n or \r\n) is not counted. */
   constructor(maxLineBytes = DEFAULT_MAX_LINE_BYTES) {
     this.#maxLineBytes = maxLineBytes;
   }
 
-  /** Feeds a chunk and returns the complete lines in it, without their line ending. */
+  /**
+   * Feeds a chunk and returns the complete lines in it, without their line ending; empty lines are
+   * skipped. Throws QmpProtocolError when a line exceeds the cap (the lines before it are lost: use
+   * `feed` to receive them first).
+   */
   push(chunk: Buffer): string[] {
     const lines: string[] = [];
+    this.feed(chunk, (line) => {
+      lines.push(line);
+    });
+    return lines;
+  }
+
+  /**
+   * Like `push`, but hands each complete line to `onLine` as soon as it is cut, so that the lines
+   * before an oversized one are delivered before the QmpProtocolError is thrown.
+   */
+  feed(chunk: Buffer, onLine: (line: string) => void): void {
     let start = 0;
-    let newline = chunk.indexOf(NEWLINE, start);
+    let newline = chunk.indexOf(NEWLINE);
     while (newline !== -1) {
-      const length = this.#pendingBytes + newline - start;
-      if (length > this.#maxLineBytes) throw this.#tooLong(length);
-      const piece = chunk.subarray(start, newline);
-      const line = this.#pendingBytes === 0 ? piece : Buffer.concat([...this.#pending, piece]);
-      this.#pending = [];
-      this.#pendingBytes = 0;
-      const end = line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN ? line.length - 1 : line.length;
-      if (end > 0) lines.push(line.toString('utf8', 0, end));
+      if (this.#pendingBytes === 0) {
+        const end = newline > start && chunk[newline - 1] === CARRIAGE_RETURN ? newline - 1 : newline;
+        if (end - start > this.#maxLineBytes) throw this.#tooLong(end - start);
+        if (end > start) onLine(chunk.toString('utf8', start, end));
+      } else {
+        this.#pending.push(chunk.subarray(start, newline));
+        const line = Buffer.concat(this.#pending);
+        this.#pending = [];
+        this.#pendingBytes = 0;
+        const end = line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN ? line.length - 1 : line.length;
+        if (end > this.#maxLineBytes) throw this.#tooLong(end);
+        if (end > 0) onLine(line.toString('utf8', 0, end));
+      }
       start = newline + 1;
       newline = chunk.indexOf(NEWLINE, start);
     }
     if (start < chunk.length) {
       this.#pendingBytes += chunk.length - start;
-      if (this.#pendingBytes > this.#maxLineBytes) throw this.#tooLong(this.#pendingBytes);
+      // One byte of slack: the line's \r may have arrived while its \n has not.
+      if (this.#pendingBytes > this.#maxLineBytes + 1) throw this.#tooLong(this.#pendingBytes);
       this.#pending.push(chunk.subarray(start));
     }
-    return lines;
   }
 
   #tooLong(bytes: number): QmpProtocolError {

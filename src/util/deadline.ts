@@ -82,6 +82,33 @@ export class Deadline implements Disposable {
     }
   }
 
+  /**
+   * Like race(), but once the deadline passes the operation still gets `graceMs` to settle by
+   * itself: one that honours the signal rejects at once with a more telling error of its own (a
+   * resize reporting how far it got), or finishes; one that ignores the signal is cut off with the
+   * deadline's reason.
+   */
+  async settle<T>(promise: Promise<T>, graceMs: number): Promise<T> {
+    let onAbort: (() => void) | undefined;
+    const cutOff = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        const reason = this.signal.reason as Error;
+        const timer = setTimeout(() => reject(reason), graceMs);
+        void promise.then(
+          () => clearTimeout(timer),
+          () => clearTimeout(timer),
+        );
+      };
+      if (this.signal.aborted) onAbort();
+      else this.signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([promise, cutOff]);
+    } finally {
+      if (onAbort) this.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
   dispose(): void {
     if (this.#timer) clearTimeout(this.#timer);
     this.#parent?.removeEventListener('abort', this.#onParentAbort);

@@ -2,6 +2,7 @@
 // command through a handler (or not at all), and can send events, raw bytes or garbage, and drop
 // the connection at any point.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,28 +37,33 @@ export interface FakeQmpServerOptions {
   greeting?: object | string | null;
   /** Line ending QEMU uses. */
   eol?: string;
+  /** Listen on this path instead of one in a fresh temporary directory (the caller cleans up its directory). */
+  path?: string;
 }
 
 export class FakeQmpServer {
   readonly path: string;
   readonly received: ReceivedCommand[] = [];
-  readonly #dir: string;
+  readonly #dir: string | undefined;
   readonly #server: Server;
   readonly #handlers = new Map<string, CommandHandler>();
   readonly #clients = new Set<Socket>();
   readonly #options: FakeQmpServerOptions;
   readonly #commandWaiters: { name: string; resolve: (c: ReceivedCommand) => void }[] = [];
+  readonly #clientWaiters: (() => void)[] = [];
+  #reading = true;
 
-  private constructor(dir: string, options: FakeQmpServerOptions) {
+  private constructor(dir: string | undefined, path: string, options: FakeQmpServerOptions) {
     this.#dir = dir;
-    this.path = join(dir, 'qmp.sock');
+    this.path = path;
     this.#options = options;
     this.#server = createServer((socket) => this.#onClient(socket));
     this.handle('qmp_capabilities', () => ({}));
   }
 
   static async start(options: FakeQmpServerOptions = {}): Promise<FakeQmpServer> {
-    const server = new FakeQmpServer(mkdtempSync(join(tmpdir(), 'fqmp-')), options);
+    const dir = options.path === undefined ? mkdtempSync(join(tmpdir(), 'fqmp-')) : undefined;
+    const server = new FakeQmpServer(dir, options.path ?? join(dir as string, 'qmp.sock'), options);
     await new Promise<void>((resolve) => server.#server.listen(server.path, resolve));
     return server;
   }
@@ -77,6 +83,43 @@ export class FakeQmpServer {
     return this.#clients.size;
   }
 
+  /** Resolves once a client is connected (at once if one already is). */
+  waitForClient(): Promise<void> {
+    if (this.#clients.size > 0) return Promise.resolve();
+    return new Promise((resolve) => this.#clientWaiters.push(resolve));
+  }
+
+  /** Resolves once no client is connected. */
+  async waitForNoClient(): Promise<void> {
+    while (this.#clients.size > 0) await nextTurn();
+  }
+
+  /**
+   * Writes each chunk on its own and lets the event loop turn in between, so that the client
+   * reads them one by one (as separate 'data' events) instead of coalesced.
+   */
+  async sendChunks(chunks: readonly (string | Buffer)[]): Promise<void> {
+    for (const chunk of chunks) {
+      this.sendRaw(chunk);
+      await nextTurn();
+      await nextTurn();
+    }
+  }
+
+  /**
+   * Stops reading what clients send: once the server's stream buffer is full (16 KiB), the rest
+   * stays in the kernel and the clients' writes back up (backpressure).
+   */
+  pauseReading(): void {
+    this.#reading = false;
+    for (const client of this.#clients) client.pause();
+  }
+
+  resumeReading(): void {
+    this.#reading = true;
+    for (const client of this.#clients) client.resume();
+  }
+
   sendEvent(event: string, data?: Record<string, unknown>): void {
     this.sendLine(JSON.stringify({ event, ...(data ? { data } : {}), timestamp: { seconds: 1, microseconds: 2 } }));
   }
@@ -94,15 +137,18 @@ export class FakeQmpServer {
     for (const client of this.#clients) client.end();
   }
 
-  /** Resets every client connection (as QEMU does after quit). */
+  /**
+   * Drops every client connection abruptly. A client that sent data the server left unread (see
+   * pauseReading) gets ECONNRESET, as after QEMU's quit; unix sockets have no RST to send otherwise.
+   */
   resetClients(): void {
-    for (const client of this.#clients) client.resetAndDestroy();
+    for (const client of this.#clients) client.destroy();
   }
 
   async close(): Promise<void> {
     for (const client of this.#clients) client.destroy();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
-    rmSync(this.#dir, { recursive: true, force: true });
+    if (this.#dir !== undefined) rmSync(this.#dir, { recursive: true, force: true });
   }
 
   #onClient(socket: Socket): void {
@@ -122,6 +168,8 @@ export class FakeQmpServer {
         if (line.trim()) void this.#onCommand(socket, JSON.parse(line) as ReceivedCommand);
       }
     });
+    if (!this.#reading) socket.pause();
+    for (const resolve of this.#clientWaiters.splice(0)) resolve();
   }
 
   async #onCommand(socket: Socket, command: ReceivedCommand): Promise<void> {

@@ -249,6 +249,10 @@ describe('a guest kernel panic', () => {
     const error = (await vm.check().catch((e: unknown) => e)) as VmUnhealthyError;
     expect(error).toBeInstanceOf(VmUnhealthyError);
     expect(error.status).toBe('guest-panicked');
+    // QEMU's cont takes its run state out of guest-panicked; the guest is still dead.
+    await vm.pauseVM();
+    await vm.resumeVM();
+    await expect(vm.check()).rejects.toMatchObject({ status: 'guest-panicked' });
     await agent.close();
     await vm.stopVM();
     expect(vm.state).toBe('stopped');

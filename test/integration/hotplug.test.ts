@@ -7,6 +7,7 @@ import {
   DeviceRemovalTimeoutError,
   HotplugError,
   NoFreeSlotError,
+  ResizeIncompleteError,
   ResourceLimitError,
   UnsupportedOperationError,
 } from '../../src/hypervisor/errors.ts';
@@ -165,14 +166,74 @@ describe('hotplug on a running guest (virtio-mem)', () => {
     await expect(vm.resizeMemory(128)).rejects.toBeInstanceOf(ResourceLimitError);
   });
 
-  it('the online CPU count in the guest follows resizeVCPUs up and down', async () => {
+  it('a virtio-mem resize the guest cannot follow reports how far it got when its time runs out', async () => {
+    await vm.pauseVM();
+    const error = (await vm.resizeMemory(768, { timeoutMs: 1_500 }).catch((e: unknown) => e)) as ResizeIncompleteError;
+    expect(error).toBeInstanceOf(ResizeIncompleteError);
+    expect(error).toMatchObject({ targetMiB: 768, reachedMiB: 256 });
+    await vm.resumeVM();
+    // The request stays with the device: a new resize replaces it.
+    expect(await vm.resizeMemory(256, { timeoutMs: 60_000 })).toEqual({ previousMiB: 768, currentMiB: 256 });
+    const kib = await eventually(() => agent.memTotalKiB(), (k) => k < 200 * 1024);
+    expect(kib).toBeLessThan(200 * 1024);
+  });
+
+  it('vCPUs come online in the guest; removing them under tcg is refused by default, keeping QEMU sound', async () => {
+    expect(vm.capabilities().cpuHotUnplug).toBe(false);
     expect(await vm.resizeVCPUs(3)).toEqual({ previous: 1, current: 3 });
     expect(await eventually(() => agent.onlineCpus(), (n) => n === 3)).toBe(3);
     expect((await vm.getThreadIds()).size).toBe(3);
-    expect(await vm.resizeVCPUs(1)).toEqual({ previous: 3, current: 1 });
-    expect(await eventually(() => agent.onlineCpus(), (n) => n === 1)).toBe(1);
     await expect(vm.resizeVCPUs(4)).rejects.toBeInstanceOf(ResourceLimitError);
     await expect(vm.resizeVCPUs(0)).rejects.toBeInstanceOf(ResourceLimitError);
+    const refused = await vm.resizeVCPUs(1).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(UnsupportedOperationError);
+    expect((refused as Error).message).toMatch(/tcg/);
+    expect(await agent.onlineCpus()).toBe(3);
+    // Devices still come and go.
+    await vm.hotplugAddDevice({ type: 'block', id: 'after-cpus', path: rawDisk(scratch.dir, 'after.img', 'A') });
+    await vm.hotplugRemoveDevice('after-cpus');
+  });
+});
+
+describe('vCPU removal under tcg, opted in (hotplug.tcgVcpuUnplug)', () => {
+  const scratch = scratchDir();
+  let vm: QemuHypervisor;
+  let agent: GuestAgent;
+
+  beforeAll(async () => {
+    vm = new QemuHypervisor({ deviceRemovalTimeoutMs: 30_000 });
+    await vm.createVM(guestConfig({ cpus: { boot: 1, max: 3 }, hotplug: { rootPorts: 2, tcgVcpuUnplug: true } }));
+    await vm.startVM();
+    agent = await connectAgent(vm);
+  });
+
+  afterAll(async () => {
+    await agent?.close();
+    await vm?.stopVM();
+    scratch.remove();
+  });
+
+  it('the online CPU count in the guest follows resizeVCPUs up and down', async () => {
+    expect(vm.capabilities().cpuHotUnplug).toBe(true);
+    expect(await vm.resizeVCPUs(3)).toEqual({ previous: 1, current: 3 });
+    expect(await eventually(() => agent.onlineCpus(), (n) => n === 3)).toBe(3);
+    expect(await vm.resizeVCPUs(1)).toEqual({ previous: 3, current: 1 });
+    expect(await eventually(() => agent.onlineCpus(), (n) => n === 1)).toBe(1);
+    expect([...(await vm.getThreadIds()).keys()]).toEqual([0]);
+  });
+
+  it('afterwards refuses device changes (which would crash QEMU 7.2) and stays healthy', async () => {
+    const disk = rawDisk(scratch.dir, 'late.img', 'L');
+    await expect(vm.hotplugAddDevice({ type: 'block', id: 'late', path: disk })).rejects.toBeInstanceOf(UnsupportedOperationError);
+    await expect(vm.resizeVCPUs(2)).rejects.toBeInstanceOf(UnsupportedOperationError);
+    // What does not add or remove a device still works.
+    const baseKiB = await agent.memTotalKiB();
+    await vm.resizeMemory(512);
+    expect(await eventually(() => agent.memTotalKiB(), (k) => k >= baseKiB + 250 * 1024)).toBeGreaterThanOrEqual(baseKiB + 250 * 1024);
+    await vm.pauseVM();
+    await vm.resumeVM();
+    await vm.check();
+    expect(await agent.runOk('echo alive')).toBe('alive\n');
   });
 });
 

@@ -161,6 +161,12 @@ const runtimeSchema = z.strictObject({
 const hotplugSchema = z.strictObject({
   /** PCIe root ports reserved at boot: each holds one hot-plugged PCI device. */
   rootPorts: z.int().min(0).max(24).default(2),
+  /**
+   * Allow removing vCPUs under tcg. QEMU 7.2's software emulation corrupts itself when a vCPU is
+   * unplugged (the next device_add or device_del crashes it), so this is off, and once a vCPU has
+   * been removed the VM refuses further device changes. KVM is not affected.
+   */
+  tcgVcpuUnplug: z.boolean().default(false),
 });
 
 export const sandboxConfigSchema = z

@@ -1,7 +1,7 @@
 // vCPU hotplug: add with exactly the topology props QEMU offers in query-hotpluggable-cpus (never
 // guessed ones), remove in reverse order of addition. Boot vCPUs are not removable.
 import { HotplugError } from '../../hypervisor/errors.ts';
-import { assertVcpuTarget } from '../../hypervisor/resources.ts';
+import { assertDeviceChangesSafe, assertVcpuRemovalAllowed, assertVcpuTarget } from '../../hypervisor/resources.ts';
 import type { VcpuResizeResult } from '../../hypervisor/types.ts';
 import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
 import { within, type HotplugContext } from './context.ts';
@@ -14,6 +14,8 @@ export function currentVcpus(ctx: Pick<HotplugContext, 'config' | 'state'>): num
 export async function resizeVcpus(ctx: HotplugContext, count: number): Promise<VcpuResizeResult> {
   assertVcpuTarget(ctx.config.cpus, count);
   const previous = currentVcpus(ctx);
+  if (count < previous) assertVcpuRemovalAllowed(ctx.config);
+  if (count > previous) assertDeviceChangesSafe('resizeVCPUs', ctx.config, ctx.state.vcpuRemoved);
   while (currentVcpus(ctx) < count) await addOne(ctx);
   while (currentVcpus(ctx) > count) await removeNewest(ctx);
   ctx.logger.info({ previous, current: currentVcpus(ctx) }, 'vcpus resized');
@@ -50,6 +52,8 @@ async function removeNewest(ctx: HotplugContext): Promise<void> {
     const eventPath = typeof event.data['path'] === 'string' ? event.data['path'] : '';
     return event.data['device'] === newest.qemuId || eventPath === path || eventPath.startsWith(`${path}/`);
   };
+  // From the unplug request on, QEMU under tcg may already be unsafe for device changes.
+  ctx.state.vcpuRemoved = true;
   await removeFrontend(ctx, newest.qemuId, ctx.removalTimeoutMs, released);
   const cpus = await ctx.qmp.execute('query-cpus-fast', undefined, within(ctx));
   if (cpus.some((cpu) => cpu['qom-path'] === path)) throw new HotplugError(newest.qemuId, 'device_del (the vCPU is still listed by QEMU)');

@@ -11,6 +11,7 @@ import { vfioProps } from '../devices/vfio.ts';
 import { realHost } from '../devices/context.ts';
 import { within, type HotplugContext } from './context.ts';
 import { takeRootPort } from './slots.ts';
+import { assertDeviceChangesSafe } from '../../hypervisor/resources.ts';
 import type { BackendRef, HotpluggedDevice } from './state.ts';
 import { UndoStack } from './undo.ts';
 
@@ -23,6 +24,7 @@ export async function hotplugDevice(ctx: HotplugContext, input: HotplugDevice): 
     throw new UnsupportedOperationError('hotplugAddDevice', `${type} devices can only be cold-plugged (list them in the config's devices)`);
   }
   const device = validateHotplugDevice(input);
+  assertDeviceChangesSafe('hotplugAddDevice', ctx.config, ctx.state.vcpuRemoved);
   if (device.type === 'net' && 'fd' in device.tap) {
     throw new UnsupportedOperationError(
       'hotplugAddDevice',
@@ -38,7 +40,7 @@ export async function hotplugDevice(ctx: HotplugContext, input: HotplugDevice): 
   ctx.state.devices.push(record);
   const undo = new UndoStack();
   try {
-    if (isScsi) await ensureScsiController(ctx);
+    if (isScsi) await ensureScsiController(ctx, device.id);
     await plug(ctx, device, record, undo);
   } catch (error) {
     await undo.unwind(ctx.logger);
@@ -76,12 +78,13 @@ function assertIdFree(ctx: HotplugContext, id: string): void {
 const scsiControllerReady = new WeakMap<object, Promise<void>>();
 
 /** The SCSI controller is hot-added on a root port the first time a SCSI disk needs it, once. */
-function ensureScsiController(ctx: HotplugContext): Promise<void> {
+function ensureScsiController(ctx: HotplugContext, forDevice: string): Promise<void> {
   const coldScsi = ctx.config.devices.some((d) => d.type === 'block' && d.driver === 'virtio-scsi');
   if (coldScsi || ctx.state.infrastructure.some((d) => d.id === SCSI_CONTROLLER_ID)) {
     return scsiControllerReady.get(ctx.state) ?? Promise.resolve();
   }
-  const bus = takeRootPort(ctx.state, ctx.config.hotplug.rootPorts, SCSI_CONTROLLER_ID);
+  // The disk is what cannot be plugged when the controller finds no port: name it in the error.
+  const bus = takeRootPort(ctx.state, ctx.config.hotplug.rootPorts, forDevice);
   const entry = { id: SCSI_CONTROLLER_ID, bus };
   ctx.state.infrastructure.push(entry);
   const ready = step('device_add virtio-scsi-pci', ctx.qmp.execute('device_add', scsiControllerProps({ bus }), within(ctx))).then(
@@ -122,6 +125,7 @@ function addBackend(ctx: HotplugContext, record: HotpluggedDevice, undo: UndoSta
 export async function unplugDevice(ctx: HotplugContext, id: string): Promise<void> {
   const record = ctx.state.devices.find((d) => d.id === id);
   if (!record) throw new DeviceNotFoundError(id);
+  assertDeviceChangesSafe('hotplugRemoveDevice', ctx.config, ctx.state.vcpuRemoved);
   await removeFrontend(ctx, id, ctx.removalTimeoutMs);
   // Each backend leaves the record once deleted, so a retry after a failure resumes where it stopped.
   while (record.backends.length > 0) {

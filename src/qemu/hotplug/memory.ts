@@ -3,7 +3,7 @@
 // the guest to online (its memmap must fit in the memory it already has).
 import { OperationTimeoutError } from '../../errors.ts';
 import { HotplugError, ResizeIncompleteError } from '../../hypervisor/errors.ts';
-import { assertMemoryTarget, dimmSteps, noFreeDimmSlot, virtioMemRequestBytes } from '../../hypervisor/resources.ts';
+import { assertDeviceChangesSafe, assertMemoryTarget, dimmSteps, noFreeDimmSlot, virtioMemRequestBytes } from '../../hypervisor/resources.ts';
 import type { MemoryResizeResult } from '../../hypervisor/types.ts';
 import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
 import { dimmIds, memoryBackendProps, VIRTIO_MEM_ID } from '../devices/memory.ts';
@@ -55,7 +55,7 @@ async function resizeVirtioMem(ctx: HotplugContext, targetMiB: number): Promise<
     if (!(error instanceof OperationTimeoutError)) throw error;
     // The guest did not get there in time: report where it stands, and leave the request in place
     // (the guest may still catch up; a new resize replaces it).
-    const reached = Number(await ctx.qmp.execute('qom-get', { path: VIRTIO_MEM_ID, property: 'size' }, { timeoutMs: 2_000 }));
+    const reached = Number(await ctx.qmp.execute('qom-get', { path: VIRTIO_MEM_ID, property: 'size' }, { timeoutMs: 1_000 }));
     throw new ResizeIncompleteError(bootMiB + requestedBytes / MiB, bootMiB + reached / MiB, { cause: error });
   } finally {
     stopListening();
@@ -63,7 +63,9 @@ async function resizeVirtioMem(ctx: HotplugContext, targetMiB: number): Promise<
 }
 
 async function growDimms(ctx: HotplugContext, targetMiB: number): Promise<void> {
-  for (const step of dimmSteps(ctx.config.memory, currentMemoryMiB(ctx), targetMiB)) {
+  const steps = dimmSteps(ctx.config.memory, currentMemoryMiB(ctx), targetMiB);
+  if (steps.length > 0) assertDeviceChangesSafe('resizeMemory', ctx.config, ctx.state.vcpuRemoved);
+  for (const step of steps) {
     if (ctx.state.dimms.length >= ctx.config.memory.slots) throw noFreeDimmSlot(ctx.config.memory, ctx.state.dimms.length);
     await addDimm(ctx, step);
   }

@@ -33,8 +33,10 @@ export interface HotplugState {
   /** virtio-mem: the size requested from the device, beyond boot memory. */
   virtioMemMiB: number;
   dimms: HotpluggedDimm[];
+  /** A vCPU has been removed (which, under tcg, rules out further device changes). */
+  vcpuRemoved: boolean;
 }
 
 export function emptyHotplugState(): HotplugState {
-  return { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, dimms: [] };
+  return { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, dimms: [], vcpuRemoved: false };
 }

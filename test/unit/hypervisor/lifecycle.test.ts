@@ -73,3 +73,22 @@ describe('Lifecycle', () => {
     expect(await lifecycle.run('x', ['created'], { signal: controller.signal, timeoutMs: 1000 }, undefined, async () => 42)).toBe(42);
   });
 });
+
+describe('Lifecycle deadlines and the operation’s own errors', () => {
+  class ReachedError extends Error {}
+
+  it('lets an operation that honours its deadline report its own, more telling error', async () => {
+    const lifecycle = new Lifecycle();
+    const error = await lifecycle
+      .run('resizeMemory', ['created'], { timeoutMs: 20 }, undefined, (deadline) =>
+        new Promise((_, reject) => deadline.signal.addEventListener('abort', () => reject(new ReachedError('stopped at 512 MiB')))),
+      )
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ReachedError);
+  });
+
+  it('cuts off an operation that ignores its deadline with the deadline’s error', async () => {
+    const lifecycle = new Lifecycle();
+    await expect(lifecycle.run('check', ['created'], { timeoutMs: 20 }, undefined, never)).rejects.toBeInstanceOf(OperationTimeoutError);
+  });
+});

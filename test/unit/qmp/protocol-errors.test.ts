@@ -1,0 +1,113 @@
+// A peer that breaks the protocol: the stream cannot be trusted any more, so the client fails what
+// is pending with QmpProtocolError, drops the connection, and rejects later calls as disconnected.
+import { describe, expect, it } from 'vitest';
+import { QmpDisconnectedError, QmpProtocolError } from '../../../src/qmp/index.ts';
+import { DEFAULT_GREETING, NO_REPLY, type FakeQmpServer } from '../../helpers/fake-qmp-server.ts';
+import { rejection, settleIo, startPair } from './harness.ts';
+import type { QmpClient } from '../../../src/qmp/index.ts';
+
+/** A command left pending on the peer, whose id is known once the peer has it. */
+async function pendingCommand(server: FakeQmpServer, client: QmpClient, name = 'slow'): Promise<{ call: Promise<unknown>; id: unknown }> {
+  server.handle(name, () => NO_REPLY);
+  const received = server.nextCommand(name);
+  const call = client.execute(name);
+  call.catch(() => {});
+  return { call, id: (await received).id };
+}
+
+async function expectDropped(server: FakeQmpServer, client: QmpClient, call: Promise<unknown>): Promise<QmpProtocolError> {
+  const error = await rejection(call, QmpProtocolError);
+  expect(client.closed).toBe(true);
+  await server.waitForNoClient();
+  const later = await rejection(client.execute('query-status'), QmpDisconnectedError);
+  expect(later.command).toBe('query-status');
+  expect(later.cause).toBeInstanceOf(QmpDisconnectedError);
+  expect((later.cause as QmpDisconnectedError).cause).toBe(error);
+  return error;
+}
+
+describe('protocol violations', () => {
+  const garbage: Record<string, string> = {
+    'a line that is not JSON': 'this is not json',
+    'random bytes': '\u0000\u00ff\u0007}{][',
+    'truncated JSON': '{"return": {"status": "runn',
+    'a JSON number': '42',
+    'a JSON string': '"hello"',
+    'a JSON array': '[{"return": {}}]',
+    'JSON null': 'null',
+  };
+  for (const [name, line] of Object.entries(garbage)) {
+    it(`${name}: pending commands fail with QmpProtocolError and the connection is dropped`, async () => {
+      const { server, client } = await startPair();
+      const { call } = await pendingCommand(server, client);
+      server.sendLine(line);
+      const error = await expectDropped(server, client, call);
+      expect(error.code).toBe('QMP_PROTOCOL');
+    });
+  }
+
+  it('a second greeting is a protocol error', async () => {
+    const { server, client } = await startPair();
+    const { call } = await pendingCommand(server, client);
+    server.sendLine(JSON.stringify(DEFAULT_GREETING));
+    await expectDropped(server, client, call);
+  });
+
+  it('a line over maxLineBytes is a protocol error, even without its newline', async () => {
+    const { server, client } = await startPair({}, { maxLineBytes: 1024 });
+    const { call } = await pendingCommand(server, client);
+    server.sendRaw(`{"return": "${'x'.repeat(4096)}`);
+    const error = await expectDropped(server, client, call);
+    expect(error.message).toContain('1024');
+  });
+
+  it('a line of exactly maxLineBytes is fine', async () => {
+    const { server, client } = await startPair({}, { maxLineBytes: 1024 });
+    const { call, id } = await pendingCommand(server, client);
+    const prefix = JSON.stringify({ id, return: '' }).slice(0, -2);
+    const line = `${prefix}${'x'.repeat(1024 - prefix.length - 2)}"}`;
+    expect(Buffer.byteLength(line)).toBe(1024);
+    server.sendLine(line);
+    expect(await call).toHaveLength(1024 - prefix.length - 2);
+  });
+
+  it('the messages before the bad line in the same chunk are still delivered', async () => {
+    const { server, client } = await startPair({}, { maxLineBytes: 1024 });
+    const first = await pendingCommand(server, client, 'first');
+    const second = await pendingCommand(server, client, 'second');
+    const events: string[] = [];
+    client.on('*', (e) => events.push(e.event));
+    const chunk = [
+      JSON.stringify({ event: 'STOP', timestamp: { seconds: 1, microseconds: 0 } }),
+      JSON.stringify({ return: { ok: 1 }, id: first.id }),
+      'x'.repeat(2048),
+      JSON.stringify({ return: { ok: 2 }, id: second.id }),
+      JSON.stringify({ event: 'RESUME', timestamp: { seconds: 1, microseconds: 0 } }),
+    ].join('\r\n');
+    server.sendRaw(`${chunk}\r\n`);
+    expect(await first.call).toEqual({ ok: 1 });
+    await expectDropped(server, client, second.call);
+    expect(events).toEqual(['STOP']);
+  });
+
+  it('an incomplete last line when the peer hangs up is a disconnect, not a protocol error', async () => {
+    const { server, client } = await startPair();
+    const { call } = await pendingCommand(server, client);
+    server.sendRaw('{"return": {}, "id"');
+    await settleIo();
+    server.endClients();
+    const error = await rejection(call, QmpDisconnectedError);
+    expect(error.command).toBe('slow');
+  });
+
+  it('objects of unknown shape are ignored', async () => {
+    const { server, client } = await startPair();
+    const { call, id } = await pendingCommand(server, client);
+    server.sendLine(JSON.stringify({ hello: 'world' }));
+    server.sendLine(JSON.stringify({ event: 42 }));
+    server.sendLine(JSON.stringify({ id }));
+    server.sendLine(JSON.stringify({ return: 'done', id }));
+    expect(await call).toBe('done');
+    expect(client.closed).toBe(false);
+  });
+});
