@@ -10,7 +10,7 @@ import { EventHub, type ArmedEvent, type QmpEventListener, type WaitForEventOpti
 import { DEFAULT_MAX_LINE_BYTES, LineSplitter } from './framing.ts';
 import { ExitWatch, openSocket } from './open-socket.ts';
 import { parseGreeting, toEvent } from './messages.ts';
-import { startTimeout } from './timeout.ts';
+import { startTimeout } from '../util/timeout.ts';
 import type { QmpArgs, QmpCommandName, QmpEvent, QmpGreeting, QmpReturn } from './types.ts';
 
 export interface QmpConnectOptions extends OperationOptions {

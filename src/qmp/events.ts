@@ -4,7 +4,7 @@ import { OperationAbortedError, OperationTimeoutError } from '../errors.ts';
 import { abortError } from '../util/deadline.ts';
 import type { Logger } from '../util/logger.ts';
 import { EventStream } from './event-stream.ts';
-import { startTimeout } from './timeout.ts';
+import { startTimeout } from '../util/timeout.ts';
 import type { QmpEvent } from './types.ts';
 
 export type QmpEventListener = (event: QmpEvent) => void;

@@ -1,4 +1,5 @@
 import { isSandboxVmmError, OperationAbortedError, OperationTimeoutError } from '../errors.ts';
+import { MAX_TIMER_MS, startTimeout } from './timeout.ts';
 
 /** What every long operation accepts. */
 export interface OperationOptions {
@@ -32,7 +33,8 @@ export class Deadline implements Disposable {
     this.signal = this.#controller.signal;
     this.#parent = options.signal;
     this.#onParentAbort = () => {
-      this.#controller.abort(new OperationAbortedError(operation, { cause: this.#parent?.reason }));
+      // A reason that already is one of ours (a parent deadline's, a VM stopping) stays as it is.
+      this.#controller.abort(abortError(operation, this.#parent as AbortSignal));
     };
     if (this.#parent?.aborted) {
       this.#onParentAbort();
@@ -46,11 +48,8 @@ export class Deadline implements Disposable {
       this.#linked.push({ signal, onAbort });
     }
     const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
-    if (timeoutMs !== undefined && Number.isFinite(timeoutMs) && !this.signal.aborted) {
-      this.#timer = setTimeout(() => {
-        this.#controller.abort(new OperationTimeoutError(operation, timeoutMs));
-      }, timeoutMs);
-      this.#timer.unref();
+    if (timeoutMs !== undefined && !this.signal.aborted) {
+      this.#timer = startTimeout(timeoutMs, () => this.#controller.abort(new OperationTimeoutError(operation, timeoutMs)));
     }
   }
 
@@ -128,13 +127,17 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
       return;
     }
     const onAbort = () => {
-      clearTimeout(timer);
+      if (timer) clearTimeout(timer);
       reject(signal?.reason as Error);
     };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
+    // Beyond what a timer can wait, the sleep lasts until aborted (a timer would fire at once).
+    const timer =
+      ms > MAX_TIMER_MS
+        ? undefined
+        : setTimeout(() => {
+            signal?.removeEventListener('abort', onAbort);
+            resolve();
+          }, ms);
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }

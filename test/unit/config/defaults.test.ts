@@ -17,7 +17,7 @@ describe('sandbox config defaults', () => {
       memory: { bootMiB: 2048, maxMiB: 2048, hotplug: 'none', slots: 8, backing: { type: 'anonymous' }, prealloc: false },
       console: { socket: true },
       devices: [],
-      hotplug: { rootPorts: 2 },
+      hotplug: { rootPorts: 2, tcgVcpuUnplug: false },
       hardening: { seccomp: true, user: 'auto' },
       runtime: { qemuPath: 'qemu-system-x86_64', detached: false },
     });

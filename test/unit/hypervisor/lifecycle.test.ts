@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Lifecycle } from '../../../src/hypervisor/lifecycle.ts';
+import { Deadline } from '../../../src/util/deadline.ts';
 import { InvalidStateError, VmExitedError, VmStoppingError } from '../../../src/hypervisor/errors.ts';
 import { OperationAbortedError, OperationTimeoutError } from '../../../src/errors.ts';
 
@@ -90,5 +91,23 @@ describe('Lifecycle deadlines and the operation’s own errors', () => {
   it('cuts off an operation that ignores its deadline with the deadline’s error', async () => {
     const lifecycle = new Lifecycle();
     await expect(lifecycle.run('check', ['created'], { timeoutMs: 20 }, undefined, never)).rejects.toBeInstanceOf(OperationTimeoutError);
+  });
+});
+
+describe('Deadline', () => {
+  it('treats a timeout beyond what a timer can wait as no bound, instead of firing at once', async () => {
+    const deadline = new Deadline('long', { timeoutMs: 2 ** 31 });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(deadline.signal.aborted).toBe(false);
+    deadline.dispose();
+  });
+
+  it('keeps a parent reason that already is a typed error', () => {
+    const parent = new AbortController();
+    const stopping = new VmStoppingError('resizeMemory');
+    parent.abort(stopping);
+    const deadline = new Deadline('resizeMemory', { signal: parent.signal });
+    expect(deadline.signal.reason).toBe(stopping);
+    deadline.dispose();
   });
 });

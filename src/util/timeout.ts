@@ -1,5 +1,5 @@
 // Node's timers cannot wait longer than 2^31-1 ms: a longer delay fires after 1 ms instead.
-const MAX_TIMER_MS = 2 ** 31 - 1;
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * An unref'd timer calling `onTimeout` after `ms`, or none when `ms` is not finite or is beyond
