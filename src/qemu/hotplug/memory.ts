@@ -2,6 +2,7 @@
 // the guest to plug or unplug it; DIMMs only grow, one pc-dimm per step, in steps small enough for
 // the guest to online (its memmap must fit in the memory it already has).
 import { OperationTimeoutError } from '../../errors.ts';
+import { sleep } from '../../util/deadline.ts';
 import { HotplugError, ResizeIncompleteError } from '../../hypervisor/errors.ts';
 import { assertDeviceChangesSafe, assertMemoryTarget, dimmSteps, noFreeDimmSlot, virtioMemRequestBytes } from '../../hypervisor/resources.ts';
 import type { MemoryResizeResult } from '../../hypervisor/types.ts';
@@ -13,6 +14,11 @@ import type { HotpluggedDimm } from './state.ts';
 export { DIMM_STEP_FACTOR } from '../../hypervisor/resources.ts';
 
 const MiB = 1024 * 1024;
+/**
+ * QEMU sends MEMORY_DEVICE_SIZE_CHANGE at most once a second per device, so the event alone can lag
+ * the guest by up to a second: between events the plugged size is read this often.
+ */
+const SIZE_POLL_MS = 100;
 
 export function currentMemoryMiB(ctx: Pick<HotplugContext, 'config' | 'state'>): number {
   const { bootMiB, hotplug } = ctx.config.memory;
@@ -49,7 +55,10 @@ async function resizeVirtioMem(ctx: HotplugContext, targetMiB: number): Promise<
     ctx.state.virtioMemMiB = requestedBytes / MiB;
     if (Number.isNaN(plugged)) plugged = Number(await ctx.qmp.execute('qom-get', { path: VIRTIO_MEM_ID, property: 'size' }, within(ctx)));
     while (plugged !== requestedBytes) {
-      await ctx.deadline.race(new Promise<void>((resolve) => (wake = resolve)));
+      const woken = await ctx.deadline.race(
+        Promise.race([new Promise<boolean>((resolve) => (wake = () => resolve(true))), sleep(SIZE_POLL_MS).then(() => false)]),
+      );
+      if (!woken) plugged = Number(await ctx.qmp.execute('qom-get', { path: VIRTIO_MEM_ID, property: 'size' }, within(ctx)));
     }
   } catch (error) {
     if (!(error instanceof OperationTimeoutError)) throw error;
