@@ -33,7 +33,7 @@ import type {
 } from '../hypervisor/types.ts';
 import { QmpClient, QmpConnectError, QmpDisconnectedError, QmpProtocolError, type QmpEvent, type RunState } from '../qmp/index.ts';
 import { buildQemuArgv } from './argv/index.ts';
-import { AdoptedProcess, killAndWait, SpawnedProcess, type DropPrivileges, type VmmProcess } from './process/vmm-process.ts';
+import { AdoptedProcess, killAndWait, SpawnedProcess, type DropPrivileges, type ProcessExit, type VmmProcess } from './process/vmm-process.ts';
 import { isProcessAlive } from './process/proc-fs.ts';
 import { createRuntimeDir, defaultRuntimeBase, removeRuntimeDir, resolveQemuUser } from './runtime-dir.ts';
 import { MAX_SOCKET_PATH_BYTES, runtimePaths, type RuntimePaths } from './runtime-paths.ts';
@@ -251,8 +251,7 @@ export class QemuHypervisor implements Hypervisor {
     });
     void proc.exited.then(async (exit) => {
       if (this.#expectingExit) return;
-      const info: VmExitInfo = { expected: false, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
-      if (this.#helperFailure) info.reason = this.#helperFailure;
+      const info: VmExitInfo = { expected: false, ...this.#exitDetails(proc, exit) };
       this.#exitInfo = info;
       this.#log.error(info, 'qemu exited unexpectedly');
       this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
@@ -550,7 +549,14 @@ export class QemuHypervisor implements Hypervisor {
     // QMP drops a moment before the exit is reaped: give the reaper a short while to catch up.
     const exit = await Promise.race([proc.exited, sleep(EXIT_GRACE_MS).then(() => undefined)]);
     if (!exit) return error;
-    return new VmExitedError(operation, { ...exit, stderrTail: proc.stderrTail(), cause: error });
+    return new VmExitedError(operation, { ...this.#exitDetails(proc, exit), cause: error });
+  }
+
+  /** How QEMU ended, as every path that reports an unexpected exit tells it. */
+  #exitDetails(proc: VmmProcess, exit: ProcessExit): Omit<VmExitInfo, 'expected'> {
+    const details: Omit<VmExitInfo, 'expected'> = { exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
+    if (this.#helperFailure) details.reason = this.#helperFailure;
+    return details;
   }
 
   #saveState(paused = this.state === 'paused'): void {
