@@ -115,7 +115,7 @@ async function startFigure(): Promise<{ start: Comparison; stop: Comparison }> {
   );
   let i = 0;
   let j = 0;
-  const stop = await compare(stopLib.length, async () => stopLib[i++] ?? Number.NaN, async () => stopRaw[j++] ?? Number.NaN);
+  const stop = await compare(stopLib.length, () => Promise.resolve(stopLib[i++] ?? Number.NaN), () => Promise.resolve(stopRaw[j++] ?? Number.NaN));
   return { start, stop };
 }
 
@@ -252,7 +252,7 @@ async function hotplugFigures(b: Booted, scratch: string): Promise<Record<string
   const pair = (lib: number[], raw: number[]) => {
     let i = 0;
     let j = 0;
-    return compare(lib.length, async () => lib[i++] ?? Number.NaN, async () => raw[j++] ?? Number.NaN);
+    return compare(lib.length, () => Promise.resolve(lib[i++] ?? Number.NaN), () => Promise.resolve(raw[j++] ?? Number.NaN));
   };
   return {
     'hotplug block (add)': await pair(addLib, addRaw),

@@ -102,12 +102,12 @@ async function main(): Promise<void> {
     await agent.close();
     agent = undefined;
     await timed('stopVM', () => vm.stopVM(), () => `state ${vm.state}`);
-    await timed('nothing left behind', async () => {
+    await timed('nothing left behind', () => {
       const leftovers: string[] = [];
       if (pid !== undefined && isProcessAlive(pid)) leftovers.push(`QEMU ${pid} alive`);
       if (existsSync(dir)) leftovers.push(`${dir} exists`);
-      if (leftovers.length > 0) throw new Error(leftovers.join(', '));
-      return 'no QEMU process, no runtime directory';
+      if (leftovers.length > 0) return Promise.reject(new Error(leftovers.join(', ')));
+      return Promise.resolve('no QEMU process, no runtime directory');
     }, (s) => s);
     printTable();
   } finally {

@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import type { Logger } from '../util/logger.ts';
 import { silentLogger } from '../util/logger.ts';
 import { Deadline, sleep, type OperationOptions } from '../util/deadline.ts';
-import { isSandboxVmmError } from '../errors.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import {
   AttachError,
@@ -131,7 +130,15 @@ export class QemuHypervisor implements Hypervisor {
 
   // ---------------------------------------------------------------- lifecycle
 
-  async createVM(input: SandboxConfigInput, _options?: OperationOptions): Promise<void> {
+  /** Synchronous work, behind the interface's promise: a bad config rejects, it never throws. */
+  createVM(input: SandboxConfigInput, _options?: OperationOptions): Promise<void> {
+    return new Promise((resolve) => {
+      this.#create(input);
+      resolve();
+    });
+  }
+
+  #create(input: SandboxConfigInput): void {
     this.#lifecycle.require('createVM', ['created']);
     if (this.#config) throw new InvalidStateError('createVM', this.state, [], ONE_VM_PER_INSTANCE);
     const config = parseSandboxConfig(input);

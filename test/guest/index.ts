@@ -83,7 +83,7 @@ export class GuestAgent {
           s.once('error', reject);
         });
       } catch (error) {
-        if (Date.now() > end) throw new Error(`cannot connect to the guest agent at ${socketPath}: ${(error as Error).message}`);
+        if (Date.now() > end) throw new Error(`cannot connect to the guest agent at ${socketPath}`, { cause: error });
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     }
@@ -199,6 +199,6 @@ function countRanges(list: string): number {
   if (!list) return 0;
   return list.split(',').reduce((sum, part) => {
     const [from, to] = part.split('-').map(Number);
-    return sum + (to === undefined ? 1 : (to as number) - (from as number) + 1);
+    return sum + (to === undefined ? 1 : to - (from ?? to) + 1);
   }, 0);
 }

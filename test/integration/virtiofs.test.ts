@@ -12,7 +12,7 @@ import type { SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
 import type { VmExitInfo } from '../../src/hypervisor/types.ts';
 import { connectAgent, guestConfig, scratchDir } from './helpers/sandbox.ts';
 
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
+const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });

@@ -9,7 +9,7 @@ const never = () => new Promise<never>(() => {});
 describe('Lifecycle', () => {
   it('rejects an operation in a state that does not allow it, naming the state', async () => {
     const lifecycle = new Lifecycle();
-    const error = await lifecycle.run('pauseVM', ['running'], {}, undefined, async () => 1).catch((e: unknown) => e);
+    const error = await lifecycle.run('pauseVM', ['running'], {}, undefined, () => Promise.resolve(1)).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InvalidStateError);
     expect((error as InvalidStateError).state).toBe('created');
     expect((error as Error).message).toBe('pauseVM is not allowed while the VM is created (allowed: running)');
@@ -56,7 +56,7 @@ describe('Lifecycle', () => {
     expect(ea).toBeInstanceOf(VmStoppingError);
     expect((ea as Error).message).toContain('hotplugAddDevice');
     expect((eb as Error).message).toContain('resizeMemory');
-    await expect(lifecycle.run('check', ['created'], {}, undefined, async () => 1)).rejects.toBeInstanceOf(VmStoppingError);
+    await expect(lifecycle.run('check', ['created'], {}, undefined, () => Promise.resolve(1))).rejects.toBeInstanceOf(VmStoppingError);
   });
 
   it('can interrupt with another error, e.g. the hypervisor having exited', async () => {
@@ -71,7 +71,7 @@ describe('Lifecycle', () => {
   it('passes the result through and removes its listeners', async () => {
     const lifecycle = new Lifecycle();
     const controller = new AbortController();
-    expect(await lifecycle.run('x', ['created'], { signal: controller.signal, timeoutMs: 1000 }, undefined, async () => 42)).toBe(42);
+    expect(await lifecycle.run('x', ['created'], { signal: controller.signal, timeoutMs: 1000 }, undefined, () => Promise.resolve(42))).toBe(42);
   });
 });
 
