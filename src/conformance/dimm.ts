@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import type { DeviceRemovalTimeoutError, ResourceLimitError } from '../hypervisor/errors.ts';
 import { rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
-import { assertCapabilitiesFollowConfig, assertStoppedAndClean } from './lifecycle.ts';
+import { assertCapabilitiesFollowConfig } from './lifecycle.ts';
 import type { ConformanceTestApi } from './options.ts';
 import { SharedVm } from './shared-vm.ts';
 
@@ -18,8 +18,7 @@ export function defineDimmTests(t: ConformanceTestApi, h: Harness): void {
   const ms = h.timeouts.testMs;
   const shared = new SharedVm(h, spec);
   const memory = h.options.guest?.memoryMiB?.bind(h.options.guest);
-  t.beforeAll?.(async () => void (await shared.get()), ms);
-  t.afterAll?.(() => shared.dispose(), ms);
+  shared.registerHooks(t);
 
   t.it('DIMMs grow in 128 MiB blocks, one slot each, never shrink, and run out of slots with NoFreeSlotError', async () => {
     const vm = await shared.get();
@@ -69,10 +68,5 @@ export function defineDimmTests(t: ConformanceTestApi, h: Harness): void {
     assert.equal(vm.devices().find((d) => d.id === 'conformance-stuck'), undefined);
   }, ms);
 
-  t.it('stopping the VM leaves nothing behind', async () => {
-    const vm = await shared.get();
-    await shared.dispose();
-    assertStoppedAndClean(vm);
-    assert.equal(vm.exitInfo?.expected, true);
-  }, ms);
+  shared.defineStopTest(t);
 }

@@ -8,7 +8,7 @@ import { DEVICE_TYPES, HOTPLUGGABLE_DEVICE_TYPES } from '../hypervisor/config/in
 import type { HotplugError, NoFreeSlotError, ResourceLimitError } from '../hypervisor/errors.ts';
 import type { HotplugDevice, HotplugResult, Hypervisor } from '../hypervisor/types.ts';
 import { assertCode, COLD_DEVICE_ID, range, rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
-import { assertCapabilitiesFollowConfig, assertStoppedAndClean } from './lifecycle.ts';
+import { assertCapabilitiesFollowConfig } from './lifecycle.ts';
 import type { ConformanceTestApi } from './options.ts';
 import { SharedVm } from './shared-vm.ts';
 
@@ -35,8 +35,7 @@ export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
   const ms = h.timeouts.testMs;
   const shared = new SharedVm(h, spec);
   const probes = h.options.guest ?? {};
-  t.beforeAll?.(async () => void (await shared.get()), ms);
-  t.afterAll?.(() => shared.dispose(), ms);
+  shared.registerHooks(t);
 
   const add = async (vm: Hypervisor, id: string, extra: Partial<HotplugDevice> = {}): Promise<HotplugResult> =>
     vm.hotplugAddDevice({ type: 'block', id, path: await h.disk(id), ...extra } as HotplugDevice, h.op());
@@ -167,10 +166,5 @@ export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
     }, ms);
   }
 
-  t.it('stopping the VM leaves nothing behind', async () => {
-    const vm = await shared.get();
-    await shared.dispose();
-    assertStoppedAndClean(vm);
-    assert.equal(vm.exitInfo?.expected, true);
-  }, ms);
+  shared.defineStopTest(t);
 }

@@ -1,7 +1,10 @@
 // One VM for a group of tests that build on each other's clean-up (hotplug, resize): booted once,
 // by beforeAll when the framework has it, else by the first test that needs it.
+import assert from 'node:assert/strict';
 import type { Hypervisor, HypervisorEvent } from '../hypervisor/types.ts';
 import { recordEvents, type Harness, type VmSpec } from './harness.ts';
+import { assertStoppedAndClean } from './lifecycle.ts';
+import type { ConformanceTestApi } from './options.ts';
 
 export class SharedVm {
   readonly #harness: Harness;
@@ -37,5 +40,26 @@ export class SharedVm {
   /** Stops the VM if it was made (idempotent, so afterAll can call it after the last test did). */
   async dispose(): Promise<void> {
     if (this.#vm) await this.#harness.dispose(this.#vm);
+  }
+
+  /** Boots the VM before the group's tests (where the framework has beforeAll) and stops it after. */
+  registerHooks(t: ConformanceTestApi): void {
+    const ms = this.#harness.timeouts.testMs;
+    t.beforeAll?.(async () => void (await this.get()), ms);
+    t.afterAll?.(() => this.dispose(), ms);
+  }
+
+  /** The group's last test: stopping its VM leaves nothing behind. */
+  defineStopTest(t: ConformanceTestApi): void {
+    t.it(
+      'stopping the VM leaves nothing behind',
+      async () => {
+        const vm = await this.get();
+        await this.dispose();
+        assertStoppedAndClean(vm);
+        assert.equal(vm.exitInfo?.expected, true);
+      },
+      this.#harness.timeouts.testMs,
+    );
   }
 }

@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import type { DeviceRemovalTimeoutError, ResourceLimitError } from '../hypervisor/errors.ts';
 import { rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
-import { assertStoppedAndClean } from './lifecycle.ts';
 import type { ConformanceTestApi } from './options.ts';
 import { SharedVm } from './shared-vm.ts';
 
@@ -16,8 +15,7 @@ export function defineVcpuTests(t: ConformanceTestApi, h: Harness): void {
   const ms = h.timeouts.testMs;
   const shared = new SharedVm(h, spec);
   const online = h.options.guest?.onlineCpus?.bind(h.options.guest);
-  t.beforeAll?.(async () => void (await shared.get()), ms);
-  t.afterAll?.(() => shared.dispose(), ms);
+  shared.registerHooks(t);
 
   t.it('vCPUs are added within the limits, and seen by getThreadIds and the guest', async () => {
     const vm = await shared.get();
@@ -59,10 +57,5 @@ export function defineVcpuTests(t: ConformanceTestApi, h: Harness): void {
     assert.deepEqual(await vm.resizeVCPUs(1, h.op()), { previous: 1, current: 1 });
   }, ms);
 
-  t.it('stopping the VM leaves nothing behind', async () => {
-    const vm = await shared.get();
-    await shared.dispose();
-    assertStoppedAndClean(vm);
-    assert.equal(vm.exitInfo?.expected, true);
-  }, ms);
+  shared.defineStopTest(t);
 }

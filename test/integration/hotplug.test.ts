@@ -1,5 +1,5 @@
 // Hotplug and resize on the real default guest under TCG, each proven from inside the guest.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import {
   DeviceExistsError,
@@ -12,7 +12,7 @@ import {
   UnsupportedOperationError,
 } from '../../src/hypervisor/errors.ts';
 import type { GuestAgent } from '../guest/index.ts';
-import { connectAgent, createTap, guestConfig, qcow2Disk, rawDisk, scratchDir } from './helpers/sandbox.ts';
+import { createTap, guestConfig, guestPerSuite, qcow2Disk, rawDisk, scratchDir } from './helpers/sandbox.ts';
 
 /** Retries until the guest reflects a change (it reacts to hotplug asynchronously). */
 async function eventually<T>(fn: () => Promise<T>, check: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {
@@ -42,20 +42,12 @@ describe('hotplug on a running guest (virtio-mem)', () => {
   const removeTaps: (() => void)[] = [];
   let vm: QemuHypervisor;
   let agent: GuestAgent;
-
-  beforeAll(async () => {
-    vm = new QemuHypervisor({ deviceRemovalTimeoutMs: 15_000 });
-    await vm.createVM(guestConfig({ cpus: { boot: 1, max: 3 }, hotplug: { rootPorts: 4 } }));
-    await vm.startVM();
-    agent = await connectAgent(vm);
-  });
-
-  afterAll(async () => {
-    await agent?.close();
-    await vm?.stopVM();
-    for (const remove of removeTaps) remove();
-    scratch.remove();
-  });
+  guestPerSuite(
+    guestConfig({ cpus: { boot: 1, max: 3 }, hotplug: { rootPorts: 4 } }),
+    { deviceRemovalTimeoutMs: 15_000 },
+    (booted) => ({ vm, agent } = booted),
+    [() => removeTaps.forEach((remove) => remove()), scratch.remove],
+  );
 
   it('a hot-added raw virtio-blk disk appears in the guest with the host marker, and is gone after removal', async () => {
     const before = await guestDisks(agent);
@@ -199,19 +191,12 @@ describe('vCPU removal under tcg, opted in (hotplug.tcgVcpuUnplug)', () => {
   const scratch = scratchDir();
   let vm: QemuHypervisor;
   let agent: GuestAgent;
-
-  beforeAll(async () => {
-    vm = new QemuHypervisor({ deviceRemovalTimeoutMs: 30_000 });
-    await vm.createVM(guestConfig({ cpus: { boot: 1, max: 3 }, hotplug: { rootPorts: 2, tcgVcpuUnplug: true } }));
-    await vm.startVM();
-    agent = await connectAgent(vm);
-  });
-
-  afterAll(async () => {
-    await agent?.close();
-    await vm?.stopVM();
-    scratch.remove();
-  });
+  guestPerSuite(
+    guestConfig({ cpus: { boot: 1, max: 3 }, hotplug: { rootPorts: 2, tcgVcpuUnplug: true } }),
+    { deviceRemovalTimeoutMs: 30_000 },
+    (booted) => ({ vm, agent } = booted),
+    [scratch.remove],
+  );
 
   it('the online CPU count in the guest follows resizeVCPUs up and down', async () => {
     expect(vm.capabilities().cpuHotUnplug).toBe(true);
@@ -241,19 +226,12 @@ describe('DIMM memory and removals the guest does not complete', () => {
   const scratch = scratchDir();
   let vm: QemuHypervisor;
   let agent: GuestAgent;
-
-  beforeAll(async () => {
-    vm = new QemuHypervisor({ deviceRemovalTimeoutMs: 1_500 });
-    await vm.createVM(guestConfig({ memory: { bootMiB: 256, maxMiB: 1024, hotplug: 'dimm', slots: 4 }, hotplug: { rootPorts: 1 } }));
-    await vm.startVM();
-    agent = await connectAgent(vm);
-  });
-
-  afterAll(async () => {
-    await agent?.close();
-    await vm?.stopVM();
-    scratch.remove();
-  });
+  guestPerSuite(
+    guestConfig({ memory: { bootMiB: 256, maxMiB: 1024, hotplug: 'dimm', slots: 4 }, hotplug: { rootPorts: 1 } }),
+    { deviceRemovalTimeoutMs: 1_500 },
+    (booted) => ({ vm, agent } = booted),
+    [scratch.remove],
+  );
 
   it('grows with pc-dimm (the guest onlines it) and refuses to shrink', async () => {
     const baseKiB = await agent.memTotalKiB();

@@ -299,6 +299,30 @@ describe('process boundaries', () => {
     expect(isProcessAlive(pid)).toBe(false);
   });
 
+  it('hotplug state survives re-attach: plugged devices, their ports and what may be removed', async () => {
+    const scratch = scratchDir();
+    cleanups.push(scratch.remove);
+    const { child, runtimeDir, pid } = await startOwner(guestConfig({ runtime: { detached: true } }), 'exit');
+    await new Promise((resolve) => child.on('exit', resolve));
+    cleanups.push(() => {
+      if (isProcessAlive(pid)) process.kill(pid, 'SIGKILL');
+    });
+    const first = await QemuHypervisor.attach(runtimeDir);
+    expect(await first.hotplugAddDevice({ type: 'block', id: 'kept', path: rawDisk(scratch.dir, 'kept.img', 'K') })).toMatchObject({ bus: 'rp0' });
+    await first.detach();
+    const second = track(await QemuHypervisor.attach(runtimeDir));
+    expect(second.devices().find((d) => d.id === 'kept')).toMatchObject({ hotplugged: true, bus: 'rp0' });
+    // The port it holds is not handed out again, and it can be removed by its new owner.
+    expect(await second.hotplugAddDevice({ type: 'block', id: 'new', path: rawDisk(scratch.dir, 'new.img', 'N') })).toMatchObject({ bus: 'rp1' });
+    const agent = trackAgent(await connectAgent(second));
+    expect((await agent.runOk('ls /sys/block')).trim().split(/\s+/).sort()).toEqual(['vda', 'vdb']);
+    await second.hotplugRemoveDevice('kept');
+    expect(second.devices().find((d) => d.id === 'kept')).toBeUndefined();
+    await agent.close();
+    await second.stopVM();
+    expect(isProcessAlive(pid)).toBe(false);
+  });
+
   it('refuses to attach to a directory whose QEMU is gone', async () => {
     const scratch = scratchDir();
     cleanups.push(scratch.remove);

@@ -3,7 +3,8 @@ import { execFileSync } from 'node:child_process';
 import { chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
-import type { QemuHypervisor } from '../../../src/qemu/qemu-hypervisor.ts';
+import { afterAll, beforeAll } from 'vitest';
+import { QemuHypervisor, type QemuHypervisorOptions } from '../../../src/qemu/qemu-hypervisor.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
 import { GuestAgent, guestAssets } from '../../guest/index.ts';
 
@@ -80,5 +81,31 @@ export function livePids(pids: number[]): number[] {
     } catch {
       return false;
     }
+  });
+}
+
+/**
+ * One booted guest shared by a describe block: created, started and connected to in beforeAll
+ * (handed to `onBooted`), and in afterAll its agent closed, the VM stopped, then `cleanups` run.
+ */
+export function guestPerSuite(
+  config: SandboxConfigInput,
+  options: QemuHypervisorOptions,
+  onBooted: (booted: { vm: QemuHypervisor; agent: GuestAgent }) => void,
+  cleanups: (() => void)[] = [],
+): void {
+  let vm: QemuHypervisor | undefined;
+  let agent: GuestAgent | undefined;
+  beforeAll(async () => {
+    vm = new QemuHypervisor(options);
+    await vm.createVM(config);
+    await vm.startVM();
+    agent = await connectAgent(vm);
+    onBooted({ vm, agent });
+  });
+  afterAll(async () => {
+    await agent?.close();
+    await vm?.stopVM();
+    for (const cleanup of cleanups) cleanup();
   });
 }

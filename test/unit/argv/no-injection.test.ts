@@ -6,7 +6,7 @@ import { parseSandboxConfig, type SandboxConfigInput } from '../../../src/hyperv
 import { buildQemuArgv } from '../../../src/qemu/argv/index.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
 import { IMPLIED_KEY, parseOptionString, splitArgv, VERBATIM_FLAGS } from '../../helpers/qemu-options.ts';
-import { randomString, seededRandom } from './random.ts';
+import { randomString, seededRandom } from '../../helpers/random.ts';
 
 /** Slots for free-form strings; each placeholder is a plain word in the baseline. */
 const SLOTS = ['kernel', 'initrd', 'param', 'backing', 'log', 'disk', 'scsi', 'share', 'vfs', 'rng', 'runtime'] as const;

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { escapeOptionValue, renderOptions, UnsafeOptionValueError } from '../../../src/qemu/argv/qemu-opts.ts';
 import { parseOptionString, splitOptionString } from '../../helpers/qemu-options.ts';
-import { randomString, seededRandom } from './random.ts';
+import { randomString, seededRandom } from '../../helpers/random.ts';
 
 describe('escapeOptionValue', () => {
   it('doubles every comma and leaves everything else as it is', () => {

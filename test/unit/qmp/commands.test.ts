@@ -6,18 +6,8 @@ import { OperationAbortedError, SandboxVmmError } from '../../../src/errors.ts';
 import { QmpCommandError, QmpTimeoutError } from '../../../src/qmp/index.ts';
 import { NO_REPLY, QmpErrorReply, type ReceivedCommand } from '../../helpers/fake-qmp-server.ts';
 import { rejection, settleIo, startPair, track } from './harness.ts';
+import { seededRandom } from '../../helpers/random.ts';
 
-/** A small seeded PRNG (mulberry32), so that a shuffle is the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function shuffle<T>(items: T[], random: () => number): T[] {
   const copy = [...items];
@@ -67,7 +57,7 @@ describe('QmpClient.execute', () => {
     const results = Array.from({ length: 1000 }, (_, n) => client.execute('echo', { n }));
     while (received.length < 1000) await settleIo(1);
     expect(client.pendingCount).toBe(1000);
-    const replies = shuffle(received, prng(1000)).map((c) => JSON.stringify({ return: { n: c.arguments?.['n'] }, id: c.id }));
+    const replies = shuffle(received, seededRandom(1000)).map((c) => JSON.stringify({ return: { n: c.arguments?.['n'] }, id: c.id }));
     // In several chunks, as a busy QEMU would send them.
     for (let i = 0; i < replies.length; i += 64) server.sendRaw(`${replies.slice(i, i + 64).join('\r\n')}\r\n`);
     const values = await Promise.all(results);

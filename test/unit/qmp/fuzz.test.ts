@@ -13,6 +13,7 @@ import { isSandboxVmmError } from '../../../src/errors.ts';
 import { QmpClient, QmpCommandError, type ArmedEvent, type QmpEvent } from '../../../src/qmp/index.ts';
 import { DEFAULT_GREETING, FakeQmpServer, NO_REPLY, type ReceivedCommand } from '../../helpers/fake-qmp-server.ts';
 import { QMP_ERROR_CODES, track, type Outcome } from './harness.ts';
+import { seededRandom } from '../../helpers/random.ts';
 
 const SEED = Number(process.env['QMP_FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 32));
 const ITERATIONS = Number(process.env['QMP_FUZZ_ITERATIONS'] ?? 4000);
@@ -23,17 +24,6 @@ const ERROR_CLASSES = ['GenericError', 'CommandNotFound', 'DeviceNotFound', 'KVM
 /** Far beyond the ids a client reaches in one round. */
 const NEVER_ISSUED = 1_000_000;
 
-/** mulberry32: small, fast, and the same sequence for the same seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Dice {
   constructor(readonly random: () => number) {}
@@ -395,7 +385,7 @@ describe('QMP client fuzzing', () => {
   }
 
   it(`survives ${ITERATIONS} rounds with a hostile peer (seed ${SEED})`, { timeout: 60_000 }, async () => {
-    const dice = new Dice(prng(SEED));
+    const dice = new Dice(seededRandom(SEED));
     for (let i = 0; i < ITERATIONS; i++) {
       try {
         await iteration(dice);
