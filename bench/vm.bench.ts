@@ -46,10 +46,17 @@ interface RawVm {
 }
 
 let rawCounter = 0;
-const rawBase = mkdtempSync('/tmp/svmm-raw-');
-chownSync(rawBase, 0, 0);
-// Traversable by the unprivileged QEMU, as the library makes its runtime base (mode 0711).
-chmodSync(rawBase, 0o711);
+let rawBaseDir: string | undefined;
+
+/** Where the raw baseline's VMs live, made on first use (importing this module creates nothing). */
+function rawBase(): string {
+  if (rawBaseDir === undefined) {
+    rawBaseDir = mkdtempSync('/tmp/svmm-raw-');
+    // Traversable by the unprivileged QEMU, as the library makes its runtime base (mode 0711).
+    chmodSync(rawBaseDir, 0o711);
+  }
+  return rawBaseDir;
+}
 
 /** The same file and argv the library spawns (setpriv included), computed up front as data. */
 function rawCommand(input: SandboxConfigInput, dir: string): string[] {
@@ -59,7 +66,7 @@ function rawCommand(input: SandboxConfigInput, dir: string): string[] {
 }
 
 async function rawStart(command: (dir: string) => string[], run: boolean): Promise<RawVm> {
-  const dir = join(rawBase, String(rawCounter++));
+  const dir = join(rawBase(), String(rawCounter++));
   mkdirSync(dir, { mode: 0o700 });
   chownSync(dir, NOBODY.uid, NOBODY.gid);
   const child = spawn('setpriv', command(dir), { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -440,6 +447,6 @@ export async function run(): Promise<void> {
     console.log(`\nwrote ${path} and vm.svg`);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
-    rmSync(rawBase, { recursive: true, force: true });
+    if (rawBaseDir) rmSync(rawBaseDir, { recursive: true, force: true });
   }
 }

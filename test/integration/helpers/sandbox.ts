@@ -34,10 +34,21 @@ export async function connectAgent(vm: QemuHypervisor, timeoutMs = 60_000): Prom
 }
 
 /** A short scratch directory (socket paths must stay under 108 bytes) QEMU's user can read. */
-export function scratchDir(): { dir: string; remove: () => void } {
-  const dir = mkdtempSync('/tmp/svmm-');
-  chownSync(dir, QEMU_UID, QEMU_GID);
-  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+export function scratchDir(): { readonly dir: string; remove: () => void } {
+  // Made on first use: a describe block skipped by a filter never runs its afterAll to remove it.
+  let dir: string | undefined;
+  return {
+    get dir() {
+      if (dir === undefined) {
+        dir = mkdtempSync('/tmp/svmm-');
+        chownSync(dir, QEMU_UID, QEMU_GID);
+      }
+      return dir;
+    },
+    remove: () => {
+      if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** A raw disk image whose first bytes are `marker`, owned by QEMU's user. */
