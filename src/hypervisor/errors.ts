@@ -24,7 +24,8 @@ export interface ExitDetails {
   reason?: string | undefined;
 }
 
-function describeExit(details: ExitDetails): string {
+/** "was killed by SIGKILL", "exited with status 1"…, with the reason and stderr tail when known. */
+export function describeExit(details: ExitDetails): string {
   const how =
     details.signal !== undefined
       ? `was killed by ${details.signal}`

@@ -13,6 +13,7 @@ import {
   VmStartError,
   VmStoppingError,
   VmUnhealthyError,
+  describeExit,
 } from '../hypervisor/errors.ts';
 import { Lifecycle } from '../hypervisor/lifecycle.ts';
 import type {
@@ -35,7 +36,7 @@ import { buildQemuArgv } from './argv/index.ts';
 import { AdoptedProcess, killAndWait, SpawnedProcess, type DropPrivileges, type ProcessExit, type VmmProcess } from './process/vmm-process.ts';
 import { isProcessAlive } from './process/proc-fs.ts';
 import { createRuntimeDir, defaultRuntimeBase, removeRuntimeDir, resolveQemuUser } from './runtime-dir.ts';
-import { MAX_SOCKET_PATH_BYTES, runtimePaths, type RuntimePaths } from './runtime-paths.ts';
+import { checkSocketPaths, runtimePaths, type RuntimePaths } from './runtime-paths.ts';
 import { readStateFile, writeStateFile, STATE_FILE_VERSION } from './state-file.ts';
 import { emptyHotplugState, type HotplugState } from './hotplug/state.ts';
 import { hotplugDevice, unplugDevice } from './hotplug/devices.ts';
@@ -44,7 +45,6 @@ import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
 import { HelperSet } from './helpers/helper-set.ts';
 import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
-import { isManagedVirtioFs } from './helpers/virtiofsd.ts';
 
 export interface QemuHypervisorOptions {
   /** pino logger; each VM logs through a child carrying its id. Silent by default. */
@@ -411,7 +411,7 @@ export class QemuHypervisor implements Hypervisor {
   /** Health as Kata's monitor polls it: any failure to get a sane run state is a VmUnhealthyError. */
   async check(options?: OperationOptions): Promise<void> {
     if (this.#exitInfo && !this.#exitInfo.expected) {
-      throw new VmUnhealthyError(`the hypervisor exited (${describe(this.#exitInfo)})`);
+      throw new VmUnhealthyError(`the hypervisor ${describeExit(this.#exitInfo)}`);
     }
     let status: RunState;
     try {
@@ -592,26 +592,4 @@ export class QemuHypervisor implements Hypervisor {
 
 function isConnectionLoss(error: unknown): boolean {
   return error instanceof QmpDisconnectedError || error instanceof QmpConnectError || error instanceof QmpProtocolError;
-}
-
-function describe(info: VmExitInfo): string {
-  if (info.signal) return `killed by ${info.signal}`;
-  return info.exitCode === undefined ? 'exit status unknown' : `status ${info.exitCode}`;
-}
-
-/** Every unix socket QEMU will create must fit in sun_path. */
-function checkSocketPaths(config: SandboxConfig, paths: RuntimePaths, defaulted: boolean): void {
-  const sockets = [
-    paths.qmpSocket,
-    paths.consoleSocket,
-    ...config.devices.filter((d) => d.type === 'channel').map((d) => paths.channelSocket(d.id)),
-    ...config.devices.filter(isManagedVirtioFs).map((d) => paths.virtiofsSocket(d.id)),
-  ];
-  const tooLong = sockets.find((s) => Buffer.byteLength(s) > MAX_SOCKET_PATH_BYTES);
-  if (tooLong) {
-    const hint = defaulted ? ' (the default runtime directory is too deep here: set runtime.dir to a short path)' : '';
-    throw new ConfigError([
-      { path: 'runtime.dir', message: `socket path ${tooLong} is longer than ${MAX_SOCKET_PATH_BYTES} bytes${hint}` },
-    ]);
-  }
 }

@@ -1,4 +1,6 @@
 import { join } from 'node:path';
+import { ConfigError, MAX_SOCKET_PATH_BYTES, type SandboxConfig } from '../hypervisor/config/index.ts';
+import { isManagedVirtioFs } from './helpers/virtiofsd.ts';
 
 /** Every file a VM owns lives in one private runtime directory; these are their names. */
 export interface RuntimePaths {
@@ -29,5 +31,19 @@ export function runtimePaths(dir: string): RuntimePaths {
   };
 }
 
-/** sun_path holds 108 bytes including the trailing NUL. */
-export const MAX_SOCKET_PATH_BYTES = 107;
+/** Every unix socket QEMU will create must fit in sun_path. */
+export function checkSocketPaths(config: SandboxConfig, paths: RuntimePaths, defaulted: boolean): void {
+  const sockets = [
+    paths.qmpSocket,
+    paths.consoleSocket,
+    ...config.devices.filter((d) => d.type === 'channel').map((d) => paths.channelSocket(d.id)),
+    ...config.devices.filter(isManagedVirtioFs).map((d) => paths.virtiofsSocket(d.id)),
+  ];
+  const tooLong = sockets.find((s) => Buffer.byteLength(s) > MAX_SOCKET_PATH_BYTES);
+  if (tooLong) {
+    const hint = defaulted ? ' (the default runtime directory is too deep here: set runtime.dir to a short path)' : '';
+    throw new ConfigError([
+      { path: 'runtime.dir', message: `socket path ${tooLong} is longer than ${MAX_SOCKET_PATH_BYTES} bytes${hint}` },
+    ]);
+  }
+}
