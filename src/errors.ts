@@ -44,3 +44,17 @@ export class OperationAbortedError extends SandboxVmmError {
     this.operation = operation;
   }
 }
+
+/**
+ * The caller passed a value the library cannot take (a `timeoutMs` that is NaN, negative or not a
+ * number): a mistake to fix in the calling code, never a condition to retry. `argument` names the
+ * option.
+ */
+export class InvalidArgumentError extends SandboxVmmError {
+  readonly argument: string;
+
+  constructor(argument: string, problem: string, options: SandboxVmmErrorOptions = {}) {
+    super('INVALID_ARGUMENT', `invalid ${argument}: ${problem}`, options);
+    this.argument = argument;
+  }
+}

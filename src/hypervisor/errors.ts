@@ -210,3 +210,17 @@ export class HelperError extends SandboxVmmError {
     this.stderrTail = details.stderrTail;
   }
 }
+
+/**
+ * The hypervisor answered with something that is not what the command returns: a wrong shape, or
+ * values that cannot be true (a vCPU thread that is not one of the hypervisor's own). Nothing is
+ * done with such a reply; a runtime should treat the hypervisor as compromised or broken.
+ */
+export class InvalidReplyError extends SandboxVmmError {
+  readonly command: string;
+
+  constructor(command: string, problem: string, options: SandboxVmmErrorOptions = {}) {
+    super('INVALID_REPLY', `the hypervisor's reply to ${command} is invalid: ${problem}`, options);
+    this.command = command;
+  }
+}

@@ -6,11 +6,12 @@ import { isSandboxVmmError, OperationTimeoutError } from '../errors.ts';
 import { abortError, Deadline, type OperationOptions } from '../util/deadline.ts';
 import { silentLogger, type Logger } from '../util/logger.ts';
 import { QmpCommandError, QmpConnectError, QmpDisconnectedError, QmpProtocolError, QmpTimeoutError } from './errors.ts';
+import type { EventStreamOptions } from './event-stream.ts';
 import { EventHub, type ArmedEvent, type QmpEventListener, type WaitForEventOptions } from './events.ts';
 import { DEFAULT_MAX_LINE_BYTES, LineSplitter } from './framing.ts';
 import { ExitWatch, openSocket } from './open-socket.ts';
 import { parseGreeting, toEvent } from './messages.ts';
-import { startTimeout } from '../util/timeout.ts';
+import { resolveTimeoutMs, startTimeout } from '../util/timeout.ts';
 import type { QmpArgs, QmpCommandName, QmpEvent, QmpGreeting, QmpReturn } from './types.ts';
 
 export interface QmpConnectOptions extends OperationOptions {
@@ -21,7 +22,7 @@ export interface QmpConnectOptions extends OperationOptions {
    * polling a socket nobody will ever open.
    */
   exited?: Promise<unknown>;
-  /** Timeout of commands that are given none. Default 30 s. */
+  /** Timeout of commands that are given none. Default 30 s; Infinity for none. */
   commandTimeoutMs?: number;
   /** A line longer than this is a protocol error. Default 4 MiB. */
   maxLineBytes?: number;
@@ -31,7 +32,11 @@ export interface QmpConnectOptions extends OperationOptions {
 
 export interface QmpExecuteOptions {
   signal?: AbortSignal;
-  /** Overrides the client's command timeout; Infinity waits for as long as the connection lives. */
+  /**
+   * Overrides the client's command timeout; Infinity waits for as long as the connection lives.
+   * NaN, a negative number or a non-number rejects with InvalidArgumentError (INVALID_ARGUMENT)
+   * before anything is sent.
+   */
   timeoutMs?: number;
 }
 
@@ -78,6 +83,7 @@ export class QmpClient {
     this.#logger = options.logger ?? silentLogger;
     this.#splitter = new LineSplitter(options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES);
     this.#events = new EventHub(this.#logger);
+    // connect() has checked it.
     this.#commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     this.#closedPromise = new Promise((resolve) => socket.once('close', () => resolve()));
     this.#greetingReceived = new Promise((resolve, reject) => (this.#greetingWaiter = { resolve, reject }));
@@ -97,16 +103,20 @@ export class QmpClient {
 
   /**
    * Connects to QEMU's QMP socket, polling until it accepts (QEMU creates it a moment after it
-   * starts), then reads and checks the greeting and negotiates capabilities.
+   * starts), then reads and checks the greeting and negotiates capabilities. Rejects with
+   * InvalidArgumentError, before touching the socket, when `timeoutMs`, `defaultConnectTimeoutMs`
+   * or `commandTimeoutMs` is NaN, negative or not a number.
    */
   static async connect(socketPath: string, options: QmpConnectOptions = {}): Promise<QmpClient> {
-    const timeoutMs = options.timeoutMs ?? (options.signal ? undefined : (options.defaultConnectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS));
+    const commandTimeoutMs = resolveTimeoutMs(options.commandTimeoutMs, DEFAULT_COMMAND_TIMEOUT_MS, 'commandTimeoutMs');
+    const defaultConnectTimeoutMs = resolveTimeoutMs(options.defaultConnectTimeoutMs, DEFAULT_CONNECT_TIMEOUT_MS, 'defaultConnectTimeoutMs');
+    const timeoutMs = resolveTimeoutMs(options.timeoutMs, options.signal ? undefined : defaultConnectTimeoutMs);
     const deadline = new Deadline(`QMP connect to ${socketPath}`, { ...options, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
     const exit = new ExitWatch(socketPath, options.exited);
     let client: QmpClient | undefined;
     try {
       const socket = await openSocket(socketPath, deadline, exit);
-      client = new QmpClient(socketPath, socket, options);
+      client = new QmpClient(socketPath, socket, { ...options, commandTimeoutMs });
       // Promise.race subscribes to every promise, so whichever loses never goes unhandled.
       await Promise.race([client.#handshake(deadline.signal), deadline.expired(), exit.failure]);
       return client;
@@ -148,6 +158,12 @@ export class QmpClient {
   execute<C extends QmpCommandName>(command: C, ...rest: ExecuteRest<C>): Promise<QmpReturn<C>>;
   execute(command: string, args?: Record<string, unknown>, options?: QmpExecuteOptions): Promise<unknown>;
   execute(command: string, args?: object, options?: QmpExecuteOptions): Promise<unknown> {
+    let timeoutMs: number;
+    try {
+      timeoutMs = resolveTimeoutMs(options?.timeoutMs, this.#commandTimeoutMs);
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
     if (this.#disconnected) {
       return Promise.reject(new QmpDisconnectedError(this.#disconnected.message, { command, cause: this.#disconnected }));
     }
@@ -167,7 +183,6 @@ export class QmpClient {
       this.#write(line);
       const startedAt = this.#logger.isLevelEnabled('debug') ? performance.now() : 0;
       const entry: PendingCommand = { command, resolve, reject, startedAt, timer: undefined, signal, onAbort: undefined };
-      const timeoutMs = options?.timeoutMs ?? this.#commandTimeoutMs;
       entry.timer = startTimeout(timeoutMs, () => this.#settle(id, undefined, new QmpTimeoutError(command, timeoutMs)));
       if (signal) {
         entry.onAbort = () => this.#settle(id, undefined, abortError(`QMP command ${command}`, signal));
@@ -198,8 +213,12 @@ export class QmpClient {
   /**
    * Every event from the moment this is called (not from the first next()), until the connection
    * closes (buffered events are still served) or `signal` aborts (the iterator ends at once).
+   * Events not yet consumed are buffered up to a count and a byte budget (the size of the lines
+   * they came in), 10 000 events and 16 MiB by default; past either, the oldest are dropped and a
+   * warning is logged once. Throws InvalidArgumentError for a budget that is neither a positive
+   * integer nor Infinity.
    */
-  events(options: { signal?: AbortSignal } = {}): AsyncGenerator<QmpEvent, void, undefined> {
+  events(options: EventStreamOptions = {}): AsyncGenerator<QmpEvent, void, undefined> {
     return this.#events.iterate(options);
   }
 
@@ -251,7 +270,7 @@ export class QmpClient {
     }
   }
 
-  readonly #onLine = (line: string): void => {
+  readonly #onLine = (line: string, bytes: number): void => {
     // The lines after a protocol error in the same chunk are not to be trusted.
     if (this.#disconnected) return;
     let message: unknown;
@@ -261,17 +280,18 @@ export class QmpClient {
       this.#fail(new QmpProtocolError(`QEMU sent a line that is not JSON: ${preview(line)}`, { cause: error }));
       return;
     }
-    this.#dispatch(message, line);
+    this.#dispatch(message, line, bytes);
   };
 
-  #dispatch(message: unknown, line: string): void {
+  /** `bytes`: the line's size, which is what an event buffered for an iterator is counted as. */
+  #dispatch(message: unknown, line: string, bytes: number): void {
     if (typeof message !== 'object' || message === null || Array.isArray(message)) {
       this.#fail(new QmpProtocolError(`QEMU sent a line that is not a JSON object: ${preview(line)}`));
       return;
     }
     const m = message as Record<string, unknown>;
     if (typeof m['event'] === 'string') {
-      this.#events.emit(toEvent(m));
+      this.#events.emit(toEvent(m), bytes);
     } else if ('return' in m || 'error' in m) {
       this.#onReply(m, line);
     } else if ('QMP' in m) {

@@ -1,14 +1,37 @@
 // An async iterator over QMP events that listens from the moment it is created (an async generator
 // function would only subscribe at its first next(), losing the events sent in between).
+import { InvalidArgumentError } from '../errors.ts';
 import type { Logger } from '../util/logger.ts';
 import type { QmpEvent } from './types.ts';
 
 /** Events a stream holds for a slow consumer before it drops the oldest. */
 export const MAX_BUFFERED_EVENTS = 10_000;
 
+/**
+ * Bytes of events (counted as the size of the lines they came in) a stream holds for a slow
+ * consumer before it drops the oldest: with lines of up to 4 MiB, the count cap alone would let one
+ * stream hold about 40 GiB.
+ */
+export const MAX_BUFFERED_EVENT_BYTES = 16 * 1024 * 1024;
+
+export interface EventStreamOptions {
+  /** Ends the stream at once (what is buffered is dropped). */
+  signal?: AbortSignal;
+  /** Default MAX_BUFFERED_EVENTS. */
+  maxBufferedEvents?: number;
+  /**
+   * Default MAX_BUFFERED_EVENT_BYTES. The newest event is always kept, even one larger than this
+   * on its own.
+   */
+  maxBufferedBytes?: number;
+}
+
+/** An event with the size of the line it came in. */
+export type SizedEventListener = (event: QmpEvent, bytes: number) => void;
+
 /** What a stream needs from the hub: subscribe to every event, and to the connection's end. */
 export interface EventSource {
-  onEvent(listener: (event: QmpEvent) => void): () => void;
+  onEvent(listener: SizedEventListener): () => void;
   /** Calls `listener` when the connection ends (at once if it already has). */
   onEnd(listener: () => void): () => void;
 }
@@ -23,6 +46,11 @@ const DONE: Step = { done: true, value: undefined };
  */
 export class EventStream implements AsyncGenerator<QmpEvent, void, undefined> {
   readonly #queue: QmpEvent[] = [];
+  /** The size of each queued event, in the same order. */
+  readonly #sizes: number[] = [];
+  #queuedBytes = 0;
+  readonly #maxEvents: number;
+  readonly #maxBytes: number;
   readonly #waiters: ((step: Step) => void)[] = [];
   readonly #logger: Logger;
   readonly #signal: AbortSignal | undefined;
@@ -32,18 +60,30 @@ export class EventStream implements AsyncGenerator<QmpEvent, void, undefined> {
   #finished = false;
   #dropped = 0;
 
-  constructor(source: EventSource, logger: Logger, signal: AbortSignal | undefined) {
+  /** Throws InvalidArgumentError when a budget is neither a positive integer nor Infinity. */
+  constructor(source: EventSource, logger: Logger, options: EventStreamOptions = {}) {
+    this.#maxEvents = budget('maxBufferedEvents', options.maxBufferedEvents, MAX_BUFFERED_EVENTS);
+    this.#maxBytes = budget('maxBufferedBytes', options.maxBufferedBytes, MAX_BUFFERED_EVENT_BYTES);
+    const { signal } = options;
     this.#logger = logger;
     this.#signal = signal;
-    this.#unsubscribe = source.onEvent((event) => this.#onEvent(event));
+    this.#unsubscribe = source.onEvent((event, bytes) => this.#onEvent(event, bytes));
     this.#stopWatchingEnd = source.onEnd(() => this.#onEnd());
     if (signal?.aborted) this.#finish();
     else signal?.addEventListener('abort', this.#onAbort, { once: true });
   }
 
+  /** Events dropped so far because the consumer fell behind. */
+  get droppedCount(): number {
+    return this.#dropped;
+  }
+
   next(): Promise<Step> {
     const event = this.#queue.shift();
-    if (event) return Promise.resolve({ done: false, value: event });
+    if (event) {
+      this.#queuedBytes -= this.#sizes.shift() ?? 0;
+      return Promise.resolve({ done: false, value: event });
+    }
     if (this.#ended || this.#finished) {
       this.#finish();
       return Promise.resolve(DONE);
@@ -71,17 +111,30 @@ export class EventStream implements AsyncGenerator<QmpEvent, void, undefined> {
 
   readonly #onAbort = (): void => this.#finish();
 
-  #onEvent(event: QmpEvent): void {
+  #onEvent(event: QmpEvent, bytes: number): void {
     const waiter = this.#waiters.shift();
     if (waiter) {
       waiter({ done: false, value: event });
       return;
     }
-    if (this.#queue.length >= MAX_BUFFERED_EVENTS) {
-      this.#queue.shift();
-      if (this.#dropped++ === 0) this.#logger.warn({ max: MAX_BUFFERED_EVENTS }, 'QMP event iterator is not consumed: dropping the oldest events');
-    }
     this.#queue.push(event);
+    this.#sizes.push(bytes);
+    this.#queuedBytes += bytes;
+    // The oldest go first; the newest event always stays.
+    let dropped = 0;
+    while (this.#queue.length > 1 && (this.#queue.length > this.#maxEvents || this.#queuedBytes > this.#maxBytes)) {
+      this.#queue.shift();
+      this.#queuedBytes -= this.#sizes.shift() ?? 0;
+      dropped++;
+    }
+    if (dropped === 0) return;
+    if (this.#dropped === 0) {
+      this.#logger.warn(
+        { dropped, maxEvents: this.#maxEvents, maxBytes: this.#maxBytes, bufferedEvents: this.#queue.length, bufferedBytes: this.#queuedBytes },
+        'QMP event iterator is not consumed: dropping the oldest events',
+      );
+    }
+    this.#dropped += dropped;
   }
 
   /** The connection ended: no more events will come, but the buffered ones are still served. */
@@ -96,9 +149,20 @@ export class EventStream implements AsyncGenerator<QmpEvent, void, undefined> {
     if (this.#finished) return;
     this.#finished = true;
     this.#queue.length = 0;
+    this.#sizes.length = 0;
+    this.#queuedBytes = 0;
     this.#unsubscribe();
     this.#stopWatchingEnd();
     this.#signal?.removeEventListener('abort', this.#onAbort);
     for (const waiter of this.#waiters.splice(0)) waiter(DONE);
   }
+}
+
+function budget(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (value === Infinity) return value;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+    throw new InvalidArgumentError(name, `must be a positive integer (Infinity for no cap), not ${typeof value === 'number' ? String(value) : typeof value}`);
+  }
+  return value;
 }

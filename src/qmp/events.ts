@@ -3,15 +3,18 @@
 import { OperationAbortedError, OperationTimeoutError } from '../errors.ts';
 import { abortError } from '../util/deadline.ts';
 import type { Logger } from '../util/logger.ts';
-import { EventStream } from './event-stream.ts';
-import { startTimeout } from '../util/timeout.ts';
+import { EventStream, type EventStreamOptions, type SizedEventListener } from './event-stream.ts';
+import { checkTimeoutMs, startTimeout } from '../util/timeout.ts';
 import type { QmpEvent } from './types.ts';
 
 export type QmpEventListener = (event: QmpEvent) => void;
 
 export interface WaitForEventOptions {
   signal?: AbortSignal;
-  /** No bound when absent: give a signal or a timeout, or the wait lasts until the connection closes. */
+  /**
+   * No bound when absent (or Infinity): give a signal or a timeout, or the wait lasts until the
+   * connection closes. NaN, a negative number or a non-number rejects with InvalidArgumentError.
+   */
   timeoutMs?: number;
 }
 
@@ -23,6 +26,8 @@ export interface ArmedEvent {
 
 export class EventHub {
   readonly #listeners = new Map<string, Set<QmpEventListener>>();
+  /** The async iterators, which also get each event's size (to bound what they buffer). */
+  readonly #streams = new Set<SizedEventListener>();
   readonly #closeWaiters = new Set<(reason: Error) => void>();
   readonly #logger: Logger;
   #closedReason: Error | undefined;
@@ -45,9 +50,13 @@ export class EventHub {
     };
   }
 
-  emit(event: QmpEvent): void {
+  /** `bytes`: the size of the line the event came in. */
+  emit(event: QmpEvent, bytes: number): void {
     this.#deliver(this.#listeners.get(event.event), event);
     this.#deliver(this.#listeners.get('*'), event);
+    // Streams only queue the event or hand it to a waiting next(): they neither throw nor change
+    // the set while it is walked.
+    for (const stream of this.#streams) stream(event, bytes);
   }
 
   #deliver(listeners: Set<QmpEventListener> | undefined, event: QmpEvent): void {
@@ -68,6 +77,8 @@ export class EventHub {
     let cancel: () => void = () => {};
     const promise = new Promise<QmpEvent>((resolve, reject) => {
       const { signal, timeoutMs } = options;
+      // Checked before listening: an invalid timeout rejects the wait (thrown in the executor).
+      if (timeoutMs !== undefined) checkTimeoutMs(timeoutMs);
       let timer: NodeJS.Timeout | undefined;
       const finish = (error: Error | undefined, event?: QmpEvent) => {
         unsubscribe();
@@ -101,9 +112,14 @@ export class EventHub {
   }
 
   /** Every event from now on (listening starts now, not at the first next()). */
-  iterate(options: { signal?: AbortSignal } = {}): EventStream {
+  iterate(options: EventStreamOptions = {}): EventStream {
     const source = {
-      onEvent: (listener: QmpEventListener) => this.on('*', listener),
+      onEvent: (listener: SizedEventListener) => {
+        this.#streams.add(listener);
+        return () => {
+          this.#streams.delete(listener);
+        };
+      },
       onEnd: (listener: () => void) => {
         if (this.#closedReason) {
           listener();
@@ -113,7 +129,7 @@ export class EventHub {
         return () => this.#closeWaiters.delete(listener);
       },
     };
-    return new EventStream(source, this.#logger, options.signal);
+    return new EventStream(source, this.#logger, options);
   }
 
   /** The connection is gone: pending waits reject with `reason`, iterators end. */

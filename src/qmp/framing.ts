@@ -1,6 +1,7 @@
 // QMP is one JSON object per line (QEMU ends lines with \r\n). The splitter works on bytes, so a
 // multi-byte character split across chunks is decoded whole, and it caps a line's size so that a
 // peer that never sends a newline cannot grow our memory without bound.
+import { InvalidArgumentError } from '../errors.ts';
 import { QmpProtocolError } from './errors.ts';
 
 const NEWLINE = 0x0a;
@@ -16,6 +17,10 @@ export class LineSplitter {
 
   /** `maxLineBytes` bounds a line's content; its line ending (\n or \r\n) is not counted. */
   constructor(maxLineBytes = DEFAULT_MAX_LINE_BYTES) {
+    // NaN would compare false against every length and silently lift the cap.
+    if (!Number.isInteger(maxLineBytes) || maxLineBytes < 1) {
+      throw new InvalidArgumentError('maxLineBytes', `must be a whole number of bytes >= 1, not ${String(maxLineBytes)}`);
+    }
     this.#maxLineBytes = maxLineBytes;
   }
 
@@ -34,16 +39,17 @@ export class LineSplitter {
 
   /**
    * Like `push`, but hands each complete line to `onLine` as soon as it is cut, so that the lines
-   * before an oversized one are delivered before the QmpProtocolError is thrown.
+   * before an oversized one are delivered before the QmpProtocolError is thrown. `bytes` is the
+   * line's size in bytes (UTF-8, without its line ending).
    */
-  feed(chunk: Buffer, onLine: (line: string) => void): void {
+  feed(chunk: Buffer, onLine: (line: string, bytes: number) => void): void {
     let start = 0;
     let newline = chunk.indexOf(NEWLINE);
     while (newline !== -1) {
       if (this.#pendingBytes === 0) {
         const end = newline > start && chunk[newline - 1] === CARRIAGE_RETURN ? newline - 1 : newline;
         if (end - start > this.#maxLineBytes) throw this.#tooLong(end - start);
-        if (end > start) onLine(chunk.toString('utf8', start, end));
+        if (end > start) onLine(chunk.toString('utf8', start, end), end - start);
       } else {
         this.#pending.push(chunk.subarray(start, newline));
         const line = Buffer.concat(this.#pending);
@@ -51,7 +57,7 @@ export class LineSplitter {
         this.#pendingBytes = 0;
         const end = line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN ? line.length - 1 : line.length;
         if (end > this.#maxLineBytes) throw this.#tooLong(end);
-        if (end > 0) onLine(line.toString('utf8', 0, end));
+        if (end > 0) onLine(line.toString('utf8', 0, end), end);
       }
       start = newline + 1;
       newline = chunk.indexOf(NEWLINE, start);

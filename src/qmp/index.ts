@@ -2,5 +2,6 @@
 export { QmpClient, type QmpConnectOptions, type QmpExecuteOptions } from './client.ts';
 export { QmpCommandError, QmpConnectError, QmpDisconnectedError, QmpProtocolError, QmpTimeoutError } from './errors.ts';
 export type { ArmedEvent, QmpEventListener, WaitForEventOptions } from './events.ts';
+export { MAX_BUFFERED_EVENT_BYTES, MAX_BUFFERED_EVENTS, type EventStreamOptions } from './event-stream.ts';
 export { DEFAULT_MAX_LINE_BYTES, LineSplitter } from './framing.ts';
 export type * from './types.ts';

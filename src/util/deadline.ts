@@ -1,9 +1,14 @@
 import { isSandboxVmmError, OperationAbortedError, OperationTimeoutError } from '../errors.ts';
-import { MAX_TIMER_MS, startTimeout } from './timeout.ts';
+import { checkTimeoutMs, isBounded, resolveTimeoutMs, startTimeout } from './timeout.ts';
 
 /** What every long operation accepts. */
 export interface OperationOptions {
   signal?: AbortSignal;
+  /**
+   * Milliseconds, >= 0; Infinity (or anything beyond 2^31-1) means no bound, and leaving it out
+   * applies the default. NaN, a negative number or a non-number fails the operation with
+   * InvalidArgumentError (code INVALID_ARGUMENT).
+   */
   timeoutMs?: number;
 }
 
@@ -31,11 +36,21 @@ export class Deadline implements Disposable {
     linked: readonly AbortSignal[] = [],
   ) {
     this.signal = this.#controller.signal;
+    // An invalid timeout (the caller's or the default) is the deadline's reason from the start: the
+    // operation fails at once with it, and one that must not fail (stopVM) merely skips its bound
+    // steps, as if the deadline had passed.
+    let timeoutMs: number | undefined;
+    try {
+      timeoutMs = resolveTimeoutMs(options.timeoutMs, defaultTimeoutMs, 'timeoutMs', 'defaultTimeoutMs');
+    } catch (error) {
+      this.#controller.abort(error);
+    }
     this.#parent = options.signal;
     this.#onParentAbort = () => {
       // A reason that already is one of ours (a parent deadline's, a VM stopping) stays as it is.
       this.#controller.abort(abortError(operation, this.#parent as AbortSignal));
     };
+    if (this.signal.aborted) return;
     if (this.#parent?.aborted) {
       this.#onParentAbort();
     } else {
@@ -47,9 +62,9 @@ export class Deadline implements Disposable {
       else signal.addEventListener('abort', onAbort, { once: true });
       this.#linked.push({ signal, onAbort });
     }
-    const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
     if (timeoutMs !== undefined && !this.signal.aborted) {
-      this.#timer = startTimeout(timeoutMs, () => this.#controller.abort(new OperationTimeoutError(operation, timeoutMs)));
+      const ms = timeoutMs;
+      this.#timer = startTimeout(ms, () => this.#controller.abort(new OperationTimeoutError(operation, ms)));
     }
   }
 
@@ -68,6 +83,8 @@ export class Deadline implements Disposable {
 
   /** Races `promise` against the deadline. */
   async race<T>(promise: Promise<T>): Promise<T> {
+    // Observed even when the deadline has already passed: its rejection must not go unhandled.
+    void promise.catch(() => {});
     this.throwIfDone();
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {
@@ -119,9 +136,14 @@ export class Deadline implements Disposable {
   }
 }
 
-/** Resolves after `ms`, or rejects with the deadline's reason as soon as it passes. */
+/**
+ * Resolves after `ms`, or rejects with the deadline's reason as soon as it passes. `ms` follows the
+ * timeout rule: beyond 2^31-1 (or Infinity) the sleep lasts until aborted; NaN, a negative number
+ * or a non-number rejects with InvalidArgumentError.
+ */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
+    checkTimeoutMs(ms, 'ms');
     if (signal?.aborted) {
       reject(signal.reason as Error);
       return;
@@ -132,7 +154,7 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     };
     // Beyond what a timer can wait, the sleep lasts until aborted (a timer would fire at once).
     const timer =
-      ms > MAX_TIMER_MS
+      !isBounded(ms)
         ? undefined
         : setTimeout(() => {
             signal?.removeEventListener('abort', onAbort);

@@ -118,4 +118,11 @@ describe('LineSplitter', () => {
       expect(splitter.push(bytesOf('ab\n'))).toEqual(['ab']);
     });
   });
+
+  it('refuses a line cap that is not a whole number of bytes >= 1 (NaN would lift the cap)', () => {
+    for (const bad of [NaN, 0, -1, 1.5, Infinity]) {
+      expect(() => new LineSplitter(bad), String(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'maxLineBytes' }));
+    }
+    expect(new LineSplitter(1).push(bytesOf('a\n'))).toEqual(['a']);
+  });
 });
