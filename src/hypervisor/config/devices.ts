@@ -89,10 +89,18 @@ export const virtioFsDeviceSchema = z
     socketPath: socketPath.optional(),
     /**
      * …or the host directory to share, for which the backend runs virtiofsd itself (a helper of
-     * the VM: started before it, listed by getPids, stopped with it). virtiofsd's own option
-     * syntax cannot carry a comma in the path.
+     * the VM: started before it, listed by getPids, stopped with it). It reaches virtiofsd as
+     * `-o source=<dir>`, whose parser (libfuse's) ends an option at a comma and decodes backslash
+     * escapes (`\056` is "."), so that `…/\056\056/…` would share a directory outside a prefix
+     * check: neither a comma nor a backslash is allowed.
      */
-    sharedDir: absolutePath.refine((p) => !p.includes(','), 'must not contain a comma (virtiofsd cannot take one)').optional(),
+    sharedDir: absolutePath
+      .refine((p) => !p.includes(','), 'must not contain a comma (virtiofsd cannot take one)')
+      .refine(
+        (p) => !p.includes('\\'),
+        'must not contain a backslash (virtiofsd decodes backslash escapes such as \\056 for ".", so it would share another directory than the one named)',
+      )
+      .optional(),
     /** virtiofsd's cache policy for a sharedDir. */
     cache: z.enum(['auto', 'always', 'none']).optional(),
     queueSize: z.union([z.literal(128), z.literal(256), z.literal(512), z.literal(1024)]).default(1024),

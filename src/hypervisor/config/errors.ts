@@ -1,4 +1,4 @@
-import { SandboxVmmError } from '../../errors.ts';
+import { SandboxVmmError, type SandboxVmmErrorOptions } from '../../errors.ts';
 
 export interface ConfigIssue {
   /** Where the bad value is, e.g. `memory.maxMiB` or `devices[2].mac`. */
@@ -10,9 +10,9 @@ export interface ConfigIssue {
 export class ConfigError extends SandboxVmmError {
   readonly issues: readonly ConfigIssue[];
 
-  constructor(issues: readonly ConfigIssue[]) {
+  constructor(issues: readonly ConfigIssue[], options: SandboxVmmErrorOptions = {}) {
     const list = issues.map((issue) => `${issue.path || '(config)'}: ${issue.message}`).join('; ');
-    super('CONFIG_INVALID', `invalid sandbox config: ${list}`);
+    super('CONFIG_INVALID', `invalid sandbox config: ${list}`, options);
     this.issues = issues;
   }
 

@@ -23,8 +23,13 @@ export const socketPath = absolutePath.refine(
  * devices (root ports, controllers, the virtio-mem device, the serial port) and what hotplug names
  * (DIMMs, vCPUs). A config device with one of them would make QEMU refuse the command line or a
  * later hotplug fail.
+ *
+ * `type` too: a device becomes the child property `<id>` of the QOM container /machine/peripheral,
+ * and every QOM object already has a property named `type` (the container's only one in QEMU 7.2,
+ * per `qom-list`), so QEMU answers "Duplicate device ID 'type'" on the command line and in
+ * device_add alike. Ids are case-sensitive there: `Type` works.
  */
-export const RESERVED_DEVICE_ID = /^(rp\d+|scsi\d+|vmem\d+|vserial\d+|serial\d+|dimm\d+|vcpu\d+|svmm.*)$/;
+export const RESERVED_DEVICE_ID = /^(type|rp\d+|scsi\d+|vmem\d+|vserial\d+|serial\d+|dimm\d+|vcpu\d+|svmm.*)$/;
 
 /**
  * A device id: it names the device in QEMU (and in backend object names derived from it, which

@@ -132,9 +132,14 @@ const unixId = z.int().min(0).max(0xfffffffe);
 
 const userSchema = z.union(
   [
-    /** root → nobody (+ kvm group under kvm); anyone else stays who they are. */
+    /**
+     * As root: a uid and gid of the VM's own, leased from a reserved range (plus the kvm group under
+     * kvm), so that an escaped QEMU reaches no other VM. Anyone else: QEMU stays that user.
+     */
     z.literal('auto'),
+    /** The user this process runs as: as root, only with allowRoot. */
     z.literal('current'),
+    /** A fixed identity: VMs that share it are not isolated from each other. */
     z.strictObject({ uid: unixId, gid: unixId, groups: z.array(unixId).optional() }),
   ],
   { error: 'must be "auto", "current" or { uid, gid, groups? }' },
@@ -145,17 +150,21 @@ const hardeningSchema = z.strictObject({
   seccomp: z.boolean().default(true),
   /** Who QEMU runs as. */
   user: userSchema.default('auto'),
+  /** Let QEMU run as root (user 'current' under root, or uid 0): an escaped guest then owns the host. */
+  allowRoot: z.boolean().default(false),
 });
 
 const runtimeSchema = z.strictObject({
   /** The VM's private directory (sockets, pidfile, state). Default: <base>/<id>, kept short. */
   dir: absolutePath.optional(),
-  /** The QEMU binary: a path or a name looked up in PATH. */
+  /** The QEMU binary: a path, or a name looked up in PATH once, at createVM. */
   qemuPath: z.string().min(1).refine(noControl, 'must not contain NUL, newline or carriage return').default('qemu-system-x86_64'),
   /** QEMU outlives this process (for re-attach) instead of dying with it. */
   detached: z.boolean().default(false),
   /** The virtiofsd run for virtio-fs sharedDir devices. Default: the first of the usual locations. */
   virtiofsdPath: z.string().min(1).refine(noControl, 'must not contain NUL, newline or carriage return').optional(),
+  /** The exec helper that drops privileges and closes fds before QEMU runs. Default: the one built with the package. */
+  launcherPath: absolutePath.optional(),
 });
 
 const hotplugSchema = z.strictObject({

@@ -18,7 +18,7 @@ describe('sandbox config defaults', () => {
       console: { socket: true },
       devices: [],
       hotplug: { rootPorts: 2, tcgVcpuUnplug: false },
-      hardening: { seccomp: true, user: 'auto' },
+      hardening: { seccomp: true, user: 'auto', allowRoot: false },
       runtime: { qemuPath: 'qemu-system-x86_64', detached: false },
     });
   });
