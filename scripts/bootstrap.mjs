@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Entry point of `npm test`, `npm run demo` and `npm run bench`: installs what a fresh clone on a
-// fresh machine lacks (npm dependencies, QEMU, the guest image), then runs the real command.
+// fresh machine lacks (npm dependencies, QEMU, a C compiler, the guest image), builds the launcher
+// QEMU is started through (build/svmm-launch), then runs the real command.
 // Plain Node with no dependencies, because node_modules may not exist yet.
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, statSync } from 'node:fs';
@@ -10,8 +11,9 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const [task, ...rest] = process.argv.slice(2);
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-// Debian packages the tests and the demo need: QEMU itself, and what builds the guest.
-const debianPackages = ['qemu-system-x86', 'qemu-utils', 'busybox-static', 'cpio', 'util-linux', 'iproute2'];
+// Debian packages the tests and the demo need: QEMU itself, what builds the guest, and a C
+// compiler for the launcher (native/svmm-launch.c).
+const debianPackages = ['qemu-system-x86', 'qemu-utils', 'busybox-static', 'cpio', 'util-linux', 'iproute2', 'gcc', 'libc6-dev'];
 
 function say(message) {
   process.stderr.write(`[bootstrap] ${message}\n`);
@@ -42,8 +44,9 @@ function ensureDebianPackages() {
   if (!onPath('qemu-img')) missing.push('qemu-utils');
   if (!existsSync('/bin/busybox') && !existsSync('/usr/bin/busybox')) missing.push('busybox-static');
   if (!onPath('cpio')) missing.push('cpio');
-  if (!onPath('setpriv')) missing.push('util-linux');
+  if (!onPath('setpriv') || !onPath('flock')) missing.push('util-linux');
   if (!onPath('ip')) missing.push('iproute2');
+  if (!onPath('cc')) missing.push('gcc', 'libc6-dev');
   if (missing.length === 0) return;
   const command = `apt-get update && apt-get install -y --no-install-recommends ${debianPackages.join(' ')}`;
   if (!isRoot) {
@@ -52,7 +55,14 @@ function ensureDebianPackages() {
   }
   say(`installing Debian packages: ${missing.join(', ')}`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  if (run('sh', ['-c', command], { env }) !== 0) throw new Error('apt-get could not install QEMU');
+  if (run('sh', ['-c', command], { env }) !== 0) throw new Error(`apt-get could not install ${missing.join(', ')}`);
+}
+
+/** Compiles build/svmm-launch unless it is newer than its source; without a compiler, fails. */
+function ensureLauncher() {
+  if (run(process.execPath, [join(root, 'scripts', 'build-launcher.mjs'), '--require']) !== 0) {
+    throw new Error('building the launcher failed (scripts/build-launcher.mjs)');
+  }
 }
 
 /**
@@ -80,6 +90,7 @@ const bin = (name) => join(root, 'node_modules', '.bin', name);
 try {
   ensureNodeModules();
   ensureDebianPackages();
+  ensureLauncher();
   switch (task) {
     case 'test':
       ensureTunAccess();
