@@ -1,0 +1,414 @@
+// Leases on the uids (and equal gids) that each VM's QEMU runs as, so that no two VMs, and no VM and
+// a leftover process, ever share an identity, even across several runtime processes on one host.
+//
+// One file per lease in a private directory, named by the decimal uid, holding a LeaseRecord as
+// JSON. Every allocation, take-over and reclaim runs under a host-wide lock: flock(2) on a file of
+// the root-only directory (file-lock.ts), which the kernel releases when the holder dies, even by
+// SIGKILL, so a crashed runtime never leaves the lock taken, and which no VM's QEMU can touch. A
+// release needs no lock: only the lease's owner removes it, and only while it names that owner. A uid is free only when it has no lease file *and* no live
+// process holds it (as any uid or gid, see proc-uids.ts): a detached QEMU whose runtime died keeps
+// its uid even once its lease is reclaimed.
+import { randomBytes } from 'node:crypto';
+import { constants, type Stats } from 'node:fs';
+import { lstat, mkdir, open, readdir, realpath, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { InvalidArgumentError, SandboxVmmError, type SandboxVmmErrorOptions } from '../../errors.ts';
+import { Deadline, type OperationOptions } from '../../util/deadline.ts';
+import { kindOf, readRegularFile, UnsafePathError } from '../../util/safe-fs.ts';
+import { withFileLock } from './file-lock.ts';
+import { checkTimeoutMs } from '../../util/timeout.ts';
+import { isOwnerAlive, ownerIdentity, processIdsInUse, recentIdsInUse } from './proc-uids.ts';
+
+export interface UidRange {
+  first: number;
+  count: number;
+}
+
+/** Just above systemd-nspawn's container range (524288–1879048191) and below 2^31 (tools that read uids as signed ints). */
+export const DEFAULT_UID_RANGE: UidRange = Object.freeze({ first: 1_900_000_000, count: 65_536 });
+
+export interface LeaseRecord {
+  uid: number;
+  vmId: string;
+  /** The runtime process answerable for the VM: pid plus /proc start time (against pid reuse). */
+  owner: { pid: number; startTime: number };
+  /** ISO 8601, when the lease was first taken (an adopt keeps it). */
+  createdAt: string;
+}
+
+/** The lease directory is missing and cannot be created, or is not private to this process's user. */
+export class LeaseDirError extends SandboxVmmError {
+  readonly dir: string;
+  readonly reason: string;
+
+  constructor(dir: string, reason: string, options: SandboxVmmErrorOptions = {}) {
+    super('LEASE_DIR_UNSAFE', `uid lease directory ${dir} ${reason}`, options);
+    this.dir = dir;
+    this.reason = reason;
+  }
+}
+
+/** Every uid of the range is leased or held by a live process, even after reclaiming stale leases. */
+export class UidRangeExhaustedError extends SandboxVmmError {
+  readonly range: UidRange;
+  readonly dir: string;
+
+  constructor(range: UidRange, dir: string, vmId: string) {
+    super(
+      'RESOURCE_LIMIT',
+      `no free uid for VM ${vmId} in the range ${range.first}–${range.first + range.count - 1} (${range.count} uids): ` +
+        `each is leased in ${dir} or held by a live process`,
+    );
+    this.range = { ...range };
+    this.dir = dir;
+  }
+}
+
+/** adopt() found no lease for the uid, a malformed one, or one naming another VM. */
+export class UidLeaseNotHeldError extends SandboxVmmError {
+  readonly uid: number;
+  readonly vmId: string;
+  /** The VM the lease names, when it names another one. */
+  readonly heldBy: string | undefined;
+
+  constructor(uid: number, vmId: string, reason: string, heldBy?: string) {
+    super('UID_LEASE_NOT_HELD', `cannot adopt uid ${uid} for VM ${vmId}: ${reason}`);
+    this.uid = uid;
+    this.vmId = vmId;
+    this.heldBy = heldBy;
+  }
+}
+
+/** (uid_t)-1 means "unchanged" to setresuid: never a uid. */
+const MAX_UID = 0xfffffffe;
+/** A lease file is read up to this size; a larger one is malformed. */
+const MAX_LEASE_BYTES = 4096;
+/** Keeps every record far below MAX_LEASE_BYTES, even with each character JSON-escaped. */
+const MAX_VM_ID_LENGTH = 256;
+const LEASE_NAME = /^(?:0|[1-9]\d{0,9})$/;
+/** adopt()'s temporary files; any found by reclaimStale (which holds the lock) are leftovers of a crash. */
+const TEMP_NAME = /^\.(?:0|[1-9]\d{0,9})\.tmp-[0-9a-f]{16}$/;
+const DEFAULT_LOCK_TIMEOUT_MS = 5_000;
+/** How long acquire() reuses a /proc scan of the uids in use (see recentIdsInUse). */
+const DEFAULT_SCAN_REUSE_MS = 2_000;
+/** The file flock(2)ed by every read-modify-write; its name is neither a lease nor a temp file. */
+const LOCK_FILE = '.lock';
+
+const isUid = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) <= MAX_UID;
+const isVmId = (value: unknown): value is string => typeof value === 'string' && value.length > 0 && value.length <= MAX_VM_ID_LENGTH;
+const isCount = (value: unknown, min: number): value is number => Number.isSafeInteger(value) && (value as number) >= min;
+
+type LeaseFile = { record: LeaseRecord } | { malformed: string };
+
+function errnoCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+
+/** The record in a lease file named `uid`, or why it is malformed. */
+function parseLease(uid: number, text: string): LeaseFile {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return { malformed: 'not JSON' };
+  }
+  if (typeof value !== 'object' || value === null) return { malformed: 'not a JSON object' };
+  const { uid: recordUid, vmId, owner, createdAt } = value as Record<string, unknown>;
+  if (!isUid(recordUid)) return { malformed: 'no valid uid' };
+  if (recordUid !== uid) return { malformed: `its name says uid ${uid} but it holds uid ${recordUid}` };
+  if (!isVmId(vmId)) return { malformed: 'no valid vmId' };
+  if (typeof createdAt !== 'string') return { malformed: 'no createdAt' };
+  if (typeof owner !== 'object' || owner === null) return { malformed: 'no owner' };
+  const { pid, startTime } = owner as Record<string, unknown>;
+  if (!isCount(pid, 1) || !isCount(startTime, 0)) return { malformed: 'no valid owner pid and startTime' };
+  return { record: { uid, vmId, owner: { pid, startTime }, createdAt } };
+}
+
+function serialize(record: LeaseRecord): string {
+  return `${JSON.stringify({ uid: record.uid, vmId: record.vmId, owner: { pid: record.owner.pid, startTime: record.owner.startTime }, createdAt: record.createdAt })}\n`;
+}
+
+/** Per lease directory, the tail of this process's line of callers waiting for its lock. */
+const inProcessQueues = new Map<string, Promise<void>>();
+
+
+export class UidLeaseStore {
+  /** The lease directory as given, made absolute. */
+  readonly dir: string;
+  readonly range: UidRange;
+  readonly #lockTimeoutMs: number;
+  readonly #scanReuseMs: number;
+
+  /** `scanReuseMs`: how old a scan of the uids processes hold may be for acquire() (0: always scan). */
+  constructor(options: { dir: string; range?: UidRange; lockTimeoutMs?: number; scanReuseMs?: number }) {
+    const range = options.range ?? DEFAULT_UID_RANGE;
+    if (!isUid(range.first) || !isCount(range.count, 1) || range.first + range.count - 1 > MAX_UID) {
+      throw new InvalidArgumentError('range', `${JSON.stringify(range)}: first and count must be integers, count at least 1, the last uid at most ${MAX_UID}`);
+    }
+    const lockTimeoutMs = options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
+    checkTimeoutMs(lockTimeoutMs, 'lockTimeoutMs');
+    this.dir = resolve(options.dir);
+    this.range = Object.freeze({ first: range.first, count: range.count });
+    this.#lockTimeoutMs = lockTimeoutMs;
+    this.#scanReuseMs = checkTimeoutMs(options.scanReuseMs ?? DEFAULT_SCAN_REUSE_MS, 'scanReuseMs');
+  }
+
+  /**
+   * Leases the lowest uid of the range that has no lease and that no live process holds as a uid
+   * or gid; when there is none, reclaims stale leases and looks again. The lease names this process
+   * as owner. Throws UidRangeExhaustedError (code RESOURCE_LIMIT) when the range is full.
+   */
+  async acquire(vmId: string, options: OperationOptions = {}): Promise<LeaseRecord> {
+    if (!isVmId(vmId)) throw new InvalidArgumentError('vmId', `must be a string of 1 to ${MAX_VM_ID_LENGTH} characters`);
+    // The /proc scan runs outside the lock (and is shared by a burst of callers): a process can only
+    // come to run as a range uid through a lease, which is checked under the lock.
+    const scan = recentIdsInUse(this.#scanReuseMs);
+    scan.catch(() => {});
+    return this.#locked(`acquiring a uid lease for VM ${vmId}`, options, async (deadline) => {
+      const record = await this.#leaseLowestFree(vmId, deadline, await deadline.race(scan));
+      if (record) return record;
+      await this.#reclaim(deadline);
+      const afterReclaim = await this.#leaseLowestFree(vmId, deadline, await deadline.race(processIdsInUse()));
+      if (afterReclaim) return afterReclaim;
+      throw new UidRangeExhaustedError(this.range, this.dir, vmId);
+    });
+  }
+
+  /**
+   * A restarted runtime taking a VM over: the lease for `uid` must exist and name `vmId` (else
+   * UidLeaseNotHeldError); its owner becomes this process. The file is replaced atomically.
+   */
+  async adopt(uid: number, vmId: string, options: OperationOptions = {}): Promise<LeaseRecord> {
+    if (!isUid(uid)) throw new UidLeaseNotHeldError(uid, vmId, 'it is not a valid uid');
+    return this.#locked(`adopting uid ${uid} for VM ${vmId}`, options, async (deadline) => {
+      const lease = await this.#readLease(uid);
+      if (!lease) throw new UidLeaseNotHeldError(uid, vmId, `there is no lease for it in ${this.dir}`);
+      if ('malformed' in lease) throw new UidLeaseNotHeldError(uid, vmId, `its lease file in ${this.dir} is malformed (${lease.malformed})`);
+      if (lease.record.vmId !== vmId) {
+        throw new UidLeaseNotHeldError(uid, vmId, `its lease in ${this.dir} names VM ${lease.record.vmId}`, lease.record.vmId);
+      }
+      const record: LeaseRecord = { uid, vmId, owner: { ...ownerIdentity() }, createdAt: lease.record.createdAt };
+      deadline.throwIfDone();
+      await this.#replace(record);
+      return record;
+    });
+  }
+
+  /**
+   * Removes the lease for `uid` if it still names `vmId` and this process as its owner; a no-op
+   * otherwise. Without the lock (stopVM must stay cheap): allocation and reclaim never change a
+   * lease whose owner lives, and only a process adopting this very VM could, which then owns it.
+   */
+  async release(uid: number, vmId: string, options: OperationOptions = {}): Promise<void> {
+    if (!isUid(uid)) return;
+    const deadline = new Deadline(`releasing uid ${uid} of VM ${vmId} in ${this.dir}`, options);
+    try {
+      await deadline.race(this.#checkDir());
+      const lease = await deadline.race(this.#readLease(uid));
+      if (!lease || 'malformed' in lease || lease.record.vmId !== vmId) return;
+      const self = ownerIdentity();
+      if (lease.record.owner.pid !== self.pid || lease.record.owner.startTime !== self.startTime) return;
+      deadline.throwIfDone();
+      await this.#unlinkQuiet(String(uid));
+    } finally {
+      deadline.dispose();
+    }
+  }
+
+  /** The well-formed leases, by uid (malformed files are left out). Reads only: takes no lock. */
+  async list(): Promise<LeaseRecord[]> {
+    await this.#checkDir();
+    const records: LeaseRecord[] = [];
+    for (const uid of await this.#leasedUids()) {
+      const lease = await this.#readLease(uid);
+      if (lease && 'record' in lease) records.push(lease.record);
+    }
+    return records;
+  }
+
+  /**
+   * Removes every lease whose owner is gone (pid and start time no longer match a live, non-zombie
+   * process) and whose uid no live process holds, unless `keep(record)` returns true; returns the
+   * removed records by uid. Malformed lease files (not JSON, wrong shape, name and uid disagreeing,
+   * not a regular file, over 4 KiB) are removed too but, having no record, are not returned; so are
+   * temporary files an interrupted adopt left behind. Symbolic links are removed, never followed.
+   */
+  async reclaimStale(options: OperationOptions & { keep?: (record: LeaseRecord) => boolean } = {}): Promise<LeaseRecord[]> {
+    return this.#locked('reclaiming stale uid leases', options, (deadline) => this.#reclaim(deadline, options.keep));
+  }
+
+  /**
+   * Runs `body` under the host-wide lock of this directory, after checking the directory. The
+   * caller's signal and timeoutMs bound the whole operation; waiting for the lock is also bounded
+   * by lockTimeoutMs.
+   */
+  async #locked<T>(operation: string, options: OperationOptions, body: (deadline: Deadline) => Promise<T>): Promise<T> {
+    const deadline = new Deadline(`${operation} in ${this.dir}`, options);
+    let release: () => void = () => {};
+    let queued: Promise<void> | undefined;
+    let realDir: string | undefined;
+    try {
+      realDir = await deadline.race(this.#checkDir());
+      // Callers of this process line up here, so that only the head of the line polls the
+      // host-wide lock: a burst of createVM calls then costs one poller, not one each.
+      const ahead = inProcessQueues.get(realDir) ?? Promise.resolve();
+      const released = new Promise<void>((resolve) => (release = resolve));
+      queued = ahead.then(() => released);
+      inProcessQueues.set(realDir, queued);
+      await deadline.race(ahead);
+      const wait = new Deadline(`waiting for the uid lease lock of ${this.dir}`, { signal: deadline.signal, timeoutMs: this.#lockTimeoutMs });
+      try {
+        return await withFileLock(join(realDir, LOCK_FILE), wait, () => {
+          deadline.throwIfDone();
+          return body(deadline);
+        });
+      } finally {
+        wait.dispose();
+      }
+    } finally {
+      release();
+      if (realDir !== undefined && inProcessQueues.get(realDir) === queued) inProcessQueues.delete(realDir);
+      deadline.dispose();
+    }
+  }
+
+  /**
+   * Creates the directory if missing (0700; missing parents 0711, traversable but not listable),
+   * then insists that it is a real directory, not a symbolic link, owned by our euid, with no
+   * group or other permissions. Returns its canonical path (which names the lock).
+   */
+  async #checkDir(): Promise<string> {
+    try {
+      await mkdir(dirname(this.dir), { recursive: true, mode: 0o711 });
+      await mkdir(this.dir, { mode: 0o700 });
+    } catch (error) {
+      if (errnoCode(error) !== 'EEXIST') throw new LeaseDirError(this.dir, `cannot be created: ${(error as Error).message}`, { cause: error });
+    }
+    let stats: Stats;
+    try {
+      stats = await lstat(this.dir);
+    } catch (error) {
+      throw new LeaseDirError(this.dir, `cannot be examined: ${(error as Error).message}`, { cause: error });
+    }
+    if (stats.isSymbolicLink()) throw new LeaseDirError(this.dir, 'is a symbolic link; it must be a real directory');
+    if (!stats.isDirectory()) throw new LeaseDirError(this.dir, `is ${kindOf(stats)}, not a directory`);
+    const euid = process.geteuid?.();
+    if (stats.uid !== euid) throw new LeaseDirError(this.dir, `is owned by uid ${stats.uid}, not by this process's uid ${euid}`);
+    if ((stats.mode & 0o077) !== 0) {
+      throw new LeaseDirError(this.dir, `is open to group or others (mode ${(stats.mode & 0o7777).toString(8).padStart(4, '0')}); it must be 0700`);
+    }
+    return realpath(this.dir);
+  }
+
+  #path(name: string): string {
+    return join(this.dir, name);
+  }
+
+  /** The uids that have a lease file, well-formed or not, within the range or not. */
+  async #leasedUids(): Promise<number[]> {
+    return (await readdir(this.dir))
+      .filter((name) => LEASE_NAME.test(name))
+      .map(Number)
+      .filter(isUid)
+      .sort((a, b) => a - b);
+  }
+
+  /** Creates the lease of the lowest free uid, or returns undefined when there is none. */
+  async #leaseLowestFree(vmId: string, deadline: Deadline, inUse: ReadonlySet<number>): Promise<LeaseRecord | undefined> {
+    const leased = new Set(await this.#leasedUids());
+    const end = this.range.first + this.range.count;
+    for (let uid = this.range.first; uid < end; uid++) {
+      if (leased.has(uid) || inUse.has(uid)) continue;
+      const record: LeaseRecord = { uid, vmId, owner: { ...ownerIdentity() }, createdAt: new Date().toISOString() };
+      deadline.throwIfDone();
+      if (await this.#create(record)) return record;
+    }
+    return undefined;
+  }
+
+  /** O_EXCL: false when a file of that name appeared meanwhile (from outside the lock). */
+  async #create(record: LeaseRecord): Promise<boolean> {
+    const name = String(record.uid);
+    let handle: FileHandle;
+    try {
+      handle = await open(this.#path(name), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    } catch (error) {
+      if (errnoCode(error) === 'EEXIST') return false;
+      throw error;
+    }
+    try {
+      await handle.writeFile(serialize(record));
+      await handle.close();
+    } catch (error) {
+      await handle.close().catch(() => {});
+      await this.#unlinkQuiet(name);
+      throw error;
+    }
+    return true;
+  }
+
+  /** Writes a temporary file next to the lease and renames it over the lease. */
+  async #replace(record: LeaseRecord): Promise<void> {
+    const temp = this.#path(`.${record.uid}.tmp-${randomBytes(8).toString('hex')}`);
+    try {
+      const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      try {
+        await handle.writeFile(serialize(record));
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, this.#path(String(record.uid)));
+    } catch (error) {
+      await unlink(temp).catch(() => {});
+      throw error;
+    }
+  }
+
+  /** The lease file of `uid`: its record, why it is malformed, or undefined when there is none. */
+  async #readLease(uid: number): Promise<LeaseFile | undefined> {
+    try {
+      // Never following a link nor blocking on a FIFO; anything but a small regular file is malformed.
+      return parseLease(uid, await readRegularFile(this.#path(String(uid)), MAX_LEASE_BYTES));
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT') return undefined;
+      if (error instanceof UnsafePathError) return { malformed: `it ${error.problem}` };
+      throw error;
+    }
+  }
+
+  async #unlinkQuiet(name: string): Promise<void> {
+    try {
+      await unlink(this.#path(name));
+    } catch (error) {
+      if (errnoCode(error) !== 'ENOENT') throw error;
+    }
+  }
+
+  async #reclaim(deadline: Deadline, keep?: (record: LeaseRecord) => boolean): Promise<LeaseRecord[]> {
+    const names = await readdir(this.dir);
+    const inUse = await deadline.race(processIdsInUse());
+    const removed: LeaseRecord[] = [];
+    for (const name of names) {
+      deadline.throwIfDone();
+      if (TEMP_NAME.test(name)) {
+        // rm never follows a symbolic link; recursive covers a directory of that name.
+        await rm(this.#path(name), { recursive: true, force: true });
+        continue;
+      }
+      const uid = LEASE_NAME.test(name) ? Number(name) : undefined;
+      if (!isUid(uid)) continue;
+      const lease = await this.#readLease(uid);
+      if (!lease) continue;
+      if ('malformed' in lease) {
+        await rm(this.#path(name), { recursive: true, force: true });
+        continue;
+      }
+      const { record } = lease;
+      if (isOwnerAlive(record.owner) || inUse.has(record.uid) || keep?.(record) === true) continue;
+      await this.#unlinkQuiet(name);
+      removed.push(record);
+    }
+    return removed.sort((a, b) => a.uid - b.uid);
+  }
+}
