@@ -2,11 +2,15 @@
 // code), both driving the same paused QEMU, alternated round by round (serial round trips also in
 // small alternating blocks within a round). Each side gets its own QMP monitor, and the two swap
 // monitors every round so that neither always meets the same one. Figures are medians over rounds
-// of the time per round trip (query-status); ratio = library / raw.
+// of the time per round trip (query-status); ratio = library / raw. QEMU is started as the library
+// starts it: through svmm-launch, which binds both monitors' sockets and hands them over as fds 3
+// and 4, as an unprivileged uid (a fixed one: nothing here depends on which).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { resolveBinary } from '../src/qemu/binaries.ts';
+import { findLauncher, launcherArgs, launcherStdio, type LaunchSpec } from '../src/qemu/launch/launcher.ts';
 import { QmpClient } from '../src/qmp/index.ts';
 import { median, round, writeResult } from './stats.ts';
 
@@ -14,6 +18,8 @@ const ROUNDS = Number(process.env['BENCH_QMP_ROUNDS'] ?? 9);
 const N = Number(process.env['BENCH_QMP_N'] ?? 2000);
 /** Serial round trips per side before the other side takes its turn. */
 const SERIAL_BLOCK = 100;
+/** Who the benchmark's QEMU runs as: near the top of the library's uid lease range, which leases (lowest first) do not reach. */
+const QEMU_UID = 1_900_065_499;
 
 /** One side of the comparison: sends query-status and resolves on its reply. */
 interface Driver {
@@ -87,9 +93,18 @@ interface Qemu {
 function startQemu(): Qemu {
   const dir = mkdtempSync('/tmp/q-');
   const sockets: [string, string] = [join(dir, 'a.sock'), join(dir, 'b.sock')];
-  const monitors = sockets.flatMap((path, i) => ['-chardev', `socket,id=qmp${i},path=${path},server=on,wait=off`, '-mon', `chardev=qmp${i},mode=control`]);
+  const monitors = sockets.flatMap((_, i) => ['-chardev', `socket,id=qmp${i},fd=${3 + i},server=on,wait=off`, '-mon', `chardev=qmp${i},mode=control`]);
   const args = ['-S', '-nodefaults', '-no-user-config', '-display', 'none', '-machine', 'q35', '-accel', 'tcg', ...monitors];
-  const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const spec: LaunchSpec = {
+    program: resolveBinary('qemu-system-x86_64', 'qemuPath'),
+    args,
+    fds: sockets.map((path, i) => ({ fd: 3 + i, kind: 'listen', path })),
+    user: { uid: QEMU_UID, gid: QEMU_UID, groups: [] },
+    dropCapabilities: true,
+    dieWithParent: true,
+  };
+  // stderr goes to ours (fd 2), as before.
+  const child = spawn(findLauncher(), launcherArgs(spec), { stdio: launcherStdio(spec, 2), env: {} });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   return { dir, sockets, child, exited };
 }

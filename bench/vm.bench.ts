@@ -1,6 +1,9 @@
 // `npm run bench -- vm`: the QEMU backend against a raw baseline that drives the very same QEMU
-// command line with a bare script (child_process + a bare QMP socket, no library code), in the
-// same run, alternated. Figures are medians; ratio = library / raw.
+// command line with a bare script (child_process + a bare QMP socket; of the library it only uses
+// the pure functions that compute the command line and launch spec, as data), in the same run,
+// alternated. Both start QEMU the same way: through svmm-launch, with the same launch spec
+// (listening sockets bound by the launcher, capabilities dropped, an unprivileged identity of its
+// own, parent-death signal, empty environment). Figures are medians; ratio = library / raw.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,9 +11,13 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { execFileSync } from 'node:child_process';
 import { QemuHypervisor } from '../src/qemu/qemu-hypervisor.ts';
 import { parseSandboxConfig, type SandboxConfigInput } from '../src/hypervisor/config/index.ts';
+import type { VmIdentity } from '../src/hypervisor/types.ts';
 import { buildQemuArgv } from '../src/qemu/argv/index.ts';
+import { resolveBinary } from '../src/qemu/binaries.ts';
+import { identityOfLease } from '../src/qemu/identity/identity.ts';
+import { qemuLaunchSpec } from '../src/qemu/launch/launch.ts';
+import { findLauncher, launcherArgs, launcherStdio } from '../src/qemu/launch/launcher.ts';
 import { runtimePaths } from '../src/qemu/runtime-paths.ts';
-import { setprivArgs } from '../src/qemu/process/vmm-process.ts';
 import { isProcessAlive } from '../src/qemu/process/proc-fs.ts';
 import { GuestAgent, guestAssets } from '../test/guest/index.ts';
 import { RawQmp } from './raw/raw-qmp.ts';
@@ -20,7 +27,15 @@ const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);
 /** Figures of tens of milliseconds are noisier on a shared machine: they get more rounds. */
 const FAST_ROUNDS = Number(process.env['BENCH_FAST_ROUNDS'] ?? 15);
 const SCALE_VMS = Number(process.env['BENCH_SCALE_VMS'] ?? 50);
-const NOBODY = { uid: 65534, gid: 65534, groups: [] as number[] };
+/**
+ * The raw baseline's QEMUs each get a uid of their own, as the library's do, but a fixed one
+ * (RAW_UID_BASE + i, i counting raw VMs, wrapping at RAW_UIDS, far more than ever run at once):
+ * a script given a uid per VM would not lease it, and the lease (a lock, a file, a scan of /proc)
+ * is part of what the library's figures pay for. The base sits near the top of the library's
+ * lease range (1900000000 + 65536), which its leases, taken lowest first, do not reach here.
+ */
+const RAW_UID_BASE = 1_900_065_000;
+const RAW_UIDS = 500;
 
 function config(extra: Partial<SandboxConfigInput> = {}): SandboxConfigInput {
   const guest = guestAssets();
@@ -40,6 +55,7 @@ function config(extra: Partial<SandboxConfigInput> = {}): SandboxConfigInput {
 
 interface RawVm {
   dir: string;
+  identity: VmIdentity;
   child: ChildProcess;
   exited: Promise<void>;
   qmp: RawQmp;
@@ -58,23 +74,38 @@ function rawBase(): string {
   return rawBaseDir;
 }
 
-/** The same file and argv the library spawns (setpriv included), computed up front as data. */
-function rawCommand(input: SandboxConfigInput, dir: string): string[] {
-  const cfg = parseSandboxConfig({ ...input, runtime: { dir } });
-  const { args } = buildQemuArgv(cfg, runtimePaths(dir));
-  return [...setprivArgs({ user: NOBODY, detached: false }), '--', cfg.runtime.qemuPath, ...args];
+/** The launcher and QEMU, resolved once as the library resolves them at createVM. */
+let rawBinaries: { launcher: string; qemu: string } | undefined;
+
+/**
+ * The launcher's path and argv and the stdio the library spawns QEMU with: the very spec the
+ * library builds (qemuLaunchSpec) from the same argv, for this VM's identity, computed as data.
+ */
+function rawCommand(input: SandboxConfigInput, dir: string, uid: number): { identity: VmIdentity; file: string; args: string[]; stdio: ReturnType<typeof launcherStdio> } {
+  rawBinaries ??= { launcher: findLauncher(), qemu: resolveBinary('qemu-system-x86_64', 'runtime.qemuPath') };
+  const config = parseSandboxConfig({ ...input, runtime: { dir } });
+  // The identity a leased uid gets (its own group, plus kvm under kvm).
+  const identity = identityOfLease(uid, config.machine.accel);
+  const paths = runtimePaths(dir);
+  const plan = { config, paths, argv: buildQemuArgv(config, paths), qemuPath: rawBinaries.qemu, virtiofsdPath: undefined, launcherPath: rawBinaries.launcher };
+  const spec = qemuLaunchSpec(plan, identity);
+  return { identity, file: rawBinaries.launcher, args: launcherArgs(spec), stdio: launcherStdio(spec, 'pipe') };
 }
 
-async function rawStart(command: (dir: string) => string[], run: boolean): Promise<RawVm> {
-  const dir = join(rawBase(), String(rawCounter++));
-  mkdirSync(dir, { mode: 0o700 });
-  chownSync(dir, NOBODY.uid, NOBODY.gid);
-  const child = spawn('setpriv', command(dir), { stdio: ['ignore', 'ignore', 'pipe'] });
+async function rawStart(input: SandboxConfigInput, run: boolean): Promise<RawVm> {
+  const index = rawCounter++;
+  const dir = join(rawBase(), String(index));
+  const command = rawCommand(input, dir, RAW_UID_BASE + (index % RAW_UIDS));
+  const { identity } = command;
+  // As the library makes a VM's directory: root's, QEMU's group may only traverse it (0710).
+  mkdirSync(dir, { mode: 0o710 });
+  chownSync(dir, 0, identity.gid);
+  const child = spawn(command.file, command.args, { stdio: command.stdio, env: {} });
   child.stderr?.resume();
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const qmp = await RawQmp.connect(join(dir, 'qmp.sock'));
   if (run) await qmp.execute('cont');
-  return { dir, child, exited, qmp };
+  return { dir, identity, child, exited, qmp };
 }
 
 async function rawStop(vm: RawVm): Promise<void> {
@@ -116,7 +147,7 @@ async function startFigure(): Promise<{ start: Comparison; stop: Comparison }> {
     async () => {
       let raw: RawVm | undefined;
       const ms = await timeIt(async () => {
-        raw = await rawStart((dir) => rawCommand(input, dir), false);
+        raw = await rawStart(input, false);
       });
       if (raw) {
         const vm = raw;
@@ -152,7 +183,7 @@ async function bootFigure(): Promise<Comparison> {
       let raw: RawVm | undefined;
       let agent: GuestAgent | undefined;
       const ms = await timeIt(async () => {
-        raw = await rawStart((dir) => rawCommand(input, dir), true);
+        raw = await rawStart(input, true);
         agent = await GuestAgent.connect(join(raw.dir, 'ch-agent.sock'), { timeoutMs: 60_000 });
         await agent.runOk('true');
       });
@@ -176,15 +207,26 @@ async function bootPair(): Promise<Booted> {
   await lib.createVM(input);
   await lib.startVM();
   const libAgent = await GuestAgent.connect(runtimePaths(lib.runtimeDir ?? '').channelSocket('agent'), { timeoutMs: 60_000 });
-  const raw = await rawStart((dir) => rawCommand(input, dir), true);
+  const raw = await rawStart(input, true);
   const rawAgent = await GuestAgent.connect(join(raw.dir, 'ch-agent.sock'), { timeoutMs: 60_000 });
   return { lib, libAgent, raw, rawAgent };
 }
 
+/** Each VM's QEMU runs as a uid of its own: what it opens must be that uid's. */
+function ownersOf(b: Booted): { lib: number; raw: number } {
+  const lib = b.lib.identity?.uid;
+  if (lib === undefined) throw new Error('the library VM has no identity of its own: run the benchmark as root');
+  return { lib, raw: b.raw.identity.uid };
+}
+
 async function hotplugFigures(b: Booted, scratch: string): Promise<Record<string, Comparison>> {
-  const disk = join(scratch, 'disk.img');
-  writeFileSync(disk, Buffer.alloc(4 * 1024 * 1024));
-  chownSync(disk, NOBODY.uid, NOBODY.gid);
+  const owners = ownersOf(b);
+  // One image per side, each its QEMU's (the rounds never attach them at once, but the uids differ).
+  const disks = { lib: join(scratch, 'disk-lib.img'), raw: join(scratch, 'disk-raw.img') };
+  for (const which of ['lib', 'raw'] as const) {
+    writeFileSync(disks[which], Buffer.alloc(4 * 1024 * 1024));
+    chownSync(disks[which], owners[which], owners[which]);
+  }
   const addLib: number[] = [];
   const delLib: number[] = [];
   const addRaw: number[] = [];
@@ -194,7 +236,7 @@ async function hotplugFigures(b: Booted, scratch: string): Promise<Record<string
     const before = await countDisks(agent);
     if (which === 'lib') {
       addLib.push(await timeIt(async () => {
-        await b.lib.hotplugAddDevice({ type: 'block', id: 'bench0', path: disk });
+        await b.lib.hotplugAddDevice({ type: 'block', id: 'bench0', path: disks.lib });
         await waitFor(async () => (await countDisks(agent)) === before + 1);
       }));
       delLib.push(await timeIt(async () => {
@@ -204,7 +246,7 @@ async function hotplugFigures(b: Booted, scratch: string): Promise<Record<string
     } else {
       const q = b.raw.qmp;
       addRaw.push(await timeIt(async () => {
-        await q.execute('blockdev-add', { driver: 'raw', 'node-name': 'drv-bench0', file: { driver: 'file', filename: disk } });
+        await q.execute('blockdev-add', { driver: 'raw', 'node-name': 'drv-bench0', file: { driver: 'file', filename: disks.raw } });
         await q.execute('device_add', { driver: 'virtio-blk-pci', id: 'bench0', drive: 'drv-bench0', bus: 'rp0' });
         await waitFor(async () => (await countDisks(agent)) === before + 1);
       }));
@@ -222,7 +264,8 @@ async function hotplugFigures(b: Booted, scratch: string): Promise<Record<string
 
   const tap = 'svmmbench0';
   const tapRaw = 'svmmbench1';
-  for (const t of [tap, tapRaw]) execFileSync('ip', ['tuntap', 'add', 'dev', t, 'mode', 'tap', 'user', String(NOBODY.uid)]);
+  // Each tap is its QEMU's, as a runtime hands a VM's taps to vm.identity.
+  for (const [t, owner] of [[tap, owners.lib], [tapRaw, owners.raw]] as const) execFileSync('ip', ['tuntap', 'add', 'dev', t, 'mode', 'tap', 'user', String(owner)]);
   const nicAddLib: number[] = [];
   const nicDelLib: number[] = [];
   const nicAddRaw: number[] = [];
@@ -329,12 +372,18 @@ async function libraryStorm(input: SandboxConfigInput): Promise<{ startMs: numbe
   delay.enable();
   const vms = Array.from({ length: SCALE_VMS }, () => new QemuHypervisor());
   const started = performance.now();
-  await Promise.all(
+  const settled = await Promise.allSettled(
     vms.map(async (vm) => {
       await vm.createVM(input);
       await vm.startVM({ paused: true, timeoutMs: 120_000 });
     }),
   );
+  const failures = settled.flatMap((result) => (result.status === 'rejected' ? [result.reason as unknown] : []));
+  if (failures.length > 0) {
+    // Stop the VMs that did start, so that a failed storm leaves no QEMU, directory or uid lease behind.
+    await Promise.allSettled(vms.map((vm) => vm.stopVM()));
+    throw new AggregateError(failures, `${failures.length} of ${SCALE_VMS} VMs of the storm failed to start, the first with: ${String((failures[0] as Error).message)}`);
+  }
   const startMs = performance.now() - started;
   delay.disable();
   gc?.();
@@ -365,7 +414,7 @@ export async function scaleFigure(): Promise<Record<string, number | boolean>> {
       const delay = monitorEventLoopDelay({ resolution: 5 });
       delay.enable();
       const started = performance.now();
-      const raws = await Promise.all(Array.from({ length: SCALE_VMS }, () => rawStart((dir) => rawCommand(input, dir), false)));
+      const raws = await Promise.all(Array.from({ length: SCALE_VMS }, () => rawStart(input, false)));
       const ms = performance.now() - started;
       delay.disable();
       rawDelays.push(delay.percentile(99) / 1e6);
@@ -416,7 +465,8 @@ ${bars}
 
 export async function run(): Promise<void> {
   const scratch = mkdtempSync('/tmp/svmm-bench-');
-  chownSync(scratch, NOBODY.uid, NOBODY.gid);
+  // Root's; both VMs' QEMUs (each its own uid) traverse it to their own disk image.
+  chmodSync(scratch, 0o711);
   try {
     const { start, stop } = await startFigure();
     const boot = await bootFigure();

@@ -1,6 +1,6 @@
 // `npm run demo`: boots the default guest through the library, proves from inside the guest that
 // it runs and changes, and prints each step with its time. It leaves nothing behind.
-import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { QemuHypervisor } from '../src/index.ts';
@@ -42,11 +42,10 @@ async function main(): Promise<void> {
   let agent: GuestAgent | undefined;
   let pid: number | undefined;
   try {
-    // A disk to hot-plug later, readable by the unprivileged user QEMU runs as.
-    chownSync(scratch, 65534, 65534);
+    // A disk to hot-plug later: written now, given to the VM's own user once createVM has leased it.
+    chmodSync(scratch, 0o755);
     const disk = join(scratch, 'data.img');
-    writeFileSync(disk, Buffer.concat([Buffer.from('hello from the host\n'), Buffer.alloc(8 * 1024 * 1024 - 20)]));
-    chownSync(disk, 65534, 65534);
+    writeFileSync(disk, Buffer.concat([Buffer.from('hello from the host\n'), Buffer.alloc(8 * 1024 * 1024 - 20)]), { mode: 0o600 });
 
     await timed(
       'createVM',
@@ -62,6 +61,18 @@ async function main(): Promise<void> {
           devices: [{ type: 'channel', id: 'agent', name: 'agent.0' }],
         }),
       () => `id ${vm.id ?? '?'}, runtime dir ${vm.runtimeDir ?? '?'}`,
+    );
+    const id = vm.id ?? '';
+    const identity = vm.identity;
+    // As a runtime does: QEMU's user is known from createVM on; it gets the files it may open.
+    // (Without root, QEMU runs as this process's user, who owns the disk already.)
+    await timed(
+      'give the disk to QEMU\'s user',
+      () => {
+        if (identity) chownSync(disk, identity.uid, identity.gid);
+        return Promise.resolve();
+      },
+      () => (identity ? `QEMU runs as uid ${identity.uid}, gid ${identity.gid} (leased for this VM)` : 'QEMU runs as this process\'s user'),
     );
     await timed('startVM (QEMU up, QMP negotiated)', () => vm.startVM({ timeoutMs: 30_000 }), () => {
       pid = vm.getPids()[0];
@@ -106,8 +117,10 @@ async function main(): Promise<void> {
       const leftovers: string[] = [];
       if (pid !== undefined && isProcessAlive(pid)) leftovers.push(`QEMU ${pid} alive`);
       if (existsSync(dir)) leftovers.push(`${dir} exists`);
+      const leases = leasesOf(id, dir);
+      if (leases.length > 0) leftovers.push(`uid lease ${leases.join(', ')} still held`);
       if (leftovers.length > 0) return Promise.reject(new Error(leftovers.join(', ')));
-      return Promise.resolve('no QEMU process, no runtime directory');
+      return Promise.resolve(identity ? `no QEMU process, no runtime directory, uid ${identity.uid} released` : 'no QEMU process, no runtime directory');
     }, (s) => s);
     printTable();
   } finally {
@@ -115,6 +128,24 @@ async function main(): Promise<void> {
     await vm.stopVM();
     rmSync(scratch, { recursive: true, force: true });
   }
+}
+
+/** The uid lease files naming VM `id`, in the lease directory next to its runtime directory. */
+function leasesOf(id: string, runtimeDir: string): string[] {
+  const leaseDir = join(runtimeDir, '..', '.leases');
+  let names: string[];
+  try {
+    names = readdirSync(leaseDir);
+  } catch {
+    return [];
+  }
+  return names.filter((name) => {
+    try {
+      return (JSON.parse(readFileSync(join(leaseDir, name), 'utf8')) as { vmId?: unknown }).vmId === id;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** Retries `fn` until it succeeds (the guest reacts to hotplug asynchronously). */

@@ -7,5 +7,8 @@ export * from './hypervisor/config/index.ts';
 export { QemuHypervisor, type QemuHypervisorOptions } from './qemu/qemu-hypervisor.ts';
 export { buildQemuArgv } from './qemu/argv/index.ts';
 export { runtimePaths, type RuntimePaths } from './qemu/runtime-paths.ts';
+export { reapOrphans, type OrphanReport, type ReapOptions } from './qemu/orphans.ts';
+export { DEFAULT_UID_RANGE, UidRangeExhaustedError, UidLeaseNotHeldError, LeaseDirError, type UidRange, type LeaseRecord } from './qemu/identity/uid-leases.ts';
+export { UnsafePathError } from './util/safe-fs.ts';
 export * from './mock/index.ts';
 export * from './registry.ts';

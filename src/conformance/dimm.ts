@@ -42,7 +42,7 @@ export function defineDimmTests(t: ConformanceTestApi, h: Harness): void {
 
   t.it('a removal the guest cannot complete times out with DeviceRemovalTimeoutError; the device keeps its slot until a retry finishes', async () => {
     const vm = await shared.get();
-    await vm.hotplugAddDevice({ type: 'block', id: 'conformance-stuck', path: await h.disk('stuck') }, h.op());
+    await vm.hotplugAddDevice({ type: 'block', id: 'conformance-stuck', path: await h.disk('stuck', vm) }, h.op());
     await vm.pauseVM(h.op());
     const removalMs = h.timeouts.removalMs;
     const error = await rejectsWithCode<DeviceRemovalTimeoutError>(
@@ -53,7 +53,7 @@ export function defineDimmTests(t: ConformanceTestApi, h: Harness): void {
     assert.deepEqual([error.deviceId, error.timeoutMs], ['conformance-stuck', removalMs]);
     assert.equal(vm.devices().find((d) => d.id === 'conformance-stuck')?.hotplugged, true, 'the device is still accounted for');
     await rejectsWithCode(
-      vm.hotplugAddDevice({ type: 'block', id: 'conformance-other', path: await h.disk('other') }, h.op()),
+      vm.hotplugAddDevice({ type: 'block', id: 'conformance-other', path: await h.disk('other', vm) }, h.op()),
       'NO_FREE_SLOT',
       'hotplug while the only slot is held by the device that did not go',
     );

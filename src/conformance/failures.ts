@@ -25,7 +25,7 @@ export function defineFailureTests(t: ConformanceTestApi, h: Harness): void {
           }),
         );
         // A paused guest cannot release a device: its removal is pending when the hypervisor dies.
-        await vm.hotplugAddDevice({ type: 'block', id: 'conformance-d', path: await h.disk('crash') }, h.op());
+        await vm.hotplugAddDevice({ type: 'block', id: 'conformance-d', path: await h.disk('crash', vm) }, h.op());
         const pending = vm.hotplugRemoveDevice('conformance-d', { timeoutMs: 10 * h.timeouts.operationMs });
         pending.catch(() => {});
         await h.settle();

@@ -48,9 +48,9 @@ export class Harness {
     return this.options.create({ deviceRemovalTimeoutMs: this.timeouts.removalMs });
   }
 
-  /** A disk image path no other test uses. */
-  async disk(name: string): Promise<string> {
-    return this.options.disk(`${name}-${++this.#disks}`);
+  /** A disk image path no other test uses, for `vm` (see ConformanceOptions.disk). */
+  async disk(name: string, vm: Hypervisor): Promise<string> {
+    return this.options.disk(`${name}-${++this.#disks}`, vm);
   }
 
   /** Options for an operation the suite calls. */

@@ -38,7 +38,7 @@ export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
   shared.registerHooks(t);
 
   const add = async (vm: Hypervisor, id: string, extra: Partial<HotplugDevice> = {}): Promise<HotplugResult> =>
-    vm.hotplugAddDevice({ type: 'block', id, path: await h.disk(id), ...extra } as HotplugDevice, h.op());
+    vm.hotplugAddDevice({ type: 'block', id, path: await h.disk(id, vm), ...extra } as HotplugDevice, h.op());
   const removeAllHotplugged = async (vm: Hypervisor): Promise<void> => {
     for (const device of vm.devices().filter((d) => d.hotplugged)) await vm.hotplugRemoveDevice(device.id, h.op());
   };
@@ -92,7 +92,7 @@ export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
     const vm = await shared.get();
     const probe = await add(vm, 'conformance-probe');
     await vm.hotplugRemoveDevice('conformance-probe', h.op());
-    const missing = `${await h.disk('conformance-gone')}.missing`;
+    const missing = `${await h.disk('conformance-gone', vm)}.missing`;
     const error = await rejectsWithCode<HotplugError>(add(vm, 'conformance-bad', { path: missing }), 'HOTPLUG_FAILED', 'hotplug of a missing image');
     assert.equal(error.deviceId, 'conformance-bad');
     assert.ok(error.step.length > 0, 'the error names the failed step');
@@ -106,7 +106,7 @@ export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
   t.it('concurrent hotplugs never share a slot; one too many is NoFreeSlotError until a slot frees', async () => {
     const vm = await shared.get();
     const ids = range(ROOT_PORTS + 1).map((i) => `conformance-c${i}`);
-    const paths = await Promise.all(ids.map((id) => h.disk(id)));
+    const paths = await Promise.all(ids.map((id) => h.disk(id, vm)));
     const results = await Promise.allSettled(ids.map((id, i) => vm.hotplugAddDevice({ type: 'block', id, path: paths[i] as string }, h.op())));
     const placed = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     const refused = results.flatMap((r, i) => (r.status === 'rejected' ? [{ id: ids[i] as string, error: r.reason as unknown }] : []));

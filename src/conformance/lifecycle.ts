@@ -115,7 +115,7 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
       const calls: [string, () => Promise<unknown>][] = [
         ['pauseVM', () => vm.pauseVM(h.op())],
         ['resumeVM', () => vm.resumeVM(h.op())],
-        ['hotplugAddDevice', async () => vm.hotplugAddDevice({ type: 'block', id: 'conformance-x', path: await h.disk('wrong-state') }, h.op())],
+        ['hotplugAddDevice', async () => vm.hotplugAddDevice({ type: 'block', id: 'conformance-x', path: await h.disk('wrong-state', vm) }, h.op())],
         ['hotplugRemoveDevice', () => vm.hotplugRemoveDevice('conformance-x', h.op())],
         ['resizeMemory', () => vm.resizeMemory(256, h.op())],
         ['resizeVCPUs', () => vm.resizeVCPUs(2, h.op())],
@@ -126,13 +126,14 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
       await vm.stopVM();
       await expectInvalidState(vm.startVM(h.op()), 'startVM', 'stopped');
       await expectInvalidState(vm.resumeVM(h.op()), 'resumeVM', 'stopped');
-      await expectInvalidState(vm.hotplugAddDevice({ type: 'block', id: 'conformance-y', path: await h.disk('wrong-state') }, h.op()), 'hotplugAddDevice', 'stopped');
+      await expectInvalidState(vm.hotplugAddDevice({ type: 'block', id: 'conformance-y', path: await h.disk('wrong-state', vm) }, h.op()), 'hotplugAddDevice', 'stopped');
     });
   }, ms);
 
   t.it('a start the hypervisor cannot complete fails with VmStartError saying why, and cleans up', async () => {
-    const missing = `${await h.disk('start-missing')}.missing`;
     await h.withVm(async (vm) => {
+      // Only named, never opened: the VM is not created yet.
+      const missing = `${await h.disk('start-missing', vm)}.missing`;
       await vm.createVM(h.config({ ...spec, devices: [{ type: 'block', id: 'conformance-gone', path: missing }] }), h.op());
       const error = await rejectsWithCode<VmStartError>(vm.startVM(h.op()), 'VM_START_FAILED', 'startVM with a missing cold-plugged disk');
       assert.ok(error.message.includes(basename(missing)), `the error names the missing disk: ${error.message}`);
@@ -166,7 +167,7 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
     await h.withVm(async (vm) => {
       // A paused guest cannot release a device: its removal stays pending.
       await h.boot(vm, spec, true);
-      await vm.hotplugAddDevice({ type: 'block', id: 'conformance-p', path: await h.disk('pending') }, h.op());
+      await vm.hotplugAddDevice({ type: 'block', id: 'conformance-p', path: await h.disk('pending', vm) }, h.op());
       const pending = vm.hotplugRemoveDevice('conformance-p', { timeoutMs: 10 * h.timeouts.operationMs });
       pending.catch(() => {});
       await h.settle();

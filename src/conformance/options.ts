@@ -75,8 +75,13 @@ export interface ConformanceOptions {
    * own devices (an rng device with id 'conformance-rng', a pvpanic device for the panic test).
    */
   config(): SandboxConfigInput;
-  /** The path of a fresh, small disk image for block hotplug, distinct for each `name`. */
-  disk(name: string): string | Promise<string>;
+  /**
+   * The path of a fresh, small disk image for block hotplug, distinct for each `name`, for `vm` to
+   * use. The suite asks once `vm` was created whenever the image is to be opened, so that a backend
+   * whose hypervisor runs as a user of the VM's own (`vm.identity`) can give the image to that user,
+   * as a runtime would; it may ask before createVM for a path that is only named, never opened.
+   */
+  disk(name: string, vm: Hypervisor): string | Promise<string>;
   guest?: ConformanceGuestProbes;
   faults?: ConformanceFaults;
   /** Whether the backend has virtio-scsi disks. Default true. */

@@ -1,8 +1,10 @@
 // The state machine every backend shares: which operation may run in which state, and the
 // bookkeeping that lets stopVM interrupt whatever is still pending.
 import { Deadline, type OperationOptions } from '../util/deadline.ts';
+import { resolveTimeoutMs } from '../util/timeout.ts';
+import { InvalidArgumentError } from '../errors.ts';
 import { InvalidStateError, VmStoppingError } from './errors.ts';
-import type { VmState } from './types.ts';
+import type { StopOptions, VmState } from './types.ts';
 
 /**
  * How long an operation whose deadline passed may take to settle by itself (with its own, more
@@ -68,5 +70,17 @@ export class Lifecycle {
       deadline.dispose();
       this.#stopping.signal.removeEventListener('abort', onStop);
     }
+  }
+}
+
+/** What is wrong with stopVM's bounds, if anything: stopVM rejects with it before doing anything. */
+export function stopOptionsProblem(options: StopOptions): InvalidArgumentError | undefined {
+  try {
+    resolveTimeoutMs(options.timeoutMs, undefined);
+    resolveTimeoutMs(options.gracefulTimeoutMs, undefined, 'gracefulTimeoutMs');
+    return undefined;
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) return error;
+    throw error;
   }
 }

@@ -39,6 +39,16 @@ export interface VmExitInfo {
   reason?: string;
 }
 
+/**
+ * The user and groups the hypervisor process runs as. A runtime gives this uid the taps and files
+ * the VM may use (e.g. `ip tuntap add … user <uid>`); no other VM shares it.
+ */
+export interface VmIdentity {
+  uid: number;
+  gid: number;
+  groups: number[];
+}
+
 /** Devices that can be plugged into a running VM. CPUs and memory change through the resize calls. */
 export type HotplugDevice = HotplugDeviceInput;
 
@@ -95,6 +105,8 @@ export interface Hypervisor {
   readonly config: SandboxConfig | undefined;
   /** Set once the hypervisor process has ended, expectedly or not. */
   readonly exitInfo: VmExitInfo | undefined;
+  /** Who the hypervisor runs as, known from createVM on; undefined when it runs as this process's user. */
+  readonly identity: VmIdentity | undefined;
 
   /** Validates the config and prepares the VM; nothing starts. */
   createVM(config: SandboxConfigInput, options?: OperationOptions): Promise<void>;

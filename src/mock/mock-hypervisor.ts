@@ -4,7 +4,7 @@
 import { parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
 import { AttachError, InvalidStateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
-import { Lifecycle } from '../hypervisor/lifecycle.ts';
+import { Lifecycle, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import type {
   HotplugDevice,
   HotplugResult,
@@ -18,9 +18,11 @@ import type {
   VcpuResizeResult,
   VcpuThreadIds,
   VmExitInfo,
+  VmIdentity,
   VmState,
 } from '../hypervisor/types.ts';
 import { sleep, type Deadline, type OperationOptions } from '../util/deadline.ts';
+import { resolveTimeoutMs } from '../util/timeout.ts';
 import { silentLogger, type Logger } from '../util/logger.ts';
 import type { MockContext } from './context.ts';
 import { leaveDetached, mockRuntimeDir, takeDetached } from './detached.ts';
@@ -28,6 +30,7 @@ import { hotplugDevice, unplugDevice } from './devices.ts';
 import { MockFaults, type MockOperation } from './faults.ts';
 import { permissiveHostProbe, realHostProbe, startProblem, type MockHostProbe } from './host.ts';
 import { Listeners } from './listeners.ts';
+import { giveBackIdentity, identityOf, takeIdentity } from './identities.ts';
 import { MockMachine, type MockGuestView } from './machine.ts';
 import type { MockProcess } from './process.ts';
 import { resizeMemory, resizeVcpus } from './resize.ts';
@@ -48,6 +51,8 @@ export interface MockHypervisorOptions {
    * default) asks the real host, false accepts anything, an object replaces some answers.
    */
   host?: boolean | Partial<MockHostProbe>;
+  /** The uid the mock behaves as if it ran as, for the identity rules. Default 0 (root, as a runtime runs). */
+  processUid?: number;
 }
 
 export interface MockExitOptions {
@@ -74,6 +79,8 @@ export class MockHypervisor implements Hypervisor {
   #machine: MockMachine | undefined;
   /** Whether this instance controls the machine's process (false once detached). */
   #owned = false;
+  /** Set by detach: the VM (and its identity) now belongs to whoever attaches. */
+  #handedOver = false;
   #exitInfo: VmExitInfo | undefined;
   #stopPromise: Promise<void> | undefined;
   #expectingExit = false;
@@ -83,8 +90,8 @@ export class MockHypervisor implements Hypervisor {
   constructor(options: MockHypervisorOptions = {}) {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
-    this.#defaultTimeoutMs = options.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS;
-    this.#removalTimeoutMs = options.deviceRemovalTimeoutMs ?? 10_000;
+    this.#defaultTimeoutMs = resolveTimeoutMs(options.defaultTimeoutMs, DEFAULT_TIMEOUT_MS, 'defaultTimeoutMs');
+    this.#removalTimeoutMs = resolveTimeoutMs(options.deviceRemovalTimeoutMs, 10_000, 'deviceRemovalTimeoutMs');
     this.#host = hostProbe(options.host);
     this.#lifecycle = new Lifecycle((from, to) => this.#logger.info({ from, to }, 'vm state'));
     this.#exitListeners = new Listeners(this.#logger, 'exit');
@@ -105,6 +112,12 @@ export class MockHypervisor implements Hypervisor {
 
   get exitInfo(): VmExitInfo | undefined {
     return this.#exitInfo;
+  }
+
+  /** Who the hypervisor would run as: as the QEMU backend under root, a uid of the VM's own. */
+  get identity(): VmIdentity | undefined {
+    const identity = this.#config ? identityOf(this.#config.id) : undefined;
+    return identity ? { ...identity, groups: [...identity.groups] } : undefined;
   }
 
   /** The key attach() takes; nothing exists on disk. Undefined before createVM. */
@@ -129,12 +142,16 @@ export class MockHypervisor implements Hypervisor {
     return attempt(() => {
       this.#lifecycle.require('createVM', ['created']);
       if (this.#config) throw new InvalidStateError('createVM', this.state, [], 'createVM was already called; an instance drives one VM, create another instance for another VM');
-      this.#config = parseSandboxConfig(input);
+      const config = parseSandboxConfig(input);
+      takeIdentity(config, this.#options.processUid ?? 0);
+      this.#config = config;
     });
   }
 
   async startVM(options: StartOptions = {}): Promise<void> {
     this.#lifecycle.require('startVM', ['created']);
+    // A bad timeout is the caller's mistake: refused before the VM changes state.
+    resolveTimeoutMs(options.timeoutMs, this.#defaultTimeoutMs);
     const config = this.#config;
     if (!config) throw new VmStartError('createVM was not called');
     this.#lifecycle.to('starting');
@@ -189,6 +206,7 @@ export class MockHypervisor implements Hypervisor {
     const exit = proc?.end({ exitCode: undefined, signal: 'SIGKILL' });
     const stderrTail = proc?.stderrTail() ?? '';
     this.#exitInfo = { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail };
+    if (this.#config) giveBackIdentity(this.#config.id);
     this.#lifecycle.to('stopped');
     // An exit of its own (a refused config) says more than the error it caused.
     const exitedOnItsOwn = exit && exit.signal !== 'SIGKILL' ? exit : undefined;
@@ -208,12 +226,15 @@ export class MockHypervisor implements Hypervisor {
       this.#logger.error(info, 'the hypervisor exited unexpectedly');
       this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
       this.#machine?.disconnect();
+      if (this.#config) giveBackIdentity(this.#config.id);
       this.#lifecycle.to('stopped');
       this.#exitListeners.call(info);
     });
   }
 
   stopVM(options: StopOptions = {}): Promise<void> {
+    const problem = stopOptionsProblem(options);
+    if (problem) return Promise.reject(problem);
     this.#stopPromise ??= this.#stop(options).finally(() => this.#lifecycle.to('stopped'));
     return this.#stopPromise;
   }
@@ -234,6 +255,7 @@ export class MockHypervisor implements Hypervisor {
       this.#exitInfo ??= { expected: true, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
     }
     machine?.disconnect();
+    if (this.#config && !this.#handedOver) giveBackIdentity(this.#config.id);
     this.#logger.info('vm stopped');
   }
 
@@ -280,6 +302,7 @@ export class MockHypervisor implements Hypervisor {
       machine.disconnect();
       leaveDetached(this.runtimeDir as string, machine);
       this.#owned = false;
+      this.#handedOver = true;
       this.#lifecycle.to('stopped');
     });
   }

@@ -1,13 +1,13 @@
 // The QEMU backend of the Hypervisor interface: the argv builder, the process launcher and the QMP
 // client put together, with a state machine around them and cleanup on every path.
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Logger } from '../util/logger.ts';
 import { silentLogger } from '../util/logger.ts';
 import { Deadline, sleep, type OperationOptions } from '../util/deadline.ts';
-import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
+import { resolveTimeoutMs } from '../util/timeout.ts';
+import type { SandboxConfig, SandboxConfigInput } from '../hypervisor/config/index.ts';
 import {
   AttachError,
+  InvalidReplyError,
   InvalidStateError,
   VmExitedError,
   VmStartError,
@@ -15,7 +15,7 @@ import {
   VmUnhealthyError,
   describeExit,
 } from '../hypervisor/errors.ts';
-import { Lifecycle } from '../hypervisor/lifecycle.ts';
+import { Lifecycle, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import type {
   HotplugDevice,
   HotplugResult,
@@ -29,22 +29,28 @@ import type {
   VcpuResizeResult,
   VcpuThreadIds,
   VmExitInfo,
+  VmIdentity,
   VmState,
 } from '../hypervisor/types.ts';
 import { QmpClient, QmpConnectError, QmpDisconnectedError, QmpProtocolError, type QmpEvent, type RunState } from '../qmp/index.ts';
-import { buildQemuArgv } from './argv/index.ts';
-import { AdoptedProcess, killAndWait, SpawnedProcess, type DropPrivileges, type ProcessExit, type VmmProcess } from './process/vmm-process.ts';
-import { isProcessAlive } from './process/proc-fs.ts';
-import { createRuntimeDir, defaultRuntimeBase, removeRuntimeDir, resolveQemuUser } from './runtime-dir.ts';
-import { checkSocketPaths, runtimePaths, type RuntimePaths } from './runtime-paths.ts';
-import { readStateFile, writeStateFile, STATE_FILE_VERSION } from './state-file.ts';
+import type { ProcessExit } from './process/vmm-process.ts';
+import { listThreads } from './process/proc-fs.ts';
+import { defaultRuntimeBase, ensureRuntimeBase, leaseDirOf } from './runtime-dir.ts';
+import { serializeState, writeStateFile, STATE_FILE_VERSION } from './state-file.ts';
 import { emptyHotplugState, type HotplugState } from './hotplug/state.ts';
 import { hotplugDevice, unplugDevice } from './hotplug/devices.ts';
 import type { HotplugContext } from './hotplug/context.ts';
 import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
-import { HelperSet } from './helpers/helper-set.ts';
 import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
+import { DEFAULT_UID_RANGE, UidLeaseStore, type UidRange } from './identity/uid-leases.ts';
+import { VmHome } from './launch/home.ts';
+import { planVm, type LaunchPlan } from './launch/plan.ts';
+import { launchVm } from './launch/launch.ts';
+import { adoptVm } from './launch/adopt.ts';
+import type { SessionOptions, VmSession } from './launch/session.ts';
+import { checkVcpuThreadIds } from './vcpu-threads.ts';
+import { parseRunState } from './run-state.ts';
 
 export interface QemuHypervisorOptions {
   /** pino logger; each VM logs through a child carrying its id. Silent by default. */
@@ -53,57 +59,74 @@ export interface QemuHypervisorOptions {
   defaultTimeoutMs?: number;
   /** How long a removal waits for the guest to release a device. */
   deviceRemovalTimeoutMs?: number;
+  /**
+   * The uids (and equal gids) VMs' QEMUs get, one each, when this process is root. Choose a range
+   * no user, subuid range or user namespace maps. Default: 1900000000, 65536 of them.
+   */
+  uidRange?: UidRange;
+  /** Where uid leases are kept: shared by every runtime process of the host. Default: <base>/.leases. */
+  leaseDir?: string;
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_REMOVAL_TIMEOUT_MS = 10_000;
 const QUIT_WAIT_MS = 3_000;
 const RECONNECT_TIMEOUT_MS = 5_000;
+const ATTACH_TIMEOUT_MS = 10_000;
 const ONE_VM_PER_INSTANCE = 'createVM was already called; an instance drives one VM, create another instance for another VM';
 /** How long a lost QMP connection waits for QEMU's exit to be reaped before calling it something else. */
 const EXIT_GRACE_MS = 1_000;
 /** Run states a healthy sandbox is never in. */
 const UNHEALTHY_RUN_STATES: ReadonlySet<RunState> = new Set(['guest-panicked', 'internal-error', 'io-error', 'shutdown', 'watchdog']);
-const STDERR_FILE = 'qemu.stderr';
+
+/** The lease store of a host: one directory, shared by every runtime process. */
+function leaseStore(options: QemuHypervisorOptions): UidLeaseStore {
+  let dir = options.leaseDir;
+  if (dir === undefined) {
+    const base = defaultRuntimeBase();
+    ensureRuntimeBase(base);
+    dir = leaseDirOf(base);
+  }
+  return new UidLeaseStore({ dir, range: options.uidRange ?? DEFAULT_UID_RANGE });
+}
 
 export class QemuHypervisor implements Hypervisor {
   readonly kind = 'qemu';
+  readonly #options: QemuHypervisorOptions;
   readonly #logger: Logger;
   readonly #defaultTimeoutMs: number;
   readonly #removalTimeoutMs: number;
   #log: Logger;
   readonly #lifecycle: Lifecycle;
-  #config: SandboxConfig | undefined;
-  #paths: RuntimePaths | undefined;
-  #argv: { args: string[]; passFds: number[] } | undefined;
-  #user: DropPrivileges | undefined;
-  #process: VmmProcess | undefined;
-  #qmp: QmpClient | undefined;
-  #reconnecting: Promise<QmpClient> | undefined;
+  #plan: LaunchPlan | undefined;
+  /** The VM's directory and identity, from createVM (or attach) until the VM is gone. */
+  #home: VmHome | undefined;
+  /** QEMU, QMP and the helpers, from startVM (or attach) on. */
+  #session: VmSession | undefined;
   #hotplug: HotplugState = emptyHotplugState();
-  #helpers = new HelperSet();
   /**
    * QEMU's run state leaves guest-panicked on `cont`, but the guest kernel is still dead: once a
    * panic is seen, the VM stays unhealthy until it is stopped.
    */
   #guestPanicked = false;
-  /** Set when a helper daemon's death is what ended the VM. */
-  #helperFailure: string | undefined;
   #exitInfo: VmExitInfo | undefined;
   #stopPromise: Promise<void> | undefined;
-  #expectingExit = false;
+  /** State writes, one after another, so that an older state never lands after a newer one. */
+  #stateWrites: Promise<void> = Promise.resolve();
   readonly #exitListeners = new Set<(info: VmExitInfo) => void>();
   readonly #eventListeners = new Set<(event: HypervisorEvent) => void>();
 
   constructor(options: QemuHypervisorOptions = {}) {
+    this.#options = options;
     this.#logger = options.logger ?? silentLogger;
     this.#log = this.#logger;
-    this.#defaultTimeoutMs = options.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS;
-    this.#removalTimeoutMs = options.deviceRemovalTimeoutMs ?? 10_000;
+    this.#defaultTimeoutMs = resolveTimeoutMs(options.defaultTimeoutMs, DEFAULT_TIMEOUT_MS, 'defaultTimeoutMs');
+    this.#removalTimeoutMs = resolveTimeoutMs(options.deviceRemovalTimeoutMs, DEFAULT_REMOVAL_TIMEOUT_MS, 'deviceRemovalTimeoutMs');
     this.#lifecycle = new Lifecycle((from, to) => this.#log.info({ from, to }, 'vm state'));
   }
 
   get id(): string | undefined {
-    return this.#config?.id;
+    return this.#plan?.config.id;
   }
 
   get state(): VmState {
@@ -111,86 +134,73 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   get config(): SandboxConfig | undefined {
-    return this.#config;
+    return this.#plan?.config;
   }
 
   get exitInfo(): VmExitInfo | undefined {
     return this.#exitInfo;
   }
 
-  /** The VM's runtime directory (sockets, pidfile, saved state); undefined before createVM. */
+  /** Who QEMU runs as (a uid of the VM's own under root), known from createVM on. */
+  get identity(): VmIdentity | undefined {
+    const identity = this.#home?.identity;
+    return identity ? { ...identity, groups: [...identity.groups] } : undefined;
+  }
+
+  /** The VM's runtime directory (sockets, saved state); undefined before createVM. */
   get runtimeDir(): string | undefined {
-    return this.#paths?.dir;
+    return this.#plan?.paths.dir;
   }
 
   /** QEMU's pid while it runs. */
   get pid(): number | undefined {
-    return this.#process && !this.#process.hasExited ? this.#process.pid : undefined;
+    const proc = this.#session?.process;
+    return proc && !proc.hasExited && !this.#session?.ending ? proc.pid : undefined;
   }
 
   // ---------------------------------------------------------------- lifecycle
 
-  /** Synchronous work, behind the interface's promise: a bad config rejects, it never throws. */
-  createVM(input: SandboxConfigInput, _options?: OperationOptions): Promise<void> {
-    return new Promise((resolve) => {
-      this.#create(input);
-      resolve();
-    });
-  }
-
-  #create(input: SandboxConfigInput): void {
+  /** Validates the config, resolves every program, leases QEMU's uid and makes the VM's directory. */
+  async createVM(input: SandboxConfigInput, options: OperationOptions = {}): Promise<void> {
     this.#lifecycle.require('createVM', ['created']);
-    if (this.#config) throw new InvalidStateError('createVM', this.state, [], ONE_VM_PER_INSTANCE);
-    const config = parseSandboxConfig(input);
-    const dir = config.runtime.dir ?? join(defaultRuntimeBase(), config.id);
-    const paths = runtimePaths(dir);
-    checkSocketPaths(config, paths, config.runtime.dir === undefined);
-    const argv = buildQemuArgv(config, paths);
-    const user = resolveQemuUser(config.hardening.user, config.machine.accel);
+    if (this.#plan) throw new InvalidStateError('createVM', this.state, [], ONE_VM_PER_INSTANCE);
+    const plan = planVm(input);
+    // Claimed before the first await: a second concurrent createVM is refused, not raced.
+    this.#plan = plan;
+    let home: VmHome;
     try {
-      createRuntimeDir(dir, user);
+      home = await VmHome.create(plan.config, plan.paths, leaseStore(this.#options), options);
     } catch (error) {
-      throw new ConfigError([{ path: 'runtime.dir', message: (error as Error).message }]);
+      this.#plan = undefined;
+      throw error;
     }
-    this.#config = config;
-    this.#paths = paths;
-    this.#argv = argv;
-    this.#user = user;
-    this.#log = this.#logger.child({ vmId: config.id });
-    this.#log.debug({ argv: argv.args, runtimeDir: dir, user }, 'vm created');
+    if (this.state !== 'created') {
+      // stopVM ran while the home was being made: nothing may outlive it.
+      await home.release(true, this.#log);
+      throw new VmStoppingError('createVM');
+    }
+    this.#home = home;
+    this.#log = this.#logger.child({ vmId: plan.config.id });
+    this.#log.debug({ argv: plan.argv.args, runtimeDir: plan.paths.dir, identity: this.#home.identity }, 'vm created');
   }
 
   async startVM(options: StartOptions = {}): Promise<void> {
     this.#lifecycle.require('startVM', ['created']);
-    const config = this.#config;
-    const paths = this.#paths;
-    const argv = this.#argv;
-    if (!config || !paths || !argv) throw new VmStartError('createVM was not called');
+    // A bad timeout is the caller's mistake: refused before the VM changes state.
+    resolveTimeoutMs(options.timeoutMs, this.#defaultTimeoutMs);
+    const plan = this.#plan;
+    const home = this.#home;
+    if (!plan || !home) throw new VmStartError('createVM was not called');
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
-        // Helpers first: QEMU connects to their sockets as it starts.
-        await this.#helpers.startAll(config, paths, this.#user, this.#log, deadline.signal);
-        const proc = SpawnedProcess.spawn({
-          file: config.runtime.qemuPath,
-          args: argv.args,
-          passFds: argv.passFds,
-          user: this.#user,
-          detached: config.runtime.detached,
-          stderrFile: join(paths.dir, STDERR_FILE),
-          logger: this.#log,
-        });
-        this.#process = proc;
-        this.#log.debug({ pid: proc.pid }, 'qemu spawned');
-        const qmp = await QmpClient.connect(paths.qmpSocket, {
-          signal: deadline.signal,
-          exited: proc.exited,
-          logger: this.#log.child({ component: 'qmp' }),
-          commandTimeoutMs: this.#defaultTimeoutMs,
-        });
-        this.#attachQmp(qmp);
+        const session = await launchVm(plan, home, { ...this.#sessionOptions(), signal: deadline.signal });
+        this.#session = session;
+        // Recorded at once: should this process die now, the sweep (and attach) know the pids.
+        await this.#saveState(true);
+        const qmp = await session.connectQmp({ signal: deadline.signal });
         if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
-        this.#saveState(options.paused === true);
+        await this.#saveState(options.paused === true);
       });
     } catch (error) {
       await this.#failStart(error);
@@ -200,20 +210,23 @@ export class QemuHypervisor implements Hypervisor {
     if (this.state === 'starting') this.#lifecycle.to(options.paused ? 'paused' : 'running');
   }
 
-  /** Kills and reaps QEMU, removes the runtime directory, and throws a VmStartError that says why. */
+  #sessionOptions(): SessionOptions {
+    return { logger: this.#log, commandTimeoutMs: this.#defaultTimeoutMs, onQmpEvent: (event) => this.#onQmpEvent(event) };
+  }
+
+  /** Tears everything down and throws a VmStartError that says why. */
   async #failStart(error: unknown): Promise<never> {
-    const proc = this.#process;
-    this.#expectingExit = true;
+    const session = this.#session;
+    const proc = session?.process;
+    session?.expectEnd();
     // Whether QEMU ended on its own (a rejected command line, a crash, someone's SIGKILL) must be
     // read before we kill it ourselves. A lost QMP connection usually means QEMU is exiting: give
     // the reaper a moment to see it.
-    if (proc && !proc.hasExited && isConnectionLoss(error)) await Promise.race([proc.exited, sleep(EXIT_GRACE_MS)]);
+    if (session && proc && !proc.hasExited && isConnectionLoss(error)) await session.exitWithin(EXIT_GRACE_MS);
     const exitedOnItsOwn = proc?.hasExited === true;
-    await this.#qmp?.close();
-    const exit = proc ? await killAndWait(proc) : undefined;
-    await this.#helpers.stopAll();
+    const exit = session ? await session.teardown('start failed') : undefined;
+    if (!session) await this.#home?.release(true, this.#log);
     const stderrTail = proc?.stderrTail() ?? '';
-    if (this.#paths) removeRuntimeDir(this.#paths.dir);
     this.#exitInfo = { expected: !exitedOnItsOwn, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail };
     this.#lifecycle.to('stopped');
     // QEMU's own exit says more than the QMP error it caused.
@@ -227,64 +240,54 @@ export class QemuHypervisor implements Hypervisor {
     });
   }
 
-  #attachQmp(qmp: QmpClient): void {
-    this.#qmp = qmp;
-    // An adopted process is only polled: a closed QMP socket is the faster hint that it died.
-    const proc = this.#process;
-    if (proc instanceof AdoptedProcess) qmp.onClose(() => proc.poke());
-    qmp.on('*', (event: QmpEvent) => {
-      this.#log.debug({ event: event.event, data: event.data }, 'qmp event');
-      if (event.event === 'GUEST_PANICKED') this.#guestPanicked = true;
-      for (const listener of this.#eventListeners) {
-        try {
-          listener({ name: event.event, data: event.data });
-        } catch (error) {
-          this.#log.warn({ err: error }, 'event listener threw');
-        }
+  #onQmpEvent(event: QmpEvent): void {
+    this.#log.debug({ event: event.event, data: event.data }, 'qmp event');
+    if (event.event === 'GUEST_PANICKED') this.#guestPanicked = true;
+    for (const listener of this.#eventListeners) {
+      try {
+        listener({ name: event.event, data: event.data });
+      } catch (error) {
+        this.#log.warn({ err: error }, 'event listener threw');
       }
-    });
+    }
   }
 
-  /** Learns of QEMU ending without stopVM and cleans up after it. */
+  /** Learns of QEMU ending without stopVM (or a helper dying) and cleans up after it. */
   #watchExit(): void {
-    const proc = this.#process;
-    if (!proc) return;
-    this.#helpers.watch((helper, exit) => {
-      if (this.#expectingExit || proc.hasExited) return;
-      const how = exit.signal ? `was killed by ${exit.signal}` : `exited with status ${String(exit.exitCode)}`;
-      this.#helperFailure = `${helper.name} for ${helper.deviceId} ${how}`;
-      this.#log.error({ helper: helper.name, device: helper.deviceId, ...exit, stderrTail: helper.stderrTail }, 'a helper daemon died: stopping the VM');
-      proc.signal('SIGKILL');
-    });
-    void proc.exited.then(async (exit) => {
-      if (this.#expectingExit) return;
-      const info: VmExitInfo = { expected: false, ...this.#exitDetails(proc, exit) };
-      this.#exitInfo = info;
-      this.#log.error(info, 'qemu exited unexpectedly');
-      this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
-      void this.#qmp?.close();
-      await this.#helpers.stopAll();
-      if (this.#paths) removeRuntimeDir(this.#paths.dir);
-      this.#lifecycle.to('stopped');
-      for (const listener of this.#exitListeners) {
-        try {
-          listener(info);
-        } catch (error) {
-          this.#log.warn({ err: error }, 'exit listener threw');
-        }
+    const session = this.#session;
+    if (!session) return;
+    session.watch(({ exit, helperFailure }) => void this.#endedOnItsOwn(session, exit, helperFailure));
+  }
+
+  /** QEMU ended (or a helper died) without stopVM: record why, fail what is pending, clean up. */
+  async #endedOnItsOwn(session: VmSession, exit: ProcessExit, helperFailure: string | undefined): Promise<void> {
+    const info: VmExitInfo = { expected: false, ...exitDetails(session, exit, helperFailure) };
+    this.#exitInfo = info;
+    this.#log.error(info, 'qemu exited unexpectedly');
+    this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
+    await session.teardown(helperFailure ?? 'QEMU exited on its own');
+    this.#lifecycle.to('stopped');
+    for (const listener of this.#exitListeners) {
+      try {
+        listener(info);
+      } catch (error) {
+        this.#log.warn({ err: error }, 'exit listener threw');
       }
-    });
+    }
   }
 
   stopVM(options: StopOptions = {}): Promise<void> {
+    const problem = stopOptionsProblem(options);
+    if (problem) return Promise.reject(problem);
     this.#stopPromise ??= this.#stop(options).finally(() => this.#lifecycle.to('stopped'));
     return this.#stopPromise;
   }
 
   async #stop(options: StopOptions): Promise<void> {
-    const proc = this.#process;
-    const alive = proc !== undefined && !proc.hasExited && this.state !== 'stopped';
-    this.#expectingExit = true;
+    const session = this.#session;
+    const proc = session?.process;
+    const alive = session !== undefined && proc !== undefined && !proc.hasExited && !session.ending && this.state !== 'stopped';
+    session?.expectEnd();
     this.#lifecycle.interruptPending();
     this.#lifecycle.to('stopping');
     if (alive) {
@@ -292,18 +295,19 @@ export class QemuHypervisor implements Hypervisor {
       const polite = new Deadline('stopVM', options);
       try {
         const graceMs = options.gracefulTimeoutMs ?? 0;
-        if (graceMs > 0) await this.#askToExit(proc, 'system_powerdown', graceMs, polite.signal);
-        if (!proc.hasExited) await this.#askToExit(proc, 'quit', QUIT_WAIT_MS, polite.signal);
+        if (graceMs > 0) await this.#askToExit(session, 'system_powerdown', graceMs, polite.signal);
+        if (!proc.hasExited) await this.#askToExit(session, 'quit', QUIT_WAIT_MS, polite.signal);
       } finally {
         polite.dispose();
       }
-      const exit = proc.hasExited ? await proc.exited : await killAndWait(proc);
-      if (!exit) this.#log.error({ pid: proc.pid }, 'QEMU survived SIGKILL (stuck in the kernel?)');
+      const exit = await session.teardown('stopVM');
       this.#exitInfo ??= { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail: proc.stderrTail() };
+    } else if (session) {
+      await session.teardown('stopVM');
+    } else {
+      // Created, never started (or its start already cleaned up): only the home is left.
+      await this.#home?.release(true, this.#log);
     }
-    await this.#helpers.stopAll();
-    await this.#qmp?.close();
-    if (this.#paths) removeRuntimeDir(this.#paths.dir);
     this.#log.info('vm stopped');
   }
 
@@ -312,21 +316,21 @@ export class QemuHypervisor implements Hypervisor {
    * the wait at once. QEMU may reset the socket after quit before replying: the client counts that
    * as the reply.
    */
-  async #askToExit(proc: VmmProcess, command: 'system_powerdown' | 'quit', waitMs: number, signal: AbortSignal): Promise<void> {
-    const qmp = this.#qmp;
+  async #askToExit(session: VmSession, command: 'system_powerdown' | 'quit', waitMs: number, signal: AbortSignal): Promise<void> {
+    const qmp = session.qmp;
     if (!qmp || qmp.closed || signal.aborted) return;
     const refused = qmp.execute(command, undefined, { timeoutMs: waitMs, signal }).then(
       () => new Promise<void>(() => {}),
       (error: unknown) => this.#log.debug({ err: error, command }, 'QEMU did not take the request to exit'),
     );
-    await Promise.race([proc.exited, sleep(waitMs, signal).catch(() => {}), refused]);
+    await Promise.race([session.process.exited, sleep(waitMs, signal).catch(() => {}), refused]);
   }
 
   pauseVM(options?: OperationOptions): Promise<void> {
     return this.#run('pauseVM', ['running'], options, async (qmp, deadline) => {
       await qmp.execute('stop', undefined, { signal: deadline.signal });
       this.#lifecycle.to('paused');
-      this.#saveState(true);
+      await this.#saveState(true);
     });
   }
 
@@ -334,58 +338,49 @@ export class QemuHypervisor implements Hypervisor {
     return this.#run('resumeVM', ['paused'], options, async (qmp, deadline) => {
       await qmp.execute('cont', undefined, { signal: deadline.signal });
       this.#lifecycle.to('running');
-      this.#saveState(false);
+      await this.#saveState(false);
     });
   }
 
   /**
    * Gives up control without stopping the VM: closes QMP (QEMU serves one client at a time) so that
-   * another process can attach. An owner-bound QEMU still dies when this Node process does.
+   * another process can attach. An owner-bound QEMU still dies when this Node process does. The
+   * instance is done with the VM afterwards (its state reads 'stopped' for this instance).
    */
   async detach(): Promise<void> {
     this.#lifecycle.require('detach', ['running', 'paused']);
-    this.#expectingExit = true;
     this.#lifecycle.interruptPending();
-    await this.#qmp?.close();
-    this.#process = undefined;
+    await this.#stateWrites;
+    await this.#session?.detach();
+    this.#session = undefined;
+    this.#home = undefined;
     this.#lifecycle.to('stopped');
   }
 
-  /** Takes over a running VM from its runtime directory, as a restarted runtime must. */
+  /**
+   * Takes over a running VM from its runtime directory, as a restarted runtime must. Everything the
+   * directory says is verified first (see launch/adopt.ts); the VM's uid lease becomes ours.
+   */
   static async attach(runtimeDir: string, options: QemuHypervisorOptions & OperationOptions = {}): Promise<QemuHypervisor> {
-    const paths = runtimePaths(runtimeDir);
-    if (!existsSync(paths.stateFile)) throw new AttachError(runtimeDir, 'no state file (was the VM started?)');
-    let saved;
-    try {
-      saved = readStateFile(paths.stateFile);
-    } catch (error) {
-      throw new AttachError(runtimeDir, 'the state file is unreadable', { cause: error });
-    }
-    if (!isProcessAlive(saved.pid, saved.startTime)) {
-      throw new AttachError(runtimeDir, `QEMU (pid ${saved.pid}) is no longer running`);
-    }
     const vm = new QemuHypervisor(options);
-    vm.#config = saved.config;
-    vm.#paths = paths;
-    vm.#user = saved.user;
+    const { plan, saved, session } = await adoptVm(runtimeDir, leaseStore(options), {
+      ...vm.#sessionOptions(),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    });
+    vm.#plan = plan;
+    vm.#home = session.home;
+    vm.#session = session;
     vm.#hotplug = saved.hotplug;
-    vm.#helpers = HelperSet.adopt(saved.helpers, paths);
     vm.#log = vm.#logger.child({ vmId: saved.id });
-    const proc = new AdoptedProcess(saved.pid, saved.startTime, join(runtimeDir, STDERR_FILE));
-    vm.#process = proc;
     try {
-      const qmp = await QmpClient.connect(paths.qmpSocket, {
-        timeoutMs: options.timeoutMs ?? 10_000,
-        ...(options.signal ? { signal: options.signal } : {}),
-        exited: proc.exited,
-        logger: vm.#log.child({ component: 'qmp' }),
-      });
-      vm.#attachQmp(qmp);
-      const status = await qmp.execute('query-status');
+      const qmp = await session.connectQmp({ signal: options.signal, timeoutMs: options.timeoutMs ?? ATTACH_TIMEOUT_MS });
+      const status = parseRunState(await qmp.execute('query-status'));
       vm.#lifecycle.to('starting');
-      vm.#lifecycle.to(status.running ? 'running' : 'paused');
+      vm.#lifecycle.to(status === 'running' ? 'running' : 'paused');
     } catch (error) {
-      await vm.#qmp?.close();
+      // The VM is still someone's to take over: give the connection back, keep everything else.
+      await session.detach();
       throw new AttachError(runtimeDir, 'QMP did not answer', { cause: error });
     }
     vm.#watchExit();
@@ -398,13 +393,15 @@ export class QemuHypervisor implements Hypervisor {
   /** QEMU's pid first, then its helper daemons' (virtiofsd), as Kata's GetPids. */
   getPids(): number[] {
     const pid = this.pid;
-    return pid === undefined ? [] : [pid, ...this.#helpers.pids()];
+    return pid === undefined || !this.#session ? [] : [pid, ...this.#session.helpers.pids()];
   }
 
+  /** vCPU index → host thread id, each checked to be one of QEMU's own threads (a runtime pins them). */
   getThreadIds(options?: OperationOptions): Promise<VcpuThreadIds> {
     return this.#run('getThreadIds', ['running', 'paused'], options, async (qmp, deadline) => {
-      const cpus = await qmp.execute('query-cpus-fast', undefined, { signal: deadline.signal });
-      return new Map(cpus.map((cpu) => [cpu['cpu-index'], cpu['thread-id']]));
+      const cpus: unknown = await qmp.execute('query-cpus-fast', undefined, { signal: deadline.signal });
+      const pid = this.#session?.process.pid ?? -1;
+      return checkVcpuThreadIds(cpus, new Set(listThreads(pid).map((t) => t.tid)));
     });
   }
 
@@ -416,11 +413,18 @@ export class QemuHypervisor implements Hypervisor {
     let status: RunState;
     try {
       status = await this.#run('check', ['running', 'paused'], options, async (qmp, deadline) => {
-        return (await qmp.execute('query-status', undefined, { signal: deadline.signal })).status;
+        return parseRunState(await qmp.execute('query-status', undefined, { signal: deadline.signal }));
       });
     } catch (error) {
       if (error instanceof InvalidStateError) throw error;
-      const why = error instanceof VmExitedError ? 'the hypervisor exited' : error instanceof VmStoppingError ? 'the VM is stopping' : 'QMP does not answer';
+      const why =
+        error instanceof VmExitedError
+          ? 'the hypervisor exited'
+          : error instanceof VmStoppingError
+            ? 'the VM is stopping'
+            : error instanceof InvalidReplyError
+              ? error.message
+              : 'QMP does not answer';
       throw new VmUnhealthyError(why, { cause: error });
     }
     if (UNHEALTHY_RUN_STATES.has(status)) throw new VmUnhealthyError(status);
@@ -428,13 +432,14 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   capabilities(): HypervisorCapabilities {
-    const hotplug = this.#config?.memory.hotplug ?? 'none';
+    const config = this.config;
+    const hotplug = config?.memory.hotplug ?? 'none';
     return {
       blockHotplug: true,
       netHotplug: true,
       vfioHotplug: true,
       cpuHotplug: true,
-      cpuHotUnplug: this.#config ? vcpuUnplugAllowed(this.#config) : true,
+      cpuHotUnplug: config ? vcpuUnplugAllowed(config) : true,
       memoryHotplug: hotplug !== 'none',
       memoryHotUnplug: hotplug === 'virtio-mem',
       fsSharing: true,
@@ -444,7 +449,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   devices(): PluggedDevice[] {
-    const cold: PluggedDevice[] = (this.#config?.devices ?? []).map((d) => ({ id: d.id, type: d.type, hotplugged: false }));
+    const cold: PluggedDevice[] = (this.config?.devices ?? []).map((d) => ({ id: d.id, type: d.type, hotplugged: false }));
     const hot: PluggedDevice[] = this.#hotplug.devices.map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus }));
     return [...cold, ...hot];
   }
@@ -464,7 +469,7 @@ export class QemuHypervisor implements Hypervisor {
   hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult> {
     return this.#run('hotplugAddDevice', ['running', 'paused'], options, async (qmp, deadline) => {
       const result = await hotplugDevice(this.#hotplugContext(qmp, deadline), device);
-      this.#saveState();
+      await this.#saveState();
       return result;
     });
   }
@@ -474,7 +479,7 @@ export class QemuHypervisor implements Hypervisor {
       try {
         await unplugDevice(this.#hotplugContext(qmp, deadline), id);
       } finally {
-        this.#saveState();
+        await this.#saveState();
       }
     });
   }
@@ -484,7 +489,7 @@ export class QemuHypervisor implements Hypervisor {
       try {
         return await resizeMemory(this.#hotplugContext(qmp, deadline), targetMiB);
       } finally {
-        this.#saveState();
+        await this.#saveState();
       }
     });
   }
@@ -494,13 +499,13 @@ export class QemuHypervisor implements Hypervisor {
       try {
         return await resizeVcpus(this.#hotplugContext(qmp, deadline), count);
       } finally {
-        this.#saveState();
+        await this.#saveState();
       }
     });
   }
 
   #hotplugContext(qmp: QmpClient, deadline: Deadline): HotplugContext {
-    const config = this.#config as SandboxConfig; // set by createVM or attach; #run's states come after
+    const config = this.config as SandboxConfig; // set by createVM or attach; #run's states come after
     return { qmp, config, state: this.#hotplug, deadline, logger: this.#log, removalTimeoutMs: this.#removalTimeoutMs };
   }
 
@@ -522,72 +527,72 @@ export class QemuHypervisor implements Hypervisor {
     });
   }
 
-  /**
-   * The QMP connection, re-established if it was lost while QEMU still runs (QEMU's monitor takes a
-   * new client once the old one is gone). Concurrent callers share one reconnection.
-   */
+  /** The QMP connection, re-established if it was lost while QEMU still runs. */
   #connectedQmp(deadline: Deadline): Promise<QmpClient> {
-    const qmp = this.#qmp;
+    const session = this.#session;
+    const qmp = session?.qmp;
     if (qmp && !qmp.closed) return Promise.resolve(qmp);
-    const proc = this.#process;
-    const paths = this.#paths;
-    if (!proc || !paths || proc.hasExited || this.#expectingExit) {
+    if (!session || session.process.hasExited || session.ending) {
       return Promise.reject(new QmpDisconnectedError('the QMP connection is closed and QEMU is not running'));
     }
-    this.#reconnecting ??= (async () => {
-      this.#log.warn('the QMP connection was lost while QEMU runs: reconnecting');
-      const fresh = await QmpClient.connect(paths.qmpSocket, {
-        timeoutMs: RECONNECT_TIMEOUT_MS,
-        exited: proc.exited,
-        logger: this.#log.child({ component: 'qmp' }),
-        commandTimeoutMs: this.#defaultTimeoutMs,
-      });
-      this.#attachQmp(fresh);
-      return fresh;
-    })().finally(() => {
-      this.#reconnecting = undefined;
-    });
-    return deadline.race(this.#reconnecting);
+    return session.reconnect(deadline, RECONNECT_TIMEOUT_MS);
   }
 
   async #explainDisconnect(operation: string, error: unknown): Promise<unknown> {
-    const proc = this.#process;
-    if (!(error instanceof QmpDisconnectedError) || !proc || this.#expectingExit) return error;
+    const session = this.#session;
+    if (!(error instanceof QmpDisconnectedError) || !session) return error;
+    // QEMU died on its own and the exit watcher is tearing down: the exit is why QMP dropped.
+    const info = this.#exitInfo;
+    if (info && !info.expected) return new VmExitedError(operation, { ...info, cause: error });
+    if (session.ending) return error;
     // QMP drops a moment before the exit is reaped: give the reaper a short while to catch up.
-    const exit = await Promise.race([proc.exited, sleep(EXIT_GRACE_MS).then(() => undefined)]);
+    const exit = await session.exitWithin(EXIT_GRACE_MS);
     if (!exit) return error;
-    return new VmExitedError(operation, { ...this.#exitDetails(proc, exit), cause: error });
+    return new VmExitedError(operation, { ...exitDetails(session, exit, session.helperFailure), cause: error });
   }
 
-  /** How QEMU ended, as every path that reports an unexpected exit tells it. */
-  #exitDetails(proc: VmmProcess, exit: ProcessExit): Omit<VmExitInfo, 'expected'> {
-    const details: Omit<VmExitInfo, 'expected'> = { exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
-    if (this.#helperFailure) details.reason = this.#helperFailure;
-    return details;
-  }
-
-  #saveState(paused = this.state === 'paused'): void {
-    const proc = this.#process;
-    const config = this.#config;
-    const paths = this.#paths;
-    if (!proc || !config || !paths || proc.hasExited || !existsSync(paths.dir)) return;
-    writeStateFile(paths.stateFile, {
+  /** Records the VM for re-attach; writes are queued so that they land in the order they were made. */
+  #saveState(paused = this.state === 'paused'): Promise<void> {
+    const session = this.#session;
+    const plan = this.#plan;
+    const home = this.#home;
+    if (!session || !plan || !home || session.process.hasExited || session.ending) return this.#stateWrites;
+    const text = serializeState({
       version: STATE_FILE_VERSION,
-      id: config.id,
-      pid: proc.pid,
-      startTime: proc.startTime,
-      detached: config.runtime.detached,
-      user: this.#user,
-      config,
+      id: plan.config.id,
+      pid: session.process.pid,
+      startTime: session.process.startTime ?? -1,
+      qemuPath: plan.qemuPath,
+      detached: plan.config.runtime.detached,
+      identity: home.identity ?? null,
+      leased: home.leased,
+      config: plan.config,
       paused,
       hotplug: this.#hotplug,
-      helpers: this.#helpers.saved(),
+      helpers: session.helpers.saved(),
     });
+    this.#stateWrites = this.#stateWrites.then(async () => {
+      // A VM torn down meanwhile has no directory left to write into.
+      if (session.ending) return;
+      try {
+        await writeStateFile(plan.paths.stateFile, text);
+      } catch (error) {
+        this.#log.error({ err: error }, 'could not save the VM state (re-attach will not see this change)');
+      }
+    });
+    return this.#stateWrites;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopVM();
   }
+}
+
+/** How QEMU ended, as every path that reports an unexpected exit tells it. */
+function exitDetails(session: VmSession, exit: ProcessExit, helperFailure: string | undefined): Omit<VmExitInfo, 'expected'> {
+  const details: Omit<VmExitInfo, 'expected'> = { exitCode: exit.exitCode, signal: exit.signal, stderrTail: session.process.stderrTail() };
+  if (helperFailure) details.reason = helperFailure;
+  return details;
 }
 
 function isConnectionLoss(error: unknown): boolean {

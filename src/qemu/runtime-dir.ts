@@ -1,59 +1,60 @@
-// The VM's private runtime directory: created before launch (mode 0700, owned by the user QEMU
-// runs as), removed on stop. Its default location is short, because socket paths inside it must
-// fit in 108 bytes.
-import { chownSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+// Where VMs' directories live, and how one is made and removed. A VM's directory is root's: QEMU
+// gets group access to traverse it (to reach virtiofsd's socket) and nothing else, so nothing in it
+// is ever QEMU's to plant, swap or replace. Its default location is short, because socket paths
+// inside it must fit in 108 bytes.
+import { lstatSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import type { DropPrivileges } from './process/vmm-process.ts';
+import { dirname, join } from 'node:path';
+import { ConfigError } from '../hypervisor/config/index.ts';
+import { ensureTrustedDir } from '../util/safe-fs.ts';
 
 /** Parent of the per-VM directories when the config names none. */
 export function defaultRuntimeBase(): string {
-  if (process.getuid?.() === 0) return '/run/sandbox-vmm';
+  if (process.geteuid?.() === 0) return '/run/sandbox-vmm';
   const xdg = process.env['XDG_RUNTIME_DIR'];
   if (xdg && xdg.length < 40) return join(xdg, 'sandbox-vmm');
-  return join(tmpdir(), `sandbox-vmm-${process.getuid?.() ?? 'user'}`);
+  return join(tmpdir(), `sandbox-vmm-${process.geteuid?.() ?? 'user'}`);
 }
 
-export class RuntimeDirExistsError extends Error {}
-
-/** Creates the VM's directory; refuses one that exists (another VM with the same id). */
-export function createRuntimeDir(dir: string, owner: DropPrivileges | undefined): void {
-  const parent = join(dir, '..');
-  // The parent must be traversable by an unprivileged QEMU, but not listable by everyone.
-  mkdirSync(parent, { recursive: true, mode: 0o711 });
-  if (existsSync(dir)) throw new RuntimeDirExistsError(`runtime directory ${dir} already exists`);
-  mkdirSync(dir, { mode: 0o700 });
-  if (owner) chownSync(dir, owner.uid, owner.gid);
+/** The uid lease files of every VM under `base`: names starting with '.' are never VM ids. */
+export function leaseDirOf(base: string): string {
+  return join(base, '.leases');
 }
-
-export function removeRuntimeDir(dir: string): void {
-  rmSync(dir, { recursive: true, force: true });
-}
-
-function lookupId(file: string, name: string): number | undefined {
-  try {
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
-      const fields = line.split(':');
-      if (fields[0] === name && fields[2] !== undefined) return Number(fields[2]);
-    }
-  } catch {
-    // No such database: fall back to the caller's default.
-  }
-  return undefined;
-}
-
-export type UserSetting = 'auto' | 'current' | { uid: number; gid: number; groups?: number[] | undefined };
 
 /**
- * Who QEMU runs as. 'auto' drops root to `nobody` (65534) — plus the kvm group when KVM is used —
- * and keeps any other user as it is.
+ * The default base: created if missing and checked every time (a real directory owned by us,
+ * writable by nobody else; as root 0711 so that each QEMU can traverse to its own directory, else
+ * 0700), so that a base someone else made or opened up is refused, never used.
  */
-export function resolveQemuUser(setting: UserSetting, accel: string): DropPrivileges | undefined {
-  if (setting === 'current') return undefined;
-  if (setting !== 'auto') return { uid: setting.uid, gid: setting.gid, groups: setting.groups ?? [] };
-  if (process.getuid?.() !== 0) return undefined;
-  const uid = lookupId('/etc/passwd', 'nobody') ?? 65534;
-  const gid = lookupId('/etc/group', 'nogroup') ?? lookupId('/etc/group', 'nobody') ?? 65534;
-  const kvm = accel === 'kvm' ? lookupId('/etc/group', 'kvm') : undefined;
-  return { uid, gid, groups: kvm === undefined ? [] : [kvm] };
+export function ensureRuntimeBase(base: string): void {
+  const asRoot = process.geteuid?.() === 0;
+  mkdirSync(dirname(base), { recursive: true, mode: 0o755 });
+  try {
+    ensureTrustedDir(base, { mode: asRoot ? 0o711 : 0o700, create: true, exactMode: !asRoot });
+  } catch (error) {
+    throw new ConfigError([{ path: 'runtime.dir', message: (error as Error).message }], { cause: error });
+  }
+}
+
+/**
+ * A runtime.dir's parent must not let anyone else swap the name: a real directory, ours or root's,
+ * not writable by others unless sticky like /tmp.
+ */
+export function checkRuntimeDirParent(parent: string): void {
+  let stat;
+  try {
+    stat = lstatSync(parent);
+  } catch (error) {
+    throw new ConfigError([{ path: 'runtime.dir', message: `its parent ${parent} does not exist` }], { cause: error });
+  }
+  const ours = stat.uid === process.geteuid?.() || stat.uid === 0;
+  const sticky = (stat.mode & 0o1000) !== 0;
+  const problem = !stat.isDirectory()
+    ? 'is not a directory (a symlink is refused)'
+    : !ours
+      ? `is owned by uid ${stat.uid}, not by us or root`
+      : (stat.mode & 0o022) !== 0 && !sticky
+        ? `is writable by others (mode ${(stat.mode & 0o7777).toString(8)}) without the sticky bit`
+        : undefined;
+  if (problem) throw new ConfigError([{ path: 'runtime.dir', message: `its parent ${parent} ${problem}` }]);
 }

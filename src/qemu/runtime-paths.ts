@@ -2,14 +2,21 @@ import { join } from 'node:path';
 import { ConfigError, MAX_SOCKET_PATH_BYTES, type SandboxConfig } from '../hypervisor/config/index.ts';
 import { isManagedVirtioFs } from './helpers/virtiofsd.ts';
 
-/** Every file a VM owns lives in one private runtime directory; these are their names. */
+/**
+ * Every file a VM owns lives in one directory that root owns and QEMU can only traverse (to reach
+ * virtiofsd's socket): QEMU can create, rename or replace nothing in it. These are their names.
+ */
 export interface RuntimePaths {
   dir: string;
+  /** Listening sockets the launcher creates as root; QEMU holds them as fds. */
   qmpSocket: string;
-  pidFile: string;
   consoleSocket: string;
   /** Saved config and device state, read back when another process re-attaches. */
   stateFile: string;
+  /** Which runtime process owns the VM (pid and start time), for the orphan sweep. */
+  ownerFile: string;
+  /** QEMU's stderr when the VM is detached (a pipe to a dead parent would break). */
+  stderrFile: string;
   /** The unix socket behind a virtio-serial channel device with this id. */
   channelSocket(deviceId: string): string;
   /** The vhost-user socket of the virtiofsd the backend runs for a virtio-fs device. */
@@ -22,16 +29,17 @@ export function runtimePaths(dir: string): RuntimePaths {
   return {
     dir,
     qmpSocket: join(dir, 'qmp.sock'),
-    pidFile: join(dir, 'qemu.pid'),
     consoleSocket: join(dir, 'console.sock'),
     stateFile: join(dir, 'state.json'),
+    ownerFile: join(dir, 'owner.json'),
+    stderrFile: join(dir, 'qemu.stderr'),
     channelSocket: (deviceId) => join(dir, `ch-${deviceId}.sock`),
     virtiofsSocket: (deviceId) => join(dir, `fs-${deviceId}.sock`),
     helperStderr: (deviceId) => join(dir, `helper-${deviceId}.stderr`),
   };
 }
 
-/** Every unix socket QEMU will create must fit in sun_path. */
+/** Every unix socket of the VM must fit in sun_path. */
 export function checkSocketPaths(config: SandboxConfig, paths: RuntimePaths, defaulted: boolean): void {
   const sockets = [
     paths.qmpSocket,

@@ -1,11 +1,28 @@
 // Confirms from a running (paused) QEMU that each option of its command line took effect as
 // written: every device where its bus and addr say and with each property it was given, every
 // object, block node, chardev and netdev, the machine, CPUs, memory, kernel and process settings.
-// An option this module does not know how to check is reported too, so none goes unchecked.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+// An option this module does not know how to check is reported too, so none goes unchecked. An
+// option that names an fd (fd=N) is checked against what QEMU really holds at N: the listening
+// socket bound at the path the launch gave for it, or a tap.
+import { existsSync, lstatSync, statSync } from 'node:fs';
+import type { LaunchFd } from '../../src/qemu/launch/launcher.ts';
 import type { QmpClient } from '../../src/qmp/index.ts';
 import { structureArgv, type StructuredOption } from './qemu-options.ts';
-import { blockNodes, chardevs, machineMemory, pciFunctions, procStatus, qomGet, tapQueues, threadNames, type BlockNode, type PciFunction } from './qemu-state.ts';
+import {
+  blockNodes,
+  boundUnixSockets,
+  chardevs,
+  machineMemory,
+  pciFunctions,
+  procStatus,
+  qomGet,
+  socketInode,
+  tapBehindFd,
+  tapQueues,
+  threadNames,
+  type BlockNode,
+  type PciFunction,
+} from './qemu-state.ts';
 
 /** Options QEMU accepted but does not report back; accepting them is all there is to check. */
 const ACCEPTED_ONLY = new Set(['-no-user-config', '-nodefaults', '-no-reboot', '-action', '-rtc', '-fsdev']);
@@ -13,14 +30,16 @@ const ACCEPTED_ONLY = new Set(['-no-user-config', '-nodefaults', '-no-reboot', '
 interface Context {
   qmp: QmpClient;
   pid: number;
+  /** What QEMU was given at each fd >= 3 (the argv's fds). */
+  fds: readonly LaunchFd[];
   pci: PciFunction[];
   nodes: BlockNode[];
   problems: string[];
 }
 
-/** Everything that differs between the argv and the QEMU started with it; empty when all matches. */
-export async function argvMismatches(qmp: QmpClient, pid: number, args: readonly string[]): Promise<string[]> {
-  const ctx: Context = { qmp, pid, pci: await pciFunctions(qmp), nodes: await blockNodes(qmp), problems: [] };
+/** Everything that differs between the argv (with the fds it was launched with) and the QEMU started with it; empty when all matches. */
+export async function argvMismatches(qmp: QmpClient, pid: number, args: readonly string[], fds: readonly LaunchFd[]): Promise<string[]> {
+  const ctx: Context = { qmp, pid, fds, pci: await pciFunctions(qmp), nodes: await blockNodes(qmp), problems: [] };
   const options = structureArgv(args);
   for (const option of options) {
     try {
@@ -80,8 +99,6 @@ async function checkOption(ctx: Context, option: StructuredOption, all: Structur
       return expect('display', ((await ctx.qmp.execute('query-display-options')) as { type: string }).type, props.get('type'));
     case '-S':
       return expect('run state', ((await ctx.qmp.execute('query-status')) as { status: string }).status, 'prelaunch');
-    case '-pidfile':
-      return expect('pidfile', Number(readFileSync(raw ?? '', 'utf8').trim()), ctx.pid);
     case '-kernel':
     case '-initrd':
     case '-append':
@@ -110,7 +127,9 @@ async function checkChardev(ctx: Context, props: Map<string, string>, expect: Ex
   const chardev = (await chardevs(ctx.qmp)).find((c) => c.label === props.get('id'));
   expect(`chardev ${props.get('id')} exists`, chardev !== undefined, true);
   const path = props.get('path') ?? '';
-  if (props.get('backend') === 'socket' && props.get('server') === 'on') {
+  if (props.get('backend') === 'socket' && props.get('server') === 'on' && props.has('fd')) {
+    checkListeningFd(ctx, Number(props.get('fd')), expect);
+  } else if (props.get('backend') === 'socket' && props.get('server') === 'on') {
     expect(`listening socket at ${path}`, existsSync(path) && statSync(path).isSocket(), true);
   } else if (props.get('backend') === 'socket') {
     // A client socket (vhost-user): the device that uses it connected during realize.
@@ -122,6 +141,21 @@ async function checkChardev(ctx: Context, props: Map<string, string>, expect: Ex
   }
   const logfile = props.get('logfile');
   if (logfile !== undefined) expect(`log file at ${logfile}`, existsSync(logfile) && statSync(logfile).isFile(), true);
+}
+
+/**
+ * fd N of a server chardev: the launch put a listening socket there, bound at a path; QEMU's fd N
+ * must be that very socket (same inode in /proc/net/unix), still listening, and the file at the
+ * path a socket.
+ */
+function checkListeningFd(ctx: Context, fd: number, expect: Expect): void {
+  const given = ctx.fds.find((entry) => entry.fd === fd);
+  if (given?.kind !== 'listen') return expect(`fd ${fd} is a listening socket of the launch`, given, { fd, kind: 'listen' });
+  const inode = socketInode(ctx.pid, fd);
+  const socket = inode === undefined ? undefined : boundUnixSockets().find((s) => s.inode === inode);
+  expect(`fd ${fd} bound at`, socket?.path, given.path);
+  expect(`fd ${fd} listening`, socket?.listening, true);
+  expect(`socket file at ${given.path}`, existsSync(given.path) && lstatSync(given.path).isSocket(), true);
 }
 
 function checkBlockdev(ctx: Context, props: Map<string, string>, expect: Expect): void {
@@ -150,6 +184,12 @@ async function checkNetdev(ctx: Context, props: Map<string, string>, expect: Exp
   expect(`${id} queues`, queues.length, Number(props.get('queues') ?? '1'));
   const backend = props.has('fd') ? `type=tap,fd=${props.get('fd')}` : `type=tap,ifname=${props.get('ifname')},script=no,downscript=no`;
   for (const [index, line] of queues.entries()) expect(`${id} queue ${index}`, line, `index=${index},${backend}`);
+  if (props.has('fd')) {
+    // A caller's fd: the launch passed one through at that number, and QEMU holds a tap there.
+    const fd = Number(props.get('fd'));
+    expect(`${id} fd ${fd} passed through`, ctx.fds.find((entry) => entry.fd === fd)?.kind, 'inherit');
+    expect(`${id} fd ${fd} is a tap`, tapBehindFd(ctx.pid, fd) !== undefined, true);
+  }
 }
 
 /** Where a device sits and each property it was given, read back from QEMU. */

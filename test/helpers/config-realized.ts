@@ -5,7 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import type { DeviceConfig, SandboxConfig } from '../../src/hypervisor/config/index.ts';
 import type { RuntimePaths } from '../../src/qemu/runtime-paths.ts';
 import type { QmpClient } from '../../src/qmp/index.ts';
-import { blockDevice, machineMemory, pciFunctions, procStatus, qomGet, tapQueues, type PciFunction } from './qemu-state.ts';
+import { blockDevice, listeningPathsHeld, machineMemory, pciFunctions, procStatus, qomGet, tapQueues, type PciFunction } from './qemu-state.ts';
 
 const MiB = 1024 * 1024;
 
@@ -56,7 +56,13 @@ export async function configMismatches(qmp: QmpClient, pid: number, config: Sand
   const append = String(await qomGet(qmp, '/machine', 'append')).split(' ');
   expect('kernel parameters', config.boot.kernelParams.every((p) => append.includes(p)), true);
 
-  if (config.console.socket) expect('console socket', existsSync(paths.consoleSocket) && statSync(paths.consoleSocket).isSocket(), true);
+  // The launcher binds the VM's sockets and QEMU holds them as fds: the file must be a socket, and QEMU must be listening on it.
+  const listening = listeningPathsHeld(pid);
+  expect('QMP socket held by QEMU', listening.includes(paths.qmpSocket), true);
+  if (config.console.socket) {
+    expect('console socket', existsSync(paths.consoleSocket) && statSync(paths.consoleSocket).isSocket(), true);
+    expect('console socket held by QEMU', listening.includes(paths.consoleSocket), true);
+  }
   if (config.console.logFile) expect('console log file', existsSync(config.console.logFile), true);
   const serial = await qomGet(qmp, '/machine/peripheral/serial0', 'type').catch(() => undefined);
   expect('serial port', serial, config.console.socket || config.console.logFile ? 'isa-serial' : undefined);
@@ -76,14 +82,14 @@ export async function configMismatches(qmp: QmpClient, pid: number, config: Sand
   }
   for (const device of config.devices) {
     if (options.absent?.includes(device.id)) continue;
-    await checkDevice(qmp, device, paths, pci, (what, actual, expected) => expect(`${device.id}: ${what}`, actual, expected));
+    await checkDevice(qmp, device, paths, pci, listening, (what, actual, expected) => expect(`${device.id}: ${what}`, actual, expected));
   }
   return problems;
 }
 
 type Expect = (what: string, actual: unknown, expected: unknown) => void;
 
-async function checkDevice(qmp: QmpClient, device: DeviceConfig, paths: RuntimePaths, pci: PciFunction[], expect: Expect): Promise<void> {
+async function checkDevice(qmp: QmpClient, device: DeviceConfig, paths: RuntimePaths, pci: PciFunction[], listening: string[], expect: Expect): Promise<void> {
   const path = `/machine/peripheral/${device.id}`;
   const get = (property: string) => qomGet(qmp, path, property);
   switch (device.type) {
@@ -131,7 +137,8 @@ async function checkDevice(qmp: QmpClient, device: DeviceConfig, paths: RuntimeP
     case 'channel': {
       expect('port name', await get('name'), device.name);
       const socket = paths.channelSocket(device.id);
-      return expect(`socket ${socket}`, existsSync(socket) && statSync(socket).isSocket(), true);
+      expect(`socket ${socket}`, existsSync(socket) && statSync(socket).isSocket(), true);
+      return expect(`socket ${socket} held by QEMU`, listening.includes(socket), true);
     }
     case 'pvpanic':
       return expect('on the PCI bus', pci.some((f) => f.qdevId === device.id), true);

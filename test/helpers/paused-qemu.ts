@@ -1,16 +1,37 @@
 // Starts QEMU with a given argv (which holds -S, so the guest never runs) the way the backend does:
-// through setpriv, as the config's user, killed by the kernel if this process dies. Then connects
-// over QMP. A QEMU that rejects its command line fails the launch with its own error message.
+// through the launcher (build/svmm-launch), which creates the argv's listening sockets as root,
+// keeps only the fds given on purpose, drops capabilities, switches to the given identity and sets
+// the parent-death signal, then execs QEMU with an empty environment. Then connects over QMP. A
+// QEMU that rejects its command line (or a launcher that fails a step) fails the launch with its
+// own error message.
 import { spawn } from 'node:child_process';
+import type { VmIdentity } from '../../src/hypervisor/types.ts';
+import { resolveBinary } from '../../src/qemu/binaries.ts';
+import { findLauncher, launcherArgs, launcherStdio, type LaunchFd, type LaunchSpec } from '../../src/qemu/launch/launcher.ts';
 import { QmpClient } from '../../src/qmp/index.ts';
-import { setprivArgs, type DropPrivileges } from '../../src/qemu/process/vmm-process.ts';
+
+/**
+ * A fixed identity for QEMUs the tests launch themselves, where the library would lease one: no
+ * lease store is involved, so it is a constant near the top of the library's lease range
+ * (1900000000 + 65536), which leases, taken lowest first, do not reach in a test run.
+ */
+export const TEST_QEMU_UID = 1_900_065_500;
+
+export function testIdentity(uid = TEST_QEMU_UID): VmIdentity {
+  return { uid, gid: uid, groups: [] };
+}
 
 export interface LaunchOptions {
   args: readonly string[];
+  /** What QEMU finds at each fd >= 3: the argv's `fds` (listening sockets and caller fds). */
+  fds: readonly LaunchFd[];
   qmpSocket: string;
-  /** Who QEMU runs as; undefined keeps the current user. */
-  user: DropPrivileges | undefined;
-  /** Persistent taps to attach and hand to QEMU as fd 3, 4, … (Node cannot issue TUNSETIFF). */
+  /** Who QEMU runs as; undefined keeps this process's user. */
+  user: VmIdentity | undefined;
+  /**
+   * Persistent taps standing in for the caller fds: one per 'inherit' entry of `fds`, in order.
+   * Each is attached here (Node cannot issue TUNSETIFF) and placed at the fd QEMU expects it at.
+   */
   fdTaps?: readonly string[];
   qemuPath?: string;
 }
@@ -18,6 +39,8 @@ export interface LaunchOptions {
 export interface PausedQemu {
   readonly pid: number;
   readonly qmp: QmpClient;
+  /** What the launcher was asked to do. */
+  readonly spec: LaunchSpec;
   stderr(): string;
   /** quit over QMP, SIGKILL if that does not end it; resolves once QEMU is reaped. Idempotent. */
   stop(): Promise<void>;
@@ -29,28 +52,54 @@ export interface Exit {
 }
 
 /**
- * Opens each named tap (TUNSETIFF: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, as QEMU would), moves it to
- * fd 3, 4, … without close-on-exec, and execs the rest of the command line.
+ * Arguments: FD=TAP ... -- program args. Opens each named tap (TUNSETIFF: IFF_TAP | IFF_NO_PI |
+ * IFF_VNET_HDR, as QEMU would), parks it above every target, moves it to its FD without
+ * close-on-exec, and execs the rest of the command line (the launcher, told to --keep-fd them).
  */
 const TAP_FD_EXEC = String.raw`
 use strict; use warnings; use POSIX (); use Fcntl ();
 my @taps; while (@ARGV && $ARGV[0] ne '--') { push @taps, shift @ARGV } shift @ARGV;
 my (@keep, @high);
-for my $tap (@taps) {
+for my $spec (@taps) {
+  my ($fd, $tap) = $spec =~ /^(\d+)=(.+)$/s or die "bad tap spec $spec";
+  $fd < 100 or die "fd $fd: targets must be below 100";
   open(my $fh, '+<', '/dev/net/tun') or die "open /dev/net/tun: $!";
   ioctl($fh, 0x400454ca, pack('a16 s x22', $tap, 0x0002 | 0x1000 | 0x4000)) or die "TUNSETIFF $tap: $!";
   push @keep, $fh;
-  push @high, fcntl($fh, Fcntl::F_DUPFD, 100) // die "F_DUPFD: $!";
+  push @high, [$fd, fcntl($fh, Fcntl::F_DUPFD, 100) // die "F_DUPFD: $!"];
 }
-for my $i (0 .. $#high) { defined POSIX::dup2($high[$i], 3 + $i) or die "dup2: $!"; POSIX::close($high[$i]); }
+for my $h (@high) { defined POSIX::dup2($h->[1], $h->[0]) or die "dup2: $!"; POSIX::close($h->[1]); }
 exec { $ARGV[0] } @ARGV or die "exec $ARGV[0]: $!";
 `;
 
 export async function launchPaused(options: LaunchOptions): Promise<PausedQemu> {
-  const qemu = ['setpriv', ...setprivArgs({ user: options.user, detached: false }), '--', options.qemuPath ?? 'qemu-system-x86_64', ...options.args];
+  const spec: LaunchSpec = {
+    program: resolveBinary(options.qemuPath ?? 'qemu-system-x86_64', 'qemuPath'),
+    args: options.args,
+    fds: options.fds,
+    user: options.user,
+    // As the library launches QEMU (qemuLaunchSpec): no capability left, killed if we die.
+    dropCapabilities: true,
+    dieWithParent: true,
+  };
+  const launcher = findLauncher();
+  const inherited = spec.fds.filter((entry) => entry.kind === 'inherit');
   const fdTaps = options.fdTaps ?? [];
-  const [file, ...args] = fdTaps.length > 0 ? ['perl', '-e', TAP_FD_EXEC, ...fdTaps, '--', ...qemu] : qemu;
-  const child = spawn(file as string, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  if (fdTaps.length !== inherited.length) throw new Error(`${inherited.length} caller fds to stand in for, but ${fdTaps.length} taps given`);
+
+  let file: string;
+  let args: string[];
+  let stdio: ReturnType<typeof launcherStdio>;
+  if (inherited.length === 0) {
+    [file, args, stdio] = [launcher, launcherArgs(spec), launcherStdio(spec, 'pipe')];
+  } else {
+    // The taps are opened by perl and are already at their fds when it execs the launcher, whose
+    // argv (launcherArgs) keeps each inherited fd with --keep-fd.
+    const pairs = inherited.map((entry, i) => `${entry.fd}=${fdTaps[i] as string}`);
+    [file, args, stdio] = [resolveBinary('perl', 'perl'), ['-e', TAP_FD_EXEC, ...pairs, '--', launcher, ...launcherArgs(spec)], ['ignore', 'ignore', 'pipe']];
+  }
+  // Nothing of this process's environment reaches QEMU, as with the library (env: {}).
+  const child = spawn(file, args, { stdio, env: {} });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (chunk: string) => (stderr += chunk));
@@ -82,6 +131,7 @@ export async function launchPaused(options: LaunchOptions): Promise<PausedQemu> 
   return {
     pid: child.pid as number,
     qmp,
+    spec,
     stderr: () => stderr,
     stop: () =>
       (stopping ??= (async () => {

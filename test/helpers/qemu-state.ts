@@ -1,6 +1,6 @@
 // Reads what a running QEMU has: its PCI tree, block nodes, chardevs, NICs and QOM properties, in
-// the shapes the checks need. One snapshot per check, taken over QMP.
-import { readFileSync, readdirSync } from 'node:fs';
+// the shapes the checks need. One snapshot per check, taken over QMP (and /proc for its fds).
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import type { QmpClient } from '../../src/qmp/index.ts';
 
 export interface PciFunction {
@@ -127,4 +127,42 @@ export function threadNames(pid: number): string[] {
 /** The tap interface behind one of the process's fds ("iff:" in its fdinfo), if it is one. */
 export function tapBehindFd(pid: number, fd: number): string | undefined {
   return /^iff:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1];
+}
+
+/** The socket behind one of the process's fds: its inode ("socket:[N]"), or undefined for anything else. */
+export function socketInode(pid: number, fd: number): number | undefined {
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+  } catch {
+    return undefined;
+  }
+  const match = /^socket:\[(\d+)\]$/.exec(target);
+  return match ? Number(match[1]) : undefined;
+}
+
+export interface UnixSocket {
+  inode: number;
+  /** Accepting connections (SO_ACCEPTCON in its flags). */
+  listening: boolean;
+  /** The address it is bound to (for a path, the path as bound). */
+  path: string;
+}
+
+/** The bound unix sockets of this network namespace, from /proc/net/unix. */
+export function boundUnixSockets(): UnixSocket[] {
+  const lines = readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1);
+  return lines.flatMap((line) => {
+    // Num RefCount Protocol Flags Type St Inode Path: the path is the rest of the line, spaces included.
+    const match = /^\S+: \S+ \S+ ([0-9A-Fa-f]+) \S+ \S+ (\d+) (.+)$/.exec(line);
+    if (!match) return [];
+    const flags = parseInt(match[1] as string, 16);
+    return [{ inode: Number(match[2]), listening: (flags & 0x10000) !== 0, path: match[3] as string }];
+  });
+}
+
+/** The paths of the listening unix sockets the process holds as fds (whoever created them). */
+export function listeningPathsHeld(pid: number): string[] {
+  const held = new Set(readdirSync(`/proc/${pid}/fd`).flatMap((fd) => socketInode(pid, Number(fd)) ?? []));
+  return boundUnixSockets().flatMap((s) => (s.listening && held.has(s.inode) ? [s.path] : []));
 }

@@ -3,13 +3,17 @@
 // over QMP and /proc that each option took effect and that the config's settings reached it.
 // What this machine cannot run (vsock and VFIO devices, KVM) is listed per config below and
 // checked by QEMU's own device and type introspection instead, on the same paused QEMU.
-import { chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+// QEMU is launched as the library launches it (svmm-launch, listening sockets at the argv's fds),
+// as the identity the config asks for; a leased one ('auto' under root) becomes a fixed test uid.
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseSandboxConfig, type SandboxConfig } from '../../src/hypervisor/config/index.ts';
+import { identityRequest } from '../../src/hypervisor/identity.ts';
+import type { VmIdentity } from '../../src/hypervisor/types.ts';
 import { buildQemuArgv } from '../../src/qemu/argv/index.ts';
 import { dimmIds, memoryBackendProps } from '../../src/qemu/devices/memory.ts';
-import { resolveQemuUser } from '../../src/qemu/runtime-dir.ts';
+import { identityOfLease } from '../../src/qemu/identity/identity.ts';
 import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
 import type { QmpClient } from '../../src/qmp/index.ts';
 import { guestAssets } from '../guest/index.ts';
@@ -18,7 +22,7 @@ import { argvMismatches } from '../helpers/argv-realized.ts';
 import { configMismatches } from '../helpers/config-realized.ts';
 import { HostResources, hugePagesFree } from '../helpers/host-resources.ts';
 import { planLaunch, unconfirmedClaims } from '../helpers/launch-plan.ts';
-import { launchPaused } from '../helpers/paused-qemu.ts';
+import { launchPaused, TEST_QEMU_UID } from '../helpers/paused-qemu.ts';
 import { tapBehindFd } from '../helpers/qemu-state.ts';
 
 /** What each config cannot run here; every other config runs exactly as built. */
@@ -46,7 +50,7 @@ beforeAll(() => {
     dir,
     blockDevice: shared.loopDevice(join(dir, 'loop.img')),
     taps: { multiQueue: shared.tap(`svm${tag}q`, { multiQueue: true }), single: shared.tap(`svm${tag}t`), byFd: shared.tap(`svm${tag}f`) },
-    // Stands for the caller's fd; the launcher attaches taps.byFd as fd 3 in its place.
+    // Stands for the caller's fd; launchPaused attaches taps.byFd at QEMU's fd for it in its place.
     tapFd: 7,
     hugepages: shared.hugepages(join(dir, 'huge'), HUGE_PAGES),
   };
@@ -77,23 +81,46 @@ async function hotAddDimm(qmp: QmpClient, config: SandboxConfig): Promise<unknow
   return devices.find((d) => d.type === 'dimm');
 }
 
+/**
+ * Who QEMU runs as, by the library's rules (identityRequest): 'current' (with allowRoot under root)
+ * keeps this process's user, a fixed identity is used as given, and where the library would lease
+ * a uid, a fixed test uid stands in with the identity a lease gets.
+ */
+function identityFor(config: SandboxConfig): VmIdentity | undefined {
+  const request = identityRequest(config, process.geteuid?.() ?? -1);
+  switch (request.kind) {
+    case 'current':
+      return undefined;
+    case 'fixed':
+      return { uid: request.uid, gid: request.gid, groups: request.groups };
+    case 'lease':
+      return identityOfLease(TEST_QEMU_UID, config.machine.accel);
+  }
+}
+
 /** Builds an entry's argv for this host, prepares what it refers to, and starts QEMU paused. */
 async function start(entry: MatrixEntry, local: HostResources) {
   const config = parseSandboxConfig(entry.config(env));
   const runtimeDir = mkdtempSync('/tmp/svmm-r');
   local.onCleanup(`runtime dir ${runtimeDir}`, () => rmSync(runtimeDir, { recursive: true, force: true }));
-  const user = resolveQemuUser(config.hardening.user, config.machine.accel);
-  if (user) chownSync(runtimeDir, user.uid, user.gid);
+  const user = identityFor(config);
+  // As the library makes it (launch/home.ts): ours, QEMU's group may only traverse it. QEMU
+  // creates nothing there: the launcher binds the sockets as root.
+  if (user) {
+    chownSync(runtimeDir, process.geteuid?.() ?? 0, user.gid);
+    chmodSync(runtimeDir, 0o710);
+  }
   const paths = runtimePaths(runtimeDir);
   const argv = buildQemuArgv(config, paths);
   const plan = planLaunch(argv.args);
   await prepareHost(config, local);
-  // Each caller fd is the matrix's tap fd; the launcher hands the real tap over in its place.
-  if (!argv.passFds.every((fd) => fd === env.tapFd)) throw new Error(`unexpected passFds ${argv.passFds.join(' ')}`);
-  const fdTaps = argv.passFds.map(() => env.taps.byFd);
-  const qemu = await launchPaused({ args: plan.args, qmpSocket: paths.qmpSocket, user, fdTaps });
+  // Each caller fd is the matrix's tap fd; launchPaused hands the real tap over in its place.
+  const inherited = argv.fds.flatMap((entry) => (entry.kind === 'inherit' ? [entry] : []));
+  if (!inherited.every((entry) => entry.from === env.tapFd)) throw new Error(`unexpected caller fds ${JSON.stringify(inherited)}`);
+  const fdTaps = inherited.map(() => env.taps.byFd);
+  const qemu = await launchPaused({ args: plan.args, fds: argv.fds, qmpSocket: paths.qmpSocket, user, fdTaps });
   local.onCleanup(`qemu ${qemu.pid}`, () => qemu.stop());
-  return { config, paths, argv, plan, user, fdTaps, qemu };
+  return { config, paths, argv, plan, user, inherited, fdTaps, qemu };
 }
 
 describe('the argv matrix under a real QEMU', () => {
@@ -113,16 +140,16 @@ describe('the argv matrix under a real QEMU', () => {
       const local = new HostResources();
       try {
         const hugePagesBefore = hugePagesFree();
-        const { config, paths, argv, plan, user, fdTaps, qemu } = await start(entry, local);
+        const { config, paths, argv, plan, user, inherited, fdTaps, qemu } = await start(entry, local);
         expect(argv.args).toContain('-S');
 
-        expect(await argvMismatches(qemu.qmp, qemu.pid, plan.args)).toEqual([]);
+        expect(await argvMismatches(qemu.qmp, qemu.pid, plan.args, argv.fds)).toEqual([]);
         const absent = plan.substitutions.flatMap((s) => (s.deviceId ? [s.deviceId] : []));
         const expectedUser = user ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
         expect(await configMismatches(qemu.qmp, qemu.pid, config, paths, { absent, user: expectedUser })).toEqual([]);
         expect(await unconfirmedClaims(qemu.qmp, plan.substitutions)).toEqual([]);
 
-        fdTaps.forEach((tap, i) => expect(tapBehindFd(qemu.pid, 3 + i), `fd ${3 + i}`).toBe(tap));
+        inherited.forEach((entry, i) => expect(tapBehindFd(qemu.pid, entry.fd), `fd ${entry.fd}`).toBe(fdTaps[i]));
         if (config.memory.hotplug === 'dimm') expect(await hotAddDimm(qemu.qmp, config)).toMatchObject({ data: { id: 'dimm0', size: 128 * MiB } });
         if (config.memory.backing.type === 'hugepages') {
           // Preallocated on huge pages: the pool shrank by the whole boot memory.
@@ -138,7 +165,7 @@ describe('the argv matrix under a real QEMU', () => {
     const local = new HostResources();
     try {
       const entry = MATRIX.find((e) => e.name === 'disk-cache-modes') as MatrixEntry;
-      const { config, paths, plan, qemu } = await start(entry, local);
+      const { config, paths, argv, plan, qemu } = await start(entry, local);
       const doctored = plan.args.map((arg) =>
         arg
           .replace('serial=RO_1.0', 'serial=RO_2.0')
@@ -147,10 +174,20 @@ describe('the argv matrix under a real QEMU', () => {
           .replace('node-name=drv-ro,read-only=on', 'node-name=drv-ro,read-only=off'),
       );
       expect(doctored).not.toEqual(plan.args);
-      const argvProblems = await argvMismatches(qemu.qmp, qemu.pid, [...doctored, '-bogus', 'x=1']);
+      const argvProblems = await argvMismatches(qemu.qmp, qemu.pid, [...doctored, '-bogus', 'x=1'], argv.fds);
       expect(argvProblems).toHaveLength(6);
       for (const what of ['/machine/peripheral/ro serial', '-m size', '-m maxmem', '-device wt: QEMU placed it', 'drv-ro read-only', '-bogus: no check']) {
         expect(argvProblems.some((p) => p.includes(what)), what).toBe(true);
+      }
+
+      // The fds: told the QMP and console sockets' paths the wrong way round, the check names both fds.
+      const [qmpFd, consoleFd] = argv.fds;
+      if (qmpFd?.kind !== 'listen' || consoleFd?.kind !== 'listen') throw new Error(`unexpected fds ${JSON.stringify(argv.fds)}`);
+      const swapped = [{ ...qmpFd, path: consoleFd.path }, { ...consoleFd, path: qmpFd.path }, ...argv.fds.slice(2)];
+      const fdProblems = await argvMismatches(qemu.qmp, qemu.pid, plan.args, swapped);
+      expect(fdProblems).toHaveLength(2);
+      for (const what of [`-chardev fd ${qmpFd.fd} bound at: QEMU has ${JSON.stringify(qmpFd.path)}`, `-chardev fd ${consoleFd.fd} bound at: QEMU has ${JSON.stringify(consoleFd.path)}`]) {
+        expect(fdProblems.some((p) => p.startsWith(what)), what).toBe(true);
       }
 
       const wrongConfig: SandboxConfig = { ...config, cpus: { boot: 2, max: 2 }, devices: config.devices.map((d) => (d.id === 'wb' ? { ...d, readOnly: true } : d)) };

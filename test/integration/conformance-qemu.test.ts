@@ -34,7 +34,9 @@ defineConformanceSuite(
     name: 'qemu',
     create: (settings) => new QemuHypervisor({ deviceRemovalTimeoutMs: settings.deviceRemovalTimeoutMs }),
     config: () => guestConfig(),
-    disk: (name) => rawDisk(scratch.dir, `${name}.img`, name.slice(0, 16)),
+    // Given to the VM's own uid, as a runtime does once createVM has leased it; a path asked for
+    // before createVM is only named (never opened), so it stays root's.
+    disk: (name, vm) => rawDisk(scratch.dir, `${name}.img`, name.slice(0, 16), vm.identity ?? { uid: 0, gid: 0 }),
     guest: {
       diskCount,
       onlineCpus: async (vm) => (await agentOf(vm)).onlineCpus(),

@@ -3,21 +3,29 @@
 // must reject with a typed error (not by running into its deadline), the exit must be reported,
 // nothing may leak, and stopVM must still succeed.
 import { existsSync, readdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
 import { DeviceExistsError, HotplugError, VmExitedError, VmStartError, VmUnhealthyError } from '../../src/hypervisor/errors.ts';
 import { QmpDisconnectedError } from '../../src/qmp/index.ts';
 import type { HypervisorEvent, VmExitInfo } from '../../src/hypervisor/types.ts';
 import { OperationTimeoutError } from '../../src/errors.ts';
-import { connectAgent, guestConfig, rawDisk, scratchDir } from './helpers/sandbox.ts';
+import {
+  connectAgent,
+  expectLeasedIdentity,
+  expectRunsAs,
+  fakeQemu,
+  giveTo,
+  guestConfig,
+  identityOf,
+  leasesOnDisk,
+  rawDisk,
+  scratchDir,
+} from './helpers/sandbox.ts';
 
-const FAKE_QEMU = join(process.cwd(), 'test', 'fixtures', 'fake-qemu.mjs');
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  vi.unstubAllEnvs();
 });
 
 function track(vm: QemuHypervisor): QemuHypervisor {
@@ -28,11 +36,12 @@ function track(vm: QemuHypervisor): QemuHypervisor {
 const fdCount = () => readdirSync('/proc/self/fd').length;
 const tick = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Asserts the VM is fully gone: no QEMU, no runtime directory, state stopped, stopVM still fine. */
+/** Asserts the VM is fully gone: no QEMU, no runtime directory, no uid lease, state stopped, stopVM still fine. */
 async function expectCleanedUp(vm: QemuHypervisor, pid: number, dir: string): Promise<void> {
   expect(vm.state).toBe('stopped');
   expect(isProcessAlive(pid)).toBe(false);
   expect(existsSync(dir)).toBe(false);
+  expect(leasesOnDisk(vm.id)).toEqual([]);
   expect(vm.getPids()).toEqual([]);
   await vm.stopVM();
 }
@@ -73,13 +82,20 @@ describe('QEMU killed with SIGKILL', () => {
     const dir = vm.runtimeDir ?? '';
     const [pid = -1] = vm.getPids();
     const exits: VmExitInfo[] = [];
-    vm.onExit((info) => exits.push(info));
+    const reported = new Promise<void>((resolve) =>
+      vm.onExit((info) => {
+        exits.push(info);
+        resolve();
+      }),
+    );
     // A stopped QEMU reads nothing: the command stays pending until QEMU is killed.
     process.kill(pid, 'SIGSTOP');
     const pending = vm.getThreadIds({ timeoutMs: 60_000 }).catch((e: unknown) => e);
     await tick(200);
     process.kill(pid, 'SIGKILL');
     expectExited(await pending, 'getThreadIds');
+    // Pending calls are rejected first, then the VM is cleaned up and the exit reported, once.
+    await reported;
     expect(exits).toEqual([expect.objectContaining({ expected: false, signal: 'SIGKILL' })]);
     await expect(vm.check()).rejects.toBeInstanceOf(VmUnhealthyError);
     await expectCleanedUp(vm, pid, dir);
@@ -93,12 +109,14 @@ describe('QEMU killed with SIGKILL', () => {
     await vm.startVM({ paused: true });
     const dir = vm.runtimeDir ?? '';
     const [pid = -1] = vm.getPids();
+    const reported = new Promise((resolve) => vm.onExit(resolve));
     process.kill(pid, 'SIGSTOP');
-    const pending = vm.hotplugAddDevice({ type: 'block', id: 'late', path: rawDisk(scratch.dir, 'late.img', 'L') }, { timeoutMs: 60_000 }).catch((e: unknown) => e);
+    const pending = vm.hotplugAddDevice({ type: 'block', id: 'late', path: rawDisk(scratch.dir, 'late.img', 'L', identityOf(vm)) }, { timeoutMs: 60_000 }).catch((e: unknown) => e);
     await tick(200);
     process.kill(pid, 'SIGKILL');
     expectExited(await pending, 'hotplugAddDevice');
     expect(vm.devices().find((d) => d.id === 'late')).toBeUndefined();
+    expect(await reported).toMatchObject({ expected: false, signal: 'SIGKILL' });
     await expectCleanedUp(vm, pid, dir);
   });
 
@@ -129,11 +147,14 @@ describe('QEMU killed with SIGKILL', () => {
 
 describe('the QMP connection closed by QEMU while it runs', () => {
   it('rejects the pending call with QmpDisconnectedError, then reconnects for the next one', async () => {
-    vi.stubEnv('FAKE_QEMU_SILENT', 'query-cpus-fast');
+    const scratch = scratchDir();
+    cleanups.push(scratch.remove);
     const vm = track(new QemuHypervisor());
-    await vm.createVM({ ...guestConfig(), runtime: { qemuPath: FAKE_QEMU } });
+    await vm.createVM({ ...guestConfig(), runtime: { qemuPath: fakeQemu(scratch.dir, ['query-cpus-fast']) } });
     await vm.startVM();
     const [pid = -1] = vm.getPids();
+    // The stand-in is launched like QEMU: as the VM's own uid.
+    expectRunsAs(pid, identityOf(vm));
     const events: HypervisorEvent[] = [];
     vm.onEvent((event) => events.push(event));
     const pending = vm.getThreadIds({ timeoutMs: 60_000 }).catch((e: unknown) => e);
@@ -153,14 +174,16 @@ describe('the QMP connection closed by QEMU while it runs', () => {
     expect(vm.exitInfo).toMatchObject({ expected: true, exitCode: 0 });
     expect(isProcessAlive(pid)).toBe(false);
     expect(existsSync(dir)).toBe(false);
+    expect(leasesOnDisk(vm.id)).toEqual([]);
   });
 });
 
 describe('a QEMU that ignores quit', () => {
   it('is killed with SIGKILL and reaped, and the stop still succeeds', async () => {
-    vi.stubEnv('FAKE_QEMU_SILENT', 'quit');
+    const scratch = scratchDir();
+    cleanups.push(scratch.remove);
     const vm = track(new QemuHypervisor());
-    await vm.createVM({ ...guestConfig(), runtime: { qemuPath: FAKE_QEMU } });
+    await vm.createVM({ ...guestConfig(), runtime: { qemuPath: fakeQemu(scratch.dir, ['quit']) } });
     await vm.startVM();
     const [pid = -1] = vm.getPids();
     const dir = vm.runtimeDir ?? '';
@@ -177,15 +200,40 @@ describe('devices that cannot be plugged', () => {
     const vm = track(new QemuHypervisor());
     await vm.createVM(guestConfig({ hotplug: { rootPorts: 1 } }));
     await vm.startVM({ paused: true });
-    const path = rawDisk(scratch.dir, 'gone.img', 'G');
+    const path = rawDisk(scratch.dir, 'gone.img', 'G', identityOf(vm));
     rmSync(path);
     const error = (await vm.hotplugAddDevice({ type: 'block', id: 'gone', path }).catch((e: unknown) => e)) as HotplugError;
     expect(error).toBeInstanceOf(HotplugError);
     expect(error.step).toBe('blockdev-add');
     expect(error.message).toMatch(/gone\.img.*No such file or directory/);
     // The only root port is free again.
-    const ok = await vm.hotplugAddDevice({ type: 'block', id: 'gone', path: rawDisk(scratch.dir, 'back.img', 'B') });
+    const ok = await vm.hotplugAddDevice({ type: 'block', id: 'gone', path: rawDisk(scratch.dir, 'back.img', 'B', identityOf(vm)) });
     expect(ok.bus).toBe('rp0');
+  });
+
+  it('a disk given to another VM\'s uid cannot be opened by this VM\'s QEMU', async () => {
+    const scratch = scratchDir();
+    cleanups.push(scratch.remove);
+    const vm = track(new QemuHypervisor());
+    await vm.createVM(guestConfig({ hotplug: { rootPorts: 1 } }));
+    await vm.startVM({ paused: true });
+    // Another VM, only created: it has its own uid from then on.
+    const other = track(new QemuHypervisor());
+    await other.createVM(guestConfig());
+    const mine = expectLeasedIdentity(vm.identity);
+    const theirs = expectLeasedIdentity(other.identity);
+    expect(theirs.uid).not.toBe(mine.uid);
+    const path = rawDisk(scratch.dir, 'theirs.img', 'T', theirs);
+    const error = (await vm.hotplugAddDevice({ type: 'block', id: 'theirs', path }).catch((e: unknown) => e)) as HotplugError;
+    expect(error).toBeInstanceOf(HotplugError);
+    expect(error.step).toBe('blockdev-add');
+    expect(error.message).toMatch(/theirs\.img.*Permission denied/);
+    expect(vm.devices().some((d) => d.hotplugged)).toBe(false);
+    // Given to this VM, the same image plugs, on the port the refusal left free.
+    giveTo(path, mine);
+    expect(await vm.hotplugAddDevice({ type: 'block', id: 'theirs', path })).toMatchObject({ bus: 'rp0' });
+    await other.stopVM();
+    expect(leasesOnDisk(other.id)).toEqual([]);
   });
 
   it('a reused id is refused, whether it names a cold-plugged device, a hot-plugged one, or a concurrent hotplug', async () => {
@@ -194,7 +242,7 @@ describe('devices that cannot be plugged', () => {
     const vm = track(new QemuHypervisor());
     await vm.createVM(guestConfig());
     await vm.startVM({ paused: true });
-    const disk = (name: string) => rawDisk(scratch.dir, `${name}.img`, name);
+    const disk = (name: string) => rawDisk(scratch.dir, `${name}.img`, name, identityOf(vm));
     await expect(vm.hotplugAddDevice({ type: 'block', id: 'agent', path: disk('a') })).rejects.toBeInstanceOf(DeviceExistsError);
     await vm.hotplugAddDevice({ type: 'block', id: 'd1', path: disk('b') });
     await expect(vm.hotplugAddDevice({ type: 'block', id: 'd1', path: disk('c') })).rejects.toBeInstanceOf(DeviceExistsError);
@@ -228,6 +276,7 @@ describe('devices that cannot be plugged', () => {
     expect(error.stderrTail).toMatch(/vhost-vsock/);
     expect(error.message).toMatch(/vhost-vsock/);
     expect(vm.state).toBe('stopped');
+    expect(leasesOnDisk(vm.id)).toEqual([]);
   });
 });
 

@@ -1,8 +1,11 @@
 // Paths with commas, '=', spaces and unicode reach QEMU unchanged, and an option spelled inside a
 // file name never takes effect: QEMU opens exactly the file named, with the settings the config
 // gave. One QEMU, started paused from a config full of such paths; decoy files sit where a split
-// name would lead, so that opening the wrong one would show.
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readlinkSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+// name would lead, so that opening the wrong one would show. QEMU is launched as the library
+// launches it (svmm-launch binds the sockets), as a fixed unprivileged test identity that owns the
+// scratch files: this test is about paths, and a fixed uid shows whose the sockets are.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readlinkSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseSandboxConfig, type SandboxConfig } from '../../src/hypervisor/config/index.ts';
@@ -12,10 +15,11 @@ import { guestAssets } from '../guest/index.ts';
 import { argvMismatches } from '../helpers/argv-realized.ts';
 import { configMismatches } from '../helpers/config-realized.ts';
 import { HostResources } from '../helpers/host-resources.ts';
-import { launchPaused, type PausedQemu } from '../helpers/paused-qemu.ts';
-import { blockDevice, blockNodes, qomGet } from '../helpers/qemu-state.ts';
+import { launchPaused, testIdentity, type PausedQemu } from '../helpers/paused-qemu.ts';
+import { blockDevice, blockNodes, listeningPathsHeld, procStatus, qomGet } from '../helpers/qemu-state.ts';
 
 const resources = new HostResources();
+const user = testIdentity();
 let dir: string;
 let config: SandboxConfig;
 let paths: RuntimePaths;
@@ -51,14 +55,20 @@ beforeAll(async () => {
   // A path through a directory named 'entropy,filename=': split at the comma it would read /dev/zero.
   mkdirSync(file('entropy,filename=/dev'), { recursive: true });
   writeFileSync(file('entropy,filename=/dev/zero'), 'not random at all');
-  const runtimeDir = file('run,x=y');
-  mkdirSync(runtimeDir);
-  paths = runtimePaths(runtimeDir);
   const vfsSocket = file('v,fs=1.sock');
   // virtiofsd's own -o parser splits at commas, so its source stays plain; the socket is hostile.
   const vfsSource = mkdtempSync('/tmp/svmm-vfs');
   resources.onCleanup(`virtio-fs source ${vfsSource}`, () => rmSync(vfsSource, { recursive: true, force: true }));
   await resources.virtiofsd(vfsSocket, vfsSource);
+  // Everything QEMU opens (or creates: the console log, the memory file) is its user's, the
+  // virtio-fs socket included, as the library hands virtiofsd's socket to QEMU's user.
+  execFileSync('chown', ['-R', `${user.uid}:${user.gid}`, dir]);
+  // The runtime directory as the library makes it (launch/home.ts): ours, QEMU's group may only traverse it.
+  const runtimeDir = file('run,x=y');
+  mkdirSync(runtimeDir);
+  chownSync(runtimeDir, process.geteuid?.() ?? 0, user.gid);
+  chmodSync(runtimeDir, 0o710);
+  paths = runtimePaths(runtimeDir);
 
   config = parseSandboxConfig({
     id: 'vm-hostile',
@@ -76,10 +86,10 @@ beforeAll(async () => {
       { type: 'rng', id: 'rng0', source: file('entropy,filename=/dev/zero') },
       { type: 'channel', id: 'agent', name: 'agent.0' },
     ],
-    hardening: { user: 'current' },
+    hardening: { user },
   });
   const argv = buildQemuArgv(config, paths);
-  qemu = await launchPaused({ args: argv.args, qmpSocket: paths.qmpSocket, user: undefined });
+  qemu = await launchPaused({ args: argv.args, fds: argv.fds, qmpSocket: paths.qmpSocket, user });
   resources.onCleanup(`qemu ${qemu.pid}`, () => qemu.stop());
 });
 
@@ -87,9 +97,9 @@ afterAll(() => resources.cleanup());
 
 describe('hostile paths', () => {
   it('QEMU has every option and config setting as given (generic checks)', async () => {
-    const args = buildQemuArgv(config, paths).args;
-    expect(await argvMismatches(qemu.qmp, qemu.pid, args)).toEqual([]);
-    expect(await configMismatches(qemu.qmp, qemu.pid, config, paths, { user: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 } })).toEqual([]);
+    const { args, fds } = buildQemuArgv(config, paths);
+    expect(await argvMismatches(qemu.qmp, qemu.pid, args, fds)).toEqual([]);
+    expect(await configMismatches(qemu.qmp, qemu.pid, config, paths, { user })).toEqual([]);
   });
 
   it('the kernel and initrd are loaded from their exact paths (QEMU exits if it cannot load them)', async () => {
@@ -137,10 +147,19 @@ describe('hostile paths', () => {
     expect(await qomGet(qemu.qmp, '/machine/peripheral/vfs0', 'tag')).toBe('vfs');
   });
 
-  it('the console log, pidfile and sockets are created under their literal names', () => {
+  it('the console log and the listening sockets are created under their literal names, the sockets by root for QEMU to hold', () => {
     expect(existsSync(file('console,append=off.log'))).toBe(true);
     expect(existsSync(file('console'))).toBe(false);
-    for (const path of [paths.pidFile, paths.qmpSocket, paths.consoleSocket, paths.channelSocket('agent')]) expect(existsSync(path), path).toBe(true);
+    const sockets = [paths.qmpSocket, paths.consoleSocket, paths.channelSocket('agent')];
+    // QEMU runs as the test identity, yet each socket is root's (0600): the launcher bound it before switching users.
+    expect(procStatus(qemu.pid, 'Uid').split(/\s+/).map(Number)).toEqual(Array(4).fill(user.uid));
+    for (const path of sockets) {
+      const stat = lstatSync(path);
+      expect({ path, socket: stat.isSocket(), uid: stat.uid, mode: (stat.mode & 0o777).toString(8) }).toEqual({ path, socket: true, uid: process.geteuid?.(), mode: '600' });
+    }
+    expect(listeningPathsHeld(qemu.pid)).toEqual(expect.arrayContaining(sockets));
+    // Nothing else in the runtime directory (QEMU writes nothing there), and no directory named after a split.
+    expect(readdirSync(paths.dir).sort()).toEqual(['ch-agent.sock', 'console.sock', 'qmp.sock']);
     expect(readdirSync(dir).filter((name) => name.startsWith('run'))).toEqual(['run,x=y']);
   });
 
@@ -148,9 +167,10 @@ describe('hostile paths', () => {
     const missing = file('no such,kernel=yes');
     const runtime = mkdtempSync('/tmp/svmm-k');
     try {
-      const bad = parseSandboxConfig({ id: 'vm-missing-kernel', machine: { accel: 'tcg' }, boot: { kernel: missing }, hardening: { user: 'current' } });
+      const bad = parseSandboxConfig({ id: 'vm-missing-kernel', machine: { accel: 'tcg' }, boot: { kernel: missing }, hardening: { user } });
       const p = runtimePaths(runtime);
-      await expect(launchPaused({ args: buildQemuArgv(bad, p).args, qmpSocket: p.qmpSocket, user: undefined })).rejects.toThrow(`could not open kernel file '${missing}'`);
+      const argv = buildQemuArgv(bad, p);
+      await expect(launchPaused({ args: argv.args, fds: argv.fds, qmpSocket: p.qmpSocket, user })).rejects.toThrow(`could not open kernel file '${missing}'`);
     } finally {
       rmSync(runtime, { recursive: true, force: true });
     }

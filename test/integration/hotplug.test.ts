@@ -12,7 +12,7 @@ import {
   UnsupportedOperationError,
 } from '../../src/hypervisor/errors.ts';
 import type { GuestAgent } from '../guest/index.ts';
-import { createTap, guestConfig, guestPerSuite, qcow2Disk, rawDisk, scratchDir } from './helpers/sandbox.ts';
+import { createTap, guestConfig, guestPerSuite, identityOf, qcow2Disk, rawDisk, scratchDir, tapOwner } from './helpers/sandbox.ts';
 
 /** Retries until the guest reflects a change (it reacts to hotplug asynchronously). */
 async function eventually<T>(fn: () => Promise<T>, check: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {
@@ -51,7 +51,7 @@ describe('hotplug on a running guest (virtio-mem)', () => {
 
   it('a hot-added raw virtio-blk disk appears in the guest with the host marker, and is gone after removal', async () => {
     const before = await guestDisks(agent);
-    const path = rawDisk(scratch.dir, 'raw.img', 'MARKER-RAW-0001');
+    const path = rawDisk(scratch.dir, 'raw.img', 'MARKER-RAW-0001', identityOf(vm));
     const result = await vm.hotplugAddDevice({ type: 'block', id: 'raw0', path });
     expect(result).toEqual({ id: 'raw0', type: 'block', bus: 'rp0' });
     const after = await eventually(() => guestDisks(agent), (d) => d.size === before.size + 1);
@@ -66,7 +66,7 @@ describe('hotplug on a running guest (virtio-mem)', () => {
   });
 
   it('a read-only qcow2 disk is read-only in the guest', async () => {
-    const path = qcow2Disk(scratch.dir, 'ro.qcow2', 'MARKER-QCOW2-RO');
+    const path = qcow2Disk(scratch.dir, 'ro.qcow2', 'MARKER-QCOW2-RO', identityOf(vm));
     const before = await guestDisks(agent);
     await vm.hotplugAddDevice({ type: 'block', id: 'ro0', path, format: 'qcow2', readOnly: true });
     const after = await eventually(() => guestDisks(agent), (d) => d.size === before.size + 1);
@@ -78,7 +78,7 @@ describe('hotplug on a running guest (virtio-mem)', () => {
 
   it('a scsi-hd disk goes on the virtio-scsi controller and back out', async () => {
     const before = await guestDisks(agent);
-    const path = rawDisk(scratch.dir, 'scsi.img', 'MARKER-SCSI-001');
+    const path = rawDisk(scratch.dir, 'scsi.img', 'MARKER-SCSI-001', identityOf(vm));
     const result = await vm.hotplugAddDevice({ type: 'block', id: 'scsi-a', path, driver: 'virtio-scsi' });
     expect(result.bus).toBe('scsi0.0');
     const after = await eventually(() => guestDisks(agent), (d) => [...d.keys()].some((n) => n.startsWith('sd')));
@@ -89,7 +89,9 @@ describe('hotplug on a running guest (virtio-mem)', () => {
   });
 
   it('a hot-added NIC appears in the guest with its MAC, and is gone after removal', async () => {
-    removeTaps.push(createTap('svmmhp0'));
+    // As a runtime does: the tap is made for the VM's own uid, which only it has.
+    removeTaps.push(createTap('svmmhp0', identityOf(vm).uid));
+    expect(tapOwner('svmmhp0')).toBe(identityOf(vm).uid);
     const mac = '52:54:00:12:34:56';
     await vm.hotplugAddDevice({ type: 'net', id: 'nic0', tap: { ifname: 'svmmhp0' }, mac });
     const ifaces = await eventually(() => agent.netInterfaces(), (list) => list.some((i) => i.mac === mac));
@@ -100,7 +102,7 @@ describe('hotplug on a running guest (virtio-mem)', () => {
   });
 
   it('rejects a reused id, an unknown id, a tap given as an fd and a cold-plug-only kind', async () => {
-    await expect(vm.hotplugAddDevice({ type: 'block', id: 'agent', path: rawDisk(scratch.dir, 'dup.img', 'x') })).rejects.toBeInstanceOf(DeviceExistsError);
+    await expect(vm.hotplugAddDevice({ type: 'block', id: 'agent', path: rawDisk(scratch.dir, 'dup.img', 'x', identityOf(vm)) })).rejects.toBeInstanceOf(DeviceExistsError);
     await expect(vm.hotplugRemoveDevice('nope')).rejects.toBeInstanceOf(DeviceNotFoundError);
     await expect(vm.hotplugAddDevice({ type: 'net', id: 'fdnic', tap: { fd: 9 } })).rejects.toBeInstanceOf(UnsupportedOperationError);
     const rng = { type: 'rng', id: 'rng0' } as unknown as Parameters<QemuHypervisor['hotplugAddDevice']>[0];
@@ -109,7 +111,7 @@ describe('hotplug on a running guest (virtio-mem)', () => {
 
   it('a failed hotplug (QEMU rejects the disk) leaves nothing half-plugged and frees the slot', async () => {
     // The port a disk gets now, before the failure.
-    const probe = await vm.hotplugAddDevice({ type: 'block', id: 'probe', path: rawDisk(scratch.dir, 'probe.img', 'x') });
+    const probe = await vm.hotplugAddDevice({ type: 'block', id: 'probe', path: rawDisk(scratch.dir, 'probe.img', 'x', identityOf(vm)) });
     await vm.hotplugRemoveDevice('probe');
     const missing = `${scratch.dir}/deleted.img`;
     const error = (await vm.hotplugAddDevice({ type: 'block', id: 'bad0', path: missing }).catch((e: unknown) => e)) as HotplugError;
@@ -118,7 +120,7 @@ describe('hotplug on a running guest (virtio-mem)', () => {
     expect(error.message).toContain('deleted.img');
     expect(vm.devices().find((d) => d.id === 'bad0')).toBeUndefined();
     // The same id and the same port are usable again.
-    const ok = await vm.hotplugAddDevice({ type: 'block', id: 'bad0', path: rawDisk(scratch.dir, 'ok.img', 'x') });
+    const ok = await vm.hotplugAddDevice({ type: 'block', id: 'bad0', path: rawDisk(scratch.dir, 'ok.img', 'x', identityOf(vm)) });
     expect(ok.bus).toBe(probe.bus);
     await vm.hotplugRemoveDevice('bad0');
   });
@@ -126,7 +128,7 @@ describe('hotplug on a running guest (virtio-mem)', () => {
   it('concurrent hotplugs never share a port, and exhaustion is a typed error until a port is freed', async () => {
     // rp0..rp3 minus the SCSI controller's port leaves three.
     const free = 4 - vm.devices().filter((d) => d.hotplugged).length - 1;
-    const paths = Array.from({ length: free + 1 }, (_, i) => rawDisk(scratch.dir, `c${i}.img`, `C${i}`));
+    const paths = Array.from({ length: free + 1 }, (_, i) => rawDisk(scratch.dir, `c${i}.img`, `C${i}`, identityOf(vm)));
     const results = await Promise.allSettled(paths.map((path, i) => vm.hotplugAddDevice({ type: 'block', id: `c${i}`, path })));
     const ok = results.filter((r) => r.status === 'fulfilled').map((r) => r.value.bus);
     const failed = results.filter((r) => r.status === 'rejected').map((r) => r.reason as unknown);
@@ -182,7 +184,7 @@ describe('hotplug on a running guest (virtio-mem)', () => {
     expect((refused as Error).message).toMatch(/tcg/);
     expect(await agent.onlineCpus()).toBe(3);
     // Devices still come and go.
-    await vm.hotplugAddDevice({ type: 'block', id: 'after-cpus', path: rawDisk(scratch.dir, 'after.img', 'A') });
+    await vm.hotplugAddDevice({ type: 'block', id: 'after-cpus', path: rawDisk(scratch.dir, 'after.img', 'A', identityOf(vm)) });
     await vm.hotplugRemoveDevice('after-cpus');
   });
 });
@@ -208,7 +210,7 @@ describe('vCPU removal under tcg, opted in (hotplug.tcgVcpuUnplug)', () => {
   });
 
   it('afterwards refuses device changes (which would crash QEMU 7.2) and stays healthy', async () => {
-    const disk = rawDisk(scratch.dir, 'late.img', 'L');
+    const disk = rawDisk(scratch.dir, 'late.img', 'L', identityOf(vm));
     await expect(vm.hotplugAddDevice({ type: 'block', id: 'late', path: disk })).rejects.toBeInstanceOf(UnsupportedOperationError);
     await expect(vm.resizeVCPUs(2)).rejects.toBeInstanceOf(UnsupportedOperationError);
     // What does not add or remove a device still works.
@@ -242,13 +244,13 @@ describe('DIMM memory and removals the guest does not complete', () => {
   });
 
   it('a removal the guest does not complete times out with a typed error and the VM stays usable', async () => {
-    await vm.hotplugAddDevice({ type: 'block', id: 'stuck', path: rawDisk(scratch.dir, 'stuck.img', 'S') });
+    await vm.hotplugAddDevice({ type: 'block', id: 'stuck', path: rawDisk(scratch.dir, 'stuck.img', 'S', identityOf(vm)) });
     await vm.pauseVM();
     const error = await vm.hotplugRemoveDevice('stuck').catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DeviceRemovalTimeoutError);
     expect(vm.devices().find((d) => d.id === 'stuck')).toBeDefined();
     // One root port, still taken by the device that did not go away.
-    await expect(vm.hotplugAddDevice({ type: 'block', id: 'other', path: rawDisk(scratch.dir, 'o.img', 'O') })).rejects.toBeInstanceOf(NoFreeSlotError);
+    await expect(vm.hotplugAddDevice({ type: 'block', id: 'other', path: rawDisk(scratch.dir, 'o.img', 'O', identityOf(vm)) })).rejects.toBeInstanceOf(NoFreeSlotError);
     await vm.resumeVM();
     expect(await agent.runOk('echo usable')).toBe('usable\n');
     await vm.check();

@@ -1,9 +1,15 @@
-// The QMP client against a real QEMU 7.2, started paused (-S) by the test itself, under TCG.
+// The QMP client against a real QEMU 7.2, started paused (-S) by the test itself, under TCG, the way
+// the library starts it: through svmm-launch, which binds the monitor's socket as root and hands it
+// to QEMU as fd 3, and runs QEMU as an unprivileged identity (a fixed test uid: nothing here
+// depends on which) with no capability and no environment.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { resolveBinary } from '../../src/qemu/binaries.ts';
+import { findLauncher, launcherArgs, launcherStdio, type LaunchSpec } from '../../src/qemu/launch/launcher.ts';
 import { QmpClient, QmpCommandError, QmpDisconnectedError, type QmpEvent } from '../../src/qmp/index.ts';
+import { testIdentity } from '../helpers/paused-qemu.ts';
 
 interface Qemu {
   dir: string;
@@ -18,8 +24,16 @@ function startQemu(): Qemu {
   const dir = mkdtempSync('/tmp/q-');
   const socket = join(dir, 'qmp.sock');
   const args = ['-S', '-nodefaults', '-no-user-config', '-display', 'none', '-machine', 'q35', '-accel', 'tcg'];
-  args.push('-chardev', `socket,id=qmp,path=${socket},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control');
-  const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  args.push('-chardev', 'socket,id=qmp,fd=3,server=on,wait=off', '-mon', 'chardev=qmp,mode=control');
+  const spec: LaunchSpec = {
+    program: resolveBinary('qemu-system-x86_64', 'qemuPath'),
+    args,
+    fds: [{ fd: 3, kind: 'listen', path: socket }],
+    user: testIdentity(),
+    dropCapabilities: true,
+    dieWithParent: true,
+  };
+  const child = spawn(findLauncher(), launcherArgs(spec), { stdio: launcherStdio(spec, 'pipe'), env: {} });
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr = (stderr + chunk).slice(-4096)));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));

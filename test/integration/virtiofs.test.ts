@@ -2,15 +2,27 @@
 // listed by getPids and stopped with the VM), the guest mounts it and reads and writes host files;
 // a virtiofsd the caller runs works the same way; a helper that dies takes the VM down, reported.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
 import { HelperError, VmExitedError, VmStartError } from '../../src/hypervisor/errors.ts';
 import type { SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
-import type { VmExitInfo } from '../../src/hypervisor/types.ts';
-import { connectAgent, guestConfig, scratchDir } from './helpers/sandbox.ts';
+import type { VmExitInfo, VmIdentity } from '../../src/hypervisor/types.ts';
+import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
+import {
+  connectAgent,
+  dropLeases,
+  expectLeasedIdentity,
+  expectRunsAs,
+  guestConfig,
+  identityOf,
+  leasesOnDisk,
+  ownership,
+  processIds,
+  scratchDir,
+} from './helpers/sandbox.ts';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -43,12 +55,20 @@ describe('virtio-fs', () => {
     const vm = new QemuHypervisor();
     cleanups.push(() => vm.stopVM());
     await vm.createVM(sharedConfig({ sharedDir: dir }));
+    const identity = expectLeasedIdentity(vm.identity);
     await vm.startVM();
     const pids = vm.getPids();
     expect(pids).toHaveLength(2);
     const [qemu = -1, daemon = -1] = pids;
     expect(comm(qemu)).toMatch(/^qemu-system/);
     expect(comm(daemon)).toBe('virtiofsd');
+    // QEMU runs as the VM's uid; virtiofsd stays root (it builds its own sandbox) and its socket, in
+    // the root-owned directory QEMU's group may only traverse, is handed to QEMU's uid.
+    expectRunsAs(qemu, identity);
+    expect(processIds(daemon).uids[0]).toBe(0);
+    const paths = runtimePaths(vm.runtimeDir ?? '');
+    expect(ownership(paths.dir)).toEqual({ uid: 0, gid: identity.gid, mode: 0o710 });
+    expect(ownership(paths.virtiofsSocket('share'))).toMatchObject({ uid: identity.uid, gid: identity.gid });
     const agent = await connectAgent(vm);
     cleanups.push(() => agent.close());
     expect(await agent.runOk('mkdir -p /mnt/host && mount -t virtiofs hostshare /mnt/host && cat /mnt/host/from-host.txt')).toBe('written on the host\n');
@@ -60,6 +80,7 @@ describe('virtio-fs', () => {
     expect(isProcessAlive(qemu)).toBe(false);
     expect(isProcessAlive(daemon)).toBe(false);
     expect(existsSync(runtimeDir)).toBe(false);
+    expect(leasesOnDisk(vm.id)).toEqual([]);
     expect(vm.getPids()).toEqual([]);
   });
 
@@ -71,10 +92,13 @@ describe('virtio-fs', () => {
     while (!existsSync(socket)) await new Promise((resolve) => setTimeout(resolve, 10));
     const vm = new QemuHypervisor();
     cleanups.push(() => vm.stopVM());
-    // QEMU runs as the caller here: the caller's socket is root's.
-    await vm.createVM({ ...sharedConfig({ socketPath: socket }), hardening: { user: 'current' } });
+    // As a runtime does: create the VM, then give its uid the socket (root's until then).
+    await vm.createVM(sharedConfig({ socketPath: socket }));
+    const identity = identityOf(vm);
+    chownSync(socket, identity.uid, identity.gid);
     await vm.startVM();
     expect(vm.getPids()).toHaveLength(1);
+    expectRunsAs(vm.getPids()[0] ?? -1, identity);
     const agent = await connectAgent(vm);
     cleanups.push(() => agent.close());
     expect(await agent.runOk('mkdir -p /mnt/host && mount -t virtiofs hostshare /mnt/host && cat /mnt/host/from-host.txt')).toBe('written on the host\n');
@@ -108,11 +132,19 @@ describe('virtio-fs', () => {
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
     await new Promise((resolve) => child.on('exit', resolve));
-    const { runtimeDir } = JSON.parse(out.split('\n')[0] ?? '{}') as { runtimeDir: string };
+    const { runtimeDir, id, identity, pid } = JSON.parse(out.split('\n')[0] ?? '{}') as { runtimeDir: string; id: string; identity: VmIdentity | null; pid: number };
+    // Runs after the VM's own cleanup: what is left if the test failed before it was stopped.
+    cleanups.push(() => {
+      if (isProcessAlive(pid)) process.kill(pid, 'SIGKILL');
+      rmSync(runtimeDir, { recursive: true, force: true });
+      dropLeases(id);
+    });
     const vm = await QemuHypervisor.attach(runtimeDir);
     cleanups.push(() => vm.stopVM());
     const [qemu = -1, daemon = -1] = vm.getPids();
     expect(comm(daemon)).toBe('virtiofsd');
+    expect(vm.identity).toEqual(expectLeasedIdentity(identity ?? undefined));
+    expectRunsAs(qemu, identityOf(vm));
     const agent = await connectAgent(vm);
     cleanups.push(() => agent.close());
     expect(await agent.runOk('mkdir -p /mnt/host && mount -t virtiofs hostshare /mnt/host && cat /mnt/host/from-host.txt')).toBe('written on the host\n');
@@ -121,11 +153,13 @@ describe('virtio-fs', () => {
     expect(isProcessAlive(qemu)).toBe(false);
     expect(isProcessAlive(daemon)).toBe(false);
     expect(existsSync(runtimeDir)).toBe(false);
+    expect(leasesOnDisk(id)).toEqual([]);
   });
 
   it('a virtiofsd that cannot start fails the start with its own words, and nothing is left running', async () => {
     const vm = new QemuHypervisor();
     await vm.createVM(sharedConfig({ sharedDir: '/nonexistent/share' }));
+    const dir = vm.runtimeDir ?? '';
     const error = (await vm.startVM().catch((e: unknown) => e)) as VmStartError;
     expect(error).toBeInstanceOf(VmStartError);
     expect(error.cause).toBeInstanceOf(HelperError);
@@ -133,5 +167,7 @@ describe('virtio-fs', () => {
     expect(error.message).toMatch(/nonexistent/);
     expect(vm.getPids()).toEqual([]);
     expect(vm.state).toBe('stopped');
+    expect(existsSync(dir)).toBe(false);
+    expect(leasesOnDisk(vm.id)).toEqual([]);
   });
 });

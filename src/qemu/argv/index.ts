@@ -5,13 +5,15 @@ import { coldplugArgs, realHost, type ColdplugContext, type HostProbe } from '..
 import { blockArgs, scsiControllerProps } from '../devices/block.ts';
 import { BOOT_MEMORY_ID, memoryBackendProps, needsBootBackend, VIRTIO_MEM_BACKEND_ID, VIRTIO_MEM_ID } from '../devices/memory.ts';
 import type { RuntimePaths } from '../runtime-paths.ts';
+import type { LaunchFd } from '../launch/launcher.ts';
+import { FdPlan } from './fd-plan.ts';
 import { PciRootBus } from './pci.ts';
 import { renderOptions, type OptionProps } from './qemu-opts.ts';
 
 export interface QemuArgv {
   args: string[];
-  /** Caller fds to hand QEMU as fd 3, 4, … in this order (the argv refers to them so). */
-  passFds: number[];
+  /** What QEMU finds at fd 3, 4, …: caller fds passed through and listening sockets (the argv refers to them so). */
+  fds: readonly LaunchFd[];
 }
 
 /** Hot-plug root ports are rp0 … rp<n-1>; ports for cold VFIO devices are numbered after them. */
@@ -24,7 +26,6 @@ export const ROOTFS_DEVICE_ID = 'rootfs';
 // Device chardevs are chr-<device id>: the backend's own live under svmm-, which no device id yields.
 const QMP_CHARDEV_ID = 'svmm-qmp';
 const CONSOLE_CHARDEV_ID = 'svmm-console';
-const FIRST_PASSED_FD = 3;
 
 const opt = (name: string, props: OptionProps, head?: string): string[] => [name, renderOptions(props, head)];
 
@@ -32,7 +33,7 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
   const { machine, cpus, memory, boot } = config;
   const args: string[] = [];
   const pci = new PciRootBus();
-  const passFds: number[] = [];
+  const fds = new FdPlan();
 
   // Identity, machine, CPUs.
   args.push(...opt('-name', { guest: config.id, 'debug-threads': true }));
@@ -66,8 +67,10 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
   args.push('-action', 'panic=pause');
   if (machine.accel === 'kvm') args.push('-global', 'kvm-pit.lost_tick_policy=discard');
   args.push('-rtc', 'base=utc,driftfix=slew');
-  args.push('-S', '-pidfile', paths.pidFile);
-  args.push(...opt('-chardev', { backend: 'socket', id: QMP_CHARDEV_ID, path: paths.qmpSocket, server: true, wait: false }, 'backend'));
+  // No -pidfile: the launcher execs QEMU, so the pid we spawn is QEMU's, and QEMU needs no
+  // writable directory at all.
+  args.push('-S');
+  args.push(...opt('-chardev', { backend: 'socket', id: QMP_CHARDEV_ID, fd: fds.listen(paths.qmpSocket), server: true, wait: false }, 'backend'));
   args.push(...opt('-mon', { chardev: QMP_CHARDEV_ID, mode: 'control' }));
 
   // Boot. -kernel, -initrd and -append take their value verbatim (no option parsing).
@@ -85,7 +88,7 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
     args.push(
       ...opt(
         '-chardev',
-        { backend: 'socket', id: CONSOLE_CHARDEV_ID, path: paths.consoleSocket, server: true, wait: false, logfile: console.logFile, logappend: console.logFile ? true : undefined },
+        { backend: 'socket', id: CONSOLE_CHARDEV_ID, fd: fds.listen(paths.consoleSocket), server: true, wait: false, logfile: console.logFile, logappend: console.logFile ? true : undefined },
         'backend',
       ),
     );
@@ -121,10 +124,8 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
       }
       return scsiBus;
     },
-    passFd: (fd) => {
-      passFds.push(fd);
-      return FIRST_PASSED_FD + passFds.length - 1;
-    },
+    passFd: (fd) => fds.inherit(fd),
+    listenSocket: (path) => fds.listen(path),
   };
   if (boot.image) {
     args.push(...blockArgs({ type: 'block', id: ROOTFS_DEVICE_ID, path: boot.image, driver: 'virtio-blk', format: 'raw', readOnly: true, cache: 'writeback', aio: 'threads' }, ctx));
@@ -143,7 +144,7 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
   for (let i = 0; i < config.hotplug.rootPorts; i++) args.push(...rootPortArgs(rootPortId(i), pci, rootPortId(i)));
   for (const device of config.devices) args.push(...coldplugArgs(device, ctx));
 
-  return { args, passFds };
+  return { args, fds: fds.fds };
 }
 
 function rootPortArgs(id: string, pci: PciRootBus, what: string): string[] {

@@ -32,6 +32,8 @@ export interface ColdplugContext {
   scsiBus(): string;
   /** Hands `fd` to QEMU at spawn; returns the fd number QEMU sees. */
   passFd(fd: number): number;
+  /** A unix socket QEMU listens on at `path`, created for it before it runs; returns QEMU's fd. */
+  listenSocket(path: string): number;
 }
 
 /** QMP property objects, as sent by device_add, blockdev-add, netdev_add and object-add. */

@@ -58,7 +58,7 @@ export function channelArgs(d: ChannelDeviceConfig, ctx: ColdplugContext): strin
   const bus = ctx.virtioSerialBus();
   return [
     '-chardev',
-    renderOptions({ backend: 'socket', id: chardev, path: ctx.paths.channelSocket(d.id), server: true, wait: false }, 'backend'),
+    renderOptions({ backend: 'socket', id: chardev, fd: ctx.listenSocket(ctx.paths.channelSocket(d.id)), server: true, wait: false }, 'backend'),
     ...device({ driver: 'virtserialport', id: d.id, bus, chardev, name: d.name }),
   ];
 }

@@ -1,25 +1,30 @@
 // virtiofsd, the helper daemon behind a virtio-fs device with a sharedDir: started before QEMU (QEMU
 // connects to its socket at start), as the user the library runs as (it needs root for its own
-// sandbox), bound to its owner like QEMU, and its socket handed to the user QEMU runs as.
-import { chownSync, existsSync } from 'node:fs';
+// sandbox), through the same launcher as QEMU (no inherited fd, no environment, no-new-privs,
+// bound to its owner), and its socket handed to the user QEMU runs as.
+import { existsSync, lchownSync, lstatSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import type { VirtioFsDeviceConfig } from '../../hypervisor/config/index.ts';
 import { HelperError } from '../../hypervisor/errors.ts';
 import { sleep } from '../../util/deadline.ts';
 import type { Logger } from '../../util/logger.ts';
 import type { RuntimePaths } from '../runtime-paths.ts';
-import { SpawnedProcess, type DropPrivileges, type VmmProcess } from '../process/vmm-process.ts';
+import { SpawnedProcess, type VmmProcess } from '../process/vmm-process.ts';
+import type { VmIdentity } from '../../hypervisor/types.ts';
 
 /** Where distributions put it: the Rust virtiofsd in /usr/libexec, Debian 12's C one with QEMU. */
 const CANDIDATES = ['/usr/libexec/virtiofsd', '/usr/lib/qemu/virtiofsd', '/usr/bin/virtiofsd'];
 const SOCKET_POLL_MS = 5;
+const C_VIRTIOFSD_PID_DIR = '/run/virtiofsd';
 
 export interface VirtiofsdSpec {
   device: VirtioFsDeviceConfig & { sharedDir: string };
   paths: RuntimePaths;
-  /** The configured binary, else the first candidate that exists. */
-  binary: string | undefined;
+  /** Its absolute path, resolved at createVM. */
+  binary: string;
+  launcher: string;
   /** QEMU's user, who must be able to connect to the socket. */
-  qemuUser: DropPrivileges | undefined;
+  qemuUser: VmIdentity | undefined;
   detached: boolean;
   logger: Logger;
   signal: AbortSignal;
@@ -34,33 +39,35 @@ export function virtiofsdArgs(device: VirtiofsdSpec['device'], socket: string): 
   return [`--socket-path=${socket}`, '-o', `source=${device.sharedDir}`, '-o', `cache=${device.cache ?? 'auto'}`];
 }
 
+/** The configured binary (a path or a name), else the first usual location that exists. */
 export function findVirtiofsd(configured: string | undefined): string | undefined {
   return configured ?? CANDIDATES.find((path) => existsSync(path));
 }
 
+export const VIRTIOFSD_CANDIDATES: readonly string[] = CANDIDATES;
+
 /** Starts virtiofsd and resolves once its socket exists and QEMU's user may use it. */
 export async function startVirtiofsd(spec: VirtiofsdSpec): Promise<VmmProcess> {
   const { device, paths } = spec;
-  if (!spec.binary) throw new HelperError('virtiofsd', device.id, `is not installed (looked in ${CANDIDATES.join(', ')}; set runtime.virtiofsdPath)`);
   const socket = paths.virtiofsSocket(device.id);
   const proc = SpawnedProcess.spawn({
-    file: spec.binary,
-    args: virtiofsdArgs(device, socket),
-    passFds: [],
-    user: undefined,
+    launcher: spec.launcher,
+    // It keeps root's capabilities: it needs them to build its own sandbox (namespaces, seccomp).
+    launch: { program: spec.binary, args: virtiofsdArgs(device, socket), fds: [], user: undefined, dropCapabilities: false, dieWithParent: !spec.detached },
     detached: spec.detached,
     stderrFile: paths.helperStderr(device.id),
     logger: spec.logger,
   });
   try {
-    while (!existsSync(socket)) {
+    while (!isSocket(socket)) {
       if (proc.hasExited) {
         const exit = await proc.exited;
         throw new HelperError('virtiofsd', device.id, 'exited before it was ready', { ...exit, stderrTail: proc.stderrTail() });
       }
       await sleep(SOCKET_POLL_MS, spec.signal);
     }
-    if (spec.qemuUser) chownSync(socket, spec.qemuUser.uid, spec.qemuUser.gid);
+    // The VM's directory is root's alone, so the path cannot have been swapped; lchown all the same.
+    if (spec.qemuUser) lchownSync(socket, spec.qemuUser.uid, spec.qemuUser.gid);
   } catch (error) {
     proc.signal('SIGKILL');
     await proc.exited;
@@ -68,4 +75,25 @@ export async function startVirtiofsd(spec: VirtiofsdSpec): Promise<VmmProcess> {
   }
   spec.logger.debug({ pid: proc.pid, socket }, 'virtiofsd ready');
   return proc;
+}
+
+/**
+ * Debian's C virtiofsd leaves /run/virtiofsd/<socket path, '/' as '.'>.pid behind; remove it once
+ * the daemon is gone (a root-only directory: nothing there is QEMU's to plant).
+ */
+export function removeVirtiofsdPidFile(socket: string): void {
+  const pidFile = join(C_VIRTIOFSD_PID_DIR, `${socket.replaceAll('/', '.')}.pid`);
+  try {
+    if (lstatSync(pidFile).isFile()) unlinkSync(pidFile);
+  } catch {
+    // None: the Rust virtiofsd writes its pid file beside the socket, in the VM's directory.
+  }
+}
+
+function isSocket(path: string): boolean {
+  try {
+    return lstatSync(path).isSocket();
+  } catch {
+    return false;
+  }
 }

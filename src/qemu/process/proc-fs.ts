@@ -1,6 +1,6 @@
 // What /proc says about a process. process.kill(pid, 0) succeeds for zombies, so liveness reads the
 // state field too; starttime guards against a recycled pid.
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
 export interface ProcStat {
   state: string;
@@ -54,4 +54,35 @@ export function listThreads(pid: number): ThreadInfo[] {
     }
   }
   return threads;
+}
+
+/** The executable a process runs (/proc/<pid>/exe), or undefined when it cannot be read. */
+export function readExe(pid: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A process's argv as the kernel keeps it (bounded), or undefined when it cannot be read. */
+export function readCmdline(pid: number): string[] | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return text.endsWith('\0') ? text.slice(0, -1).split('\0') : text.split('\0');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Real, effective, saved and filesystem uids of a process. */
+export function readUids(pid: number): number[] | undefined {
+  try {
+    const line = readFileSync(`/proc/${pid}/status`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Uid:'));
+    return line?.slice(4).trim().split(/\s+/).map(Number);
+  } catch {
+    return undefined;
+  }
 }

@@ -1,11 +1,16 @@
 // The hypervisor process, whether this Node process spawned it or adopted it from a runtime
 // directory: one way to learn that it ended and one way to end it.
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { execa, type Options, type ResultPromise } from 'execa';
 import type { Logger } from '../../util/logger.ts';
 import { sleep } from '../../util/deadline.ts';
 import { isProcessAlive, readProcStat } from './proc-fs.ts';
 import { LineRing } from './stderr-ring.ts';
+import { createExclusiveSync, readTailSync } from '../../util/safe-fs.ts';
+import { launcherArgs, launcherStdio, type LaunchSpec } from '../launch/launcher.ts';
+
+/** How much of a stderr file an error quotes at most. */
+const STDERR_TAIL_BYTES = 8 * 1024;
 
 export interface ProcessExit {
   exitCode: number | undefined;
@@ -24,42 +29,19 @@ export interface VmmProcess {
   signal(name: NodeJS.Signals): boolean;
 }
 
-export interface DropPrivileges {
-  uid: number;
-  gid: number;
-  groups: number[];
-}
-
 export interface SpawnSpec {
-  file: string;
-  args: string[];
-  /** Caller fds QEMU gets as 3, 4, … (the argv already refers to them). */
-  passFds: number[];
-  /** Run as this user; undefined keeps the current one. */
-  user: DropPrivileges | undefined;
+  /** The launcher (svmm-launch), an absolute path resolved once. */
+  launcher: string;
+  /** What the launcher sets up and execs: program, args, fds, identity, capabilities. */
+  launch: LaunchSpec;
   /**
-   * false: the kernel kills QEMU when this Node process dies (PR_SET_PDEATHSIG), even by SIGKILL.
-   * true: QEMU runs in its own session and outlives us, so a restarted runtime can re-attach.
+   * false: the kernel kills the program when this Node process dies (launch.dieWithParent).
+   * true: it runs in its own session and outlives us, so a restarted runtime can re-attach; its
+   * stderr then goes to `stderrFile`, created anew (a pipe to a dead parent would break).
    */
   detached: boolean;
-  /** Where stderr goes when detached (a pipe to a dead parent would break). */
   stderrFile: string;
   logger: Logger;
-}
-
-/**
- * QEMU is started through setpriv (util-linux): it sets the parent-death signal *after* dropping
- * privileges (a uid change clears it, which is why QEMU's own -runas is not used) and then execs
- * QEMU, so the pid stays QEMU's.
- */
-export function setprivArgs(spec: Pick<SpawnSpec, 'user' | 'detached'>): string[] {
-  const args: string[] = [];
-  if (spec.user) {
-    args.push(`--reuid=${spec.user.uid}`, `--regid=${spec.user.gid}`);
-    args.push(spec.user.groups.length > 0 ? `--groups=${spec.user.groups.join(',')}` : '--clear-groups');
-  }
-  if (!spec.detached) args.push('--pdeathsig', 'SIGKILL');
-  return args;
 }
 
 export class SpawnedProcess implements VmmProcess {
@@ -75,7 +57,7 @@ export class SpawnedProcess implements VmmProcess {
     this.#child = child;
     this.#stderrFile = stderrFile;
     if (child.pid === undefined) {
-      // Spawning failed (e.g. setpriv or QEMU missing); execa reports why through the promise.
+      // Spawning failed (e.g. the launcher missing); execa reports why through the promise.
       this.pid = -1;
       this.startTime = undefined;
     } else {
@@ -105,17 +87,21 @@ export class SpawnedProcess implements VmmProcess {
   }
 
   static spawn(spec: SpawnSpec): SpawnedProcess {
-    const stderrFd = spec.detached ? openSync(spec.stderrFile, 'a', 0o600) : undefined;
+    // In a directory only root writes: O_EXCL|O_NOFOLLOW still refuses anything already there.
+    const stderrFd = spec.detached ? createExclusiveSync(spec.stderrFile, 0o600) : undefined;
     try {
       const options: Options = {
         // execa's types only admit a few literal fds; at runtime any inherited fd number works.
-        stdio: ['ignore', 'ignore', stderrFd ?? 'pipe', ...spec.passFds] as unknown as Options['stdio'],
+        stdio: launcherStdio(spec.launch, stderrFd ?? 'pipe') as unknown as Options['stdio'],
         detached: spec.detached,
         cleanup: !spec.detached,
         reject: false,
         buffer: false,
+        // Nothing of this process's environment (tokens, proxies) reaches QEMU or a helper.
+        env: {},
+        extendEnv: false,
       };
-      const child: ResultPromise = execa('setpriv', [...setprivArgs(spec), '--', spec.file, ...spec.args], options);
+      const child: ResultPromise = execa(spec.launcher, launcherArgs(spec.launch), options);
       if (spec.detached) child.unref();
       return new SpawnedProcess(child, spec.detached ? spec.stderrFile : undefined, spec.logger);
     } finally {
@@ -192,13 +178,9 @@ export class AdoptedProcess implements VmmProcess {
   }
 }
 
+/** The last lines of a stderr file, read bounded and without following or blocking on anything. */
 function readTail(file: string, lines: number): string {
-  try {
-    const text = readFileSync(file, 'utf8');
-    return text.trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '';
-  }
+  return readTailSync(file, STDERR_TAIL_BYTES).trimEnd().split('\n').slice(-lines).join('\n');
 }
 
 /** SIGKILL, then wait for the end; a process that survives that is reported, not waited on forever. */

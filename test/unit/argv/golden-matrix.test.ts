@@ -26,7 +26,7 @@ describe('golden argv', () => {
   describe.each(MATRIX.map((entry) => ({ name: entry.name, entry })))('$name', ({ entry }) => {
     it('matches its golden file exactly', () => {
       const argv = build(entry);
-      const text = renderGolden({ name: entry.name, description: entry.description, args: argv.args, passFds: argv.passFds });
+      const text = renderGolden({ name: entry.name, description: entry.description, args: argv.args, fds: argv.fds, runtimeDir: GOLDEN_RUNTIME_DIR });
       if (UPDATE) writeFileSync(goldenFile(entry), text);
       expect(text).toBe(readFileSync(goldenFile(entry), 'utf8'));
     });
@@ -53,6 +53,24 @@ describe('golden argv', () => {
       for (const device of rootBus) expect(device.get('addr'), device.get('id')).toMatch(/^0x[0-9a-f]+(\.[0-7])?$/);
       const addrs = rootBus.map((d) => d.get('addr')?.replace(/^(0x[0-9a-f]+)$/, '$1.0'));
       expect(new Set(addrs).size).toBe(addrs.length);
+    });
+  });
+
+  describe.each(MATRIX.map((entry) => ({ name: entry.name, entry })))('$name', ({ entry }) => {
+    it('gives QEMU each fd the argv names, and only those: sockets to chardevs, caller fds to netdevs', () => {
+      const { args, fds } = build(entry);
+      const named = structureArgv(args).flatMap((o) => (o.props?.has('fd') ? [{ flag: o.flag, props: o.props, fd: Number(o.props.get('fd')) }] : []));
+      expect(named.map((n) => n.fd).sort((a, b) => a - b)).toEqual(fds.map((entry) => entry.fd));
+      expect(fds.map((entry) => entry.fd)).toEqual(fds.map((_, i) => 3 + i));
+      for (const entry of fds) {
+        const user = named.find((n) => n.fd === entry.fd);
+        if (entry.kind === 'listen') {
+          expect([user?.flag, user?.props.get('backend'), user?.props.get('server')], `fd ${entry.fd}`).toEqual(['-chardev', 'socket', 'on']);
+          expect(entry.path.startsWith(`${GOLDEN_RUNTIME_DIR}/`), entry.path).toBe(true);
+        } else {
+          expect([user?.flag, user?.props.get('type')], `fd ${entry.fd}`).toEqual(['-netdev', 'tap']);
+        }
+      }
     });
   });
 

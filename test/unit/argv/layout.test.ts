@@ -89,7 +89,7 @@ describe('PCI placement', () => {
 });
 
 describe('taps and passed fds', () => {
-  it('hands caller fds to QEMU as 3, 4, … in device order', () => {
+  it('hands caller fds to QEMU in device order, after the listening sockets, each at the fd its netdev names', () => {
     const result = argv({
       boot,
       devices: [
@@ -98,13 +98,49 @@ describe('taps and passed fds', () => {
         { type: 'net', id: 'c', tap: { fd: 5 } },
       ],
     });
-    expect(result.passFds).toEqual([9, 5]);
+    // QMP and the console socket take 3 and 4; the caller's fds follow, in order.
+    expect(result.fds).toEqual([
+      { fd: 3, kind: 'listen', path: '/run/vm/qmp.sock' },
+      { fd: 4, kind: 'listen', path: '/run/vm/console.sock' },
+      { fd: 5, kind: 'inherit', from: 9 },
+      { fd: 6, kind: 'inherit', from: 5 },
+    ]);
     const netdevs = structureArgv(result.args).flatMap((o) => (o.flag === '-netdev' && o.props ? [o.props] : []));
     expect(netdevs.map((n) => [n.get('id'), n.get('fd') ?? n.get('ifname')])).toEqual([
-      ['net-a', '3'],
+      ['net-a', '5'],
       ['net-b', 'tap0'],
-      ['net-c', '4'],
+      ['net-c', '6'],
     ]);
+  });
+
+  it('numbers the fds 3, 4, … with no gap, whatever mix of sockets and caller fds', () => {
+    const result = argv({
+      boot,
+      console: { socket: false },
+      devices: [
+        { type: 'channel', id: 'agent', name: 'agent.0' },
+        { type: 'net', id: 'a', tap: { fd: 3 } },
+        { type: 'channel', id: 'logs', name: 'logs.0' },
+      ],
+    });
+    expect(result.fds).toEqual([
+      { fd: 3, kind: 'listen', path: '/run/vm/qmp.sock' },
+      { fd: 4, kind: 'listen', path: '/run/vm/ch-agent.sock' },
+      { fd: 5, kind: 'inherit', from: 3 },
+      { fd: 6, kind: 'listen', path: '/run/vm/ch-logs.sock' },
+    ]);
+    const fdOf = (flag: string, id: string) => structureArgv(result.args).find((o) => o.flag === flag && o.props?.get('id') === id)?.props?.get('fd');
+    expect([fdOf('-chardev', 'svmm-qmp'), fdOf('-chardev', 'chr-agent'), fdOf('-netdev', 'net-a'), fdOf('-chardev', 'chr-logs')]).toEqual(['3', '4', '5', '6']);
+  });
+
+  it('serves QMP on a listening socket at fd 3 and needs no pidfile (the launcher execs QEMU: its pid is ours)', () => {
+    const result = argv({ boot });
+    const qmp = structureArgv(result.args).find((o) => o.flag === '-chardev' && o.props?.get('id') === 'svmm-qmp');
+    expect(Object.fromEntries(qmp?.props ?? [])).toEqual({ backend: 'socket', id: 'svmm-qmp', fd: '3', server: 'on', wait: 'off' });
+    expect(result.fds[0]).toEqual({ fd: 3, kind: 'listen', path: '/run/vm/qmp.sock' });
+    expect(result.args).not.toContain('-pidfile');
+    // No option names a file in the runtime directory: QEMU creates nothing there.
+    expect(result.args.filter((arg) => arg.includes('/run/vm'))).toEqual([]);
   });
 
   it('opens a named tap without helper scripts, with one queue pair per queue and vectors for them', () => {
@@ -113,7 +149,9 @@ describe('taps and passed fds', () => {
     expect(Object.fromEntries(netdev ?? [])).toEqual({ type: 'tap', id: 'net-n', ifname: 'tap0', script: 'no', downscript: 'no', queues: '4', vhost: 'on' });
     expect(device(input, 'n').get('mq')).toBe('on');
     expect(device(input, 'n').get('vectors')).toBe('10');
-    expect(argv(input).passFds).toEqual([]);
+    // No caller fd: QEMU gets only its listening sockets.
+    expect(argv(input).fds.filter((entry) => entry.kind === 'inherit')).toEqual([]);
+    expect(argv(input).fds.map((entry) => entry.kind)).toEqual(['listen', 'listen']);
   });
 });
 
@@ -154,7 +192,10 @@ describe('what each option depends on', () => {
   it('wires the serial console to a socket, a log file, both or nothing', () => {
     const chardev = (console: SandboxConfigInput['console']) => options({ boot, console }, '-chardev').filter((c) => c.get('id') === 'svmm-console');
     const serials = (console: SandboxConfigInput['console']) => deviceOptions(argv({ boot, console }).args).filter((d) => d.get('driver') === 'isa-serial');
-    expect(chardev({ socket: true }).map((c) => Object.fromEntries(c))).toEqual([{ backend: 'socket', id: 'svmm-console', path: '/run/vm/console.sock', server: 'on', wait: 'off' }]);
+    // The launcher creates the listening socket at /run/vm/console.sock and hands it over as fd 4 (QMP's is 3).
+    expect(chardev({ socket: true }).map((c) => Object.fromEntries(c))).toEqual([{ backend: 'socket', id: 'svmm-console', fd: '4', server: 'on', wait: 'off' }]);
+    expect(argv({ boot, console: { socket: true } }).fds).toContainEqual({ fd: 4, kind: 'listen', path: '/run/vm/console.sock' });
+    expect(argv({ boot, console: { socket: false } }).fds.some((entry) => entry.kind === 'listen' && entry.path === '/run/vm/console.sock')).toBe(false);
     expect(chardev({ socket: true, logFile: '/var/log/c.log' }).map((c) => [c.get('logfile'), c.get('logappend')])).toEqual([['/var/log/c.log', 'on']]);
     expect(chardev({ socket: false, logFile: '/var/log/c.log' }).map((c) => Object.fromEntries(c))).toEqual([{ backend: 'file', id: 'svmm-console', path: '/var/log/c.log', append: 'on' }]);
     expect(chardev({ socket: false })).toEqual([]);

@@ -1,9 +1,11 @@
 // Property: whatever strings the config holds, the command line has the same shape (the same
 // options, each with the same keys in the same order) and each string comes back, unchanged, as the
-// value it was meant to be when the argv is parsed the way QEMU parses it.
+// value it was meant to be when the argv is parsed the way QEMU parses it. The runtime directory's
+// socket paths now reach the launcher (`--listen N:PATH`), not QEMU: they are read back from there.
 import { describe, expect, it } from 'vitest';
 import { parseSandboxConfig, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
 import { buildQemuArgv } from '../../../src/qemu/argv/index.ts';
+import { launcherArgs } from '../../../src/qemu/launch/launcher.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
 import { IMPLIED_KEY, parseOptionString, splitArgv, VERBATIM_FLAGS } from '../../helpers/qemu-options.ts';
 import { randomString, seededRandom } from '../../helpers/random.ts';
@@ -33,18 +35,36 @@ function configWith(fill: Fill): SandboxConfigInput {
   };
 }
 
-function argvFor(fill: Fill): string[] {
+/** QEMU's argv, then the launcher's own options before `--` (where the runtime dir's socket paths go). */
+function argvFor(fill: Fill): { qemu: string[]; launcher: string[] } {
   // 'r-' keeps path.join in runtimePaths from normalizing a runtime dir named '.' or '..'.
-  return buildQemuArgv(parseSandboxConfig(configWith(fill)), runtimePaths(`/run/r-${fill.runtime}`)).args;
+  const { args, fds } = buildQemuArgv(parseSandboxConfig(configWith(fill)), runtimePaths(`/run/r-${fill.runtime}`));
+  // Only the fds matter here: no identity or flags, so the launcher's options are all --listen/--keep-fd pairs.
+  const launcher = launcherArgs({ program: '/usr/bin/qemu-system-x86_64', args, fds, user: undefined, dropCapabilities: false, dieWithParent: false });
+  const end = launcher.indexOf('--');
+  // What follows `--` is the program and QEMU's argv, passed on unchanged.
+  if (JSON.stringify(launcher.slice(end + 1)) !== JSON.stringify(['/usr/bin/qemu-system-x86_64', ...args])) throw new Error(`the launcher does not pass QEMU's argv on unchanged: ${JSON.stringify(launcher)}`);
+  return { qemu: args, launcher: launcher.slice(0, end) };
 }
 
-/** The argv as QEMU reads it: each option's flag, and its keys and values (or its verbatim argument). */
-function readBack(args: string[]): { flag: string; entries: [string, string][] }[] {
-  return splitArgv(args).map(({ flag, raw }) => {
+/**
+ * The argv as QEMU reads it: each option's flag, and its keys and values (or its verbatim argument);
+ * then each launcher option as svmm-launch reads it (`--listen N:PATH` splits at the first colon).
+ */
+function readBack({ qemu, launcher }: { qemu: string[]; launcher: string[] }): { flag: string; entries: [string, string][] }[] {
+  const options = splitArgv(qemu).map(({ flag, raw }): { flag: string; entries: [string, string][] } => {
     if (raw === undefined) return { flag, entries: [] };
     if (VERBATIM_FLAGS.has(flag)) return { flag, entries: [['(verbatim)', raw]] };
     return { flag, entries: parseOptionString(raw, IMPLIED_KEY[flag]) };
   });
+  for (let i = 0; i < launcher.length; i += 2) {
+    const flag = launcher[i] as string;
+    const value = launcher[i + 1] as string;
+    if (flag !== '--listen' && flag !== '--keep-fd') throw new Error(`unexpected launcher option ${flag}`);
+    const colon = value.indexOf(':');
+    options.push({ flag, entries: flag === '--listen' ? [[value.slice(0, colon), value.slice(colon + 1)]] : [['fd', value]] });
+  }
+  return options;
 }
 
 const baselineFill = Object.fromEntries(SLOTS.map((slot) => [slot, placeholder(slot)])) as Fill;

@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { LineRing } from '../../../src/qemu/process/stderr-ring.ts';
-import { setprivArgs } from '../../../src/qemu/process/vmm-process.ts';
+import { parseSandboxConfig, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
+import { buildQemuArgv } from '../../../src/qemu/argv/index.ts';
+import { qemuLaunchSpec } from '../../../src/qemu/launch/launch.ts';
+import { findLauncher, launcherArgs, launcherStdio } from '../../../src/qemu/launch/launcher.ts';
+import type { LaunchPlan } from '../../../src/qemu/launch/plan.ts';
+import { SpawnedProcess } from '../../../src/qemu/process/vmm-process.ts';
+import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
+import { silentLogger } from '../../../src/util/logger.ts';
 import { isProcessAlive, readProcStat, listThreads } from '../../../src/qemu/process/proc-fs.ts';
 
 describe('LineRing', () => {
@@ -33,20 +40,85 @@ describe('LineRing', () => {
   });
 });
 
-describe('setprivArgs', () => {
-  it('binds QEMU to its owner with PDEATHSIG after dropping privileges', () => {
-    expect(setprivArgs({ user: { uid: 65534, gid: 65534, groups: [] }, detached: false })).toEqual([
-      '--reuid=65534',
-      '--regid=65534',
-      '--clear-groups',
-      '--pdeathsig',
-      'SIGKILL',
+describe('how QEMU is launched (qemuLaunchSpec through svmm-launch)', () => {
+  const paths = runtimePaths('/run/vm');
+  const plan = (input: Partial<SandboxConfigInput> = {}): LaunchPlan => {
+    const config = parseSandboxConfig({ machine: { accel: 'tcg' }, boot: { kernel: '/boot/vmlinuz' }, ...input });
+    return { config, paths, argv: buildQemuArgv(config, paths), qemuPath: '/usr/bin/qemu-system-x86_64', virtiofsdPath: undefined, launcherPath: '/opt/svmm-launch' };
+  };
+
+  it('binds QEMU to its owner with the parent-death signal, after dropping capabilities and privileges', () => {
+    const p = plan();
+    const spec = qemuLaunchSpec(p, { uid: 65534, gid: 65534, groups: [] });
+    expect(spec).toEqual({
+      program: '/usr/bin/qemu-system-x86_64',
+      args: p.argv.args,
+      fds: p.argv.fds,
+      user: { uid: 65534, gid: 65534, groups: [] },
+      dropCapabilities: true,
+      dieWithParent: true,
+    });
+    expect(launcherArgs(spec)).toEqual([
+      '--listen',
+      '3:/run/vm/qmp.sock',
+      '--listen',
+      '4:/run/vm/console.sock',
+      '--uid',
+      '65534',
+      '--gid',
+      '65534',
+      '--drop-caps',
+      '--die-with-parent',
+      '--',
+      '/usr/bin/qemu-system-x86_64',
+      ...p.argv.args,
     ]);
   });
 
-  it('keeps supplementary groups (e.g. kvm) and omits PDEATHSIG when detached', () => {
-    expect(setprivArgs({ user: { uid: 107, gid: 107, groups: [108] }, detached: true })).toEqual(['--reuid=107', '--regid=107', '--groups=108']);
-    expect(setprivArgs({ user: undefined, detached: false })).toEqual(['--pdeathsig', 'SIGKILL']);
+  it('keeps supplementary groups (e.g. kvm), omits the parent-death signal when detached, and keeps our user when there is no identity', () => {
+    const detached = qemuLaunchSpec(plan({ runtime: { detached: true } }), { uid: 107, gid: 107, groups: [108] });
+    expect(detached).toMatchObject({ user: { uid: 107, gid: 107, groups: [108] }, dropCapabilities: true, dieWithParent: false });
+    expect(launcherArgs(detached).slice(4, launcherArgs(detached).indexOf('--'))).toEqual(['--uid', '107', '--gid', '107', '--groups', '108', '--drop-caps']);
+    const current = qemuLaunchSpec(plan(), undefined);
+    expect(current).toMatchObject({ user: undefined, dropCapabilities: true, dieWithParent: true });
+    expect(launcherArgs(current).slice(4, launcherArgs(current).indexOf('--'))).toEqual(['--drop-caps', '--die-with-parent']);
+  });
+
+  it('hands a caller fd (a tap) to QEMU at the fd its netdev names, and nothing else above stderr', () => {
+    const spec = qemuLaunchSpec(plan({ devices: [{ type: 'net', id: 'n', tap: { fd: 9 } }] }), undefined);
+    expect(spec.fds).toContainEqual({ fd: 5, kind: 'inherit', from: 9 });
+    expect(launcherArgs(spec)).toEqual(expect.arrayContaining(['--keep-fd', '5']));
+    expect(launcherStdio(spec, 'pipe')).toEqual(['ignore', 'ignore', 'pipe', 'ignore', 'ignore', 9]);
+  });
+});
+
+describe('SpawnedProcess', () => {
+  it('runs the program through the real launcher: its pid is the program’s, with no environment, and its exit and stderr are reported', async () => {
+    const program = '/bin/sh';
+    const proc = SpawnedProcess.spawn({
+      launcher: findLauncher(),
+      launch: { program, args: ['-c', 'echo "pid $$ env [$(tr "\\0" " " < /proc/$$/environ)]" >&2; exit 3'], fds: [], user: undefined, dropCapabilities: false, dieWithParent: true },
+      detached: false,
+      stderrFile: '/nonexistent/unused',
+      logger: silentLogger,
+    });
+    expect(await proc.exited).toEqual({ exitCode: 3, signal: undefined });
+    expect(proc.hasExited).toBe(true);
+    // The launcher exec'd the shell, so $$ is the pid we spawned; the environment it was exec'd with is empty.
+    expect(proc.stderrTail()).toBe(`pid ${proc.pid} env []`);
+    expect(proc.signal('SIGKILL')).toBe(false);
+  });
+
+  it('reports a signal that ended it', async () => {
+    const proc = SpawnedProcess.spawn({
+      launcher: findLauncher(),
+      launch: { program: '/bin/sleep', args: ['60'], fds: [], user: undefined, dropCapabilities: false, dieWithParent: true },
+      detached: false,
+      stderrFile: '/nonexistent/unused',
+      logger: silentLogger,
+    });
+    expect(proc.signal('SIGKILL')).toBe(true);
+    expect(await proc.exited).toEqual({ exitCode: undefined, signal: 'SIGKILL' });
   });
 });
 

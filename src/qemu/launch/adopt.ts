@@ -1,0 +1,93 @@
+// Taking over a VM another process launched (a restarted runtime): the directory must be root's
+// and closed to others, the state file must validate, and every process it names must be the one
+// this VM's config would have started (pid + start time, /proc/<pid>/exe, the exact command line,
+// the uid) before anything is signalled or handed to the caller. Then the lease becomes ours.
+import { lstatSync } from 'node:fs';
+import { AttachError } from '../../hypervisor/errors.ts';
+import type { OperationOptions } from '../../util/deadline.ts';
+import type { SavedHelper } from '../helpers/helper-set.ts';
+import { HelperSet } from '../helpers/helper-set.ts';
+import { isManagedVirtioFs, virtiofsdArgs } from '../helpers/virtiofsd.ts';
+import { isProcessAlive, readCmdline, readExe, readUids } from '../process/proc-fs.ts';
+import { AdoptedProcess } from '../process/vmm-process.ts';
+import type { UidLeaseStore } from '../identity/uid-leases.ts';
+import { runtimePaths } from '../runtime-paths.ts';
+import { readStateFile, type SavedVmState } from '../state-file.ts';
+import { VmHome } from './home.ts';
+import { planVm, type LaunchPlan } from './plan.ts';
+import { VmSession, type SessionOptions } from './session.ts';
+
+export interface Adopted {
+  plan: LaunchPlan;
+  saved: SavedVmState;
+  session: VmSession;
+}
+
+export async function adoptVm(dir: string, leases: UidLeaseStore, options: SessionOptions & OperationOptions): Promise<Adopted> {
+  const fail = (why: string, cause?: unknown): never => {
+    throw new AttachError(dir, why, cause === undefined ? {} : { cause });
+  };
+  checkDirectory(dir, fail);
+  const paths = runtimePaths(dir);
+  let saved: SavedVmState;
+  try {
+    saved = await readStateFile(paths.stateFile);
+  } catch (error) {
+    const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+    return fail(missing ? 'no state file (was the VM started?)' : `the state file is not valid: ${(error as Error).message}`, error);
+  }
+  let plan: LaunchPlan;
+  try {
+    plan = planVm(saved.config, dir);
+  } catch (error) {
+    return fail(`the saved config cannot be launched here: ${(error as Error).message}`, error);
+  }
+  if (!isProcessAlive(saved.pid, saved.startTime)) fail(`QEMU (pid ${saved.pid}) is no longer running`);
+  const qemuProblem = processMismatch(saved.pid, plan.qemuPath, [plan.qemuPath, ...plan.argv.args], saved.identity?.uid ?? process.geteuid?.());
+  if (qemuProblem) fail(`pid ${saved.pid} is not this VM's QEMU: ${qemuProblem}`);
+  if (saved.qemuPath !== plan.qemuPath) fail(`the state file names QEMU ${saved.qemuPath}, the config resolves to ${plan.qemuPath}`);
+  for (const helper of saved.helpers) {
+    const problem = helperMismatch(helper, plan);
+    if (problem) fail(`helper ${helper.name} for ${helper.deviceId} (pid ${helper.pid}): ${problem}`);
+  }
+  const home = await VmHome.adopt(plan.config, paths, saved.identity ?? undefined, saved.leased, leases, options).catch((error: unknown) =>
+    fail(`its uid lease cannot be taken over: ${(error as Error).message}`, error),
+  );
+  const qemu = new AdoptedProcess(saved.pid, saved.startTime, paths.stderrFile);
+  const session = new VmSession(qemu, HelperSet.adopt(saved.helpers, paths), home, options);
+  return { plan, saved, session };
+}
+
+/** Root's own directory, closed to writers other than root (as VmHome makes it). */
+function checkDirectory(dir: string, fail: (why: string) => never): void {
+  let stat;
+  try {
+    stat = lstatSync(dir);
+  } catch {
+    fail('the runtime directory does not exist');
+    return;
+  }
+  if (!stat.isDirectory()) fail('the runtime directory is not a directory (a symlink is refused)');
+  if (stat.uid !== process.geteuid?.()) fail(`the runtime directory is owned by uid ${stat.uid}, not by us`);
+  if ((stat.mode & 0o022) !== 0) fail(`the runtime directory is writable by others (mode ${(stat.mode & 0o777).toString(8)})`);
+}
+
+/** Why `pid` is not the process that `argv` started as `uid`, or undefined when it is. */
+function processMismatch(pid: number, exe: string, argv: readonly string[], uid: number | undefined): string | undefined {
+  const actualExe = readExe(pid);
+  if (actualExe !== exe) return `it runs ${actualExe ?? '(unreadable)'}, not ${exe}`;
+  const cmdline = readCmdline(pid);
+  if (!cmdline || cmdline.length !== argv.length || cmdline.some((arg, i) => arg !== argv[i])) return 'its command line is not the one this config builds';
+  const uids = readUids(pid);
+  if (uid !== undefined && (!uids || uids.some((u) => u !== uid))) return `it runs as uid ${uids?.join('/') ?? '?'}, not ${uid}`;
+  return undefined;
+}
+
+function helperMismatch(helper: SavedHelper, plan: LaunchPlan): string | undefined {
+  const device = plan.config.devices.filter(isManagedVirtioFs).find((d) => d.id === helper.deviceId);
+  if (!device) return 'the config has no such virtio-fs device';
+  if (plan.virtiofsdPath !== helper.binary) return `the state file names ${helper.binary}, the config resolves to ${plan.virtiofsdPath ?? 'nothing'}`;
+  if (!isProcessAlive(helper.pid, helper.startTime)) return 'it is no longer running';
+  // virtiofsd runs as root (the user the library runs as): its own sandbox drops what it must.
+  return processMismatch(helper.pid, helper.binary, [helper.binary, ...virtiofsdArgs(device, plan.paths.virtiofsSocket(device.id))], process.geteuid?.());
+}

@@ -1,0 +1,152 @@
+// A VM's home: its root-owned directory and the identity its QEMU runs as (a leased uid under
+// root). Made by createVM, so that a runtime knows the uid before startVM (to give it taps and
+// files); taken over by attach(); given back exactly once, after the VM's processes are gone.
+import { chmodSync, chownSync, lstatSync, mkdirSync, renameSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { ConfigError, type SandboxConfig } from '../../hypervisor/config/index.ts';
+import type { VmIdentity } from '../../hypervisor/types.ts';
+import type { OperationOptions } from '../../util/deadline.ts';
+import { removeTree, removeTreeSync, writeFileAtomicSync } from '../../util/safe-fs.ts';
+import type { Logger } from '../../util/logger.ts';
+import { resolveIdentity } from '../identity/identity.ts';
+import { ownerIdentity, processesRunningAs } from '../identity/proc-uids.ts';
+import { sleep } from '../../util/deadline.ts';
+
+/** Rounds of SIGKILL for processes left under a VM's uid, and the wait after each. */
+const SWEEP_ROUNDS = 20;
+const SWEEP_WAIT_MS = 50;
+import type { UidLeaseStore } from '../identity/uid-leases.ts';
+import { checkRuntimeDirParent } from '../runtime-dir.ts';
+import type { RuntimePaths } from '../runtime-paths.ts';
+
+export class VmHome {
+  readonly paths: RuntimePaths;
+  readonly identity: VmIdentity | undefined;
+  readonly #vmId: string;
+  /** The store holding this VM's uid lease, when the identity is leased. */
+  readonly #leases: UidLeaseStore | undefined;
+  /**
+   * Without QEMU's seccomp filter, an escaped guest can fork: whatever still runs as the VM's own
+   * uid is then killed before the uid goes back (with the filter, QEMU cannot make processes).
+   */
+  readonly #sweepUid: boolean;
+  #released: Promise<void> | undefined;
+
+  private constructor(paths: RuntimePaths, identity: VmIdentity | undefined, vmId: string, leases: UidLeaseStore | undefined, seccomp: boolean) {
+    this.paths = paths;
+    this.identity = identity;
+    this.#vmId = vmId;
+    this.#leases = leases;
+    this.#sweepUid = leases !== undefined && !seccomp;
+  }
+
+  get leased(): boolean {
+    return this.#leases !== undefined;
+  }
+
+  /**
+   * Resolves the identity (leasing a uid), then creates the directory under a temporary name,
+   * records its owner in it and renames it into place: the directory never exists without an
+   * owner file, so the orphan sweep can never take a VM that is being made for a dead one.
+   */
+  static async create(config: SandboxConfig, paths: RuntimePaths, leases: UidLeaseStore, options: OperationOptions = {}): Promise<VmHome> {
+    const { identity, lease } = await resolveIdentity(config, leases, options);
+    const home = new VmHome(paths, identity, config.id, lease ? leases : undefined, config.hardening.seccomp);
+    try {
+      makeDirectory(paths, identity, config.id);
+    } catch (error) {
+      await home.#releaseLease();
+      throw error;
+    }
+    return home;
+  }
+
+  /** The home of a VM another process made: its lease (if any) and its owner file become ours. */
+  static async adopt(config: SandboxConfig, paths: RuntimePaths, identity: VmIdentity | undefined, leased: boolean, leases: UidLeaseStore, options: OperationOptions = {}): Promise<VmHome> {
+    if (leased && identity) await leases.adopt(identity.uid, config.id, options);
+    writeFileAtomicSync(paths.ownerFile, ownerRecord(config.id, identity));
+    return new VmHome(paths, identity, config.id, leased ? leases : undefined, config.hardening.seccomp);
+  }
+
+  /**
+   * Removes the directory (never following a link) and gives the uid back. Call it only once every
+   * process of the VM is gone; `processesGone: false` (one survived SIGKILL) keeps the lease, so
+   * that the uid is not handed to another VM while that process lives. Idempotent.
+   */
+  release(processesGone: boolean, logger: Logger): Promise<void> {
+    this.#released ??= (async () => {
+      try {
+        await removeTree(this.paths.dir);
+      } catch (error) {
+        logger.error({ err: error, dir: this.paths.dir }, 'could not remove the runtime directory');
+      }
+      if (processesGone && (await this.#noneLeftRunning(logger))) await this.#releaseLease(logger);
+      else logger.error({ uid: this.identity?.uid }, 'a VM process survived SIGKILL: its uid stays leased');
+    })();
+    return this.#released;
+  }
+
+  /** Kills what still runs as the VM's uid (see #sweepUid); true once nothing does. */
+  async #noneLeftRunning(logger: Logger): Promise<boolean> {
+    const uid = this.identity?.uid;
+    if (!this.#sweepUid || uid === undefined) return true;
+    for (let round = 0; round < SWEEP_ROUNDS; round++) {
+      const pids = await processesRunningAs(uid);
+      if (pids.length === 0) return true;
+      logger.warn({ uid, pids }, 'processes outlived the VM under its uid: killing them');
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // Gone already.
+        }
+      }
+      await sleep(SWEEP_WAIT_MS);
+    }
+    return (await processesRunningAs(uid)).length === 0;
+  }
+
+  async #releaseLease(logger?: Logger): Promise<void> {
+    if (!this.#leases || !this.identity) return;
+    try {
+      await this.#leases.release(this.identity.uid, this.#vmId);
+    } catch (error) {
+      // The sweep (reapOrphans) reclaims it once this process is gone.
+      logger?.error({ err: error, uid: this.identity.uid }, 'could not release the uid lease');
+    }
+  }
+}
+
+/**
+ * owner.json: the runtime process that owns the VM, and the VM's id and uid, so that the orphan
+ * sweep can find a QEMU left running before any state was saved.
+ */
+function ownerRecord(vmId: string, identity: VmIdentity | undefined): string {
+  return JSON.stringify({ ...ownerIdentity(), vmId, uid: identity?.uid ?? null });
+}
+
+function makeDirectory(paths: RuntimePaths, identity: VmIdentity | undefined, vmId: string): void {
+  const parent = dirname(paths.dir);
+  checkRuntimeDirParent(parent);
+  // A name no VM id can have (ids never start with '.'), in the same parent, so rename is atomic.
+  const staging = join(parent, `.new-${basename(paths.dir)}-${randomBytes(6).toString('hex')}`);
+  mkdirSync(staging, { mode: 0o700 });
+  try {
+    writeFileAtomicSync(join(staging, basename(paths.ownerFile)), ownerRecord(vmId, identity));
+    if (identity) {
+      // Root's directory, QEMU's group: it may traverse to virtiofsd's socket, not list or write.
+      chownSync(staging, process.geteuid?.() ?? 0, identity.gid);
+      chmodSync(staging, 0o710);
+    }
+    // rename(2) replaces an empty directory: refuse any existing name first. (Another VM's
+    // directory is never empty, so rename still cannot replace one that appears meanwhile.)
+    if (lstatSync(paths.dir, { throwIfNoEntry: false })) throw Object.assign(new Error(`${paths.dir} exists`), { code: 'EEXIST' });
+    renameSync(staging, paths.dir);
+  } catch (error) {
+    removeTreeSync(staging);
+    const code = (error as NodeJS.ErrnoException).code;
+    const message = code === 'EEXIST' || code === 'ENOTEMPTY' ? `runtime directory ${paths.dir} already exists` : (error as Error).message;
+    throw new ConfigError([{ path: 'runtime.dir', message }], { cause: error });
+  }
+}
