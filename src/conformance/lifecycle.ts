@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { basename } from 'node:path';
 import type { ConfigError } from '../hypervisor/config/index.ts';
 import type { InvalidStateError, ResourceLimitError, VmStartError, VmStoppingError } from '../hypervisor/errors.ts';
-import type { Hypervisor, HypervisorCapabilities, VmState } from '../hypervisor/types.ts';
+import type { Hypervisor, HypervisorCapabilities, VmIdentity, VmState } from '../hypervisor/types.ts';
 import { COLD_DEVICE_ID, rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
 import type { ConformanceTestApi } from './options.ts';
 
@@ -50,6 +50,31 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
       assert.equal(vm.state, 'stopped');
       assert.deepEqual(vm.getPids(), []);
       assert.equal(vm.exitInfo, undefined, 'no hypervisor ran, so none exited');
+    });
+  }, ms);
+
+  t.it('each VM gets an identity of its own at createVM (when the backend drops privileges), never root, kept while it runs', async () => {
+    await h.withVm(async (a) => {
+      await h.withVm(async (b) => {
+        assert.equal(a.identity, undefined, 'no identity before createVM');
+        await a.createVM(h.config(spec), h.op());
+        await b.createVM(h.config(spec), h.op());
+        // Read through a function: the assertion above narrowed a.identity to undefined.
+        const first = identityOf(a);
+        const second = identityOf(b);
+        if (first === undefined || second === undefined) {
+          // The backend runs every hypervisor as the runtime's own user: then for both VMs.
+          assert.deepEqual([first, second], [undefined, undefined], 'a backend gives identities to all VMs or to none');
+          return;
+        }
+        assert.notEqual(first.uid, second.uid, 'two live VMs never share a uid');
+        assert.notEqual(first.gid, second.gid, 'two live VMs never share a gid');
+        for (const id of [first.uid, first.gid, second.uid, second.gid]) assert.ok(Number.isInteger(id) && id > 0, `id ${id} is not root`);
+        identityOf(a)?.groups.push(4242);
+        assert.deepEqual(identityOf(a), first, 'identity is a copy: a caller cannot change it');
+        await a.startVM(h.op());
+        assert.deepEqual(identityOf(a), first, 'startVM keeps the identity createVM gave');
+      });
     });
   }, ms);
 
@@ -179,6 +204,10 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
       await rejectsWithCode(vm.hotplugRemoveDevice('conformance-p', h.op()), 'INVALID_STATE', 'hotplugRemoveDevice after stopVM');
     });
   }, ms);
+}
+
+function identityOf(vm: Hypervisor): VmIdentity | undefined {
+  return vm.identity;
 }
 
 function configOf(vm: Hypervisor): Hypervisor['config'] {
