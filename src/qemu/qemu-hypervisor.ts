@@ -36,7 +36,7 @@ import { QmpClient, QmpConnectError, QmpDisconnectedError, QmpProtocolError, typ
 import type { ProcessExit } from './process/vmm-process.ts';
 import { listThreads } from './process/proc-fs.ts';
 import { defaultRuntimeBase, ensureRuntimeBase, leaseDirOf } from './runtime-dir.ts';
-import { serializeState, writeStateFile, STATE_FILE_VERSION } from './state-file.ts';
+import { serializeState, STATE_FILE_VERSION } from './state-file.ts';
 import { emptyHotplugState, type HotplugState } from './hotplug/state.ts';
 import { hotplugDevice, unplugDevice } from './hotplug/devices.ts';
 import type { HotplugContext } from './hotplug/context.ts';
@@ -111,8 +111,6 @@ export class QemuHypervisor implements Hypervisor {
   #guestPanicked = false;
   #exitInfo: VmExitInfo | undefined;
   #stopPromise: Promise<void> | undefined;
-  /** State writes, one after another, so that an older state never lands after a newer one. */
-  #stateWrites: Promise<void> = Promise.resolve();
   readonly #exitListeners = new Set<(info: VmExitInfo) => void>();
   readonly #eventListeners = new Set<(event: HypervisorEvent) => void>();
 
@@ -350,7 +348,7 @@ export class QemuHypervisor implements Hypervisor {
   async detach(): Promise<void> {
     this.#lifecycle.require('detach', ['running', 'paused']);
     this.#lifecycle.interruptPending();
-    await this.#stateWrites;
+    await this.#home?.settled();
     await this.#session?.detach();
     this.#session = undefined;
     this.#home = undefined;
@@ -551,36 +549,29 @@ export class QemuHypervisor implements Hypervisor {
     return new VmExitedError(operation, { ...exitDetails(session, exit, session.helperFailure), cause: error });
   }
 
-  /** Records the VM for re-attach; writes are queued so that they land in the order they were made. */
+  /** Records the VM for re-attach (the home queues the writes and stops them before it goes). */
   #saveState(paused = this.state === 'paused'): Promise<void> {
     const session = this.#session;
     const plan = this.#plan;
     const home = this.#home;
-    if (!session || !plan || !home || session.process.hasExited || session.ending) return this.#stateWrites;
-    const text = serializeState({
-      version: STATE_FILE_VERSION,
-      id: plan.config.id,
-      pid: session.process.pid,
-      startTime: session.process.startTime ?? -1,
-      qemuPath: plan.qemuPath,
-      detached: plan.config.runtime.detached,
-      identity: home.identity ?? null,
-      leased: home.leased,
-      config: plan.config,
-      paused,
-      hotplug: this.#hotplug,
-      helpers: session.helpers.saved(),
-    });
-    this.#stateWrites = this.#stateWrites.then(async () => {
-      // A VM torn down meanwhile has no directory left to write into.
-      if (session.ending) return;
-      try {
-        await writeStateFile(plan.paths.stateFile, text);
-      } catch (error) {
-        this.#log.error({ err: error }, 'could not save the VM state (re-attach will not see this change)');
-      }
-    });
-    return this.#stateWrites;
+    if (!session || !plan || !home || session.process.hasExited || session.ending) return Promise.resolve();
+    return home.saveState(
+      serializeState({
+        version: STATE_FILE_VERSION,
+        id: plan.config.id,
+        pid: session.process.pid,
+        startTime: session.process.startTime ?? -1,
+        qemuPath: plan.qemuPath,
+        detached: plan.config.runtime.detached,
+        identity: home.identity ?? null,
+        leased: home.leased,
+        config: plan.config,
+        paused,
+        hotplug: this.#hotplug,
+        helpers: session.helpers.saved(),
+      }),
+      this.#log,
+    );
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

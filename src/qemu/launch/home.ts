@@ -19,6 +19,7 @@ const SWEEP_WAIT_MS = 50;
 import type { UidLeaseStore } from '../identity/uid-leases.ts';
 import { checkRuntimeDirParent } from '../runtime-dir.ts';
 import type { RuntimePaths } from '../runtime-paths.ts';
+import { writeStateFile } from '../state-file.ts';
 
 export class VmHome {
   readonly paths: RuntimePaths;
@@ -32,6 +33,8 @@ export class VmHome {
    */
   readonly #sweepUid: boolean;
   #released: Promise<void> | undefined;
+  /** State writes, one after another (an older state never lands after a newer one). */
+  #writes: Promise<void> = Promise.resolve();
 
   private constructor(paths: RuntimePaths, identity: VmIdentity | undefined, vmId: string, leases: UidLeaseStore | undefined, seccomp: boolean) {
     this.paths = paths;
@@ -76,6 +79,8 @@ export class VmHome {
    */
   release(processesGone: boolean, logger: Logger): Promise<void> {
     this.#released ??= (async () => {
+      // A write under way would put a file back into the directory being removed.
+      await this.#writes;
       try {
         await removeTree(this.paths.dir);
       } catch (error) {
@@ -105,6 +110,27 @@ export class VmHome {
       await sleep(SWEEP_WAIT_MS);
     }
     return (await processesRunningAs(uid)).length === 0;
+  }
+
+  /**
+   * Queues a write of the state file (text taken when the change was made). Once release has
+   * begun, nothing more is written; a write that fails is logged (re-attach will not see it).
+   */
+  saveState(text: string, logger: Logger): Promise<void> {
+    this.#writes = this.#writes.then(async () => {
+      if (this.#released) return;
+      try {
+        await writeStateFile(this.paths.stateFile, text);
+      } catch (error) {
+        logger.error({ err: error }, 'could not save the VM state (re-attach will not see this change)');
+      }
+    });
+    return this.#writes;
+  }
+
+  /** Resolves once every queued state write has landed. */
+  settled(): Promise<void> {
+    return this.#writes;
   }
 
   async #releaseLease(logger?: Logger): Promise<void> {

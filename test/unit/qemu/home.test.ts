@@ -244,6 +244,30 @@ describe('VmHome.release', () => {
     expect(next.identity?.uid).toBe(FIRST);
   });
 
+  it('lets a state write under way land before the directory goes, and writes nothing after', async () => {
+    const { logger, lines } = recordingLogger();
+    const paths = pathsOf('vm-a');
+    const home = await VmHome.create(config('vm-a'), paths, leases);
+    const writing = home.saveState('{"n":1}', logger);
+    const released = home.release(true, logger);
+    await Promise.all([writing, released]);
+    expect(existsSync(paths.dir)).toBe(false);
+    await home.saveState('{"n":2}', logger);
+    expect(existsSync(paths.dir)).toBe(false);
+    expect(errorsLogged(lines)).toEqual([]);
+    expect(await leases.list()).toEqual([]);
+  });
+
+  it('writes queued states in order, the last one winning', async () => {
+    const { logger } = recordingLogger();
+    const paths = pathsOf('vm-a');
+    const home = await VmHome.create(config('vm-a'), paths, leases);
+    await Promise.all([home.saveState('{"n":1}', logger), home.saveState('{"n":2}', logger), home.saveState('{"n":3}', logger)]);
+    await home.settled();
+    expect(readJson(paths.stateFile)).toEqual({ n: 3 });
+    await home.release(true, logger);
+  });
+
   it('keeps the lease when a process survived, and says so', async () => {
     const { logger, lines } = recordingLogger();
     const paths = pathsOf('vm-a');
