@@ -2,19 +2,21 @@
 // a leftover process, ever share an identity, even across several runtime processes on one host.
 //
 // One file per lease in a private directory, named by the decimal uid, holding a LeaseRecord as
-// JSON. Every allocation, take-over and reclaim runs under a host-wide lock: flock(2) on a file of
+// JSON. Creating one is exclusive by itself (written aside, then hard-linked to its name), so
+// allocation takes no lock. What deletes or rewrites leases another process may be looking at,
+// reclaiming stale ones and taking one over, runs under a host-wide lock: flock(2) on a file of
 // the root-only directory (file-lock.ts), which the kernel releases when the holder dies, even by
-// SIGKILL, so a crashed runtime never leaves the lock taken, and which no VM's QEMU can touch. A
-// release needs no lock: only the lease's owner removes it, and only while it names that owner. A uid is free only when it has no lease file *and* no live
-// process holds it (as any uid or gid, see proc-uids.ts): a detached QEMU whose runtime died keeps
-// its uid even once its lease is reclaimed.
+// SIGKILL, and which no VM's QEMU can touch. A release needs no lock: only the lease's owner
+// removes it, and only while it names that owner. A uid is free only when it has no lease file
+// *and* no live process holds it (as any uid or gid, see proc-uids.ts): a detached QEMU whose
+// runtime died keeps its uid even once its lease is reclaimed.
 import { randomBytes } from 'node:crypto';
-import { constants, type Stats } from 'node:fs';
-import { lstat, mkdir, open, readdir, realpath, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { constants, lstatSync, unlinkSync, type Stats } from 'node:fs';
+import { link, lstat, mkdir, open, readdir, realpath, rename, rm, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { InvalidArgumentError, SandboxVmmError, type SandboxVmmErrorOptions } from '../../errors.ts';
 import { Deadline, type OperationOptions } from '../../util/deadline.ts';
-import { kindOf, readRegularFile, UnsafePathError } from '../../util/safe-fs.ts';
+import { kindOf, readRegularFile, readRegularFileSync, UnsafePathError } from '../../util/safe-fs.ts';
 import { withFileLock } from './file-lock.ts';
 import { checkTimeoutMs } from '../../util/timeout.ts';
 import { isOwnerAlive, ownerIdentity, processIdsInUse, recentIdsInUse } from './proc-uids.ts';
@@ -129,6 +131,15 @@ function serialize(record: LeaseRecord): string {
   return `${JSON.stringify({ uid: record.uid, vmId: record.vmId, owner: { pid: record.owner.pid, startTime: record.owner.startTime }, createdAt: record.createdAt })}\n`;
 }
 
+/** Per lease directory, the uids this process's acquire() calls are creating leases for right now. */
+const inProcessClaims = new Map<string, Set<number>>();
+
+function claimsOf(dir: string): Set<number> {
+  let claims = inProcessClaims.get(dir);
+  if (!claims) inProcessClaims.set(dir, (claims = new Set()));
+  return claims;
+}
+
 /** Per lease directory, the tail of this process's line of callers waiting for its lock. */
 const inProcessQueues = new Map<string, Promise<void>>();
 
@@ -161,15 +172,21 @@ export class UidLeaseStore {
    */
   async acquire(vmId: string, options: OperationOptions = {}): Promise<LeaseRecord> {
     if (!isVmId(vmId)) throw new InvalidArgumentError('vmId', `must be a string of 1 to ${MAX_VM_ID_LENGTH} characters`);
-    // The /proc scan runs outside the lock (and is shared by a burst of callers): a process can only
-    // come to run as a range uid through a lease, which is checked under the lock.
-    const scan = recentIdsInUse(this.#scanReuseMs);
-    scan.catch(() => {});
-    return this.#locked(`acquiring a uid lease for VM ${vmId}`, options, async (deadline) => {
-      const record = await this.#leaseLowestFree(vmId, deadline, await deadline.race(scan));
+    // No lock on the way that almost always succeeds: creating a lease is exclusive by itself (see
+    // #create), and a lease never changes hands while its owner lives. The /proc scan is shared by
+    // a burst of callers: a process can only come to run as a range uid through a lease.
+    const deadline = new Deadline(`acquiring a uid lease for VM ${vmId} in ${this.dir}`, options);
+    try {
+      await deadline.race(this.#checkDir());
+      const record = await this.#leaseLowestFree(vmId, deadline, await deadline.race(recentIdsInUse(this.#scanReuseMs)));
       if (record) return record;
-      await this.#reclaim(deadline);
-      const afterReclaim = await this.#leaseLowestFree(vmId, deadline, await deadline.race(processIdsInUse()));
+    } finally {
+      deadline.dispose();
+    }
+    // The range looks full: reclaim stale leases under the lock, and look again with a fresh scan.
+    return this.#locked(`acquiring a uid lease for VM ${vmId}`, options, async (locked) => {
+      await this.#reclaim(locked);
+      const afterReclaim = await this.#leaseLowestFree(vmId, locked, await locked.race(processIdsInUse()));
       if (afterReclaim) return afterReclaim;
       throw new UidRangeExhaustedError(this.range, this.dir, vmId);
     });
@@ -200,19 +217,32 @@ export class UidLeaseStore {
    * otherwise. Without the lock (stopVM must stay cheap): allocation and reclaim never change a
    * lease whose owner lives, and only a process adopting this very VM could, which then owns it.
    */
-  async release(uid: number, vmId: string, options: OperationOptions = {}): Promise<void> {
+  // Async for the contract's sake (a lock may come back); its two steps are synchronous on purpose.
+  // eslint-disable-next-line @typescript-eslint/require-await
+  async release(uid: number, vmId: string, _options: OperationOptions = {}): Promise<void> {
+    this.#releaseSync(uid, vmId);
+  }
+
+  #releaseSync(uid: number, vmId: string): void {
     if (!isUid(uid)) return;
-    const deadline = new Deadline(`releasing uid ${uid} of VM ${vmId} in ${this.dir}`, options);
+    this.#checkDirSync();
+    // Two small synchronous steps (a bounded, non-blocking read of a 4 KiB file and an unlink):
+    // stopVM waits for them, and the thread pool's round trips would cost more than the work.
+    const path = this.#path(String(uid));
+    let lease: LeaseFile;
     try {
-      await deadline.race(this.#checkDir());
-      const lease = await deadline.race(this.#readLease(uid));
-      if (!lease || 'malformed' in lease || lease.record.vmId !== vmId) return;
-      const self = ownerIdentity();
-      if (lease.record.owner.pid !== self.pid || lease.record.owner.startTime !== self.startTime) return;
-      deadline.throwIfDone();
-      await this.#unlinkQuiet(String(uid));
-    } finally {
-      deadline.dispose();
+      lease = parseLease(uid, readRegularFileSync(path, MAX_LEASE_BYTES));
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT' || error instanceof UnsafePathError) return;
+      throw error;
+    }
+    if ('malformed' in lease || lease.record.vmId !== vmId) return;
+    const self = ownerIdentity();
+    if (lease.record.owner.pid !== self.pid || lease.record.owner.startTime !== self.startTime) return;
+    try {
+      unlinkSync(path);
+    } catch (error) {
+      if (errnoCode(error) !== 'ENOENT') throw error;
     }
   }
 
@@ -291,6 +321,22 @@ export class UidLeaseStore {
     } catch (error) {
       throw new LeaseDirError(this.dir, `cannot be examined: ${(error as Error).message}`, { cause: error });
     }
+    this.#checkStats(stats);
+    return realpath(this.dir);
+  }
+
+  /** The existing directory, checked the same way without creating it (release's quick path). */
+  #checkDirSync(): void {
+    let stats: Stats;
+    try {
+      stats = lstatSync(this.dir);
+    } catch (error) {
+      throw new LeaseDirError(this.dir, `cannot be examined: ${(error as Error).message}`, { cause: error });
+    }
+    this.#checkStats(stats);
+  }
+
+  #checkStats(stats: Stats): void {
     if (stats.isSymbolicLink()) throw new LeaseDirError(this.dir, 'is a symbolic link; it must be a real directory');
     if (!stats.isDirectory()) throw new LeaseDirError(this.dir, `is ${kindOf(stats)}, not a directory`);
     const euid = process.geteuid?.();
@@ -298,7 +344,6 @@ export class UidLeaseStore {
     if ((stats.mode & 0o077) !== 0) {
       throw new LeaseDirError(this.dir, `is open to group or others (mode ${(stats.mode & 0o7777).toString(8).padStart(4, '0')}); it must be 0700`);
     }
-    return realpath(this.dir);
   }
 
   #path(name: string): string {
@@ -318,51 +363,70 @@ export class UidLeaseStore {
   async #leaseLowestFree(vmId: string, deadline: Deadline, inUse: ReadonlySet<number>): Promise<LeaseRecord | undefined> {
     const leased = new Set(await this.#leasedUids());
     const end = this.range.first + this.range.count;
+    // Concurrent callers of this process each try a uid no other one is trying, instead of all
+    // racing for the lowest (the file system would settle it, one failed link at a time).
+    const claiming = claimsOf(this.dir);
     for (let uid = this.range.first; uid < end; uid++) {
-      if (leased.has(uid) || inUse.has(uid)) continue;
+      if (leased.has(uid) || inUse.has(uid) || claiming.has(uid)) continue;
       const record: LeaseRecord = { uid, vmId, owner: { ...ownerIdentity() }, createdAt: new Date().toISOString() };
       deadline.throwIfDone();
-      if (await this.#create(record)) return record;
+      claiming.add(uid);
+      try {
+        if (await this.#create(record)) return record;
+      } finally {
+        claiming.delete(uid);
+      }
     }
     return undefined;
   }
 
-  /** O_EXCL: false when a file of that name appeared meanwhile (from outside the lock). */
+  /**
+   * Creates the lease whole, or not at all: written to a temporary file, then hard-linked to its
+   * name (link fails if the name exists, like O_EXCL), so a reader never sees a half-written lease
+   * (reclaim would take an empty file for a malformed one). False when the uid was taken meanwhile.
+   */
   async #create(record: LeaseRecord): Promise<boolean> {
-    const name = String(record.uid);
-    let handle: FileHandle;
-    try {
-      handle = await open(this.#path(name), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-    } catch (error) {
-      if (errnoCode(error) === 'EEXIST') return false;
-      throw error;
+    // A reclaim (under the lock) may remove our temporary file as a crash's leftover: try again.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const temp = await this.#writeTemp(record);
+      try {
+        await link(temp, this.#path(String(record.uid)));
+        return true;
+      } catch (error) {
+        if (errnoCode(error) === 'EEXIST') return false;
+        if (errnoCode(error) !== 'ENOENT') throw error;
+      } finally {
+        await unlink(temp).catch(() => {});
+      }
     }
-    try {
-      await handle.writeFile(serialize(record));
-      await handle.close();
-    } catch (error) {
-      await handle.close().catch(() => {});
-      await this.#unlinkQuiet(name);
-      throw error;
-    }
-    return true;
+    return false;
   }
 
   /** Writes a temporary file next to the lease and renames it over the lease. */
   async #replace(record: LeaseRecord): Promise<void> {
-    const temp = this.#path(`.${record.uid}.tmp-${randomBytes(8).toString('hex')}`);
+    const temp = await this.#writeTemp(record);
     try {
-      const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-      try {
-        await handle.writeFile(serialize(record));
-      } finally {
-        await handle.close();
-      }
       await rename(temp, this.#path(String(record.uid)));
     } catch (error) {
       await unlink(temp).catch(() => {});
       throw error;
     }
+  }
+
+  /** A new file (O_EXCL, never through a link) holding the record, named like no lease. */
+  async #writeTemp(record: LeaseRecord): Promise<string> {
+    const temp = this.#path(`.${record.uid}.tmp-${randomBytes(8).toString('hex')}`);
+    const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      await handle.writeFile(serialize(record));
+    } catch (error) {
+      await handle.close().catch(() => {});
+      await unlink(temp).catch(() => {});
+      throw error;
+    } finally {
+      await handle.close().catch(() => {});
+    }
+    return temp;
   }
 
   /** The lease file of `uid`: its record, why it is malformed, or undefined when there is none. */

@@ -369,7 +369,7 @@ describe('the host-wide lock', () => {
   }
 
   it("cannot be taken or held by an unprivileged process (a VM's QEMU): the lock file is root's alone", async () => {
-    await store(4).acquire('vm-first');
+    await store(4).reclaimStale();
     const lockFile = join(dir, '.lock');
     expect((await lstat(lockFile)).isFile()).toBe(true);
     // As QEMU would be: another uid, no capabilities. flock cannot even open the file.
@@ -377,7 +377,8 @@ describe('the host-wide lock', () => {
     expect(squat.status).not.toBe(0);
     expect(squat.stderr).toMatch(/Permission denied/);
     const quick = store(4, { lockTimeoutMs: 500 });
-    expect((await quick.acquire('vm-second')).uid).toBe(FIRST + 1);
+    expect(await quick.reclaimStale()).toEqual([]);
+    expect((await quick.acquire('vm-second')).uid).toBe(FIRST);
   });
 
   it('keeps two processes each acquiring 20 uids at once from ever getting the same uid', async () => {
@@ -397,6 +398,19 @@ describe('the host-wide lock', () => {
     }
   });
 
+  it('never lets a reclaim in another process take a lease being created (leases appear whole)', async () => {
+    const reclaimer = startWorker('reclaim', dir, String(FIRST), '40');
+    expect(await nextLine(reclaimer.lines)).toBe('ready');
+    // This process stays alive, so none of its leases is ever stale: a reclaim may remove none.
+    const leases = store(40);
+    const records = await Promise.all(Array.from({ length: 30 }, (_, i) => leases.acquire(`vm-${i}`)));
+    reclaimer.child.stdin?.end();
+    expect(JSON.parse(await nextLine(reclaimer.lines))).toEqual([]);
+    const uids = records.map((r) => r.uid).sort((a, b) => a - b);
+    expect(new Set(uids).size).toBe(30);
+    expect((await leases.list()).map((r) => r.uid)).toEqual(uids);
+  });
+
   it('makes every writer wait for a holder, however it reaches the directory, and is free at once when the holder is SIGKILLed', async () => {
     const stale = lease(FIRST + 1, 'vm-stale', await deadOwner());
     await writeLease(stale);
@@ -404,7 +418,9 @@ describe('the host-wide lock', () => {
     expect(await nextLine(holder.lines)).toBe('locked');
 
     const leases = store(4, { lockTimeoutMs: 50 });
-    const attempts = [() => leases.acquire('vm-a'), () => leases.adopt(FIRST + 1, 'vm-stale'), () => leases.reclaimStale()];
+    // An acquire that needs a reclaim (its range holds only the stale lease) waits for the lock too.
+    const full = new UidLeaseStore({ dir, range: { first: FIRST + 1, count: 1 }, scanReuseMs: 0, lockTimeoutMs: 50 });
+    const attempts = [() => full.acquire('vm-a'), () => leases.adopt(FIRST + 1, 'vm-stale'), () => leases.reclaimStale()];
     for (const attempt of attempts) {
       const error = await rejection(attempt());
       expect(error).toBeInstanceOf(OperationTimeoutError);
@@ -413,9 +429,9 @@ describe('the host-wide lock', () => {
     }
     // The same directory through a symlinked parent is the same lock.
     await symlink(tmp, join(tmp, 'alias'));
-    await expect(store(4, { lockTimeoutMs: 50, dir: join(tmp, 'alias', 'leases') }).acquire('vm-a')).rejects.toBeInstanceOf(OperationTimeoutError);
+    await expect(store(4, { lockTimeoutMs: 50, dir: join(tmp, 'alias', 'leases') }).reclaimStale()).rejects.toBeInstanceOf(OperationTimeoutError);
     // The caller's own bounds apply while waiting too.
-    const patient = store(4, { lockTimeoutMs: 60_000 });
+    const patient = new UidLeaseStore({ dir, range: { first: FIRST + 1, count: 1 }, scanReuseMs: 0, lockTimeoutMs: 60_000 });
     const bounded = await rejection(patient.acquire('vm-a', { timeoutMs: 50 }));
     expect(bounded).toBeInstanceOf(OperationTimeoutError);
     expect((bounded as Error).message).toContain('vm-a');
@@ -427,10 +443,11 @@ describe('the host-wide lock', () => {
     await leases.release(FIRST + 1, 'vm-stale');
     // Reading needs no lock, and nothing was written while it was held.
     expect(await leases.list()).toEqual([stale]);
+    // Where a uid is free, an acquire needs no lock: creating a lease is exclusive by itself.
+    const record = await leases.acquire('vm-a');
+    expect(record.uid).toBe(FIRST);
 
     await kill(holder.child);
-    const record = await store(4).acquire('vm-a');
-    expect(record.uid).toBe(FIRST);
     expect(await store(4).reclaimStale()).toEqual([stale]);
   });
 });
