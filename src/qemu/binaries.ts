@@ -5,8 +5,21 @@ import { accessSync, constants, realpathSync, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { ConfigError } from '../hypervisor/config/index.ts';
 
+/** What a name resolved to, per PATH: a burst of createVM calls looks each binary up once. */
+const resolved = new Map<string, string>();
+
 /** `nameOrPath` as an absolute real path to an executable regular file; a ConfigError at `field` otherwise. */
 export function resolveBinary(nameOrPath: string, field: string): string {
+  const key = `${nameOrPath}\0${process.env['PATH'] ?? ''}`;
+  const known = resolved.get(key);
+  // Still there and executable (a package upgrade may have moved it): else look again.
+  if (known !== undefined && executable(known) === known) return known;
+  const found = lookUp(nameOrPath, field);
+  resolved.set(key, found);
+  return found;
+}
+
+function lookUp(nameOrPath: string, field: string): string {
   const fail = (message: string): never => {
     throw new ConfigError([{ path: field, message }]);
   };

@@ -1,5 +1,6 @@
 // The QEMU backend of the Hypervisor interface: the argv builder, the process launcher and the QMP
 // client put together, with a state machine around them and cleanup on every path.
+import { dirname } from 'node:path';
 import type { Logger } from '../util/logger.ts';
 import { silentLogger } from '../util/logger.ts';
 import { Deadline, sleep, type OperationOptions } from '../util/deadline.ts';
@@ -163,6 +164,8 @@ export class QemuHypervisor implements Hypervisor {
     this.#lifecycle.require('createVM', ['created']);
     if (this.#plan) throw new InvalidStateError('createVM', this.state, [], ONE_VM_PER_INSTANCE);
     const plan = planVm(input);
+    // The default base is checked (ours, closed to others) every time, whoever made it.
+    if (plan.config.runtime.dir === undefined) ensureRuntimeBase(dirname(plan.paths.dir));
     // Claimed before the first await: a second concurrent createVM is refused, not raced.
     this.#plan = plan;
     let home: VmHome;
@@ -194,8 +197,9 @@ export class QemuHypervisor implements Hypervisor {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
         const session = await launchVm(plan, home, { ...this.#sessionOptions(), signal: deadline.signal });
         this.#session = session;
-        // Recorded at once: should this process die now, the sweep (and attach) know the pids.
-        await this.#saveState(true);
+        // Recorded at once, landing while QMP connects: should this process die now, the sweep
+        // (and attach) know the pids. The home queues it before the final one.
+        void this.#saveState(true);
         const qmp = await session.connectQmp({ signal: deadline.signal });
         if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
         await this.#saveState(options.paused === true);

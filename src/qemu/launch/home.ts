@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { ConfigError, type SandboxConfig } from '../../hypervisor/config/index.ts';
 import type { VmIdentity } from '../../hypervisor/types.ts';
 import type { OperationOptions } from '../../util/deadline.ts';
-import { removeTree, removeTreeSync, writeFileAtomicSync } from '../../util/safe-fs.ts';
+import { removeTreeSync, writeFileAtomicSync } from '../../util/safe-fs.ts';
 import type { Logger } from '../../util/logger.ts';
 import { resolveIdentity } from '../identity/identity.ts';
 import { ownerIdentity, processesRunningAs } from '../identity/proc-uids.ts';
@@ -82,7 +82,8 @@ export class VmHome {
       // A write under way would put a file back into the directory being removed.
       await this.#writes;
       try {
-        await removeTree(this.paths.dir);
+        // Synchronous: a handful of root-only entries, and stopVM waits for it.
+        removeTreeSync(this.paths.dir);
       } catch (error) {
         logger.error({ err: error, dir: this.paths.dir }, 'could not remove the runtime directory');
       }

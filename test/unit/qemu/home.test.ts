@@ -28,6 +28,10 @@ vi.mock('node:fs', async (importOriginal) => {
       if (stats.isDirectory()) hooks.renamed.push({ from, to, entries: real.readdirSync(from).sort(), stats });
       real.renameSync(from, to);
     }) as typeof real.renameSync,
+    unlinkSync: ((path: Parameters<typeof real.unlinkSync>[0]) => {
+      if (String(path) === hooks.failUnlink) throw Object.assign(new Error(`EPERM: operation not permitted, unlink '${String(path)}'`), { code: 'EPERM' });
+      real.unlinkSync(path);
+    }) as typeof real.unlinkSync,
   };
 });
 
