@@ -11,8 +11,8 @@
 // *and* no live process holds it (as any uid or gid, see proc-uids.ts): a detached QEMU whose
 // runtime died keeps its uid even once its lease is reclaimed.
 import { randomBytes } from 'node:crypto';
-import { constants, lstatSync, unlinkSync, type Stats } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, realpath, rename, rm, unlink } from 'node:fs/promises';
+import { closeSync, constants, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
+import { lstat, mkdir, readdir, realpath, rm, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { InvalidArgumentError, SandboxVmmError, type SandboxVmmErrorOptions } from '../../errors.ts';
 import { Deadline, type OperationOptions } from '../../util/deadline.ts';
@@ -131,13 +131,21 @@ function serialize(record: LeaseRecord): string {
   return `${JSON.stringify({ uid: record.uid, vmId: record.vmId, owner: { pid: record.owner.pid, startTime: record.owner.startTime }, createdAt: record.createdAt })}\n`;
 }
 
-/** Per lease directory, the uids this process's acquire() calls are creating leases for right now. */
-const inProcessClaims = new Map<string, Set<number>>();
+/** The uids named by lease files among `names`, well-formed or not, within the range or not. */
+function leaseUids(names: readonly string[]): number[] {
+  return names
+    .filter((name) => LEASE_NAME.test(name))
+    .map(Number)
+    .filter(isUid)
+    .sort((a, b) => a - b);
+}
 
-function claimsOf(dir: string): Set<number> {
-  let claims = inProcessClaims.get(dir);
-  if (!claims) inProcessClaims.set(dir, (claims = new Set()));
-  return claims;
+function unlinkQuietSync(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // Gone already (a reclaim took it), or never made.
+  }
 }
 
 /** Per lease directory, the tail of this process's line of callers waiting for its lock. */
@@ -174,11 +182,15 @@ export class UidLeaseStore {
     if (!isVmId(vmId)) throw new InvalidArgumentError('vmId', `must be a string of 1 to ${MAX_VM_ID_LENGTH} characters`);
     // No lock on the way that almost always succeeds: creating a lease is exclusive by itself (see
     // #create), and a lease never changes hands while its owner lives. The /proc scan is shared by
-    // a burst of callers: a process can only come to run as a range uid through a lease.
+    // a burst of callers (a process can only come to run as a range uid through a lease); the rest
+    // is a few small synchronous steps, so that a burst's VMs go on to spawn together rather than
+    // one thread-pool round trip at a time while the first QEMUs already compete for the CPUs.
     const deadline = new Deadline(`acquiring a uid lease for VM ${vmId} in ${this.dir}`, options);
     try {
-      await deadline.race(this.#checkDir());
-      const record = await this.#leaseLowestFree(vmId, deadline, await deadline.race(recentIdsInUse(this.#scanReuseMs)));
+      const inUse = await deadline.race(recentIdsInUse(this.#scanReuseMs));
+      deadline.throwIfDone();
+      this.#ensureDirSync();
+      const record = this.#leaseLowestFree(vmId, inUse);
       if (record) return record;
     } finally {
       deadline.dispose();
@@ -186,7 +198,7 @@ export class UidLeaseStore {
     // The range looks full: reclaim stale leases under the lock, and look again with a fresh scan.
     return this.#locked(`acquiring a uid lease for VM ${vmId}`, options, async (locked) => {
       await this.#reclaim(locked);
-      const afterReclaim = await this.#leaseLowestFree(vmId, locked, await locked.race(processIdsInUse()));
+      const afterReclaim = this.#leaseLowestFree(vmId, await locked.race(processIdsInUse()));
       if (afterReclaim) return afterReclaim;
       throw new UidRangeExhaustedError(this.range, this.dir, vmId);
     });
@@ -207,7 +219,7 @@ export class UidLeaseStore {
       }
       const record: LeaseRecord = { uid, vmId, owner: { ...ownerIdentity() }, createdAt: lease.record.createdAt };
       deadline.throwIfDone();
-      await this.#replace(record);
+      this.#replace(record);
       return record;
     });
   }
@@ -325,6 +337,17 @@ export class UidLeaseStore {
     return realpath(this.dir);
   }
 
+  /** #checkDir's creation and checks, synchronously (acquire's quick path). */
+  #ensureDirSync(): void {
+    try {
+      mkdirSync(dirname(this.dir), { recursive: true, mode: 0o711 });
+      mkdirSync(this.dir, { mode: 0o700 });
+    } catch (error) {
+      if (errnoCode(error) !== 'EEXIST') throw new LeaseDirError(this.dir, `cannot be created: ${(error as Error).message}`, { cause: error });
+    }
+    this.#checkDirSync();
+  }
+
   /** The existing directory, checked the same way without creating it (release's quick path). */
   #checkDirSync(): void {
     let stats: Stats;
@@ -351,31 +374,23 @@ export class UidLeaseStore {
   }
 
   /** The uids that have a lease file, well-formed or not, within the range or not. */
-  async #leasedUids(): Promise<number[]> {
-    return (await readdir(this.dir))
-      .filter((name) => LEASE_NAME.test(name))
-      .map(Number)
-      .filter(isUid)
-      .sort((a, b) => a - b);
+  #leasedUidsSync(): number[] {
+    return leaseUids(readdirSync(this.dir));
   }
 
+  async #leasedUids(): Promise<number[]> {
+    return leaseUids(await readdir(this.dir));
+  }
+
+
   /** Creates the lease of the lowest free uid, or returns undefined when there is none. */
-  async #leaseLowestFree(vmId: string, deadline: Deadline, inUse: ReadonlySet<number>): Promise<LeaseRecord | undefined> {
-    const leased = new Set(await this.#leasedUids());
+  #leaseLowestFree(vmId: string, inUse: ReadonlySet<number>): LeaseRecord | undefined {
+    const leased = new Set(this.#leasedUidsSync());
     const end = this.range.first + this.range.count;
-    // Concurrent callers of this process each try a uid no other one is trying, instead of all
-    // racing for the lowest (the file system would settle it, one failed link at a time).
-    const claiming = claimsOf(this.dir);
     for (let uid = this.range.first; uid < end; uid++) {
-      if (leased.has(uid) || inUse.has(uid) || claiming.has(uid)) continue;
+      if (leased.has(uid) || inUse.has(uid)) continue;
       const record: LeaseRecord = { uid, vmId, owner: { ...ownerIdentity() }, createdAt: new Date().toISOString() };
-      deadline.throwIfDone();
-      claiming.add(uid);
-      try {
-        if (await this.#create(record)) return record;
-      } finally {
-        claiming.delete(uid);
-      }
+      if (this.#create(record)) return record;
     }
     return undefined;
   }
@@ -385,47 +400,46 @@ export class UidLeaseStore {
    * name (link fails if the name exists, like O_EXCL), so a reader never sees a half-written lease
    * (reclaim would take an empty file for a malformed one). False when the uid was taken meanwhile.
    */
-  async #create(record: LeaseRecord): Promise<boolean> {
+  #create(record: LeaseRecord): boolean {
     // A reclaim (under the lock) may remove our temporary file as a crash's leftover: try again.
     for (let attempt = 0; attempt < 3; attempt++) {
-      const temp = await this.#writeTemp(record);
+      const temp = this.#writeTemp(record);
       try {
-        await link(temp, this.#path(String(record.uid)));
+        linkSync(temp, this.#path(String(record.uid)));
         return true;
       } catch (error) {
         if (errnoCode(error) === 'EEXIST') return false;
         if (errnoCode(error) !== 'ENOENT') throw error;
       } finally {
-        await unlink(temp).catch(() => {});
+        unlinkQuietSync(temp);
       }
     }
     return false;
   }
 
   /** Writes a temporary file next to the lease and renames it over the lease. */
-  async #replace(record: LeaseRecord): Promise<void> {
-    const temp = await this.#writeTemp(record);
+  #replace(record: LeaseRecord): void {
+    const temp = this.#writeTemp(record);
     try {
-      await rename(temp, this.#path(String(record.uid)));
+      renameSync(temp, this.#path(String(record.uid)));
     } catch (error) {
-      await unlink(temp).catch(() => {});
+      unlinkQuietSync(temp);
       throw error;
     }
   }
 
   /** A new file (O_EXCL, never through a link) holding the record, named like no lease. */
-  async #writeTemp(record: LeaseRecord): Promise<string> {
+  #writeTemp(record: LeaseRecord): string {
     const temp = this.#path(`.${record.uid}.tmp-${randomBytes(8).toString('hex')}`);
-    const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
-      await handle.writeFile(serialize(record));
+      writeFileSync(fd, serialize(record));
     } catch (error) {
-      await handle.close().catch(() => {});
-      await unlink(temp).catch(() => {});
+      closeSync(fd);
+      unlinkQuietSync(temp);
       throw error;
-    } finally {
-      await handle.close().catch(() => {});
     }
+    closeSync(fd);
     return temp;
   }
 
