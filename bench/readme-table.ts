@@ -71,7 +71,8 @@ export function renderTable(): string | undefined {
       `Scale: ${String(s['vms'])} paused VMs from one Node process started in ${String(s['totalStartMs'])} ms ` +
         `(raw ${String(s['rawTotalStartMs'])} ms, ratio ${String(s['startRatio'])}; medians of ${String(s['rounds'])} alternated storms), stopped in ${String(s['totalStopMs'])} ms; ` +
         `Node heap ${String(s['heapPerVmKiB'])} KiB per VM; event-loop delay p99 ${String(s['eventLoopDelayP99Ms'])} ms during the start storm ` +
-        `(${String(s['rawEventLoopDelayP99Ms'])} ms during the raw one: 50 QEMUs starting on 2 cores preempt Node, whose main thread stays mostly idle); ` +
+        `(${String(s['rawEventLoopDelayP99Ms'])} ms during the raw one: both are the storm's burst of spawns, each fork waiting ` +
+        `for its child's exec while the QEMUs already started hold both cores; the monitor starts a tick before either storm); ` +
         `processes or runtime directories left behind: ${String(s['leakedProcessesAndDirs'])}.`,
     );
   }
