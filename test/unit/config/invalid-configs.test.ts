@@ -1,6 +1,7 @@
 // Each invalid config is rejected with a ConfigError naming exactly the offending field(s).
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseSandboxConfig, validateHotplugDevice } from '../../../src/hypervisor/config/index.ts';
+import { parseSandboxConfig, validateHotplugDevice } from '../../../src/hypervisor/config/index.ts';
+import { configError } from './config-error.ts';
 
 const boot = { kernel: '/boot/vmlinuz' };
 const sharedMemory = { backing: { type: 'shared' } };
@@ -10,16 +11,6 @@ const ninep = (over: Record<string, unknown> = {}) => ({ type: 'fs', driver: '9p
 const tap = (over: Record<string, unknown> = {}) => ({ type: 'net', id: 'net0', tap: { ifname: 'tap0' }, ...over });
 const withDevices = (...devices: unknown[]) => ({ boot, devices });
 
-/** Runs `fn`, which must throw a ConfigError, and returns it. */
-function configError(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return error as ConfigError;
-  }
-  throw new Error('expected a ConfigError, but the config was accepted');
-}
 
 interface Case {
   name: string;

@@ -1,21 +1,13 @@
 // Values QEMU or virtiofsd would read differently from the config: a device id QEMU already holds
 // under /machine/peripheral, and a sharedDir that virtiofsd's option parser would decode.
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseSandboxConfig, validateHotplugDevice } from '../../../src/hypervisor/config/index.ts';
+import { parseSandboxConfig, validateHotplugDevice } from '../../../src/hypervisor/config/index.ts';
+import { configError } from './config-error.ts';
 
 const boot = { kernel: '/boot/vmlinuz' };
 const memory = { backing: { type: 'shared' } };
 const share = (sharedDir: string) => ({ type: 'fs', driver: 'virtio-fs', id: 'vfs0', tag: 'vfs', sharedDir });
 
-function configError(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return error as ConfigError;
-  }
-  throw new Error('expected a ConfigError, but the config was accepted');
-}
 
 describe("the device id 'type'", () => {
   // QEMU 7.2: `-device virtio-rng-pci,id=type` and device_add alike answer "Duplicate device ID
