@@ -8,7 +8,8 @@ export { QemuHypervisor, type QemuHypervisorOptions } from './qemu/qemu-hypervis
 export { buildQemuArgv } from './qemu/argv/index.ts';
 export { runtimePaths, type RuntimePaths } from './qemu/runtime-paths.ts';
 export { reapOrphans, type OrphanReport, type ReapOptions } from './qemu/orphans.ts';
-export { DEFAULT_UID_RANGE, UidRangeExhaustedError, UidLeaseNotHeldError, LeaseDirError, type UidRange, type LeaseRecord } from './qemu/identity/uid-leases.ts';
+export { DEFAULT_UID_RANGE, UidRangeExhaustedError, type UidRange } from './hypervisor/identity.ts';
+export { UidLeaseNotHeldError, LeaseDirError, type LeaseRecord } from './qemu/identity/uid-leases.ts';
 export { UnsafePathError } from './util/safe-fs.ts';
 export * from './mock/index.ts';
 export * from './registry.ts';

@@ -1,5 +1,7 @@
 // The identity rules every backend applies to `hardening`: a hypervisor process never runs as root
-// unless the config says so, and only root can run it as someone else.
+// unless the config says so, and only root can run it as someone else; under root each VM gets a
+// uid of its own from a reserved range.
+import { SandboxVmmError } from '../errors.ts';
 import { ConfigError, type SandboxConfig } from './config/index.ts';
 
 /** What the hardening settings ask for, once checked against who this process is. */
@@ -22,4 +24,30 @@ export function identityRequest(config: SandboxConfig, processUid: number): Iden
     throw new ConfigError([{ path: 'hardening.user', message: `only root can run the hypervisor as another user (this process is uid ${processUid})` }]);
   }
   return { kind: 'fixed', uid: user.uid, gid: user.gid, groups: user.groups ?? [] };
+}
+
+/** Where VMs' uids (and equal gids) come from. */
+export interface UidRange {
+  first: number;
+  count: number;
+}
+
+/** Just above systemd-nspawn's container range (524288–1879048191) and below 2^31 (tools that read uids as signed ints). */
+export const DEFAULT_UID_RANGE: UidRange = Object.freeze({ first: 1_900_000_000, count: 65_536 });
+
+/** Every uid of the range is leased or held by a live process, even after reclaiming stale leases. */
+export class UidRangeExhaustedError extends SandboxVmmError {
+  readonly range: UidRange;
+  readonly dir: string;
+
+  /** `dir`: where the leases are kept (the QEMU backend's lease directory, or the mock's table). */
+  constructor(range: UidRange, dir: string, vmId: string) {
+    super(
+      'RESOURCE_LIMIT',
+      `no free uid for VM ${vmId} in the range ${range.first}–${range.first + range.count - 1} (${range.count} uids): ` +
+        `each is leased in ${dir} or held by a live process`,
+    );
+    this.range = { ...range };
+    this.dir = dir;
+  }
 }

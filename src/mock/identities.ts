@@ -5,7 +5,7 @@ import { ConfigError, type SandboxConfig } from '../hypervisor/config/index.ts';
 import { mockRuntimeDir } from './detached.ts';
 import { identityRequest } from '../hypervisor/identity.ts';
 import type { VmIdentity } from '../hypervisor/types.ts';
-import { DEFAULT_UID_RANGE, UidRangeExhaustedError } from '../qemu/identity/uid-leases.ts';
+import { DEFAULT_UID_RANGE, UidRangeExhaustedError } from '../hypervisor/identity.ts';
 
 const leases = new Map<number, string>();
 const identities = new Map<string, VmIdentity | undefined>();

@@ -9,9 +9,10 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import type { OperationOptions } from '../util/deadline.ts';
 import { silentLogger, type Logger } from '../util/logger.ts';
-import { readRegularFile, removeTree } from '../util/safe-fs.ts';
+import { directoryProblem, readRegularFile, removeTree } from '../util/safe-fs.ts';
 import { isOwnerAlive, processesRunningAs } from './identity/proc-uids.ts';
-import { DEFAULT_UID_RANGE, UidLeaseStore, type LeaseRecord, type UidRange } from './identity/uid-leases.ts';
+import { UidLeaseStore, type LeaseRecord } from './identity/uid-leases.ts';
+import { DEFAULT_UID_RANGE, type UidRange } from '../hypervisor/identity.ts';
 import { isProcessAlive, readExe, readUids } from './process/proc-fs.ts';
 import { defaultRuntimeBase, ensureRuntimeBase, leaseDirOf } from './runtime-dir.ts';
 import { runtimePaths } from './runtime-paths.ts';
@@ -85,8 +86,8 @@ type Verdict =
 
 async function judge(dir: string): Promise<Verdict> {
   const stat = lstatSync(dir);
-  if (!stat.isDirectory()) return { kind: 'skip', reason: 'not a directory' };
-  if (stat.uid !== process.geteuid?.() || (stat.mode & 0o022) !== 0) return { kind: 'skip', reason: 'not ours (owner or mode)' };
+  const problem = directoryProblem(stat);
+  if (problem) return { kind: 'skip', reason: problem };
   const paths = runtimePaths(dir);
   // A staging directory (.new-<id>-<random>) is named after the VM it becomes.
   const vmId = dir.slice(dir.lastIndexOf('/') + 1).replace(/^\.new-(.*)-[0-9a-f]{12}$/, '$1');

@@ -1,6 +1,5 @@
 // The QEMU backend of the Hypervisor interface: the argv builder, the process launcher and the QMP
 // client put together, with a state machine around them and cleanup on every path.
-import { dirname } from 'node:path';
 import type { Logger } from '../util/logger.ts';
 import { silentLogger } from '../util/logger.ts';
 import { Deadline, sleep, type OperationOptions } from '../util/deadline.ts';
@@ -35,7 +34,7 @@ import type {
 } from '../hypervisor/types.ts';
 import { QmpClient, QmpConnectError, QmpDisconnectedError, QmpProtocolError, type QmpEvent, type RunState } from '../qmp/index.ts';
 import type { ProcessExit } from './process/vmm-process.ts';
-import { listThreads } from './process/proc-fs.ts';
+import { taskIds } from './process/proc-fs.ts';
 import { defaultRuntimeBase, ensureRuntimeBase, leaseDirOf } from './runtime-dir.ts';
 import { serializeState, STATE_FILE_VERSION } from './state-file.ts';
 import { emptyHotplugState, type HotplugState } from './hotplug/state.ts';
@@ -44,7 +43,8 @@ import type { HotplugContext } from './hotplug/context.ts';
 import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
 import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
-import { DEFAULT_UID_RANGE, UidLeaseStore, type UidRange } from './identity/uid-leases.ts';
+import { UidLeaseStore } from './identity/uid-leases.ts';
+import { DEFAULT_UID_RANGE, type UidRange } from '../hypervisor/identity.ts';
 import { VmHome } from './launch/home.ts';
 import { planVm, type LaunchPlan } from './launch/plan.ts';
 import { launchVm } from './launch/launch.ts';
@@ -80,15 +80,14 @@ const EXIT_GRACE_MS = 1_000;
 /** Run states a healthy sandbox is never in. */
 const UNHEALTHY_RUN_STATES: ReadonlySet<RunState> = new Set(['guest-panicked', 'internal-error', 'io-error', 'shutdown', 'watchdog']);
 
-/** The lease store of a host: one directory, shared by every runtime process. */
-function leaseStore(options: QemuHypervisorOptions): UidLeaseStore {
-  let dir = options.leaseDir;
-  if (dir === undefined) {
-    const base = defaultRuntimeBase();
-    ensureRuntimeBase(base);
-    dir = leaseDirOf(base);
-  }
-  return new UidLeaseStore({ dir, range: options.uidRange ?? DEFAULT_UID_RANGE });
+/**
+ * The lease store of a host (one directory, shared by every runtime process). The default base,
+ * which holds it and default VM directories, is checked (ours, closed to others) once per call.
+ */
+function leaseStore(options: QemuHypervisorOptions, usesDefaultBase: boolean): UidLeaseStore {
+  const base = defaultRuntimeBase();
+  if (usesDefaultBase || options.leaseDir === undefined) ensureRuntimeBase(base);
+  return new UidLeaseStore({ dir: options.leaseDir ?? leaseDirOf(base), range: options.uidRange ?? DEFAULT_UID_RANGE });
 }
 
 export class QemuHypervisor implements Hypervisor {
@@ -164,13 +163,11 @@ export class QemuHypervisor implements Hypervisor {
     this.#lifecycle.require('createVM', ['created']);
     if (this.#plan) throw new InvalidStateError('createVM', this.state, [], ONE_VM_PER_INSTANCE);
     const plan = planVm(input);
-    // The default base is checked (ours, closed to others) every time, whoever made it.
-    if (plan.config.runtime.dir === undefined) ensureRuntimeBase(dirname(plan.paths.dir));
     // Claimed before the first await: a second concurrent createVM is refused, not raced.
     this.#plan = plan;
     let home: VmHome;
     try {
-      home = await VmHome.create(plan.config, plan.paths, leaseStore(this.#options), options);
+      home = await VmHome.create(plan.config, plan.paths, leaseStore(this.#options, plan.config.runtime.dir === undefined), options);
     } catch (error) {
       this.#plan = undefined;
       throw error;
@@ -365,7 +362,7 @@ export class QemuHypervisor implements Hypervisor {
    */
   static async attach(runtimeDir: string, options: QemuHypervisorOptions & OperationOptions = {}): Promise<QemuHypervisor> {
     const vm = new QemuHypervisor(options);
-    const { plan, saved, session } = await adoptVm(runtimeDir, leaseStore(options), {
+    const { plan, saved, session } = await adoptVm(runtimeDir, leaseStore(options, false), {
       ...vm.#sessionOptions(),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
@@ -403,7 +400,7 @@ export class QemuHypervisor implements Hypervisor {
     return this.#run('getThreadIds', ['running', 'paused'], options, async (qmp, deadline) => {
       const cpus: unknown = await qmp.execute('query-cpus-fast', undefined, { signal: deadline.signal });
       const pid = this.#session?.process.pid ?? -1;
-      return checkVcpuThreadIds(cpus, new Set(listThreads(pid).map((t) => t.tid)));
+      return checkVcpuThreadIds(cpus, taskIds(pid));
     });
   }
 

@@ -6,7 +6,7 @@ import { lstatSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../hypervisor/config/index.ts';
-import { ensureTrustedDir } from '../util/safe-fs.ts';
+import { directoryProblem, ensureTrustedDir } from '../util/safe-fs.ts';
 
 /** Parent of the per-VM directories when the config names none. */
 export function defaultRuntimeBase(): string {
@@ -47,14 +47,6 @@ export function checkRuntimeDirParent(parent: string): void {
   } catch (error) {
     throw new ConfigError([{ path: 'runtime.dir', message: `its parent ${parent} does not exist` }], { cause: error });
   }
-  const ours = stat.uid === process.geteuid?.() || stat.uid === 0;
-  const sticky = (stat.mode & 0o1000) !== 0;
-  const problem = !stat.isDirectory()
-    ? 'is not a directory (a symlink is refused)'
-    : !ours
-      ? `is owned by uid ${stat.uid}, not by us or root`
-      : (stat.mode & 0o022) !== 0 && !sticky
-        ? `is writable by others (mode ${(stat.mode & 0o7777).toString(8)}) without the sticky bit`
-        : undefined;
+  const problem = directoryProblem(stat, { owners: [process.geteuid?.() ?? 0, 0], allowSticky: true });
   if (problem) throw new ConfigError([{ path: 'runtime.dir', message: `its parent ${parent} ${problem}` }]);
 }

@@ -142,6 +142,24 @@ export function ensureTrustedDir(dir: string, options: TrustedDirOptions): Stats
   }
 }
 
+/**
+ * Why a directory seen by lstat is not one only its owners can change, or undefined: a real
+ * directory (a symlink is not), owned by one of `owners` (default: this process's euid), writable
+ * by no one else, unless `allowSticky` and it is sticky like /tmp (others then cannot rename or
+ * remove what its owners put there).
+ */
+export function directoryProblem(stats: Stats, options: { owners?: readonly number[]; allowSticky?: boolean } = {}): string | undefined {
+  const euid = process.geteuid?.() ?? 0;
+  const owners = options.owners ?? [euid];
+  if (!stats.isDirectory()) return 'is not a directory (a symlink is refused)';
+  if (!owners.includes(stats.uid)) return `is owned by uid ${stats.uid}, not by ${owners.map((uid, i) => (uid === euid && (i === 0 || uid !== 0) ? 'us' : uid === 0 ? 'root' : `uid ${uid}`)).join(' or ')}`;
+  const sticky = (stats.mode & 0o1000) !== 0;
+  if ((stats.mode & 0o022) !== 0 && !(options.allowSticky && sticky)) {
+    return `is writable by others (mode ${(stats.mode & 0o7777).toString(8)})${options.allowSticky ? ' without the sticky bit' : ''}`;
+  }
+  return undefined;
+}
+
 function octal(mode: number): string {
   return `0${mode.toString(8).padStart(3, '0')}`;
 }

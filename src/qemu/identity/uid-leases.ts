@@ -11,23 +11,16 @@
 // *and* no live process holds it (as any uid or gid, see proc-uids.ts): a detached QEMU whose
 // runtime died keeps its uid even once its lease is reclaimed.
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
-import { lstat, mkdir, readdir, realpath, rm, unlink } from 'node:fs/promises';
+import { closeSync, constants, linkSync, lstatSync, mkdirSync, openSync, readdirSync, realpathSync, renameSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
+import { readdir, rm, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { InvalidArgumentError, SandboxVmmError, type SandboxVmmErrorOptions } from '../../errors.ts';
 import { Deadline, type OperationOptions } from '../../util/deadline.ts';
 import { kindOf, readRegularFile, readRegularFileSync, UnsafePathError } from '../../util/safe-fs.ts';
 import { withFileLock } from './file-lock.ts';
+import { DEFAULT_UID_RANGE, UidRangeExhaustedError, type UidRange } from '../../hypervisor/identity.ts';
 import { checkTimeoutMs } from '../../util/timeout.ts';
 import { isOwnerAlive, ownerIdentity, processIdsInUse, recentIdsInUse } from './proc-uids.ts';
-
-export interface UidRange {
-  first: number;
-  count: number;
-}
-
-/** Just above systemd-nspawn's container range (524288–1879048191) and below 2^31 (tools that read uids as signed ints). */
-export const DEFAULT_UID_RANGE: UidRange = Object.freeze({ first: 1_900_000_000, count: 65_536 });
 
 export interface LeaseRecord {
   uid: number;
@@ -47,22 +40,6 @@ export class LeaseDirError extends SandboxVmmError {
     super('LEASE_DIR_UNSAFE', `uid lease directory ${dir} ${reason}`, options);
     this.dir = dir;
     this.reason = reason;
-  }
-}
-
-/** Every uid of the range is leased or held by a live process, even after reclaiming stale leases. */
-export class UidRangeExhaustedError extends SandboxVmmError {
-  readonly range: UidRange;
-  readonly dir: string;
-
-  constructor(range: UidRange, dir: string, vmId: string) {
-    super(
-      'RESOURCE_LIMIT',
-      `no free uid for VM ${vmId} in the range ${range.first}–${range.first + range.count - 1} (${range.count} uids): ` +
-        `each is leased in ${dir} or held by a live process`,
-    );
-    this.range = { ...range };
-    this.dir = dir;
   }
 }
 
@@ -147,10 +124,6 @@ function unlinkQuietSync(path: string): void {
     // Gone already (a reclaim took it), or never made.
   }
 }
-
-/** Per lease directory, the tail of this process's line of callers waiting for its lock. */
-const inProcessQueues = new Map<string, Promise<void>>();
-
 
 export class UidLeaseStore {
   /** The lease directory as given, made absolute. */
@@ -260,9 +233,9 @@ export class UidLeaseStore {
 
   /** The well-formed leases, by uid (malformed files are left out). Reads only: takes no lock. */
   async list(): Promise<LeaseRecord[]> {
-    await this.#checkDir();
+    this.#ensureDirSync();
     const records: LeaseRecord[] = [];
-    for (const uid of await this.#leasedUids()) {
+    for (const uid of this.#leasedUids()) {
       const lease = await this.#readLease(uid);
       if (lease && 'record' in lease) records.push(lease.record);
     }
@@ -287,18 +260,10 @@ export class UidLeaseStore {
    */
   async #locked<T>(operation: string, options: OperationOptions, body: (deadline: Deadline) => Promise<T>): Promise<T> {
     const deadline = new Deadline(`${operation} in ${this.dir}`, options);
-    let release: () => void = () => {};
-    let queued: Promise<void> | undefined;
-    let realDir: string | undefined;
     try {
-      realDir = await deadline.race(this.#checkDir());
-      // Callers of this process line up here, so that only the head of the line polls the
-      // host-wide lock: a burst of createVM calls then costs one poller, not one each.
-      const ahead = inProcessQueues.get(realDir) ?? Promise.resolve();
-      const released = new Promise<void>((resolve) => (release = resolve));
-      queued = ahead.then(() => released);
-      inProcessQueues.set(realDir, queued);
-      await deadline.race(ahead);
+      this.#ensureDirSync();
+      // The canonical path names the lock file: one lock however the directory is reached.
+      const realDir = realpathSync(this.dir);
       const wait = new Deadline(`waiting for the uid lease lock of ${this.dir}`, { signal: deadline.signal, timeoutMs: this.#lockTimeoutMs });
       try {
         return await withFileLock(join(realDir, LOCK_FILE), wait, () => {
@@ -309,8 +274,6 @@ export class UidLeaseStore {
         wait.dispose();
       }
     } finally {
-      release();
-      if (realDir !== undefined && inProcessQueues.get(realDir) === queued) inProcessQueues.delete(realDir);
       deadline.dispose();
     }
   }
@@ -318,26 +281,8 @@ export class UidLeaseStore {
   /**
    * Creates the directory if missing (0700; missing parents 0711, traversable but not listable),
    * then insists that it is a real directory, not a symbolic link, owned by our euid, with no
-   * group or other permissions. Returns its canonical path (which names the lock).
+   * group or other permissions. A few small syscalls: synchronous.
    */
-  async #checkDir(): Promise<string> {
-    try {
-      await mkdir(dirname(this.dir), { recursive: true, mode: 0o711 });
-      await mkdir(this.dir, { mode: 0o700 });
-    } catch (error) {
-      if (errnoCode(error) !== 'EEXIST') throw new LeaseDirError(this.dir, `cannot be created: ${(error as Error).message}`, { cause: error });
-    }
-    let stats: Stats;
-    try {
-      stats = await lstat(this.dir);
-    } catch (error) {
-      throw new LeaseDirError(this.dir, `cannot be examined: ${(error as Error).message}`, { cause: error });
-    }
-    this.#checkStats(stats);
-    return realpath(this.dir);
-  }
-
-  /** #checkDir's creation and checks, synchronously (acquire's quick path). */
   #ensureDirSync(): void {
     try {
       mkdirSync(dirname(this.dir), { recursive: true, mode: 0o711 });
@@ -374,18 +319,16 @@ export class UidLeaseStore {
   }
 
   /** The uids that have a lease file, well-formed or not, within the range or not. */
-  #leasedUidsSync(): number[] {
+  #leasedUids(): number[] {
     return leaseUids(readdirSync(this.dir));
   }
 
-  async #leasedUids(): Promise<number[]> {
-    return leaseUids(await readdir(this.dir));
-  }
+
 
 
   /** Creates the lease of the lowest free uid, or returns undefined when there is none. */
   #leaseLowestFree(vmId: string, inUse: ReadonlySet<number>): LeaseRecord | undefined {
-    const leased = new Set(this.#leasedUidsSync());
+    const leased = new Set(this.#leasedUids());
     const end = this.range.first + this.range.count;
     for (let uid = this.range.first; uid < end; uid++) {
       if (leased.has(uid) || inUse.has(uid)) continue;

@@ -4,6 +4,7 @@
 // the uid) before anything is signalled or handed to the caller. Then the lease becomes ours.
 import { lstatSync } from 'node:fs';
 import { AttachError } from '../../hypervisor/errors.ts';
+import { directoryProblem } from '../../util/safe-fs.ts';
 import type { OperationOptions } from '../../util/deadline.ts';
 import type { SavedHelper } from '../helpers/helper-set.ts';
 import { HelperSet } from '../helpers/helper-set.ts';
@@ -58,7 +59,7 @@ export async function adoptVm(dir: string, leases: UidLeaseStore, options: Sessi
   return { plan, saved, session };
 }
 
-/** Root's own directory, closed to writers other than root (as VmHome makes it). */
+/** Our own directory, closed to other writers (as VmHome makes it). */
 function checkDirectory(dir: string, fail: (why: string) => never): void {
   let stat;
   try {
@@ -67,9 +68,8 @@ function checkDirectory(dir: string, fail: (why: string) => never): void {
     fail('the runtime directory does not exist');
     return;
   }
-  if (!stat.isDirectory()) fail('the runtime directory is not a directory (a symlink is refused)');
-  if (stat.uid !== process.geteuid?.()) fail(`the runtime directory is owned by uid ${stat.uid}, not by us`);
-  if ((stat.mode & 0o022) !== 0) fail(`the runtime directory is writable by others (mode ${(stat.mode & 0o777).toString(8)})`);
+  const problem = directoryProblem(stat);
+  if (problem) fail(`the runtime directory ${problem}`);
 }
 
 /** Why `pid` is not the process that `argv` started as `uid`, or undefined when it is. */

@@ -56,6 +56,15 @@ export function listThreads(pid: number): ThreadInfo[] {
   return threads;
 }
 
+/** The thread ids of a process (/proc/<pid>/task), empty when it is gone. */
+export function taskIds(pid: number): Set<number> {
+  try {
+    return new Set(readdirSync(`/proc/${pid}/task`).map(Number));
+  } catch {
+    return new Set();
+  }
+}
+
 /** The executable a process runs (/proc/<pid>/exe), or undefined when it cannot be read. */
 export function readExe(pid: number): string | undefined {
   try {
