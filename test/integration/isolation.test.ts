@@ -25,7 +25,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
 import { AttachError } from '../../src/hypervisor/errors.ts';
 import type { VmIdentity } from '../../src/hypervisor/types.ts';
-import { DEFAULT_UID_RANGE } from '../../src/qemu/identity/uid-leases.ts';
+import { DEFAULT_UID_RANGE } from '../../src/hypervisor/identity.ts';
 import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import { runtimePaths } from '../../src/qemu/runtime-paths.ts';

@@ -179,6 +179,27 @@ describe('QEMU lifecycle on the default guest', () => {
     expect(existsSync(`/run/sandbox-vmm/${id}`)).toBe(false);
   });
 
+  it('a stopVM racing createVM leaves no directory and no lease, and a bad timeout is refused before anything changes', async () => {
+    const id = `lc-${randomUUID().slice(0, 8)}`;
+    const raced = new QemuHypervisor();
+    const created = raced.createVM(guestConfig({ id }));
+    await raced.stopVM();
+    expect(await created.then(() => 'created', (e: unknown) => (e as { code?: string }).code)).toBe('VM_STOPPING');
+    expect(raced.state).toBe('stopped');
+    expect(existsSync(`/run/sandbox-vmm/${id}`)).toBe(false);
+    expect(leasesOnDisk(id)).toEqual([]);
+
+    const vm = track(new QemuHypervisor());
+    await vm.createVM(guestConfig());
+    await expect(vm.startVM({ timeoutMs: Number.NaN })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', argument: 'timeoutMs' });
+    await expect(vm.stopVM({ gracefulTimeoutMs: -1 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', argument: 'gracefulTimeoutMs' });
+    expect(vm.state).toBe('created');
+    expect(vm.getPids()).toEqual([]);
+    await vm.startVM({ paused: true });
+    expect(vm.state).toBe('paused');
+    await vm.stopVM();
+  });
+
   it('fails a start that QEMU rejects with its exit status and stderr, and cleans up', async () => {
     const vm = track(new QemuHypervisor());
     const scratch = scratchDir();

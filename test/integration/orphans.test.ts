@@ -8,7 +8,7 @@ import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, re
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
-import type { UidRange } from '../../src/qemu/identity/uid-leases.ts';
+import type { UidRange } from '../../src/hypervisor/identity.ts';
 import { reapOrphans, type OrphanReport } from '../../src/qemu/orphans.ts';
 import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';

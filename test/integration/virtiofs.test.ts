@@ -76,10 +76,14 @@ describe('virtio-fs', () => {
     expect(readFileSync(join(dir, 'from-guest.txt'), 'utf8')).toBe('written in the guest\n');
     await agent.close();
     const runtimeDir = vm.runtimeDir ?? '';
+    // Debian's C virtiofsd records its pid outside the VM's directory, named after the socket.
+    const pidFile = `/run/virtiofsd/${paths.virtiofsSocket('share').replaceAll('/', '.')}.pid`;
+    expect(existsSync(pidFile), `${pidFile} while the daemon runs`).toBe(true);
     await vm.stopVM();
     expect(isProcessAlive(qemu)).toBe(false);
     expect(isProcessAlive(daemon)).toBe(false);
     expect(existsSync(runtimeDir)).toBe(false);
+    expect(existsSync(pidFile), `${pidFile} is removed with the daemon`).toBe(false);
     expect(leasesOnDisk(vm.id)).toEqual([]);
     expect(vm.getPids()).toEqual([]);
   });

@@ -6,7 +6,7 @@ import { describe, expect, afterEach, it } from 'vitest';
 import { ConfigError, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
 import { VmStartError } from '../../../src/hypervisor/errors.ts';
 import { MockHypervisor, type MockHypervisorOptions } from '../../../src/mock/index.ts';
-import { DEFAULT_UID_RANGE } from '../../../src/qemu/identity/uid-leases.ts';
+import { DEFAULT_UID_RANGE } from '../../../src/hypervisor/identity.ts';
 
 const FIRST = DEFAULT_UID_RANGE.first;
 const leased = (uid: number) => ({ uid, gid: uid, groups: [] });

@@ -8,7 +8,7 @@ import { ConfigError, type SandboxConfigInput } from '../../../src/hypervisor/co
 import { VmStartError } from '../../../src/hypervisor/errors.ts';
 import type { VmIdentity } from '../../../src/hypervisor/types.ts';
 import { MockHypervisor, type MockHypervisorOptions } from '../../../src/mock/index.ts';
-import { DEFAULT_UID_RANGE } from '../../../src/qemu/identity/uid-leases.ts';
+import { DEFAULT_UID_RANGE } from '../../../src/hypervisor/identity.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'svmm-mock-identity-'));
 const kernel = join(dir, 'vmlinuz');

@@ -8,7 +8,8 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, parseSandboxConfig, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
 import { identityOfLease, resolveIdentity } from '../../../src/qemu/identity/identity.ts';
 import { ownerIdentity } from '../../../src/qemu/identity/proc-uids.ts';
-import { UidLeaseStore, UidRangeExhaustedError } from '../../../src/qemu/identity/uid-leases.ts';
+import { UidLeaseStore } from '../../../src/qemu/identity/uid-leases.ts';
+import { UidRangeExhaustedError } from '../../../src/hypervisor/identity.ts';
 
 const group = vi.hoisted(() => ({ text: undefined as string | undefined, unreadable: false, reads: 0 }));
 

@@ -14,10 +14,9 @@ import {
   LeaseDirError,
   UidLeaseNotHeldError,
   UidLeaseStore,
-  UidRangeExhaustedError,
   type LeaseRecord,
-  type UidRange,
 } from '../../../src/qemu/identity/uid-leases.ts';
+import { UidRangeExhaustedError, type UidRange } from '../../../src/hypervisor/identity.ts';
 import { readProcStat } from '../../../src/qemu/process/proc-fs.ts';
 
 const FIRST = 1_950_000_000;

@@ -30,6 +30,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { isSandboxVmmError } from '../../../src/errors.ts';
 import {
   createExclusiveSync,
+  directoryProblem,
   ensureTrustedDir,
   readRegularFile,
   readRegularFileSync,
@@ -551,5 +552,39 @@ describe('ensureTrustedDir', () => {
     expect(() => ensureTrustedDir(dir, { mode: 0o700, exactMode: true })).toThrow(/is not 0700/);
     chmodSync(dir, 0o700);
     expect(ensureTrustedDir(dir, { mode: 0o700, exclusive: true, exactMode: true }).isDirectory()).toBe(true);
+  });
+});
+
+describe('directoryProblem', () => {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+  });
+  const scratch = (mode: number, uid = 0): string => {
+    const dir = mkdtempSync(join(tmpdir(), 'svmm-dirproblem-'));
+    dirs.push(dir);
+    chmodSync(dir, mode);
+    chownSync(dir, uid, 0);
+    return dir;
+  };
+
+  it('accepts our own directory closed to writers, and says what is wrong otherwise', () => {
+    expect(directoryProblem(lstatSync(scratch(0o755)))).toBeUndefined();
+    expect(directoryProblem(lstatSync(scratch(0o775)))).toBe('is writable by others (mode 775)');
+    expect(directoryProblem(lstatSync(scratch(0o757)))).toBe('is writable by others (mode 757)');
+    expect(directoryProblem(lstatSync(scratch(0o755, 65534)))).toBe('is owned by uid 65534, not by us');
+    const link = join(scratch(0o755), 'link');
+    symlinkSync(scratch(0o755), link);
+    expect(directoryProblem(lstatSync(link))).toBe('is not a directory (a symlink is refused)');
+  });
+
+  it('accepts a sticky world-writable directory only when asked, and other owners only when named', () => {
+    const sticky = scratch(0o1777);
+    expect(directoryProblem(lstatSync(sticky))).toBe('is writable by others (mode 1777)');
+    expect(directoryProblem(lstatSync(sticky), { allowSticky: true })).toBeUndefined();
+    expect(directoryProblem(lstatSync(scratch(0o777)), { allowSticky: true })).toBe('is writable by others (mode 777) without the sticky bit');
+    const other = lstatSync(scratch(0o755, 4321));
+    expect(directoryProblem(other, { owners: [0, 4321] })).toBeUndefined();
+    expect(directoryProblem(other, { owners: [0, 1234] })).toBe('is owned by uid 4321, not by us or uid 1234');
   });
 });
