@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Builds build/svmm-launch (the exec helper QEMU is started through) from native/svmm-launch.c.
+// Builds the native helpers from native/: build/svmm-launch (the exec helper QEMU is started
+// through) and build/svmm-sendfd (sends an fd to QEMU's QMP socket, which Node cannot).
 // Run by npm as the package's "install" script and by scripts/bootstrap.mjs. Plain Node with no
 // dependencies, because node_modules may not exist yet.
 //   --require  fail (exit 1) when no C compiler is found; by default that only prints a hint, so
@@ -10,8 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const source = join(root, 'native', 'svmm-launch.c');
-const output = join(root, 'build', 'svmm-launch');
+const PROGRAMS = ['svmm-launch', 'svmm-sendfd'];
 const args = process.argv.slice(2);
 const required = args.includes('--require');
 // Warnings fail our own builds (bootstrap, CI), never a user's install with a newer compiler.
@@ -26,24 +26,29 @@ if (args.some((arg) => arg !== '--require')) {
   process.exit(2);
 }
 
-if (existsSync(output) && statSync(output).mtimeMs > statSync(source).mtimeMs) process.exit(0);
+const stale = PROGRAMS.map((name) => ({ source: join(root, 'native', `${name}.c`), output: join(root, 'build', name) })).filter(
+  ({ source, output }) => !existsSync(output) || statSync(output).mtimeMs <= statSync(source).mtimeMs,
+);
+if (stale.length === 0) process.exit(0);
 
 // The first compiler that runs at all; ENOENT means it is not installed.
 const compiler = ['cc', 'gcc'].find((name) => !spawnSync(name, ['--version'], { stdio: 'ignore' }).error);
 if (!compiler) {
-  say(`no C compiler (cc or gcc) to build ${output}: install one with 'apt-get install gcc libc6-dev', then run 'npm rebuild sandbox-vmm' (in a clone: 'node scripts/build-launcher.mjs')`);
+  say(`no C compiler (cc or gcc) to build ${stale.map((p) => p.output).join(' and ')}: install one with 'apt-get install gcc libc6-dev', then run 'npm rebuild sandbox-vmm' (in a clone: 'node scripts/build-launcher.mjs')`);
   process.exit(required ? 1 : 0);
 }
 
-// Compile next to the target and rename, so that a half-written binary is never taken as built.
-mkdirSync(dirname(output), { recursive: true });
-const partial = `${output}.${process.pid}.tmp`;
-const result = spawnSync(compiler, [...flags, '-o', partial, source], { stdio: 'inherit' });
-if (result.error || result.status !== 0) {
-  rmSync(partial, { force: true });
-  say(`${compiler} failed to compile ${source}${result.error ? `: ${result.error.message}` : ''}`);
-  process.exit(1);
+for (const { source, output } of stale) {
+  // Compile next to the target and rename, so that a half-written binary is never taken as built.
+  mkdirSync(dirname(output), { recursive: true });
+  const partial = `${output}.${process.pid}.tmp`;
+  const result = spawnSync(compiler, [...flags, '-o', partial, source], { stdio: 'inherit' });
+  if (result.error || result.status !== 0) {
+    rmSync(partial, { force: true });
+    say(`${compiler} failed to compile ${source}${result.error ? `: ${result.error.message}` : ''}`);
+    process.exit(1);
+  }
+  chmodSync(partial, 0o755);
+  renameSync(partial, output);
+  say(`built ${output}`);
 }
-chmodSync(partial, 0o755);
-renameSync(partial, output);
-say(`built ${output}`);

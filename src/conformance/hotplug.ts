@@ -2,6 +2,7 @@
 // when it can be asked), refusals leave nothing behind, slots are accounted for under concurrency,
 // and virtio-mem memory follows the resize calls within the config's limits.
 import assert from 'node:assert/strict';
+import { closeSync, openSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { ConfigError, DeviceConfigInput } from '../hypervisor/config/index.ts';
 import { DEVICE_TYPES, HOTPLUGGABLE_DEVICE_TYPES } from '../hypervisor/config/index.ts';
@@ -77,7 +78,10 @@ export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
     await rejectsWithCode(add(vm, COLD_DEVICE_ID), 'DEVICE_EXISTS', 'hotplug of a cold-plugged device id');
     await rejectsWithCode(vm.hotplugRemoveDevice('conformance-nope', h.op()), 'DEVICE_NOT_FOUND', 'removal of an unknown id');
     await rejectsWithCode(vm.hotplugRemoveDevice(COLD_DEVICE_ID, h.op()), 'DEVICE_NOT_FOUND', 'removal of a cold-plugged device');
-    await rejectsWithCode(vm.hotplugAddDevice({ type: 'net', id: 'conformance-fdnic', tap: { fd: 9 } }, h.op()), 'UNSUPPORTED', 'hotplug of a tap given as an fd');
+    const closedFd = openSync('/dev/null', 'r');
+    closeSync(closedFd);
+    const badFd = await rejectsWithCode<ConfigError>(vm.hotplugAddDevice({ type: 'net', id: 'conformance-fdnic', tap: { fds: [closedFd] } }, h.op()), 'CONFIG_INVALID', 'hotplug of a tap given as a closed fd');
+    assert.deepEqual(badFd.paths, ['device.tap.fds[0]'], 'the ConfigError names the fd');
     for (const [type, sample] of Object.entries(coldOnlySamples)) {
       const error = await rejectsWithCode(vm.hotplugAddDevice(sample as unknown as HotplugDevice, h.op()), 'UNSUPPORTED', `hotplug of a ${type} device`);
       assert.ok(error.message.includes(type), `the error names the kind: ${error.message}`);
@@ -86,6 +90,33 @@ export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
     assert.ok(invalid.paths.includes('device.path'), `the ConfigError names device.path (it names ${invalid.paths.join(', ')})`);
     await vm.hotplugRemoveDevice('conformance-dup', h.op());
     assert.deepEqual(vm.devices(), before);
+  }, ms);
+
+  t.it('a disk given as an fd the caller opened is hot-plugged and removed like one given as a path; its access mode must match', async () => {
+    const vm = await shared.get();
+    const disks = probes.diskCount?.bind(probes);
+    const before = disks ? await disks(vm) : 0;
+    const path = await h.disk('conformance-fd', vm);
+    const readOnlyFd = openSync(path, 'r');
+    try {
+      const error = await rejectsWithCode<ConfigError>(vm.hotplugAddDevice({ type: 'block', id: 'conformance-fd', fd: readOnlyFd }, h.op()), 'CONFIG_INVALID', 'a read-write disk from an O_RDONLY fd');
+      assert.deepEqual(error.paths, ['device.fd']);
+      assert.equal(vm.devices().find((d) => d.id === 'conformance-fd'), undefined);
+    } finally {
+      closeSync(readOnlyFd);
+    }
+    const fd = openSync(path, 'r+');
+    try {
+      const result = await vm.hotplugAddDevice({ type: 'block', id: 'conformance-fd', fd }, h.op());
+      assert.equal(result.type, 'block');
+    } finally {
+      // The backend holds its own copy once the hotplug has returned.
+      closeSync(fd);
+    }
+    if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before + 1), before + 1, 'the guest sees the disk given as an fd');
+    await vm.hotplugRemoveDevice('conformance-fd', h.op());
+    assert.equal(vm.devices().find((d) => d.id === 'conformance-fd'), undefined);
+    if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before), before, 'the guest no longer sees it');
   }, ms);
 
   t.it('a hotplug that fails (missing image) is a HotplugError that leaves nothing plugged and frees its slot', async () => {

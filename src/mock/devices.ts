@@ -1,6 +1,7 @@
 // Hot-adding and removing devices on the mock, with the QEMU backend's rules: the id and the slot
 // are claimed before the first await, the first SCSI disk adds the controller on a root port, a
 // failing step undoes the whole hotplug, and a removal waits for the guest to let go.
+import { assertCallerFdsUsable } from '../hypervisor/caller-fds.ts';
 import { isSandboxVmmError } from '../errors.ts';
 import {
   DEVICE_TYPES,
@@ -24,9 +25,7 @@ export async function hotplugDevice(ctx: MockContext, input: HotplugDevice): Pro
   }
   const device = validateHotplugDevice(input);
   assertDeviceChangesSafe('hotplugAddDevice', ctx.machine.config, ctx.machine.state.vcpuRemoved);
-  if (device.type === 'net' && 'fd' in device.tap) {
-    throw new UnsupportedOperationError('hotplugAddDevice', 'a tap given as an fd cannot reach a running hypervisor; name the tap (tap.ifname) or cold-plug it');
-  }
+  assertCallerFdsUsable(device, 'device.');
   const { machine } = ctx;
   assertIdFree(machine, device.id);
   // Claimed before the first await, so that concurrent hotplugs can neither share an id nor a port.

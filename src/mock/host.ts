@@ -71,9 +71,11 @@ function coldDeviceProblem(device: DeviceConfig, host: MockHostProbe, netns: str
 export function hotplugProblem(device: HotplugDeviceConfig, host: MockHostProbe, netns: string | undefined): { step: string; message: string } | undefined {
   switch (device.type) {
     case 'block':
-      return host.exists(device.path) ? undefined : { step: 'blockdev-add', message: `Could not open '${device.path}': ${noSuchFile}` };
+      // A disk given as an fd needs no path: the fd was checked to be open (caller-fds.ts).
+      if (device.path === undefined || host.exists(device.path)) return undefined;
+      return { step: 'blockdev-add', message: `Could not open '${device.path}': ${noSuchFile}` };
     case 'net':
-      if ('fd' in device.tap || host.tapExists(device.tap.ifname, netns)) return undefined;
+      if (!('ifname' in device.tap) || host.tapExists(device.tap.ifname, netns)) return undefined;
       return { step: 'netdev_add', message: `could not configure /dev/net/tun (${device.tap.ifname}): Operation not permitted` };
     case 'vfio':
       return host.vfioReady(device.hostAddress)

@@ -1,6 +1,7 @@
 // A backend that behaves like the QEMU one without running anything: the same state machine,
 // validation, slot and resize rules, events and cleanup, with a simulated guest that only acts while
 // it runs, and armed failures, so that a runtime can test its sandbox lifecycle and its error paths.
+import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
 import { AttachError, InvalidStateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
@@ -146,6 +147,7 @@ export class MockHypervisor implements Hypervisor {
       const netnsIssue = config.runtime.netns === undefined ? undefined : this.#host.netnsProblem(config.runtime.netns);
       // As the QEMU backend's createVM: the namespace must be there before anything is made.
       if (netnsIssue) throw new ConfigError([{ path: 'runtime.netns', message: netnsIssue }]);
+      assertConfigFdsUsable(config);
       takeIdentity(config, this.#options.processUid ?? 0);
       this.#config = config;
     });

@@ -46,6 +46,7 @@ import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
 import { UidLeaseStore } from './identity/uid-leases.ts';
 import { DEFAULT_UID_RANGE, type UidRange } from '../hypervisor/identity.ts';
 import { VmHome } from './launch/home.ts';
+import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
 import { planVm, type LaunchPlan } from './launch/plan.ts';
 import { launchVm } from './launch/launch.ts';
 import { adoptVm } from './launch/adopt.ts';
@@ -163,6 +164,7 @@ export class QemuHypervisor implements Hypervisor {
     this.#lifecycle.require('createVM', ['created']);
     if (this.#plan) throw new InvalidStateError('createVM', this.state, [], ONE_VM_PER_INSTANCE);
     const plan = planVm(input);
+    assertConfigFdsUsable(plan.config);
     // Claimed before the first await: a second concurrent createVM is refused, not raced.
     this.#plan = plan;
     let home: VmHome;

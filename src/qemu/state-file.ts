@@ -28,7 +28,11 @@ const hotplugSchema = z.strictObject({
       device: hotplugDeviceSchema,
       bus: qemuId,
       backends: z.array(
-        z.discriminatedUnion('kind', [z.strictObject({ kind: z.literal('blockdev'), nodeName: qemuId }), z.strictObject({ kind: z.literal('netdev'), id: qemuId })]),
+        z.discriminatedUnion('kind', [
+          z.strictObject({ kind: z.literal('blockdev'), nodeName: qemuId }),
+          z.strictObject({ kind: z.literal('netdev'), id: qemuId }),
+          z.strictObject({ kind: z.literal('fdset'), id: z.int().min(0) }),
+        ]),
       ),
     }),
   ),

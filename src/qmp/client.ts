@@ -1,14 +1,16 @@
 // A QMP client over a unix socket: greeting and negotiation, commands correlated by id so that
 // many can be in flight at once, events, per-command timeouts and cancellation, and a clean,
 // typed failure of everything pending when the connection goes away.
+import { fstatSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import { isSandboxVmmError, OperationTimeoutError } from '../errors.ts';
+import { InvalidArgumentError, isSandboxVmmError, OperationTimeoutError } from '../errors.ts';
 import { abortError, Deadline, type OperationOptions } from '../util/deadline.ts';
 import { silentLogger, type Logger } from '../util/logger.ts';
 import { QmpCommandError, QmpConnectError, QmpDisconnectedError, QmpProtocolError, QmpTimeoutError } from './errors.ts';
 import type { EventStreamOptions } from './event-stream.ts';
 import { EventHub, type ArmedEvent, type QmpEventListener, type WaitForEventOptions } from './events.ts';
 import { DEFAULT_MAX_LINE_BYTES, LineSplitter } from './framing.ts';
+import { defaultFdSender, type FdSender } from './fd-sender.ts';
 import { ExitWatch, openSocket } from './open-socket.ts';
 import { parseGreeting, toEvent } from './messages.ts';
 import { resolveTimeoutMs, startTimeout } from '../util/timeout.ts';
@@ -28,6 +30,8 @@ export interface QmpConnectOptions extends OperationOptions {
   maxLineBytes?: number;
   /** Default 10 s when neither timeoutMs nor signal bounds the connect. */
   defaultConnectTimeoutMs?: number;
+  /** How an fd given to execute() is sent. Default: this package's build/svmm-sendfd. */
+  fdSender?: FdSender;
 }
 
 export interface QmpExecuteOptions {
@@ -38,11 +42,26 @@ export interface QmpExecuteOptions {
    * before anything is sent.
    */
   timeoutMs?: number;
+  /**
+   * A file descriptor sent with the command (SCM_RIGHTS), for the commands that take one (getfd,
+   * add-fd). QEMU gets a copy; the caller keeps its own and may close it once the command
+   * returns. Such commands go one at a time, each after the previous one's reply.
+   */
+  fd?: number;
 }
 
 type ExecuteRest<C extends QmpCommandName> = undefined extends QmpArgs<C>
   ? [args?: QmpArgs<C>, options?: QmpExecuteOptions]
   : [args: QmpArgs<C>, options?: QmpExecuteOptions];
+
+/** A command waiting in the outbox to be sent with its fd. */
+interface FdSend {
+  id: number;
+  command: string;
+  line: string;
+  fd: number;
+  reply: Promise<unknown>;
+}
 
 interface PendingCommand {
   command: string;
@@ -76,6 +95,14 @@ export class QmpClient {
   readonly #closedPromise: Promise<void>;
   /** True from a tick's first command to the end of that tick, while the socket is corked. */
   #corked = false;
+  /**
+   * From a command with an fd until it has been sent: what is written meanwhile, in call order
+   * (lines, and further commands with an fd), so that nothing overtakes it on the wire.
+   */
+  #outbox: (string | FdSend)[] | undefined;
+  /** Settles when the last command sent with an fd has its reply (or failed). */
+  #lastFdReply: Promise<unknown> = Promise.resolve();
+  readonly #fdSender: FdSender | undefined;
 
   private constructor(socketPath: string, socket: Socket, options: QmpConnectOptions) {
     this.socketPath = socketPath;
@@ -85,6 +112,7 @@ export class QmpClient {
     this.#events = new EventHub(this.#logger);
     // connect() has checked it.
     this.#commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+    this.#fdSender = options.fdSender;
     this.#closedPromise = new Promise((resolve) => socket.once('close', () => resolve()));
     this.#greetingReceived = new Promise((resolve, reject) => (this.#greetingWaiter = { resolve, reject }));
     // Only connect() awaits it, and not when it already failed for another reason.
@@ -169,6 +197,10 @@ export class QmpClient {
     }
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(abortError(`QMP command ${command}`, signal));
+    const fd = options?.fd;
+    if (fd !== undefined && !isOpenFd(fd)) {
+      return Promise.reject(new InvalidArgumentError('fd', `must be an open file descriptor of this process (got ${String(fd)})`));
+    }
     const id = this.#nextId++;
     let line: string;
     try {
@@ -177,10 +209,16 @@ export class QmpClient {
       // Arguments JSON cannot encode (a BigInt, a cycle): the caller's mistake, reported as a rejection.
       return Promise.reject(error instanceof Error ? error : new TypeError(String(error)));
     }
+    if (fd !== undefined) return this.#executeWithFd(id, command, line, fd, timeoutMs, signal);
+    // Written first, the bookkeeping after: QEMU starts on the command sooner (a serial caller's
+    // round trip is mostly QEMU waking up). Safe, as no reply can be read before we return.
+    this.#write(line);
+    return this.#track(id, command, timeoutMs, signal);
+  }
+
+  /** The pending entry of a sent (or about to be sent) command: its reply, timeout and abort. */
+  #track(id: number, command: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      // Written first, the bookkeeping after: QEMU starts on the command sooner (a serial caller's
-      // round trip is mostly QEMU waking up). Safe, as no reply can be read before we return.
-      this.#write(line);
       const startedAt = this.#logger.isLevelEnabled('debug') ? performance.now() : 0;
       const entry: PendingCommand = { command, resolve, reject, startedAt, timer: undefined, signal, onAbort: undefined };
       entry.timer = startTimeout(timeoutMs, () => this.#settle(id, undefined, new QmpTimeoutError(command, timeoutMs)));
@@ -190,6 +228,49 @@ export class QmpClient {
       }
       this.#pending.set(id, entry);
     });
+  }
+
+  /**
+   * A command with an fd goes through the outbox: after everything written before it, and only once
+   * the previous such command has its reply (QEMU keeps just the last fd it received until a
+   * command takes it). The sender then writes it while our own writes wait. The timeout and abort
+   * run from the call, as for any command.
+   */
+  #executeWithFd(id: number, command: string, line: string, fd: number, timeoutMs: number, signal: AbortSignal | undefined): Promise<unknown> {
+    const reply = this.#track(id, command, timeoutMs, signal);
+    const pumping = this.#outbox !== undefined;
+    (this.#outbox ??= []).push({ id, command, line, fd, reply });
+    if (!pumping) void this.#pumpOutbox();
+    return reply;
+  }
+
+  async #pumpOutbox(): Promise<void> {
+    for (let item = this.#outbox?.shift(); item !== undefined; item = this.#outbox?.shift()) {
+      if (typeof item === 'string') {
+        this.#writeNow(item);
+        continue;
+      }
+      await this.#lastFdReply;
+      // Timed out, aborted or disconnected while waiting for its turn: nothing is sent.
+      if (!this.#pending.has(item.id)) continue;
+      try {
+        const sender = this.#fdSender ?? defaultFdSender(item.command);
+        await this.#flushed();
+        await sender.send(this.#socket, item.line, item.fd, item.command);
+      } catch (error) {
+        this.#settle(item.id, undefined, error instanceof Error ? error : new Error(String(error)));
+      }
+      this.#lastFdReply = item.reply.catch(() => {});
+    }
+    this.#outbox = undefined;
+  }
+
+  /** Resolves once everything written so far has left our buffers for the socket. */
+  async #flushed(): Promise<void> {
+    if (this.#corked) this.#uncork();
+    if (this.#socket.writableLength === 0) return;
+    // Writes complete in order: this one's callback runs after every earlier chunk was handed over.
+    await new Promise<void>((resolve) => this.#socket.write('', () => resolve()));
   }
 
   /** Calls `listener` for each event named `name` ('*' for all). Returns the unsubscribe function. */
@@ -248,6 +329,11 @@ export class QmpClient {
    * discards what was never sent.
    */
   #write(line: string): void {
+    if (this.#outbox) this.#outbox.push(line);
+    else this.#writeNow(line);
+  }
+
+  #writeNow(line: string): void {
     this.#socket.write(line);
     if (this.#corked) return;
     this.#corked = true;
@@ -386,6 +472,16 @@ function explainConnectFailure(path: string, error: unknown, callerSignal: Abort
   if (error instanceof OperationTimeoutError) return new QmpConnectError(path, `no QMP session within ${error.timeoutMs} ms`, { cause: error });
   if (isSandboxVmmError(error)) return error;
   return new QmpConnectError(path, error instanceof Error ? error.message : String(error), { cause: error });
+}
+
+function isOpenFd(fd: number): boolean {
+  if (!Number.isInteger(fd) || fd < 0) return false;
+  try {
+    fstatSync(fd);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function preview(line: string): string {

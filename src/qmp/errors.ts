@@ -56,3 +56,16 @@ export class QmpConnectError extends SandboxVmmError {
     this.socketPath = socketPath;
   }
 }
+
+/**
+ * A file descriptor could not be sent with a command (SCM_RIGHTS through build/svmm-sendfd): the
+ * helper is not built, or sending failed. Nothing of the command reached QEMU unless `partial`.
+ */
+export class QmpFdPassingError extends SandboxVmmError {
+  readonly command: string;
+
+  constructor(command: string, reason: string, options: SandboxVmmErrorOptions = {}) {
+    super('QMP_FD_PASSING_FAILED', `cannot send an fd with QMP command ${command}: ${reason}`, options);
+    this.command = command;
+  }
+}

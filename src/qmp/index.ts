@@ -1,6 +1,7 @@
 // The QMP client, usable on its own against any QEMU: `import { QmpClient } from 'sandbox-vmm/qmp'`.
 export { QmpClient, type QmpConnectOptions, type QmpExecuteOptions } from './client.ts';
-export { QmpCommandError, QmpConnectError, QmpDisconnectedError, QmpProtocolError, QmpTimeoutError } from './errors.ts';
+export { QmpCommandError, QmpConnectError, QmpDisconnectedError, QmpFdPassingError, QmpProtocolError, QmpTimeoutError } from './errors.ts';
+export { NativeFdSender, type FdSender } from './fd-sender.ts';
 export type { ArmedEvent, QmpEventListener, WaitForEventOptions } from './events.ts';
 export { MAX_BUFFERED_EVENT_BYTES, MAX_BUFFERED_EVENTS, type EventStreamOptions } from './event-stream.ts';
 export { DEFAULT_MAX_LINE_BYTES, LineSplitter } from './framing.ts';

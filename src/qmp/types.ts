@@ -101,6 +101,12 @@ export interface ObjectPropertyInfo {
   'default-value'?: unknown;
 }
 
+export interface AddfdInfo {
+  'fdset-id': number;
+  /** QEMU's own number for the fd. */
+  fd: number;
+}
+
 type Empty = Record<string, never>;
 /** QEMU options objects: the keys named here are checked, everything else passes through. */
 type Props = Record<string, unknown>;
@@ -131,6 +137,12 @@ export interface QmpCommandMap {
   'query-memory-devices': { args: undefined; ret: MemoryDeviceInfo[] };
   'query-pci': { args: undefined; ret: PciInfo[] };
   'query-block': { args: undefined; ret: BlockInfo[] };
+  /** Names the fd sent with the command (execute's `fd` option), for netdev_add's fd/fds/vhostfds. */
+  getfd: { args: { fdname: string }; ret: Empty };
+  closefd: { args: { fdname: string }; ret: Empty };
+  /** Puts the fd sent with the command into an fd set, which /dev/fdset/<id> opens by access mode. */
+  'add-fd': { args: { 'fdset-id'?: number; opaque?: string } | undefined; ret: AddfdInfo };
+  'remove-fd': { args: { 'fdset-id': number; fd?: number }; ret: Empty };
 }
 
 export type QmpCommandName = keyof QmpCommandMap;

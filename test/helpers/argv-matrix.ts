@@ -38,7 +38,7 @@ export const GOLDEN_ENV: MatrixEnv = {
 export const GOLDEN_RUNTIME_DIR = '/run/sandbox-vmm/golden';
 
 /** Only the golden environment's block device is one. */
-export const goldenHost: HostProbe = { isBlockDevice: (path) => path === GOLDEN_ENV.blockDevice };
+export const goldenHost: HostProbe = { isBlockDevice: (path) => path === GOLDEN_ENV.blockDevice, isBlockDeviceFd: () => false };
 
 /** Where the virtio-fs daemon of a socket shares its files from (not part of the config). */
 export function virtioFsSourceDir(socketPath: string): string {

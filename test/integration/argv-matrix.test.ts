@@ -63,7 +63,7 @@ async function prepareHost(config: SandboxConfig, resources: HostResources): Pro
   if (config.boot.image) resources.rawImage(config.boot.image, 16, 'ROOTFS');
   if (config.memory.backing.type === 'file') mkdirSync(config.memory.backing.path, { recursive: true });
   for (const device of config.devices) {
-    if (device.type === 'block' && device.path !== env.blockDevice) {
+    if (device.type === 'block' && device.path !== undefined && device.path !== env.blockDevice) {
       if (device.format === 'qcow2') resources.qcow2Image(device.path);
       else resources.rawImage(device.path);
     }

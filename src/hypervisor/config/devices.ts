@@ -5,12 +5,20 @@ import { absolutePath, deviceId, socketPath } from './fields.ts';
 
 const base = { id: deviceId };
 
+/** A file descriptor of the calling process, handed to QEMU at start or over QMP (SCM_RIGHTS). */
+const callerFd = z.int().min(0);
+
 export const blockDeviceSchema = z
   .strictObject({
     type: z.literal('block'),
     ...base,
-    /** The image file or host block device. */
-    path: absolutePath,
+    /** The image file or host block device, which QEMU opens itself… */
+    path: absolutePath.optional(),
+    /**
+     * …or an fd of it the caller opened (O_RDONLY for a readOnly disk, O_RDWR otherwise), handed to
+     * QEMU as an fd set, so that QEMU never needs access to the path. The caller keeps its fd.
+     */
+    fd: callerFd.optional(),
     /** virtio-blk: one PCI device per disk. virtio-scsi: a scsi-hd on the VM's virtio-scsi controller. */
     driver: z.enum(['virtio-blk', 'virtio-scsi']).default('virtio-blk'),
     format: z.enum(['raw', 'qcow2']).default('raw'),
@@ -22,6 +30,9 @@ export const blockDeviceSchema = z
     serial: z.string().regex(/^[A-Za-z0-9_.-]{1,20}$/, 'must be 1 to 20 letters, digits, "_", "." or "-"').optional(),
   })
   .superRefine((device, ctx) => {
+    if ((device.path === undefined) === (device.fd === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['path'], message: 'give either path (QEMU opens it) or fd (one you opened), not both or neither' });
+    }
     if (device.aio === 'native' && device.cache !== 'none' && device.cache !== 'directsync') {
       ctx.addIssue({ code: 'custom', path: ['aio'], message: 'aio "native" needs cache "none" or "directsync" (O_DIRECT)' });
     }
@@ -39,13 +50,19 @@ export const netDeviceSchema = z
   .strictObject({
     type: z.literal('net'),
     ...base,
-    /** A tap QEMU opens by name, or one the caller opened (the fd is handed to QEMU at start). */
+    /**
+     * A tap QEMU opens by name (in its network namespace), or taps the caller opened: one fd, or
+     * one per queue (`fds`, e.g. /dev/tapN of a macvtap opened once per queue), with a vhost-net
+     * fd per queue if wanted. Fds reach QEMU at start, or over QMP when hot-plugged; the caller
+     * keeps its own.
+     */
     tap: z.union(
       [
         z.strictObject({ ifname: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be a Linux interface name (1 to 15 letters, digits, "_", "." or "-")') }),
-        z.strictObject({ fd: z.int().min(0) }),
+        z.strictObject({ fd: callerFd }),
+        z.strictObject({ fds: z.array(callerFd).min(1).max(16), vhostFds: z.array(callerFd).min(1).max(16).optional() }),
       ],
-      { error: 'must be { ifname } or { fd }, not both' },
+      { error: 'must be { ifname }, { fd } or { fds, vhostFds? }' },
     ),
     mac: macAddress.optional(),
     queues: z.int().min(1).max(16).default(1),
@@ -54,7 +71,17 @@ export const netDeviceSchema = z
   })
   .superRefine((device, ctx) => {
     if ('fd' in device.tap && device.queues > 1) {
-      ctx.addIssue({ code: 'custom', path: ['queues'], message: 'a tap given as one fd has one queue; name the tap (tap.ifname) for more' });
+      ctx.addIssue({ code: 'custom', path: ['queues'], message: 'a tap given as one fd has one queue; give one fd per queue (tap.fds) for more' });
+    }
+    if ('fds' in device.tap) {
+      const { fds, vhostFds } = device.tap;
+      if (fds.length > 0 && device.queues !== fds.length) ctx.addIssue({ code: 'custom', path: ['queues'], message: `must equal the number of tap fds (${fds.length}): one fd per queue` });
+      if (vhostFds !== undefined && vhostFds.length !== fds.length) {
+        ctx.addIssue({ code: 'custom', path: ['tap', 'vhostFds'], message: `must hold one vhost fd per tap fd (${fds.length})` });
+      }
+      if (vhostFds !== undefined && !device.vhost) ctx.addIssue({ code: 'custom', path: ['vhost'], message: 'must be true when tap.vhostFds are given' });
+      const all = [...fds, ...(vhostFds ?? [])];
+      if (new Set(all).size !== all.length) ctx.addIssue({ code: 'custom', path: ['tap', 'fds'], message: 'each fd may be given once (a queue needs a descriptor of its own)' });
     }
   });
 

@@ -101,6 +101,8 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
   let virtioSerialBus: string | undefined;
   let scsiBus: string | undefined;
   let extraRootPorts = 0;
+  // Cold fd sets are numbered from 1; QEMU gives hot-plugged ones the next unused id.
+  let nextFdSet = 1;
   const ctx: ColdplugContext = {
     paths,
     host,
@@ -125,6 +127,11 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
       return scsiBus;
     },
     passFd: (fd) => fds.inherit(fd),
+    fdSet: (fd) => {
+      const set = nextFdSet++;
+      args.push(...opt('-add-fd', { fd: fds.inherit(fd), set }));
+      return set;
+    },
     listenSocket: (path) => fds.listen(path),
   };
   if (boot.image) {

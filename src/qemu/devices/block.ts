@@ -25,8 +25,21 @@ export function cacheFlags(cache: BlockDeviceConfig['cache']): { direct: boolean
   }
 }
 
+/**
+ * The protocol node's driver and filename: the path QEMU opens, or the fd set the caller's fd was
+ * put in (QEMU then opens /dev/fdset/<id>, taking the fd of the disk's access mode from it).
+ */
+export function blockFile(device: BlockDeviceConfig, host: HostProbe, fdSet?: number): { driver: 'file' | 'host_device'; filename: string } {
+  if (device.fd !== undefined) {
+    if (fdSet === undefined) throw new Error(`internal: disk ${device.id} is given as an fd but has no fd set`);
+    return { driver: host.isBlockDeviceFd(device.fd) ? 'host_device' : 'file', filename: `/dev/fdset/${fdSet}` };
+  }
+  if (device.path === undefined) throw new Error(`internal: disk ${device.id} has neither path nor fd`);
+  return { driver: host.isBlockDevice(device.path) ? 'host_device' : 'file', filename: device.path };
+}
+
 /** blockdev-add arguments: the format node named drv-<id> over a file or host_device node. */
-export function blockdevProps(device: BlockDeviceConfig, host: HostProbe): Props {
+export function blockdevProps(device: BlockDeviceConfig, host: HostProbe, fdSet?: number): Props {
   const { direct, noFlush } = cacheFlags(device.cache);
   const cache = { direct, 'no-flush': noFlush };
   return {
@@ -35,8 +48,7 @@ export function blockdevProps(device: BlockDeviceConfig, host: HostProbe): Props
     'read-only': device.readOnly,
     cache,
     file: {
-      driver: host.isBlockDevice(device.path) ? 'host_device' : 'file',
-      filename: device.path,
+      ...blockFile(device, host, fdSet),
       aio: device.aio,
       'read-only': device.readOnly,
       cache,
@@ -64,9 +76,10 @@ export function scsiControllerProps(placement: { bus: string; addr?: string }): 
 
 export function blockArgs(device: BlockDeviceConfig, ctx: ColdplugContext): string[] {
   const placement = device.driver === 'virtio-scsi' ? { bus: ctx.scsiBus() } : ctx.pciSlot(device.id);
+  const fdSet = device.fd === undefined ? undefined : ctx.fdSet(device.fd);
   return [
     '-blockdev',
-    renderOptions(blockdevProps(device, ctx.host) as OptionProps),
+    renderOptions(blockdevProps(device, ctx.host, fdSet) as OptionProps),
     '-device',
     renderOptions(blockFrontendProps(device, placement) as OptionProps, 'driver'),
   ];

@@ -1,11 +1,13 @@
 // What a device kind needs to put itself on the command line: where it goes on the PCI topology,
 // how to hand QEMU a file descriptor, and the shared controllers it sits behind.
-import { statSync } from 'node:fs';
+import { fstatSync, statSync } from 'node:fs';
 import type { RuntimePaths } from '../runtime-paths.ts';
 
 export interface HostProbe {
   /** True for a host block device (QEMU's host_device driver), false for a file. */
   isBlockDevice(path: string): boolean;
+  /** The same for a file descriptor of ours. */
+  isBlockDeviceFd(fd: number): boolean;
 }
 
 /** Asks the real filesystem. */
@@ -15,6 +17,13 @@ export const realHost: HostProbe = {
       return statSync(path).isBlockDevice();
     } catch {
       return false; // missing: QEMU reports it in its own words when it opens the file
+    }
+  },
+  isBlockDeviceFd(fd) {
+    try {
+      return fstatSync(fd).isBlockDevice();
+    } catch {
+      return false; // checked to be open before it gets here (caller-fds.ts)
     }
   },
 };
@@ -32,6 +41,8 @@ export interface ColdplugContext {
   scsiBus(): string;
   /** Hands `fd` to QEMU at spawn; returns the fd number QEMU sees. */
   passFd(fd: number): number;
+  /** Hands `fd` to QEMU at spawn in an fd set of its own (-add-fd); returns the set's id. */
+  fdSet(fd: number): number;
   /** A unix socket QEMU listens on at `path`, created for it before it runs; returns QEMU's fd. */
   listenSocket(path: string): number;
 }

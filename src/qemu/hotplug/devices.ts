@@ -6,7 +6,8 @@ import { DeviceExistsError, DeviceNotFoundError, DeviceRemovalTimeoutError, Hotp
 import type { HotplugDevice, HotplugResult } from '../../hypervisor/types.ts';
 import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
 import { blockdevProps, blockFrontendProps, blockNodeName, SCSI_CONTROLLER_ID, scsiControllerProps } from '../devices/block.ts';
-import { netdevId, netdevProps, netFrontendProps } from '../devices/net.ts';
+import { netdevId, netdevProps, netFrontendProps, tapCallerFds, tapFdNames, type TapFdRefs } from '../devices/net.ts';
+import { assertCallerFdsUsable } from '../../hypervisor/caller-fds.ts';
 import { vfioProps } from '../devices/vfio.ts';
 import { realHost } from '../devices/context.ts';
 import { within, type HotplugContext } from './context.ts';
@@ -25,12 +26,7 @@ export async function hotplugDevice(ctx: HotplugContext, input: HotplugDevice): 
   }
   const device = validateHotplugDevice(input);
   assertDeviceChangesSafe('hotplugAddDevice', ctx.config, ctx.state.vcpuRemoved);
-  if (device.type === 'net' && 'fd' in device.tap) {
-    throw new UnsupportedOperationError(
-      'hotplugAddDevice',
-      'a tap given as an fd cannot reach a running QEMU from Node (no SCM_RIGHTS); name the tap (tap.ifname) or cold-plug it',
-    );
-  }
+  assertCallerFdsUsable(device, 'device.');
   assertIdFree(ctx, device.id);
   // Claim the id and the port synchronously, before the first await, so that concurrent hotplugs
   // can neither reuse the id nor be handed the same port.
@@ -101,20 +97,60 @@ function ensureScsiController(ctx: HotplugContext, forDevice: string): Promise<v
 }
 
 async function plugBlock(ctx: HotplugContext, device: BlockDeviceConfig, record: HotpluggedDevice, undo: UndoStack): Promise<void> {
-  await step('blockdev-add', ctx.qmp.execute('blockdev-add', blockdevProps(device, realHost), within(ctx)));
+  let fdSet: number | undefined;
+  if (device.fd !== undefined) {
+    // The caller's fd goes into an fd set of its own: QEMU then never needs access to the image's path.
+    const added = await step('add-fd', ctx.qmp.execute('add-fd', { opaque: `sandbox-vmm:${device.id}` }, { ...within(ctx), fd: device.fd }));
+    fdSet = added['fdset-id'];
+    addBackend(ctx, record, undo, { kind: 'fdset', id: fdSet });
+  }
+  await step('blockdev-add', ctx.qmp.execute('blockdev-add', blockdevProps(device, realHost, fdSet), within(ctx)));
   addBackend(ctx, record, undo, { kind: 'blockdev', nodeName: blockNodeName(device.id) });
   await step('device_add', ctx.qmp.execute('device_add', blockFrontendProps(device, { bus: record.bus }), within(ctx)));
 }
 
 async function plugNet(ctx: HotplugContext, device: NetDeviceConfig, record: HotpluggedDevice, undo: UndoStack): Promise<void> {
-  await step('netdev_add', ctx.qmp.execute('netdev_add', netdevProps(device), within(ctx)));
+  const refs = 'ifname' in device.tap ? undefined : await passTapFds(ctx, device, undo);
+  await step('netdev_add', ctx.qmp.execute('netdev_add', netdevProps(device, refs), within(ctx)));
   addBackend(ctx, record, undo, { kind: 'netdev', id: netdevId(device.id) });
   await step('device_add', ctx.qmp.execute('device_add', netFrontendProps(device, { bus: record.bus }), within(ctx)));
 }
 
+/**
+ * Sends the caller's tap fds (and vhost fds) with getfd, each under a name netdev_add then takes
+ * (QEMU hands a named fd over to the netdev that uses it). A failure closes the names still held.
+ */
+async function passTapFds(ctx: HotplugContext, device: NetDeviceConfig, undo: UndoStack): Promise<TapFdRefs> {
+  const names = tapFdNames(device);
+  const fds = tapCallerFds(device);
+  const pairs = [...zip(names.fds, fds.fds), ...zip(names.vhostFds, fds.vhostFds)];
+  for (const [fdname, fd] of pairs) {
+    await step('getfd', ctx.qmp.execute('getfd', { fdname }, { ...within(ctx), fd }));
+    undo.push('closefd', () => closeFdName(ctx, fdname));
+  }
+  return names;
+}
+
+function zip<A, B>(as: readonly A[], bs: readonly B[]): [A, B][] {
+  return as.map((a, i) => [a, bs[i] as B]);
+}
+
+/** Closes a getfd name; one a netdev has taken (or QEMU closed) is already gone, which is fine. */
+async function closeFdName(ctx: HotplugContext, fdname: string): Promise<void> {
+  try {
+    await ctx.qmp.execute('closefd', { fdname }, { timeoutMs: CLEANUP_TIMEOUT_MS });
+  } catch (error) {
+    if (error instanceof QmpCommandError && /not found/i.test(error.desc)) return;
+    throw error;
+  }
+}
+
+/** The QMP command that deletes a backend. */
+const DELETE_COMMAND: Record<BackendRef['kind'], string> = { blockdev: 'blockdev-del', netdev: 'netdev_del', fdset: 'remove-fd' };
+
 function addBackend(ctx: HotplugContext, record: HotpluggedDevice, undo: UndoStack, backend: BackendRef): void {
-  record.backends.push(backend);
-  undo.push(backend.kind === 'blockdev' ? 'blockdev-del' : 'netdev_del', () => deleteBackend(ctx, backend, { timeoutMs: CLEANUP_TIMEOUT_MS }));
+  record.backends.unshift(backend);
+  undo.push(DELETE_COMMAND[backend.kind], () => deleteBackend(ctx, backend, { timeoutMs: CLEANUP_TIMEOUT_MS }));
 }
 
 /**
@@ -133,7 +169,7 @@ export async function unplugDevice(ctx: HotplugContext, id: string): Promise<voi
     try {
       await deleteBackend(ctx, backend, within(ctx));
     } catch (error) {
-      throw explain(id, new StepError(backend.kind === 'blockdev' ? 'blockdev-del' : 'netdev_del', error));
+      throw explain(id, new StepError(DELETE_COMMAND[backend.kind], error));
     }
     record.backends.shift();
   }
@@ -189,7 +225,9 @@ export async function removeFrontend(
 async function deleteBackend(ctx: HotplugContext, backend: BackendRef, options: { signal?: AbortSignal; timeoutMs?: number }): Promise<void> {
   try {
     if (backend.kind === 'blockdev') await ctx.qmp.execute('blockdev-del', { 'node-name': backend.nodeName }, options);
-    else await ctx.qmp.execute('netdev_del', { id: backend.id }, options);
+    else if (backend.kind === 'netdev') await ctx.qmp.execute('netdev_del', { id: backend.id }, options);
+    // QEMU closes the set's fd once nothing uses it any more (the blockdev went first).
+    else await ctx.qmp.execute('remove-fd', { 'fdset-id': backend.id }, options);
   } catch (error) {
     // Already deleted (a retry after a partial removal): that is the state we want.
     if (error instanceof QmpCommandError && /not found|cannot find|failed to find/i.test(error.desc)) return;

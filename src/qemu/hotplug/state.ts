@@ -7,11 +7,12 @@ export interface HotpluggedDevice {
   device: HotplugDeviceConfig;
   /** The root port (rpN) or SCSI bus the device sits on. */
   bus: string;
-  /** Backend objects to delete after the frontend is gone, in order. */
+  /** Backend objects to delete after the frontend is gone, newest first (a blockdev before the fd set it reads). */
   backends: BackendRef[];
 }
 
-export type BackendRef = { kind: 'blockdev'; nodeName: string } | { kind: 'netdev'; id: string };
+/** What a device's frontend stands on: a block node, a netdev, or the fd set a disk given as an fd reads from. */
+export type BackendRef = { kind: 'blockdev'; nodeName: string } | { kind: 'netdev'; id: string } | { kind: 'fdset'; id: number };
 
 export interface HotpluggedCpu {
   qemuId: string;

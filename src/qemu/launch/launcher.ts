@@ -2,10 +2,9 @@
 // started through: it closes every fd we did not pass, creates the listening sockets, drops the
 // capability bounding set and the user's privileges, sets no-new-privs and the parent-death
 // signal, then execs the program (which keeps the launcher's pid).
-import { accessSync, constants, existsSync, lstatSync, readFileSync } from 'node:fs';
-import { dirname, isAbsolute, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { isAbsolute } from 'node:path';
 import { ConfigError } from '../../hypervisor/config/index.ts';
+import { builtHelperPath, nativeHelperProblem } from '../../util/native-helper.ts';
 
 export type LaunchFd = { fd: number; kind: 'inherit'; from: number } | { fd: number; kind: 'listen'; path: string };
 
@@ -93,62 +92,16 @@ function validate(spec: LaunchSpec): void {
   }
 }
 
-const BUILD_HINT = 'build it with `npm rebuild sandbox-vmm` (or `node scripts/build-launcher.mjs` in a clone)';
-let defaultLauncher: string | undefined;
-
 /**
  * Absolute path of the built launcher: `configured` if given, else build/svmm-launch at the root of
- * this package (found by walking up from this module: src/ under tsx, dist/src/ once built).
- * Whatever runs as root must not be replaceable by anyone else: it must be a regular file (not a
- * symlink), owned by root or by us, not writable by group or others, and executable.
+ * this package. It runs as root, so it must pass nativeHelperProblem's checks.
  */
 export function findLauncher(configured?: string): string {
-  const path = configured ?? (defaultLauncher ??= join(packageRoot(), 'build', 'svmm-launch'));
-  const problem = launcherProblem(path, configured !== undefined);
+  const path = configured ?? builtHelperPath('svmm-launch');
+  if (path === undefined) {
+    throw new ConfigError([{ path: 'runtime.launcherPath', message: 'no sandbox-vmm package.json above this module, so the launcher cannot be found: set runtime.launcherPath' }]);
+  }
+  const problem = nativeHelperProblem('launcher', path, configured !== undefined);
   if (problem) throw new ConfigError([{ path: 'runtime.launcherPath', message: problem }]);
   return path;
-}
-
-function launcherProblem(path: string, configured: boolean): string | undefined {
-  if (!isAbsolute(path)) return `the launcher path ${JSON.stringify(path)} must be absolute`;
-  let stat;
-  try {
-    stat = lstatSync(path);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return configured ? `the launcher ${path} does not exist` : `the launcher ${path} is not built: ${BUILD_HINT}`;
-    return `the launcher ${path} cannot be inspected (${code ?? String(error)})`;
-  }
-  if (stat.isSymbolicLink()) return `the launcher ${path} is a symlink: give the real file, which must be owned by root`;
-  if (!stat.isFile()) return `the launcher ${path} is not a regular file`;
-  const euid = process.geteuid?.();
-  if (stat.uid !== 0 && stat.uid !== euid) return `the launcher ${path} is owned by uid ${stat.uid}, not by root or by this process (uid ${String(euid)}): ${configured ? 'chown it' : `remove it and ${BUILD_HINT}`}`;
-  if ((stat.mode & 0o022) !== 0) return `the launcher ${path} is writable by ${(stat.mode & 0o002) !== 0 ? 'others' : 'its group'} (mode ${(stat.mode & 0o777).toString(8)}): chmod go-w it`;
-  try {
-    accessSync(path, constants.X_OK);
-  } catch {
-    return `the launcher ${path} is not executable (mode ${(stat.mode & 0o777).toString(8)}, or its file system is mounted noexec): ${configured ? 'chmod 755 it' : BUILD_HINT}`;
-  }
-  return undefined;
-}
-
-/** The nearest directory above this module whose package.json is this package's. */
-function packageRoot(): string {
-  const start = dirname(fileURLToPath(import.meta.url));
-  for (let dir = start; ; dir = dirname(dir)) {
-    const manifest = join(dir, 'package.json');
-    if (existsSync(manifest) && readPackageName(manifest) === 'sandbox-vmm') return dir;
-    if (dirname(dir) === dir) {
-      throw new ConfigError([{ path: 'runtime.launcherPath', message: `no sandbox-vmm package.json above ${start}, so the launcher cannot be found: set runtime.launcherPath` }]);
-    }
-  }
-}
-
-function readPackageName(manifest: string): string | undefined {
-  try {
-    const parsed = JSON.parse(readFileSync(manifest, 'utf8')) as { name?: unknown };
-    return typeof parsed.name === 'string' ? parsed.name : undefined;
-  } catch {
-    return undefined;
-  }
 }

@@ -7,7 +7,7 @@ import type { HostProbe } from '../../../src/qemu/devices/index.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
 import { deviceOptions, structureArgv } from '../../helpers/qemu-options.ts';
 
-const noBlockDevices: HostProbe = { isBlockDevice: () => false };
+const noBlockDevices: HostProbe = { isBlockDevice: () => false, isBlockDeviceFd: () => false };
 const boot = { kernel: '/boot/vmlinuz' };
 
 function argv(input: SandboxConfigInput, host: HostProbe = noBlockDevices): QemuArgv {
@@ -111,6 +111,58 @@ describe('taps and passed fds', () => {
       ['net-b', 'tap0'],
       ['net-c', '6'],
     ]);
+  });
+
+  it('hands a multi-queue tap as one fd per queue (fds=), with vhost fds, and never passes queues= with them', () => {
+    const result = argv({
+      boot,
+      devices: [
+        { type: 'net', id: 'mq', tap: { fds: [20, 21], vhostFds: [30, 31] }, queues: 2, vhost: true },
+        { type: 'net', id: 'one', tap: { fds: [22] } },
+        { type: 'net', id: 'named', tap: { ifname: 'tap0' }, queues: 2 },
+      ],
+    });
+    expect(result.fds.filter((f) => f.kind === 'inherit')).toEqual([
+      { fd: 5, kind: 'inherit', from: 20 },
+      { fd: 6, kind: 'inherit', from: 21 },
+      { fd: 7, kind: 'inherit', from: 30 },
+      { fd: 8, kind: 'inherit', from: 31 },
+      { fd: 9, kind: 'inherit', from: 22 },
+    ]);
+    const netdev = (id: string) => Object.fromEntries(structureArgv(result.args).find((o) => o.flag === '-netdev' && o.props?.get('id') === id)?.props ?? []);
+    expect(netdev('net-mq')).toEqual({ type: 'tap', id: 'net-mq', fds: '5:6', vhostfds: '7:8', vhost: 'on' });
+    expect(netdev('net-one')).toEqual({ type: 'tap', id: 'net-one', fd: '9' });
+    expect(netdev('net-named')).toEqual({ type: 'tap', id: 'net-named', ifname: 'tap0', script: 'no', downscript: 'no', queues: '2' });
+    // The frontend still gets its queues' vectors.
+    expect(deviceOptions(result.args).find((d) => d.get('id') === 'mq')?.get('vectors')).toBe('6');
+  });
+
+  it('puts a disk given as an fd in an fd set of its own (-add-fd, before its -blockdev), opened as /dev/fdset/<id>', () => {
+    const result = argv({
+      boot,
+      devices: [
+        { type: 'block', id: 'a', fd: 40 },
+        { type: 'block', id: 'b', path: '/images/b.img' },
+        { type: 'block', id: 'c', fd: 41, readOnly: true, format: 'qcow2' },
+      ],
+    });
+    const structured = structureArgv(result.args);
+    expect(structured.filter((o) => o.flag === '-add-fd').map((o) => o.raw)).toEqual(['fd=5,set=1', 'fd=6,set=2']);
+    expect(result.fds.filter((f) => f.kind === 'inherit')).toEqual([
+      { fd: 5, kind: 'inherit', from: 40 },
+      { fd: 6, kind: 'inherit', from: 41 },
+    ]);
+    const files = structured.filter((o) => o.flag === '-blockdev').map((o) => [o.props?.get('node-name'), o.props?.get('file.driver'), o.props?.get('file.filename'), o.props?.get('read-only')]);
+    expect(files).toEqual([
+      ['drv-a', 'file', '/dev/fdset/1', 'off'],
+      ['drv-b', 'file', '/images/b.img', 'off'],
+      ['drv-c', 'file', '/dev/fdset/2', 'on'],
+    ]);
+    const firstBlockdev = structured.findIndex((o) => o.flag === '-blockdev');
+    expect(structured.findIndex((o) => o.flag === '-add-fd')).toBeLessThan(firstBlockdev);
+    // A block device behind the fd is opened with host_device, as a path to one would be.
+    const hostDevice = argv({ boot, devices: [{ type: 'block', id: 'a', fd: 40 }] }, { isBlockDevice: () => false, isBlockDeviceFd: (fd) => fd === 40 });
+    expect(structureArgv(hostDevice.args).find((o) => o.flag === '-blockdev')?.props?.get('file.driver')).toBe('host_device');
   });
 
   it('numbers the fds 3, 4, … with no gap, whatever mix of sockets and caller fds', () => {
@@ -237,7 +289,7 @@ describe('what each option depends on', () => {
   it('opens a host block device with host_device and a file with file, as the host probe says', () => {
     const input: SandboxConfigInput = { boot, devices: [{ type: 'block', id: 'd', path: '/dev/sdb' }] };
     const driverWith = (host: HostProbe) => options(input, '-blockdev', host).map((b) => b.get('file.driver'));
-    expect(driverWith({ isBlockDevice: (p) => p === '/dev/sdb' })).toEqual(['host_device']);
+    expect(driverWith({ isBlockDevice: (p) => p === '/dev/sdb', isBlockDeviceFd: () => false })).toEqual(['host_device']);
     expect(driverWith(noBlockDevices)).toEqual(['file']);
   });
 });

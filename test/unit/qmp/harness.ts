@@ -7,7 +7,7 @@ import { QmpClient, type QmpConnectOptions } from '../../../src/qmp/index.ts';
 import { FakeQmpServer, type FakeQmpServerOptions } from '../../helpers/fake-qmp-server.ts';
 
 /** Every code the QMP client may reject with. */
-export const QMP_ERROR_CODES = new Set(['QMP_COMMAND_FAILED', 'QMP_TIMEOUT', 'QMP_DISCONNECTED', 'QMP_PROTOCOL', 'QMP_CONNECT_FAILED', 'ABORTED', 'TIMEOUT']);
+export const QMP_ERROR_CODES = new Set(['QMP_COMMAND_FAILED', 'QMP_TIMEOUT', 'QMP_DISCONNECTED', 'QMP_PROTOCOL', 'QMP_CONNECT_FAILED', 'QMP_FD_PASSING_FAILED', 'INVALID_ARGUMENT', 'ABORTED', 'TIMEOUT']);
 
 /** A fake server, closed when the current test ends. */
 export async function startServer(options: FakeQmpServerOptions = {}): Promise<FakeQmpServer> {
