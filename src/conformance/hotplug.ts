@@ -11,6 +11,7 @@ import type { HotplugDevice, HotplugResult, Hypervisor } from '../hypervisor/typ
 import { assertCode, COLD_DEVICE_ID, range, rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
 import { assertCapabilitiesFollowConfig } from './lifecycle.ts';
 import type { ConformanceTestApi } from './options.ts';
+import { assertBehindRootPort, assertDistinctPciPaths } from './pci-paths.ts';
 import { SharedVm } from './shared-vm.ts';
 
 const ROOT_PORTS = 3;
@@ -58,7 +59,9 @@ export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
     assert.equal(result.id, 'conformance-a');
     assert.equal(result.type, 'block');
     assert.ok(typeof result.bus === 'string' && result.bus.length > 0, 'the result names the bus');
-    assert.deepEqual(vm.devices().find((d) => d.id === 'conformance-a'), { id: 'conformance-a', type: 'block', hotplugged: true, bus: result.bus });
+    assert.deepEqual(vm.devices().find((d) => d.id === 'conformance-a'), { id: 'conformance-a', type: 'block', hotplugged: true, bus: result.bus, pci: result.pci });
+    assertBehindRootPort(result);
+    assertDistinctPciPaths(vm.devices());
     if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before + 1), before + 1, 'the guest sees one more disk');
 
     await vm.hotplugRemoveDevice('conformance-a', h.op());
@@ -143,6 +146,14 @@ export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
     const refused = results.flatMap((r, i) => (r.status === 'rejected' ? [{ id: ids[i] as string, error: r.reason as unknown }] : []));
     assert.equal(placed.length, ROOT_PORTS, `all ${ROOT_PORTS} slots are used`);
     assert.equal(new Set(placed.map((r) => r.bus)).size, ROOT_PORTS, 'no two devices share a slot');
+    placed.forEach(assertBehindRootPort);
+    assert.equal(new Set(placed.map((r) => r.pci.path)).size, ROOT_PORTS, 'no two devices share a PCI path');
+    assertDistinctPciPaths(vm.devices());
+    assert.deepEqual(
+      placed.map((r) => vm.devices().find((d) => d.id === r.id)?.pci),
+      placed.map((r) => r.pci),
+      'devices() lists the paths the hotplugs returned',
+    );
     assert.equal(refused.length, 1, 'exactly one hotplug is refused');
     const [{ id: refusedId, error }] = refused as [{ id: string; error: unknown }];
     const noSlot = assertCode<NoFreeSlotError>(error, 'NO_FREE_SLOT', 'the hotplug beyond the slots');
@@ -185,12 +196,18 @@ export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
       const a = await add(vm, 'conformance-sa', { driver: 'virtio-scsi' });
       const b = await add(vm, 'conformance-sb', { driver: 'virtio-scsi' });
       assert.equal(a.bus, b.bus, 'both SCSI disks are on the controller');
+      assert.deepEqual(a.pci, b.pci, "both SCSI disks report the controller's PCI path");
+      assert.ok(a.scsi && b.scsi, 'SCSI disks report their SCSI address');
+      assert.notDeepEqual(a.scsi, b.scsi, 'two SCSI disks have distinct SCSI addresses');
+      assertBehindRootPort({ ...a, id: 'the SCSI controller' });
       if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before + 2), before + 2, 'the guest sees both SCSI disks');
       const ids = range(ROOT_PORTS).map((i) => `conformance-pci${i}`);
       const results = await Promise.allSettled(ids.map((id) => add(vm, id)));
       const placed = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
       assert.equal(placed.length, ROOT_PORTS - 1, 'the controller holds one of the slots');
       assert.ok(placed.every((r) => r.bus !== a.bus));
+      assert.ok(placed.every((r) => r.pci.path !== a.pci.path), "no PCI disk has the SCSI controller's path");
+      assertDistinctPciPaths(vm.devices());
       for (const r of results) if (r.status === 'rejected') assertCode(r.reason, 'NO_FREE_SLOT', 'a PCI disk beyond the slots');
       await removeAllHotplugged(vm);
       if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before), before, 'the guest no longer sees them');

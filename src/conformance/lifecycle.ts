@@ -6,6 +6,7 @@ import type { ConfigError } from '../hypervisor/config/index.ts';
 import type { InvalidStateError, ResourceLimitError, VmStartError, VmStoppingError } from '../hypervisor/errors.ts';
 import type { Hypervisor, HypervisorCapabilities, VmIdentity, VmState } from '../hypervisor/types.ts';
 import { COLD_DEVICE_ID, rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
+import { assertDistinctPciPaths, assertPciPath } from './pci-paths.ts';
 import type { ConformanceTestApi } from './options.ts';
 
 /** Two boot vCPUs and no memory hotplug: resizing is refused at the limits. */
@@ -42,10 +43,12 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
       assert.deepEqual(filled?.cpus, { boot: 2, max: 2 });
       assert.equal(filled?.memory.maxMiB, 256, 'defaults are filled (memory.maxMiB = bootMiB)');
       assert.deepEqual(vm.getPids(), [], 'createVM starts nothing');
-      assert.deepEqual(
-        vm.devices().find((d) => d.id === COLD_DEVICE_ID),
-        { id: COLD_DEVICE_ID, type: 'rng', hotplugged: false },
-      );
+      const cold = vm.devices().find((d) => d.id === COLD_DEVICE_ID);
+      assert.ok(cold, 'the cold device is listed');
+      const { pci, ...listed } = cold;
+      assert.deepEqual(listed, { id: COLD_DEVICE_ID, type: 'rng', hotplugged: false });
+      assert.equal(assertPciPath({ ...listed, pci }).length, 1, 'a cold device is on the root bus');
+      assertDistinctPciPaths(vm.devices());
       assert.deepEqual(vm.devices().filter((d) => d.hotplugged), []);
       assertCapabilitiesFollowConfig(vm);
 

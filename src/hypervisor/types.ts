@@ -2,6 +2,9 @@
 // Cloud Hypervisor or Firecracker backend would implement the same interface (see ARCHITECTURE.md).
 import type { HotplugDeviceInput, SandboxConfig, SandboxConfigInput } from './config/index.ts';
 import type { OperationOptions } from '../util/deadline.ts';
+import type { GuestPciPath, ScsiAddress } from './pci-path.ts';
+
+export type { GuestPciPath, ScsiAddress } from './pci-path.ts';
 
 /**
  * created → starting → running ⇄ paused → stopping → stopped.
@@ -57,6 +60,13 @@ export interface HotplugResult {
   type: HotplugDevice['type'];
   /** Where the device went: a PCIe root port id, or the SCSI controller for scsi disks. */
   bus: string;
+  /**
+   * Where the guest finds it: the PCI path of its function, in Kata's form and as sysfs names it.
+   * A SCSI disk reports its controller's path (and its own address in `scsi`).
+   */
+  pci: GuestPciPath;
+  /** A SCSI disk's address on the controller; absent for other devices. */
+  scsi?: ScsiAddress;
 }
 
 export interface MemoryResizeResult {
@@ -92,7 +102,15 @@ export interface PluggedDevice {
   id: string;
   type: string;
   hotplugged: boolean;
+  /** The root port or SCSI bus of a hot-added device. */
   bus?: string;
+  /**
+   * Where the guest finds it: the PCI path of its function (cold devices too). A SCSI disk reports
+   * its controller's path, a channel the virtio-serial controller's.
+   */
+  pci: GuestPciPath;
+  /** A SCSI disk's address on the controller, when the backend knows it; absent for other devices. */
+  scsi?: ScsiAddress;
 }
 
 export interface Hypervisor {

@@ -14,6 +14,7 @@ import { pickFreeRootPort, assertDeviceChangesSafe } from '../hypervisor/resourc
 import type { HotplugDevice, HotplugResult } from '../hypervisor/types.ts';
 import { waitForRelease, type MockContext } from './context.ts';
 import { hotplugProblem } from './host.ts';
+import { freeScsiAddress, locateMockDevice } from './pci.ts';
 import { SCSI_BUS, SCSI_CONTROLLER_ID, type MockHotDevice, type MockMachine } from './machine.ts';
 
 const SCSI_CONTROLLER_STEP = 'device_add virtio-scsi-pci';
@@ -32,6 +33,7 @@ export async function hotplugDevice(ctx: MockContext, input: HotplugDevice): Pro
   const isScsi = device.type === 'block' && device.driver === 'virtio-scsi';
   const bus = isScsi ? SCSI_BUS : pickFreeRootPort(usedRootPorts(machine), machine.config.hotplug.rootPorts, device.id);
   const record: MockHotDevice = { id: device.id, device, bus, guestAsked: false, released: false };
+  if (isScsi) record.scsi = freeScsiAddress(machine.config, machine.state);
   machine.state.devices.push(record);
   try {
     const steps = plugSteps(device);
@@ -47,7 +49,8 @@ export async function hotplugDevice(ctx: MockContext, input: HotplugDevice): Pro
     machine.state.devices = machine.state.devices.filter((d) => d !== record);
     throw error;
   }
-  return { id: device.id, type: device.type, bus };
+  // From the record itself: the guest may have ejected the device already.
+  return { id: device.id, type: device.type, bus, ...locateMockDevice(device, machine.config, { ...machine.state, devices: [record] }) };
 }
 
 function isColdOnly(type: string): boolean {

@@ -2,7 +2,7 @@
 // what has been plugged. The MockHypervisor drives it as QemuHypervisor drives QEMU over QMP; a
 // detached machine can be taken over by another MockHypervisor, as a running QEMU can.
 import type { HotplugDeviceConfig, SandboxConfig } from '../hypervisor/config/index.ts';
-import type { HypervisorEvent } from '../hypervisor/types.ts';
+import type { HypervisorEvent, ScsiAddress } from '../hypervisor/types.ts';
 import { MockGuest } from './guest.ts';
 import { MockProcess, type MockExit } from './process.ts';
 
@@ -27,6 +27,8 @@ export interface MockHotDevice extends Unpluggable {
   device: HotplugDeviceConfig;
   /** The root port (rpN) or the SCSI bus. */
   bus: string;
+  /** A SCSI disk's address on the controller. */
+  scsi?: ScsiAddress;
 }
 
 export interface MockHotCpu extends Unpluggable {

@@ -33,6 +33,7 @@ import { permissiveHostProbe, realHostProbe, startProblem, type MockHostProbe } 
 import { Listeners } from './listeners.ts';
 import { giveBackIdentity, identityOf, takeIdentity } from './identities.ts';
 import { MockMachine, type MockGuestView } from './machine.ts';
+import { locateMockDevice } from './pci.ts';
 import type { MockProcess } from './process.ts';
 import { resizeMemory, resizeVcpus } from './resize.ts';
 
@@ -397,8 +398,11 @@ export class MockHypervisor implements Hypervisor {
   }
 
   devices(): PluggedDevice[] {
-    const cold: PluggedDevice[] = (this.#config?.devices ?? []).map((d) => ({ id: d.id, type: d.type, hotplugged: false }));
-    const hot: PluggedDevice[] = (this.#machine?.state.devices ?? []).map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus }));
+    const config = this.#config;
+    if (!config) return [];
+    const state = this.#machine?.state;
+    const cold: PluggedDevice[] = config.devices.map((d) => ({ id: d.id, type: d.type, hotplugged: false, ...locateMockDevice(d, config, state) }));
+    const hot: PluggedDevice[] = (state?.devices ?? []).map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus, ...locateMockDevice(d.device, config, state) }));
     return [...cold, ...hot];
   }
 

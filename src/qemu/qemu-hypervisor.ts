@@ -4,7 +4,7 @@ import type { Logger } from '../util/logger.ts';
 import { silentLogger } from '../util/logger.ts';
 import { Deadline, sleep, type OperationOptions } from '../util/deadline.ts';
 import { resolveTimeoutMs } from '../util/timeout.ts';
-import type { SandboxConfig, SandboxConfigInput } from '../hypervisor/config/index.ts';
+import { validateHotplugDevice, type HotplugDeviceConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import {
   AttachError,
   InvalidReplyError,
@@ -53,6 +53,7 @@ import { adoptVm } from './launch/adopt.ts';
 import type { SessionOptions, VmSession } from './launch/session.ts';
 import { checkVcpuThreadIds } from './vcpu-threads.ts';
 import { parseRunState } from './run-state.ts';
+import { pciPathsOf, type DeviceLocation } from './pci-paths.ts';
 
 export interface QemuHypervisorOptions {
   /** pino logger; each VM logs through a child carrying its id. Silent by default. */
@@ -450,8 +451,11 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   devices(): PluggedDevice[] {
-    const cold: PluggedDevice[] = (this.config?.devices ?? []).map((d) => ({ id: d.id, type: d.type, hotplugged: false }));
-    const hot: PluggedDevice[] = this.#hotplug.devices.map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus }));
+    const plan = this.#plan;
+    if (!plan) return [];
+    const paths = pciPathsOf(plan.argv.pci, plan.config.devices);
+    const cold: PluggedDevice[] = plan.config.devices.map((d) => ({ id: d.id, type: d.type, hotplugged: false, ...paths.locate(d, this.#hotplug) }));
+    const hot: PluggedDevice[] = this.#hotplug.devices.map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus, ...paths.locate(d.device, this.#hotplug) }));
     return [...cold, ...hot];
   }
 
@@ -469,9 +473,10 @@ export class QemuHypervisor implements Hypervisor {
 
   hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult> {
     return this.#run('hotplugAddDevice', ['running', 'paused'], options, async (qmp, deadline) => {
-      const result = await hotplugDevice(this.#hotplugContext(qmp, deadline), device);
+      const placed = await hotplugDevice(this.#hotplugContext(qmp, deadline), device);
       await this.#saveState();
-      return result;
+      // hotplugDevice validated it already: this cannot throw.
+      return { ...placed, ...(await this.#confirmPciPath(qmp, deadline, validateHotplugDevice(device), placed.bus)) };
     });
   }
 
@@ -503,6 +508,17 @@ export class QemuHypervisor implements Hypervisor {
         await this.#saveState();
       }
     });
+  }
+
+  /** The guest PCI path of a device just hot-added on `bus`, as QEMU confirms it. */
+  async #confirmPciPath(qmp: QmpClient, deadline: Deadline, device: HotplugDeviceConfig, bus: string): Promise<DeviceLocation> {
+    const plan = this.#plan as LaunchPlan; // #run's states come after createVM or attach
+    const paths = pciPathsOf(plan.argv.pci, plan.config.devices);
+    await paths.confirm(qmp, device, { signal: deadline.signal }, this.#log);
+    // The guest may have ejected it meanwhile: its path is still the one it had.
+    const listed = this.#hotplug.devices.some((d) => d.id === device.id);
+    const state = listed ? this.#hotplug : { ...this.#hotplug, devices: [...this.#hotplug.devices, { id: device.id, device, bus, backends: [] }] };
+    return paths.locate(device, state);
   }
 
   #hotplugContext(qmp: QmpClient, deadline: Deadline): HotplugContext {

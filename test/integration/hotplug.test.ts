@@ -53,7 +53,7 @@ describe('hotplug on a running guest (virtio-mem)', () => {
     const before = await guestDisks(agent);
     const path = rawDisk(scratch.dir, 'raw.img', 'MARKER-RAW-0001', identityOf(vm));
     const result = await vm.hotplugAddDevice({ type: 'block', id: 'raw0', path });
-    expect(result).toEqual({ id: 'raw0', type: 'block', bus: 'rp0' });
+    expect(result).toEqual({ id: 'raw0', type: 'block', bus: 'rp0', pci: { path: '02/00', sysfs: '0000:00:02.0/0000:01:00.0' } });
     const after = await eventually(() => guestDisks(agent), (d) => d.size === before.size + 1);
     const added = [...after].filter(([name]) => !before.has(name));
     expect(added).toHaveLength(1);

@@ -425,7 +425,12 @@ describe('an escaped guest holds only its own QEMU\'s credentials and reaches no
     chownSync(disk, own.uid, own.gid);
     chmodSync(disk, 0o600);
     cleanups.push(() => rmSync(disk, { force: true }));
-    expect(await vm.hotplugAddDevice({ type: 'block', id: 'hp0', path: disk })).toEqual({ id: 'hp0', type: 'block', bus: 'rp0' });
+    expect(await vm.hotplugAddDevice({ type: 'block', id: 'hp0', path: disk })).toEqual({
+      id: 'hp0',
+      type: 'block',
+      bus: 'rp0',
+      pci: { path: '01/00', sysfs: '0000:00:01.0/0000:01:00.0' },
+    });
     // The guest sees it a moment later (bounded polling).
     let disks: string[] = [];
     for (let i = 0; i < 100 && !disks.includes('vda'); i++) {

@@ -2,18 +2,20 @@
 // No shell is involved anywhere, the order is fixed, and every option value is escaped.
 import type { SandboxConfig } from '../../hypervisor/config/index.ts';
 import { coldplugArgs, realHost, type ColdplugContext, type HostProbe } from '../devices/index.ts';
-import { blockArgs, scsiControllerProps } from '../devices/block.ts';
+import { blockArgs, SCSI_CONTROLLER_ID, scsiControllerProps } from '../devices/block.ts';
 import { BOOT_MEMORY_ID, memoryBackendProps, needsBootBackend, VIRTIO_MEM_BACKEND_ID, VIRTIO_MEM_ID } from '../devices/memory.ts';
 import type { RuntimePaths } from '../runtime-paths.ts';
 import type { LaunchFd } from '../launch/launcher.ts';
 import { FdPlan } from './fd-plan.ts';
-import { PciRootBus } from './pci.ts';
+import { PciRootBus, type PciPlan } from './pci.ts';
 import { renderOptions, type OptionProps } from './qemu-opts.ts';
 
 export interface QemuArgv {
   args: string[];
   /** What QEMU finds at fd 3, 4, …: caller fds passed through and listening sockets (the argv refers to them so). */
   fds: readonly LaunchFd[];
+  /** Where each PCI device, controller and root port went. */
+  pci: PciPlan;
 }
 
 /** Hot-plug root ports are rp0 … rp<n-1>; ports for cold VFIO devices are numbered after them. */
@@ -110,6 +112,7 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
     dedicatedRootPort: (what) => {
       const id = rootPortId(config.hotplug.rootPorts + extraRootPorts++);
       args.push(...rootPortArgs(id, pci, what));
+      pci.behind(what, id);
       return id;
     },
     virtioSerialBus: () => {
@@ -121,7 +124,7 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
     },
     scsiBus: () => {
       if (!scsiBus) {
-        args.push(...opt('-device', scsiControllerProps({ bus: 'pcie.0', addr: pci.slot('the SCSI controller') }) as OptionProps, 'driver'));
+        args.push(...opt('-device', scsiControllerProps({ bus: 'pcie.0', addr: pci.slot(SCSI_CONTROLLER_ID, 'the SCSI controller') }) as OptionProps, 'driver'));
         scsiBus = 'scsi0.0';
       }
       return scsiBus;
@@ -151,11 +154,11 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
   for (let i = 0; i < config.hotplug.rootPorts; i++) args.push(...rootPortArgs(rootPortId(i), pci, rootPortId(i)));
   for (const device of config.devices) args.push(...coldplugArgs(device, ctx));
 
-  return { args, fds: fds.fds };
+  return { args, fds: fds.fds, pci: pci.plan };
 }
 
 function rootPortArgs(id: string, pci: PciRootBus, what: string): string[] {
-  const { addr, multifunction, chassis } = pci.rootPort(what);
+  const { addr, multifunction, chassis } = pci.rootPort(id, what);
   // No I/O window: virtio and VFIO devices behind it use MMIO, and the 64 KiB of port I/O would
   // run out after a dozen ports.
   return opt('-device', { driver: 'pcie-root-port', id, bus: 'pcie.0', chassis, addr, multifunction: multifunction ? true : undefined, 'io-reserve': 0 }, 'driver');

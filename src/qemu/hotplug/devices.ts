@@ -19,7 +19,8 @@ import { UndoStack } from './undo.ts';
 /** Rollback and backend deletion must run even when the operation's own deadline is what failed. */
 const CLEANUP_TIMEOUT_MS = 5_000;
 
-export async function hotplugDevice(ctx: HotplugContext, input: HotplugDevice): Promise<HotplugResult> {
+/** The guest PCI path is added by the caller (see pci-paths.ts), from the placement made here. */
+export async function hotplugDevice(ctx: HotplugContext, input: HotplugDevice): Promise<Omit<HotplugResult, 'pci' | 'scsi'>> {
   const type = (input as { type?: unknown }).type;
   if (typeof type === 'string' && isColdOnly(type)) {
     throw new UnsupportedOperationError('hotplugAddDevice', `${type} devices can only be cold-plugged (list them in the config's devices)`);

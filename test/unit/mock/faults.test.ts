@@ -101,7 +101,7 @@ describe('hotplug failures', () => {
     expect(error.step).toBe('device_add');
     expect(error.message).toContain('Duplicate node name');
     expect(vm.devices().filter((d) => d.hotplugged)).toEqual([]);
-    expect(await vm.hotplugAddDevice(disk('d0'))).toEqual({ id: 'd0', type: 'block', bus: 'rp0' });
+    expect(await vm.hotplugAddDevice(disk('d0'))).toEqual({ id: 'd0', type: 'block', bus: 'rp0', pci: { path: '01/00', sysfs: '0000:00:01.0/0000:01:00.0' } });
   });
 
   it('a fault for another device, or a step the device does not go through, stays armed', async () => {
