@@ -10,6 +10,7 @@
  *   --drop-caps          empty the capability bounding set
  *   --die-with-parent    SIGKILL the program when the launcher's parent dies
  *   --chdir DIR          working directory of the program (default: /)
+ *   --netns PATH         enter this network namespace (/run/netns/NAME, /proc/PID/ns/net)
  *
  * Node cannot do these steps itself between fork and exec, and setpriv alone leaves every
  * non-CLOEXEC fd of the caller open and keeps the bounding set. So every privileged step lives in
@@ -23,11 +24,14 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/nsfs.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -59,6 +63,7 @@ static struct {
   int drop_caps;
   int die_with_parent;
   const char *chdir;
+  const char *netns;
   char **argv; /* program and its arguments */
 } opt = { .chdir = "/" };
 
@@ -73,7 +78,7 @@ static void usage(const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   va_end(ap);
   fputs("\n  svmm-launch [--keep-fd N]... [--listen N:PATH]... [--uid N --gid N [--groups A,B]]"
-        " [--drop-caps] [--die-with-parent] [--chdir DIR] -- /absolute/program [args...]\n",
+        " [--drop-caps] [--die-with-parent] [--chdir DIR] [--netns PATH] -- /absolute/program [args...]\n",
         stderr);
   exit(2);
 }
@@ -118,7 +123,7 @@ static int fd_taken(int fd) {
 }
 
 static void parse(int argc, char **argv) {
-  int have_uid = 0, have_gid = 0, have_groups = 0, have_chdir = 0;
+  int have_uid = 0, have_gid = 0, have_groups = 0, have_chdir = 0, have_netns = 0;
   unsigned long long v;
   int i;
   for (i = 1; i < argc; i++) {
@@ -135,7 +140,8 @@ static void parse(int argc, char **argv) {
       continue;
     }
     if (strcmp(a, "--keep-fd") != 0 && strcmp(a, "--listen") != 0 && strcmp(a, "--uid") != 0 &&
-        strcmp(a, "--gid") != 0 && strcmp(a, "--groups") != 0 && strcmp(a, "--chdir") != 0)
+        strcmp(a, "--gid") != 0 && strcmp(a, "--groups") != 0 && strcmp(a, "--chdir") != 0 &&
+        strcmp(a, "--netns") != 0)
       usage("unknown option '%s' (the program follows --)", a);
     if (val == NULL) usage("%s needs a value", a);
     i++;
@@ -172,6 +178,10 @@ static void parse(int argc, char **argv) {
       if (val[0] == '\0') usage("--chdir: empty directory");
       opt.chdir = val;
       have_chdir = 1;
+    } else if (strcmp(a, "--netns") == 0 && !have_netns) {
+      if (val[0] != '/') usage("--netns '%s': not an absolute path", val);
+      opt.netns = val;
+      have_netns = 1;
     } else {
       usage("%s given twice", a);
     }
@@ -276,6 +286,23 @@ static void create_listen_sockets(void) {
   }
 }
 
+/*
+ * Joins the pod's network namespace, so that the taps its CNI plugin made there are the ones the
+ * program opens. Checked to be a network namespace first: setns with CLONE_NEWNET would refuse
+ * another kind too, but NS_GET_NSTYPE lets the error say what the file is.
+ */
+static void enter_netns(void) {
+  int fd = open(opt.netns, O_RDONLY | O_CLOEXEC);
+  int type;
+  if (fd < 0) fail(126, errno, "netns %s", opt.netns);
+  type = ioctl(fd, NS_GET_NSTYPE);
+  /* ENOTTY: not a namespace file at all; older kernels (< 4.11) lack the ioctl and leave it to setns. */
+  if (type < 0 && errno == ENOTTY) fail(126, EINVAL, "netns %s is not a namespace file", opt.netns);
+  if (type >= 0 && type != CLONE_NEWNET) fail(126, EINVAL, "netns %s is not a network namespace", opt.netns);
+  if (setns(fd, CLONE_NEWNET) != 0) fail(126, errno, "setns %s", opt.netns);
+  close(fd);
+}
+
 /* Empties the bounding set, so no later exec (e.g. of a setuid binary) can regain a capability. */
 static void drop_bounding_set(void) {
   FILE *f;
@@ -318,6 +345,8 @@ static void clear_exec_capabilities(void) {
 
 static void setup(pid_t parent) {
   close_inherited_fds();
+  /* Needs CAP_SYS_ADMIN, so before any privilege goes. */
+  if (opt.netns) enter_netns();
   /* Files created from here on (the sockets, then the program's) are their owner's alone. */
   umask(077);
   create_listen_sockets();

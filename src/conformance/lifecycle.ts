@@ -24,6 +24,12 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
       const bad = h.config(spec);
       const error = await rejectsWithCode<ConfigError>(vm.createVM({ ...bad, cpus: { boot: 4, max: 2 } }), 'CONFIG_INVALID', 'createVM with cpus.boot > cpus.max');
       assert.ok(error.paths.includes('cpus.boot'), `the ConfigError names cpus.boot (it names ${error.paths.join(', ')})`);
+      const netnsError = await rejectsWithCode<ConfigError>(
+        vm.createVM({ ...bad, runtime: { ...bad.runtime, netns: '/nonexistent/netns/pod' } }),
+        'CONFIG_INVALID',
+        'createVM with a runtime.netns that does not exist',
+      );
+      assert.deepEqual(netnsError.paths, ['runtime.netns'], 'a missing network namespace is refused at createVM, naming runtime.netns');
       assert.equal(vm.config, undefined, 'a rejected config is not kept');
       assert.equal(vm.state, 'created');
 

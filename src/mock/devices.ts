@@ -68,7 +68,7 @@ function plugSteps(device: HotplugDeviceConfig): string[] {
 }
 
 function hostProblemAt(ctx: MockContext, device: HotplugDeviceConfig, step: string): { message: string } | undefined {
-  const problem = hotplugProblem(device, ctx.host);
+  const problem = hotplugProblem(device, ctx.host, ctx.machine.config.runtime.netns);
   return problem?.step === step ? problem : undefined;
 }
 

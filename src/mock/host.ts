@@ -4,19 +4,24 @@
 import { existsSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { DeviceConfig, HotplugDeviceConfig, SandboxConfig } from '../hypervisor/config/index.ts';
+import { netnsProblem } from '../util/netns.ts';
 
 export interface MockHostProbe {
   /** A file, directory or socket exists at this path. */
   exists(path: string): boolean;
-  /** A network interface of this name exists (the tap QEMU would open). */
-  tapExists(ifname: string): boolean;
+  /** A network interface of this name exists (the tap QEMU would open) in the namespace QEMU would run in (undefined: ours). */
+  tapExists(ifname: string, netns: string | undefined): boolean;
+  /** Why this path is not a network namespace to start in, if it is not. */
+  netnsProblem(path: string): string | undefined;
   /** The host PCI device is bound to vfio-pci, so it can be passed through. */
   vfioReady(hostAddress: string): boolean;
 }
 
 export const realHostProbe: MockHostProbe = {
   exists: (path) => existsSync(path),
-  tapExists: (ifname) => existsSync(`/sys/class/net/${ifname}`),
+  // Another namespace's interfaces are out of sight without entering it: taken as there.
+  tapExists: (ifname, netns) => netns !== undefined || existsSync(`/sys/class/net/${ifname}`),
+  netnsProblem,
   vfioReady: (hostAddress) => {
     try {
       return basename(readlinkSync(`/sys/bus/pci/devices/${hostAddress}/driver`)) === 'vfio-pci';
@@ -27,7 +32,7 @@ export const realHostProbe: MockHostProbe = {
 };
 
 /** A host where everything the config names is there. */
-export const permissiveHostProbe: MockHostProbe = { exists: () => true, tapExists: () => true, vfioReady: () => true };
+export const permissiveHostProbe: MockHostProbe = { exists: () => true, tapExists: () => true, netnsProblem: () => undefined, vfioReady: () => true };
 
 const noSuchFile = 'No such file or directory';
 
@@ -38,18 +43,18 @@ export function startProblem(config: SandboxConfig, host: MockHostProbe): string
   if (boot.initrd && !host.exists(boot.initrd)) return `qemu: could not load initial ram disk '${boot.initrd}'`;
   if (boot.image && !host.exists(boot.image)) return `-blockdev node-name=drv-rootfs: Could not open '${boot.image}': ${noSuchFile}`;
   for (const device of config.devices) {
-    const problem = coldDeviceProblem(device, host);
+    const problem = coldDeviceProblem(device, host, config.runtime.netns);
     if (problem) return problem;
   }
   return undefined;
 }
 
-function coldDeviceProblem(device: DeviceConfig, host: MockHostProbe): string | undefined {
+function coldDeviceProblem(device: DeviceConfig, host: MockHostProbe, netns: string | undefined): string | undefined {
   switch (device.type) {
     case 'block':
     case 'net':
     case 'vfio':
-      return hotplugProblem(device, host)?.message;
+      return hotplugProblem(device, host, netns)?.message;
     case 'fs':
       if (device.driver === 'virtio-fs' && device.socketPath !== undefined && !host.exists(device.socketPath)) return `Failed to connect to '${device.socketPath}': ${noSuchFile}`;
       if (device.driver === 'virtio-fs' && device.sharedDir !== undefined && !host.exists(device.sharedDir)) return `virtiofsd: cannot open '${device.sharedDir}': ${noSuchFile}`;
@@ -63,12 +68,12 @@ function coldDeviceProblem(device: DeviceConfig, host: MockHostProbe): string | 
 }
 
 /** The QMP step at which QEMU would refuse this device, and what it would say. */
-export function hotplugProblem(device: HotplugDeviceConfig, host: MockHostProbe): { step: string; message: string } | undefined {
+export function hotplugProblem(device: HotplugDeviceConfig, host: MockHostProbe, netns: string | undefined): { step: string; message: string } | undefined {
   switch (device.type) {
     case 'block':
       return host.exists(device.path) ? undefined : { step: 'blockdev-add', message: `Could not open '${device.path}': ${noSuchFile}` };
     case 'net':
-      if ('fd' in device.tap || host.tapExists(device.tap.ifname)) return undefined;
+      if ('fd' in device.tap || host.tapExists(device.tap.ifname, netns)) return undefined;
       return { step: 'netdev_add', message: `could not configure /dev/net/tun (${device.tap.ifname}): Operation not permitted` };
     case 'vfio':
       return host.vfioReady(device.hostAddress)

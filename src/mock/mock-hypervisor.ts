@@ -1,7 +1,7 @@
 // A backend that behaves like the QEMU one without running anything: the same state machine,
 // validation, slot and resize rules, events and cleanup, with a simulated guest that only acts while
 // it runs, and armed failures, so that a runtime can test its sandbox lifecycle and its error paths.
-import { parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
+import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
 import { AttachError, InvalidStateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
 import { Lifecycle, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
@@ -143,6 +143,9 @@ export class MockHypervisor implements Hypervisor {
       this.#lifecycle.require('createVM', ['created']);
       if (this.#config) throw new InvalidStateError('createVM', this.state, [], 'createVM was already called; an instance drives one VM, create another instance for another VM');
       const config = parseSandboxConfig(input);
+      const netnsIssue = config.runtime.netns === undefined ? undefined : this.#host.netnsProblem(config.runtime.netns);
+      // As the QEMU backend's createVM: the namespace must be there before anything is made.
+      if (netnsIssue) throw new ConfigError([{ path: 'runtime.netns', message: netnsIssue }]);
       takeIdentity(config, this.#options.processUid ?? 0);
       this.#config = config;
     });

@@ -165,6 +165,12 @@ const runtimeSchema = z.strictObject({
   virtiofsdPath: z.string().min(1).refine(noControl, 'must not contain NUL, newline or carriage return').optional(),
   /** The exec helper that drops privileges and closes fds before QEMU runs. Default: the one built with the package. */
   launcherPath: absolutePath.optional(),
+  /**
+   * The pod's network namespace (/run/netns/<name> or /proc/<pid>/ns/net): QEMU and its helpers
+   * start inside it, so the taps a CNI plugin made there are the ones QEMU opens. Must exist at
+   * createVM; by default they stay in the runtime's own namespace.
+   */
+  netns: absolutePath.optional(),
 });
 
 const hotplugSchema = z.strictObject({

@@ -57,6 +57,7 @@ export class HelperSet {
           launcher: launch.launcher,
           qemuUser: launch.qemuUser,
           detached: config.runtime.detached,
+          netns: config.runtime.netns,
           logger: launch.logger.child({ component: 'virtiofsd', device: device.id }),
           signal: launch.signal,
         });

@@ -11,6 +11,7 @@ import type { Logger } from '../../util/logger.ts';
 import type { RuntimePaths } from '../runtime-paths.ts';
 import { SpawnedProcess, type VmmProcess } from '../process/vmm-process.ts';
 import type { VmIdentity } from '../../hypervisor/types.ts';
+import type { LaunchSpec } from '../launch/launcher.ts';
 
 /** Where distributions put it: the Rust virtiofsd in /usr/libexec, Debian 12's C one with QEMU. */
 const CANDIDATES = ['/usr/libexec/virtiofsd', '/usr/lib/qemu/virtiofsd', '/usr/bin/virtiofsd'];
@@ -26,6 +27,8 @@ export interface VirtiofsdSpec {
   /** QEMU's user, who must be able to connect to the socket. */
   qemuUser: VmIdentity | undefined;
   detached: boolean;
+  /** The pod's network namespace, entered like QEMU's. */
+  netns: string | undefined;
   logger: Logger;
   signal: AbortSignal;
 }
@@ -46,14 +49,20 @@ export function findVirtiofsd(configured: string | undefined): string | undefine
 
 export const VIRTIOFSD_CANDIDATES: readonly string[] = CANDIDATES;
 
+/** How the launcher starts virtiofsd: as root, in the pod's network namespace like QEMU. */
+export function virtiofsdLaunchSpec(spec: Pick<VirtiofsdSpec, 'device' | 'paths' | 'binary' | 'detached' | 'netns'>): LaunchSpec {
+  const socket = spec.paths.virtiofsSocket(spec.device.id);
+  // It keeps root's capabilities: it needs them to build its own sandbox (namespaces, seccomp).
+  return { program: spec.binary, args: virtiofsdArgs(spec.device, socket), fds: [], user: undefined, dropCapabilities: false, dieWithParent: !spec.detached, netns: spec.netns };
+}
+
 /** Starts virtiofsd and resolves once its socket exists and QEMU's user may use it. */
 export async function startVirtiofsd(spec: VirtiofsdSpec): Promise<VmmProcess> {
   const { device, paths } = spec;
   const socket = paths.virtiofsSocket(device.id);
   const proc = SpawnedProcess.spawn({
     launcher: spec.launcher,
-    // It keeps root's capabilities: it needs them to build its own sandbox (namespaces, seccomp).
-    launch: { program: spec.binary, args: virtiofsdArgs(device, socket), fds: [], user: undefined, dropCapabilities: false, dieWithParent: !spec.detached },
+    launch: virtiofsdLaunchSpec(spec),
     detached: spec.detached,
     stderrFile: paths.helperStderr(device.id),
     logger: spec.logger,

@@ -2,14 +2,14 @@
 // and closed to others, the state file must validate, and every process it names must be the one
 // this VM's config would have started (pid + start time, /proc/<pid>/exe, the exact command line,
 // the uid) before anything is signalled or handed to the caller. Then the lease becomes ours.
-import { lstatSync } from 'node:fs';
+import { lstatSync, statSync } from 'node:fs';
 import { AttachError } from '../../hypervisor/errors.ts';
 import { directoryProblem } from '../../util/safe-fs.ts';
 import type { OperationOptions } from '../../util/deadline.ts';
 import type { SavedHelper } from '../helpers/helper-set.ts';
 import { HelperSet } from '../helpers/helper-set.ts';
 import { isManagedVirtioFs, virtiofsdArgs } from '../helpers/virtiofsd.ts';
-import { isProcessAlive, readCmdline, readExe, readUids } from '../process/proc-fs.ts';
+import { isProcessAlive, readCmdline, readExe, readNetnsInode, readUids } from '../process/proc-fs.ts';
 import { AdoptedProcess } from '../process/vmm-process.ts';
 import type { UidLeaseStore } from '../identity/uid-leases.ts';
 import { runtimePaths } from '../runtime-paths.ts';
@@ -46,6 +46,8 @@ export async function adoptVm(dir: string, leases: UidLeaseStore, options: Sessi
   if (!isProcessAlive(saved.pid, saved.startTime)) fail(`QEMU (pid ${saved.pid}) is no longer running`);
   const qemuProblem = processMismatch(saved.pid, plan.qemuPath, [plan.qemuPath, ...plan.argv.args], saved.identity?.uid ?? process.geteuid?.());
   if (qemuProblem) fail(`pid ${saved.pid} is not this VM's QEMU: ${qemuProblem}`);
+  const netnsProblem = netnsMismatch(saved.pid, plan.config.runtime.netns);
+  if (netnsProblem) fail(`pid ${saved.pid} is not this VM's QEMU: ${netnsProblem}`);
   if (saved.qemuPath !== plan.qemuPath) fail(`the state file names QEMU ${saved.qemuPath}, the config resolves to ${plan.qemuPath}`);
   for (const helper of saved.helpers) {
     const problem = helperMismatch(helper, plan);
@@ -81,6 +83,19 @@ function processMismatch(pid: number, exe: string, argv: readonly string[], uid:
   const uids = readUids(pid);
   if (uid !== undefined && (!uids || uids.some((u) => u !== uid))) return `it runs as uid ${uids?.join('/') ?? '?'}, not ${uid}`;
   return undefined;
+}
+
+/** QEMU must still be in the namespace the config names (planVm has checked that the file is one). */
+function netnsMismatch(pid: number, netns: string | undefined): string | undefined {
+  if (netns === undefined) return undefined;
+  const inQemu = readNetnsInode(pid);
+  let expected: number;
+  try {
+    expected = statSync(netns).ino;
+  } catch (error) {
+    return `its network namespace ${netns} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`;
+  }
+  return inQemu === expected ? undefined : `it runs in another network namespace than ${netns}`;
 }
 
 function helperMismatch(helper: SavedHelper, plan: LaunchPlan): string | undefined {

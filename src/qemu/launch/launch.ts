@@ -43,5 +43,6 @@ export function qemuLaunchSpec(plan: LaunchPlan, identity: VmIdentity | undefine
     user: identity,
     dropCapabilities: true,
     dieWithParent: !plan.config.runtime.detached,
+    netns: plan.config.runtime.netns,
   };
 }

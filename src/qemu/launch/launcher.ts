@@ -18,6 +18,8 @@ export interface LaunchSpec {
   user: { uid: number; gid: number; groups: readonly number[] } | undefined;
   dropCapabilities: boolean;
   dieWithParent: boolean;
+  /** A network namespace file the program starts inside. */
+  netns?: string | undefined;
 }
 
 /** Highest fd a spec may place: the stdio array has one entry per fd up to it. */
@@ -42,6 +44,7 @@ export function launcherArgs(spec: LaunchSpec): string[] {
   }
   if (spec.dropCapabilities) args.push('--drop-caps');
   if (spec.dieWithParent) args.push('--die-with-parent');
+  if (spec.netns !== undefined) args.push('--netns', spec.netns);
   args.push('--', spec.program, ...spec.args);
   return args;
 }
@@ -66,6 +69,7 @@ function validate(spec: LaunchSpec): void {
   spec.args.forEach((arg, i) => {
     if (arg.includes('\0')) bad(`args[${i}]`, 'contains a NUL byte');
   });
+  if (spec.netns !== undefined && (!isAbsolute(spec.netns) || spec.netns.includes('\0'))) bad('netns', `must be an absolute path (got ${JSON.stringify(spec.netns)})`);
   const seen = new Set<number>();
   spec.fds.forEach((entry, i) => {
     if (!Number.isInteger(entry.fd) || entry.fd < 3 || entry.fd > MAX_FD) bad(`fds[${i}].fd`, `must be an integer in 3..${MAX_FD} (got ${entry.fd})`);

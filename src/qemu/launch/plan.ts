@@ -8,6 +8,7 @@ import { resolveBinary } from '../binaries.ts';
 import { findVirtiofsd, isManagedVirtioFs, VIRTIOFSD_CANDIDATES } from '../helpers/virtiofsd.ts';
 import { defaultRuntimeBase } from '../runtime-dir.ts';
 import { checkSocketPaths, runtimePaths, type RuntimePaths } from '../runtime-paths.ts';
+import { netnsProblem } from '../../util/netns.ts';
 import { findLauncher } from './launcher.ts';
 
 export interface LaunchPlan {
@@ -23,6 +24,9 @@ export interface LaunchPlan {
 /** Validates the input and resolves everything a launch needs; throws ConfigError naming each problem. */
 export function planVm(input: SandboxConfigInput | SandboxConfig, dirOverride?: string): LaunchPlan {
   const config = parseSandboxConfig(input);
+  const netns = config.runtime.netns;
+  const netnsIssue = netns === undefined ? undefined : netnsProblem(netns);
+  if (netnsIssue) throw new ConfigError([{ path: 'runtime.netns', message: netnsIssue }]);
   const dir = dirOverride ?? config.runtime.dir ?? join(defaultRuntimeBase(), config.id);
   const paths = runtimePaths(dir);
   checkSocketPaths(config, paths, config.runtime.dir === undefined && dirOverride === undefined);

@@ -74,6 +74,16 @@ export function readExe(pid: number): string | undefined {
   }
 }
 
+/** The inode of the network namespace a process is in (what stat() of a netns file gives), or undefined. */
+export function readNetnsInode(pid: number): number | undefined {
+  try {
+    const match = /^net:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/ns/net`));
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** A process's argv as the kernel keeps it (bounded), or undefined when it cannot be read. */
 export function readCmdline(pid: number): string[] | undefined {
   try {

@@ -86,14 +86,14 @@ describe('sandbox config defaults', () => {
       console: { socket: false, logFile: '/var/log/vm.log' },
       hotplug: { rootPorts: 0 },
       hardening: { seccomp: false, user: { uid: 1000, gid: 1000 } },
-      runtime: { dir: '/run/vm', qemuPath: '/opt/qemu/bin/qemu-system-x86_64', detached: true },
+      runtime: { dir: '/run/vm', qemuPath: '/opt/qemu/bin/qemu-system-x86_64', detached: true, netns: '/run/netns/pod-a' },
     });
     expect(config).toMatchObject({
       boot: { kernel: '/boot/vmlinuz', initrd: '/boot/initrd.img', kernelParams: ['console=ttyS0'] },
       console: { socket: false, logFile: '/var/log/vm.log' },
       hotplug: { rootPorts: 0 },
       hardening: { seccomp: false, user: { uid: 1000, gid: 1000 } },
-      runtime: { dir: '/run/vm', qemuPath: '/opt/qemu/bin/qemu-system-x86_64', detached: true },
+      runtime: { dir: '/run/vm', qemuPath: '/opt/qemu/bin/qemu-system-x86_64', detached: true, netns: '/run/netns/pod-a' },
     });
   });
 });

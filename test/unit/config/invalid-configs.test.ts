@@ -26,6 +26,7 @@ const cases: Case[] = [
   { name: 'a relative disk path', input: withDevices(disk({ path: 'disk0.img' })), paths: ['devices[0].path'] },
   { name: 'a relative console log file', input: { boot, console: { logFile: 'console.log' } }, paths: ['console.logFile'] },
   { name: 'a relative runtime dir', input: { boot, runtime: { dir: 'run/vm' } }, paths: ['runtime.dir'] },
+  { name: 'a relative network namespace', input: { boot, runtime: { netns: 'run/netns/pod' } }, paths: ['runtime.netns'] },
   { name: 'a relative memory backing path', input: { boot, memory: { backing: { type: 'file', path: 'mem' } } }, paths: ['memory.backing.path'] },
   { name: 'an empty kernel path', input: { boot: { kernel: '' } }, paths: ['boot.kernel'] },
   { name: 'a NUL in the kernel path', input: { boot: { kernel: '/boot/vmlinuz\0.old' } }, paths: ['boot.kernel'] },

@@ -255,6 +255,22 @@ describe('svmm-launch: what the launched program gets', () => {
     expect(parseProbe(outcome.stderr).cwd).toBe(scratch);
   });
 
+  it('--netns runs the program in that network namespace, entered before the uid change', async () => {
+    const ownNetns = readlinkSync('/proc/self/ns/net');
+    const readNetns = ['--uid', String(NOBODY), '--gid', String(NOBODY), '--drop-caps', '--', '/bin/readlink', '/proc/self/ns/net'];
+    expect(await run(launcher, readNetns)).toMatchObject({ code: 0, stdout: `${ownNetns}\n` });
+    const name = `svmm-unit-${process.pid}`;
+    expect((await run('/usr/sbin/ip', ['netns', 'add', name])).code).toBe(0);
+    try {
+      const podNetns = `net:[${statSync(`/run/netns/${name}`).ino}]`;
+      expect(podNetns).not.toBe(ownNetns);
+      // The program runs as NOBODY without capabilities: only the launcher could have entered it.
+      expect(await run(launcher, ['--netns', `/run/netns/${name}`, ...readNetns])).toMatchObject({ code: 0, stdout: `${podNetns}\n` });
+    } finally {
+      await run('/usr/sbin/ip', ['netns', 'del', name]);
+    }
+  });
+
   it('hands the program listening sockets at the given fds, as root-owned 0600 files, while it runs as another user', async () => {
     const dir = mkdtempSync(join(scratch, 'listen-'));
     const paths = { 3: join(dir, 'three.sock'), 5: join(dir, 'five.sock'), 4: join(dir, 'four.sock') };
@@ -346,6 +362,8 @@ describe('svmm-launch: usage and failures', () => {
     ['a listen fd that is also kept', ['--keep-fd', '3', '--listen', '3:/tmp/x.sock', '--', '/bin/true'], /--listen 3:\/tmp\/x\.sock: fd given twice/],
     ['a listen without a path', ['--listen', '3', '--', '/bin/true'], /--listen '3': expected N:PATH/],
     ['an option without its value', ['--chdir'], /--chdir needs a value/],
+    ['a relative netns', ['--netns', 'run/netns/x', '--', '/bin/true'], /--netns 'run\/netns\/x': not an absolute path/],
+    ['a repeated netns', ['--netns', '/proc/self/ns/net', '--netns', '/proc/self/ns/net', '--', '/bin/true'], /--netns given twice/],
   ];
   it.each(usageCases)('refuses %s with exit status 2', async (_name, args, message) => {
     const outcome = await run(launcher, args);
@@ -380,6 +398,15 @@ describe('svmm-launch: usage and failures', () => {
     expect(outcome).toMatchObject({ code: 126, stderr: `svmm-launch: listen ${path}: File name too long\n` });
   });
 
+  it('exits 126 naming the file when --netns is missing, not a namespace, or another kind of namespace', async () => {
+    expect(await run(launcher, ['--netns', '/nonexistent/ns', '--', '/bin/true'])).toMatchObject({ code: 126, stderr: 'svmm-launch: netns /nonexistent/ns: No such file or directory\n' });
+    expect(await run(launcher, ['--netns', '/etc/passwd', '--', '/bin/true'])).toMatchObject({ code: 126, stderr: 'svmm-launch: netns /etc/passwd is not a namespace file: Invalid argument\n' });
+    expect(await run(launcher, ['--netns', '/proc/self/ns/uts', '--', '/bin/true'])).toMatchObject({
+      code: 126,
+      stderr: 'svmm-launch: netns /proc/self/ns/uts is not a network namespace: Invalid argument\n',
+    });
+  });
+
   it('exits 126 when a kept fd is not open', async () => {
     const outcome = await run(launcher, ['--keep-fd', '200', '--', '/bin/true']);
     expect(outcome).toMatchObject({ code: 126, stderr: 'svmm-launch: keep-fd 200: Bad file descriptor\n' });
@@ -402,6 +429,7 @@ describe('launcherArgs and launcherStdio', () => {
     user: { uid: 107, gid: 107, groups: [108, 109] },
     dropCapabilities: true,
     dieWithParent: true,
+    netns: '/run/netns/pod-a',
   };
 
   it('renders every part of the spec, the program last', () => {
@@ -418,13 +446,15 @@ describe('launcherArgs and launcherStdio', () => {
       '108,109',
       '--drop-caps',
       '--die-with-parent',
+      '--netns',
+      '/run/netns/pod-a',
       '--',
       '/usr/bin/qemu-system-x86_64',
       '-S',
       '-chardev',
       'socket,id=qmp,fd=3,server=on,wait=off',
     ]);
-    expect(launcherArgs({ ...spec, fds: [], user: { uid: 1, gid: 2, groups: [] }, dropCapabilities: false, dieWithParent: false, args: [] })).toEqual([
+    expect(launcherArgs({ ...spec, fds: [], user: { uid: 1, gid: 2, groups: [] }, dropCapabilities: false, dieWithParent: false, netns: undefined, args: [] })).toEqual([
       '--uid',
       '1',
       '--gid',

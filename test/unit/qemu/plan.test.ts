@@ -186,6 +186,19 @@ describe('planVm: refusals', () => {
     expect(refusal(() => planVm(input()), 'runtime.qemuPath')).toBe(`${join(tmp, 'qemu-link')} is not an executable file`);
   });
 
+  it('names runtime.netns for a namespace file that is missing, not a namespace, or not a network namespace', () => {
+    const missing = join(tmp, 'no-such-netns');
+    expect(refusal(() => planVm(input({ runtime: { netns: missing } })), 'runtime.netns')).toBe(`${missing} does not exist (create the namespace first, e.g. \`ip netns add <name>\`)`);
+    expect(refusal(() => planVm(input({ runtime: { netns: qemu } })), 'runtime.netns')).toBe(`${qemu} is not a namespace file (give /run/netns/<name> or /proc/<pid>/ns/net)`);
+    expect(refusal(() => planVm(input({ runtime: { netns: '/proc/self/ns/uts' } })), 'runtime.netns')).toBe('/proc/self/ns/uts is a uts namespace, not a network namespace');
+  });
+
+  it('accepts a network namespace and hands it to nothing but the launch (the argv does not change)', () => {
+    const plan = planVm(input({ runtime: { netns: '/proc/self/ns/net' } }));
+    expect(plan.config.runtime.netns).toBe('/proc/self/ns/net');
+    expect(plan.argv).toEqual(planVm(input()).argv);
+  });
+
   it('names runtime.virtiofsdPath for a sharedDir whose configured virtiofsd is missing', () => {
     const missing = join(tmp, 'missing-virtiofsd');
     expect(refusal(() => planVm(input({ runtime: { virtiofsdPath: missing }, devices: [sharedDir] })), 'runtime.virtiofsdPath')).toBe(`${missing} is not an executable file`);

@@ -3,6 +3,7 @@ import { LineRing } from '../../../src/qemu/process/stderr-ring.ts';
 import { parseSandboxConfig, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
 import { buildQemuArgv } from '../../../src/qemu/argv/index.ts';
 import { qemuLaunchSpec } from '../../../src/qemu/launch/launch.ts';
+import { virtiofsdLaunchSpec } from '../../../src/qemu/helpers/virtiofsd.ts';
 import { findLauncher, launcherArgs, launcherStdio } from '../../../src/qemu/launch/launcher.ts';
 import type { LaunchPlan } from '../../../src/qemu/launch/plan.ts';
 import { SpawnedProcess } from '../../../src/qemu/process/vmm-process.ts';
@@ -82,6 +83,19 @@ describe('how QEMU is launched (qemuLaunchSpec through svmm-launch)', () => {
     const current = qemuLaunchSpec(plan(), undefined);
     expect(current).toMatchObject({ user: undefined, dropCapabilities: true, dieWithParent: true });
     expect(launcherArgs(current).slice(4, launcherArgs(current).indexOf('--'))).toEqual(['--drop-caps', '--die-with-parent']);
+  });
+
+  it('starts QEMU and virtiofsd in runtime.netns, and both in our own namespace without it', () => {
+    const inPod = plan({ runtime: { netns: '/run/netns/pod-a' } });
+    expect(qemuLaunchSpec(inPod, undefined).netns).toBe('/run/netns/pod-a');
+    expect(launcherArgs(qemuLaunchSpec(inPod, undefined))).toEqual(expect.arrayContaining(['--netns', '/run/netns/pod-a']));
+    expect(qemuLaunchSpec(plan(), undefined).netns).toBeUndefined();
+    expect(launcherArgs(qemuLaunchSpec(plan(), undefined))).not.toContain('--netns');
+
+    const device = { type: 'fs', driver: 'virtio-fs', id: 'share', tag: 'share', sharedDir: '/srv/share', queueSize: 1024 } as const;
+    const helper = { device, paths, binary: '/usr/lib/qemu/virtiofsd', detached: false };
+    expect(virtiofsdLaunchSpec({ ...helper, netns: '/run/netns/pod-a' })).toMatchObject({ program: '/usr/lib/qemu/virtiofsd', netns: '/run/netns/pod-a', user: undefined });
+    expect(virtiofsdLaunchSpec({ ...helper, netns: undefined }).netns).toBeUndefined();
   });
 
   it('hands a caller fd (a tap) to QEMU at the fd its netdev names, and nothing else above stderr', () => {
