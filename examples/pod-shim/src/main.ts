@@ -79,8 +79,8 @@ class PodShim {
     report('guest-ready');
 
     // The image read-only, the volumes writable; the guest finds each by its serial number.
-    await this.#plugDisk('rootfs', { path: spec.rootfs.image, format: spec.rootfs.format ?? 'raw', readOnly: true });
-    for (const volume of spec.volumes) await this.#plugDisk(volume.name, { path: join(podDir, `${volume.name}.img`), format: 'raw', readOnly: false });
+    await this.#plugDisk(agent, 'rootfs', { path: spec.rootfs.image, format: spec.rootfs.format ?? 'raw', readOnly: true });
+    for (const volume of spec.volumes) await this.#plugDisk(agent, volume.name, { path: join(podDir, `${volume.name}.img`), format: 'raw', readOnly: false });
     await agent.output(guestNetworkSetup(mac, spec.network.guestAddress), signal);
     report('network-ready', { guestAddress: spec.network.guestAddress, hostAddress: spec.network.hostAddress });
     this.#size = { vcpus: spec.resources.vcpus, memoryMiB: spec.resources.memoryMiB };
@@ -117,10 +117,10 @@ class PodShim {
     this.#undo.push({ what, run });
   }
 
-  async #plugDisk(name: string, disk: { path: string; format: 'raw' | 'qcow2'; readOnly: boolean }): Promise<void> {
+  async #plugDisk(agent: Agent, name: string, disk: { path: string; format: 'raw' | 'qcow2'; readOnly: boolean }): Promise<void> {
     const signal = this.#stop.signal;
     const plugged = await this.#vm.hotplugAddDevice({ type: 'block', id: name, serial: name, ...disk }, { signal });
-    await this.#agent?.output(linkDiskBySerial(name), signal);
+    await agent.output(linkDiskBySerial(name), signal);
     report('disk-ready', { name, bus: plugged.bus, guestPath: `/dev/pod/${name}` });
   }
 
@@ -184,6 +184,9 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const shim = new PodShim(specPath);
+  // A shim lives until it is told to stop, whatever its command does (signal handlers alone do not
+  // keep Node running).
+  setInterval(() => {}, 2 ** 30);
   process.on('SIGTERM', () => void shim.shutdown(0));
   process.on('SIGINT', () => void shim.shutdown(0));
   process.on('SIGHUP', () => shim.reload());
