@@ -17,7 +17,8 @@ const execFileAsync = promisify(execFile);
 const root = process.cwd();
 const work = scratchDir();
 const pod = `shim-${randomBytes(3).toString('hex')}`;
-const vmId = `pod-${pod}`;
+/** A second pod, whose guest never gets to its agent: it is stopped while the shim waits for it. */
+const interruptedPod = `${pod}-b`;
 const net = { guestAddress: '10.88.0.2/24', hostAddress: '10.88.0.1/24', mac: '52:54:00:5e:00:02' };
 const timings: Record<string, string> = {};
 
@@ -136,10 +137,12 @@ describe('examples/pod-shim, built against the packed library', () => {
       shim.child.kill('SIGKILL');
       await shim.exited;
     }
-    await ip('netns', 'del', pod).catch(() => {});
-    rmSync(join('/run/pod-shim', pod), { recursive: true, force: true });
-    rmSync(join(RUNTIME_BASE, vmId), { recursive: true, force: true });
-    dropLeases(vmId);
+    for (const name of [pod, interruptedPod]) {
+      await ip('netns', 'del', name).catch(() => {});
+      rmSync(join('/run/pod-shim', name), { recursive: true, force: true });
+      rmSync(join(RUNTIME_BASE, `pod-${name}`), { recursive: true, force: true });
+      dropLeases(`pod-${name}`);
+    }
     console.info(`pod-shim timings: ${JSON.stringify(timings)}`);
     work.remove();
   });
@@ -217,20 +220,41 @@ describe('examples/pod-shim, built against the packed library', () => {
 
   it('tears everything down on SIGTERM and leaves nothing behind', async () => {
     if (!shim) throw new Error('the shim did not start');
-    const started = await shim.event('started');
-    const qemuPid = started['qemuPid'] as number;
-    const uid = started['uid'] as number;
-    shim.child.kill('SIGTERM');
-    expect(await shim.exited).toBe(0);
-    expect(shim.events.filter((e) => e.event === 'cleanup-failed')).toEqual([]);
-    expect(shim.events.at(-1)).toEqual({ event: 'stopped' });
+    await expectCleanStop(shim, pod);
+  });
 
-    expect(isProcessAlive(qemuPid)).toBe(false);
-    expect(processesRunningAs(new Set([uid]))).toEqual([]);
-    expect(await ip('netns', 'list')).not.toMatch(new RegExp(`^${pod}\\b`, 'm'));
-    expect(existsSync(`/run/netns/${pod}`)).toBe(false);
-    expect(existsSync(join('/run/pod-shim', pod))).toBe(false);
-    expect(existsSync(join(RUNTIME_BASE, vmId))).toBe(false);
-    expect(leasesOnDisk(vmId)).toEqual([]);
+  it('stops cleanly when SIGTERM comes while the shim waits for the guest', async () => {
+    // No such init: the guest's kernel panics and hangs (panic=0), so the agent never answers.
+    const guest = { ...(spec['guest'] as { kernelParams: string[] }) };
+    guest.kernelParams = [...guest.kernelParams, 'rdinit=/no-such-init'];
+    const path = join(work.dir, 'interrupted.json');
+    writeFileSync(path, JSON.stringify({ ...spec, name: interruptedPod, guest }));
+    const interrupted = new ShimProcess(exampleDir, path);
+    try {
+      await interrupted.event('started');
+      await expectCleanStop(interrupted, interruptedPod);
+      expect(interrupted.events.map((e) => e.event)).not.toContain('guest-ready');
+    } finally {
+      interrupted.child.kill('SIGKILL');
+    }
   });
 });
+
+/** SIGTERMs a started shim and checks it exits 0 leaving no process, namespace, directory or lease. */
+async function expectCleanStop(shim: ShimProcess, name: string): Promise<void> {
+  const started = await shim.event('started');
+  const qemuPid = started['qemuPid'] as number;
+  const uid = started['uid'] as number;
+  shim.child.kill('SIGTERM');
+  expect(await shim.exited).toBe(0);
+  expect(shim.events.filter((e) => e.event === 'cleanup-failed' || e.event === 'failed')).toEqual([]);
+  expect(shim.events.at(-1)).toEqual({ event: 'stopped' });
+
+  expect(isProcessAlive(qemuPid)).toBe(false);
+  expect(processesRunningAs(new Set([uid]))).toEqual([]);
+  expect(await ip('netns', 'list')).not.toMatch(new RegExp(`^${name}(\\s|$)`, 'm'));
+  expect(existsSync(`/run/netns/${name}`)).toBe(false);
+  expect(existsSync(join('/run/pod-shim', name))).toBe(false);
+  expect(existsSync(join(RUNTIME_BASE, `pod-${name}`))).toBe(false);
+  expect(leasesOnDisk(`pod-${name}`)).toEqual([]);
+}
