@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', '.cache/', 'bench/results/'] },
+  { ignores: ['dist/', 'node_modules/', '.cache/', 'bench/results/', 'examples/*/dist/', 'examples/*/node_modules/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -13,6 +13,14 @@ export default tseslint.config(
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/no-misused-promises': 'error',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+    },
+  },
+  {
+    // The examples import 'sandbox-vmm', which their own tsconfig finds in their node_modules once
+    // installed; here it is the repository's source (tsconfig.examples.json).
+    files: ['examples/**/*.ts'],
+    languageOptions: {
+      parserOptions: { projectService: false, project: './tsconfig.examples.json', tsconfigRootDir: import.meta.dirname },
     },
   },
   {
