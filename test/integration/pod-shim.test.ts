@@ -159,20 +159,20 @@ describe('examples/pod-shim, built against the packed library', () => {
     expect(library).not.toHaveProperty('integrity');
   });
 
-  it('packs the built library (JS and declarations), the launcher source and its build script, and nothing else', async () => {
+  it('packs the built library (JS and declarations), the native helpers’ sources and their build script, and nothing else', async () => {
     const installed = join(exampleDir, 'node_modules', 'sandbox-vmm');
     const files = (await execFileAsync('find', ['.', '-type', 'f'], { cwd: installed })).stdout
       .split('\n')
       .filter(Boolean)
       .map((path) => path.slice(2));
-    const shipped = new Set(['package.json', 'README.md', 'LICENSE', 'native/svmm-launch.c', 'scripts/build-launcher.mjs', 'build/svmm-launch']);
+    const shipped = new Set(['package.json', 'README.md', 'LICENSE', 'native/svmm-launch.c', 'native/svmm-sendfd.c', 'scripts/build-launcher.mjs', 'build/svmm-launch', 'build/svmm-sendfd']);
     expect(files.filter((path) => !shipped.has(path) && !/^dist\/src\/.+\.(js|d\.ts)$/.test(path))).toEqual([]);
     // Every module has its declarations, including each entry of the exports map.
     const modules = files.filter((path) => path.endsWith('.js'));
     expect(modules.filter((path) => !files.includes(path.replace(/\.js$/, '.d.ts')))).toEqual([]);
     expect(files).toEqual(expect.arrayContaining(['dist/src/index.js', 'dist/src/qmp/index.js', 'dist/src/conformance/index.js', 'LICENSE']));
-    // The package's install script built the launcher on this machine.
-    expect(statSync(join(installed, 'build', 'svmm-launch')).mode & 0o777).toBe(0o755);
+    // The package's install script built the native helpers on this machine.
+    for (const helper of ['svmm-launch', 'svmm-sendfd']) expect(statSync(join(installed, 'build', helper)).mode & 0o777).toBe(0o755);
   });
 
   it('starts the pod in its network namespace, plugs its disks and runs its command, streaming the output', async () => {

@@ -31,13 +31,13 @@ const configs: [string, SandboxConfigInput][] = [
 describe('mock guest PCI paths', () => {
   it.each(configs)('cold devices match the QEMU backend: %s', (_name, input) => {
     const config = parseSandboxConfig({ machine: { accel: 'tcg' }, ...input });
-    const qemu = new PciPaths(buildQemuArgv(config, runtimePaths('/run/vm'), { isBlockDevice: () => false }).pci, config.devices);
+    const qemu = new PciPaths(buildQemuArgv(config, runtimePaths('/run/vm'), { isBlockDevice: () => false, isBlockDeviceFd: () => false }).pci, config.devices);
     for (const device of config.devices) expect(locateMockDevice(device, config, undefined), device.id).toEqual(qemu.locate(device, emptyHotplugState()));
   });
 
   it('hot devices and a hot SCSI controller match the QEMU backend', () => {
     const config = parseSandboxConfig({ machine: { accel: 'tcg' }, boot: { kernel: '/k' }, hotplug: { rootPorts: 10 }, devices: [{ type: 'rng', id: 'rng' }] });
-    const qemu = new PciPaths(buildQemuArgv(config, runtimePaths('/run/vm'), { isBlockDevice: () => false }).pci, config.devices);
+    const qemu = new PciPaths(buildQemuArgv(config, runtimePaths('/run/vm'), { isBlockDevice: () => false, isBlockDeviceFd: () => false }).pci, config.devices);
     const disk = (id: string, driver: 'virtio-blk' | 'virtio-scsi') =>
       ({ type: 'block', id, path: `/img/${id}`, driver, format: 'raw', readOnly: false, cache: 'writeback', aio: 'threads' }) as const;
     const placed = [

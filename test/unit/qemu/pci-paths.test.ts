@@ -16,7 +16,7 @@ import type { Logger } from '../../../src/util/logger.ts';
 import { deviceOptions } from '../../helpers/qemu-options.ts';
 import { FakeQmpServer, QmpErrorReply } from '../../helpers/fake-qmp-server.ts';
 
-const noBlockDevices: HostProbe = { isBlockDevice: () => false };
+const noBlockDevices: HostProbe = { isBlockDevice: () => false, isBlockDeviceFd: () => false };
 
 function build(input: Partial<SandboxConfigInput>): { config: SandboxConfig; plan: PciPlan; args: string[] } {
   const config = parseSandboxConfig({ machine: { accel: 'tcg' }, boot: { kernel: '/k' }, ...input });
