@@ -34,7 +34,8 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
       assert.equal(vm.config, undefined, 'a rejected config is not kept');
       assert.equal(vm.state, 'created');
 
-      const config = h.config(spec);
+      const base = h.config(spec);
+      const config = { ...base, devices: [...(base.devices ?? []), { type: 'channel', id: 'conformance-chan', name: 'conformance.0' } as const] };
       await vm.createVM(config, h.op());
       assert.equal(vm.state, 'created');
       assert.equal(vm.id, config.id);
@@ -50,6 +51,10 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
       assert.equal(assertPciPath({ ...listed, pci }).length, 1, 'a cold device is on the root bus');
       assertDistinctPciPaths(vm.devices());
       assert.deepEqual(vm.devices().filter((d) => d.hotplugged), []);
+      // A channel says where its host side listens (the guest agent's socket, typically); nothing else has a socket.
+      const channel = vm.devices().find((d) => d.id === 'conformance-chan');
+      assert.ok(channel?.socketPath !== undefined && channel.socketPath.endsWith('.sock'), `the channel reports its socketPath (got ${String(channel?.socketPath)})`);
+      for (const d of vm.devices()) assert.equal(d.socketPath !== undefined, d.type === 'channel', `only channels report a socketPath (${d.id})`);
       assertCapabilitiesFollowConfig(vm);
 
       await rejectsWithAnyLibraryError(vm.createVM(h.config(spec)), 'a second createVM');

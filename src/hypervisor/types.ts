@@ -111,6 +111,8 @@ export interface PluggedDevice {
   pci: GuestPciPath;
   /** A SCSI disk's address on the controller, when the backend knows it; absent for other devices. */
   scsi?: ScsiAddress;
+  /** A channel's host side: the unix socket to connect to (e.g. the guest agent's); channels only. */
+  socketPath?: string;
 }
 
 export interface Hypervisor {

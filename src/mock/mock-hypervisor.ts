@@ -27,6 +27,7 @@ import { resolveTimeoutMs } from '../util/timeout.ts';
 import { silentLogger, type Logger } from '../util/logger.ts';
 import type { MockContext } from './context.ts';
 import { leaveDetached, mockRuntimeDir, takeDetached } from './detached.ts';
+import { join } from 'node:path';
 import { hotplugDevice, unplugDevice } from './devices.ts';
 import { MockFaults, type MockOperation } from './faults.ts';
 import { permissiveHostProbe, realHostProbe, startProblem, type MockHostProbe } from './host.ts';
@@ -401,7 +402,14 @@ export class MockHypervisor implements Hypervisor {
     const config = this.#config;
     if (!config) return [];
     const state = this.#machine?.state;
-    const cold: PluggedDevice[] = config.devices.map((d) => ({ id: d.id, type: d.type, hotplugged: false, ...locateMockDevice(d, config, state) }));
+    const cold: PluggedDevice[] = config.devices.map((d) => ({
+      id: d.id,
+      type: d.type,
+      hotplugged: false,
+      ...locateMockDevice(d, config, state),
+      // Where the QEMU backend would put it; nothing listens there.
+      ...(d.type === 'channel' ? { socketPath: join(mockRuntimeDir(config.id), `ch-${d.id}.sock`) } : {}),
+    }));
     const hot: PluggedDevice[] = (state?.devices ?? []).map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus, ...locateMockDevice(d.device, config, state) }));
     return [...cold, ...hot];
   }

@@ -454,7 +454,13 @@ export class QemuHypervisor implements Hypervisor {
     const plan = this.#plan;
     if (!plan) return [];
     const paths = pciPathsOf(plan.argv.pci, plan.config.devices);
-    const cold: PluggedDevice[] = plan.config.devices.map((d) => ({ id: d.id, type: d.type, hotplugged: false, ...paths.locate(d, this.#hotplug) }));
+    const cold: PluggedDevice[] = plan.config.devices.map((d) => ({
+      id: d.id,
+      type: d.type,
+      hotplugged: false,
+      ...paths.locate(d, this.#hotplug),
+      ...(d.type === 'channel' ? { socketPath: plan.paths.channelSocket(d.id) } : {}),
+    }));
     const hot: PluggedDevice[] = this.#hotplug.devices.map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus, ...paths.locate(d.device, this.#hotplug) }));
     return [...cold, ...hot];
   }
