@@ -1,16 +1,19 @@
-import { defineConfig } from 'vitest/config';
+import { defineConfig, type TestProjectInlineConfiguration } from 'vitest/config';
+
+/** The fast suite: fake QMP servers and pure functions, no QEMU. Also what mutation testing runs. */
+export const unitProject: TestProjectInlineConfiguration = {
+  extends: true,
+  test: {
+    name: 'unit',
+    include: ['test/unit/**/*.test.ts'],
+    testTimeout: 10_000,
+  },
+};
 
 export default defineConfig({
   test: {
     projects: [
-      {
-        extends: true,
-        test: {
-          name: 'unit',
-          include: ['test/unit/**/*.test.ts'],
-          testTimeout: 10_000,
-        },
-      },
+      unitProject,
       {
         extends: true,
         test: {

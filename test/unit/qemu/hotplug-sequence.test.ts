@@ -106,7 +106,12 @@ describe('block and net hotplug', () => {
     });
     const error = (await hotplugDevice(ctx, { type: 'block', id: 'd0', path: '/var/d0.img' }).catch((e: unknown) => e)) as HotplugError;
     expect(error.step).toBe('device_add');
-    expect(sent().map(([name]) => name)).toEqual(['blockdev-add', 'device_add', 'blockdev-del']);
+    const cache = { direct: false, 'no-flush': false };
+    expect(sent()).toEqual([
+      ['blockdev-add', { driver: 'raw', 'node-name': 'drv-d0', 'read-only': false, cache, file: { driver: 'file', filename: '/var/d0.img', aio: 'threads', 'read-only': false, cache } }],
+      ['device_add', { driver: 'virtio-blk-pci', id: 'd0', drive: 'drv-d0', bus: 'rp0', 'write-cache': 'on' }],
+      ['blockdev-del', { 'node-name': 'drv-d0' }],
+    ]);
     expect(ctx.state.devices).toEqual([]);
   });
 
@@ -275,7 +280,11 @@ describe('memory resize', () => {
       throw new QmpErrorReply('GenericError', 'not enough space');
     });
     await expect(resizeMemory(ctx, 512)).rejects.toBeInstanceOf(HotplugError);
-    expect(sent().map(([name]) => name)).toEqual(['object-add', 'device_add', 'object-del']);
+    expect(sent()).toEqual([
+      ['object-add', { 'qom-type': 'memory-backend-ram', id: 'mem-dimm0', size: 256 * MiB }],
+      ['device_add', { driver: 'pc-dimm', id: 'dimm0', memdev: 'mem-dimm0' }],
+      ['object-del', { id: 'mem-dimm0' }],
+    ]);
     expect(ctx.state.dimms).toEqual([]);
   });
 

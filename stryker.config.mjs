@@ -1,0 +1,21 @@
+// Mutation testing of the unit tests: `npm run test:mutation` mutates the hotplug code by default;
+// point it at another group with `npm run test:mutation -- --mutate 'src/qmp/**/*.ts'`.
+// Reports go to reports/mutation/ (not in git).
+/** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
+export default {
+  testRunner: 'vitest',
+  vitest: { configFile: 'vitest.stryker.config.ts', related: true },
+  mutate: ['src/qemu/hotplug/**/*.ts'],
+  coverageAnalysis: 'perTest',
+  // A 2-core machine shared with other work.
+  concurrency: 2,
+  reporters: ['clear-text', 'progress', 'html', 'json'],
+  htmlReporter: { fileName: 'reports/mutation/mutation.html' },
+  jsonReporter: { fileName: 'reports/mutation/mutation.json' },
+  // Type checking each mutant would mostly reject mutants that tsc rules out anyway; the tests decide.
+  checkers: [],
+  // Not copied into the sandbox: the guest-image cache (a symlink here) and earlier reports.
+  ignorePatterns: ['/.cache', '/reports', '/dist'],
+  tempDirName: '.stryker-tmp',
+  cleanTempDir: 'always',
+};

@@ -1,0 +1,12 @@
+// What StrykerJS runs against each mutant (stryker.config.mjs): the unit project alone, since the
+// vitest runner cannot pick a project, and the integration suite needs real QEMU.
+import { defineConfig } from 'vitest/config';
+import { unitProject } from './vitest.config.ts';
+
+export default defineConfig({
+  test: {
+    projects: [unitProject],
+    // The QMP fuzz test draws a random seed otherwise: fixed, so a mutant's verdict is repeatable.
+    env: { QMP_FUZZ_SEED: '12345' },
+  },
+});
