@@ -30,6 +30,7 @@ const hotplugSchema = z.strictObject({
       backends: z.array(
         z.discriminatedUnion('kind', [z.strictObject({ kind: z.literal('blockdev'), nodeName: qemuId }), z.strictObject({ kind: z.literal('netdev'), id: qemuId })]),
       ),
+      removalRequested: z.boolean().optional(),
     }),
   ),
   infrastructure: z.array(z.strictObject({ id: qemuId, bus: qemuId })),
