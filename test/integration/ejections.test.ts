@@ -132,4 +132,36 @@ describe('a device the guest ejects on its own', () => {
     await vm.hotplugRemoveDevice('after1');
     expect(events.filter((e) => e.name === 'DEVICE_EJECTED').map((e) => e.data['id'])).toEqual(['late0']);
   });
+  it('the SCSI controller whose slot the guest powers off takes its disks with it; its port is free, and the next SCSI disk brings a new one', async () => {
+    events = [];
+    const markers = ['MARKER-EJECT-S01', 'MARKER-EJECT-S02'];
+    for (const [i, marker] of markers.entries()) {
+      expect((await vm.hotplugAddDevice({ type: 'block', id: `s${i}`, driver: 'virtio-scsi', path: rawDisk(scratch.dir, `s${i}.img`, marker, identityOf(vm)) })).bus).toBe('scsi0.0');
+    }
+    const disks = await Promise.all(markers.map((marker) => eventually(() => diskWithMarker(agent, marker), (d) => d !== undefined)));
+    expect(disks.every((d) => d?.startsWith('sd'))).toBe(true);
+
+    await powerOffSlotOf(agent, `/sys/block/${disks[0]}/device`);
+    // QEMU names the disks (in an order of its own) before the controller.
+    const reported = await eventually(() => events.filter((e) => e.name === 'DEVICE_EJECTED'), (list) => list.length >= 2);
+    expect(reported.sort((a, b) => String(a.data['id']).localeCompare(String(b.data['id'])))).toEqual([
+      { name: 'DEVICE_EJECTED', data: { id: 's0', type: 'block', bus: 'scsi0.0' } },
+      { name: 'DEVICE_EJECTED', data: { id: 's1', type: 'block', bus: 'scsi0.0' } },
+    ]);
+    expect(vm.devices().filter((d) => d.hotplugged)).toEqual([]);
+    for (const marker of markers) expect(await diskWithMarker(agent, marker)).toBeUndefined();
+
+    // Both ports are free: the controller's too.
+    const ports = [];
+    for (const id of ['v0', 'v1']) ports.push((await vm.hotplugAddDevice({ type: 'block', id, path: rawDisk(scratch.dir, `${id}.img`, `MARKER-${id}`, identityOf(vm)) })).bus);
+    expect(ports.sort()).toEqual(['rp0', 'rp1']);
+    await vm.hotplugRemoveDevice('v0');
+    // A new SCSI disk adds a controller again (on the port just freed), and reuses its id and node name.
+    const again = await vm.hotplugAddDevice({ type: 'block', id: 's0', driver: 'virtio-scsi', path: rawDisk(scratch.dir, 's0b.img', 'MARKER-EJECT-S03', identityOf(vm)) });
+    expect(again.bus).toBe('scsi0.0');
+    expect(await eventually(() => diskWithMarker(agent, 'MARKER-EJECT-S03'), (d) => d !== undefined)).toBeDefined();
+    await vm.hotplugRemoveDevice('s0');
+    await vm.hotplugRemoveDevice('v1');
+    expect(events.filter((e) => e.name === 'DEVICE_EJECTED')).toHaveLength(2);
+  });
 });

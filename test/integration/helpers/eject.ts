@@ -4,14 +4,14 @@
 import type { GuestAgent } from '../../guest/index.ts';
 
 /**
- * Powers off, in the guest, the hot-plug slot of the PCI function behind `deviceLink` (a sysfs link
- * to the virtio device, e.g. /sys/block/vdb/device or /sys/class/net/eth1/device). Returns the
- * slot's name and the function's address.
+ * Powers off, in the guest, the hot-plug slot of the PCI function `deviceLink` sits under (a sysfs
+ * link such as /sys/block/vdb/device, /sys/block/sda/device or /sys/class/net/eth1/device). Returns
+ * the slot's name and the function's address.
  */
 export async function powerOffSlotOf(agent: GuestAgent, deviceLink: string): Promise<{ slot: string; address: string }> {
-  // The virtio device's parent is the PCI function; a slot's `address` is that function's bus:device.
+  // The last PCI address in the device's path is its function; a slot's `address` is its bus:device.
   const out = await agent.runOk(
-    `pci=$(basename "$(readlink -f ${deviceLink}/..)"); for s in /sys/bus/pci/slots/*; do [ "$(cat $s/address)" = "\${pci%.*}" ] && echo "\${s##*/} $pci" && echo 0 > $s/power; done; true`,
+    `pci=$(readlink -f ${deviceLink} | grep -o '[0-9a-f]\\{4\\}:[0-9a-f]\\{2\\}:[0-9a-f]\\{2\\}\\.[0-7]' | tail -n 1); for s in /sys/bus/pci/slots/*; do [ "$(cat $s/address)" = "\${pci%.*}" ] && echo "\${s##*/} $pci" && echo 0 > $s/power; done; true`,
   );
   const [slot, address] = out.trim().split(' ');
   if (!slot || !address) throw new Error(`no hot-plug slot holds the PCI function behind ${deviceLink}`);
