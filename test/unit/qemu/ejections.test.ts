@@ -41,7 +41,7 @@ interface Rig {
   order: string[];
 }
 
-function rig(config: Partial<SandboxConfigInput> = {}, removalTimeoutMs = 2_000): Rig {
+function rig(config: Partial<SandboxConfigInput> = {}, removalTimeoutMs = 2_000, qemuGone = () => false): Rig {
   const deadline = new Deadline('test', { timeoutMs: 5_000 });
   deadlines.push(deadline);
   const ctx: HotplugContext = {
@@ -57,7 +57,7 @@ function rig(config: Partial<SandboxConfigInput> = {}, removalTimeoutMs = 2_000)
   const order: string[] = [];
   const reconciler = new EjectionReconciler({
     state: () => ctx.state,
-    context: (cleanup) => ({ ...ctx, deadline: cleanup }),
+    context: (cleanup) => (qemuGone() ? undefined : { ...ctx, deadline: cleanup }),
     saveState: () => {
       saved.push(ctx.state.devices.map((d) => d.id));
       order.push('save');
@@ -166,6 +166,34 @@ describe('an unrequested DEVICE_DELETED', () => {
     expect(r.ctx.state.devices).toEqual([]);
     await hotplugDevice(r.ctx, { type: 'block', id: 's2', path: '/var/s2.img', driver: 'virtio-scsi' });
     expect(r.ctx.state.infrastructure).toEqual([{ id: 'scsi0', bus: 'rp0' }]);
+  });
+
+  it('of the SCSI controller with no disk left frees its port and saves the state, reporting nothing', async () => {
+    const r = rig();
+    await hotplugDevice(r.ctx, { type: 'block', id: 's0', path: '/var/s0.img', driver: 'virtio-scsi' });
+    server.handle('device_del', (args) => {
+      server.sendEvent('DEVICE_DELETED', { device: String(args?.['id']) });
+      return {};
+    });
+    await unplugDevice(r.ctx, 's0');
+    server.sendEvent('DEVICE_DELETED', { path: '/machine/peripheral/scsi0' });
+    await settle(r);
+    expect(r.ctx.state.infrastructure).toEqual([]);
+    expect(r.saved).toEqual([[]]);
+    expect(r.reported).toEqual([]);
+  });
+
+  it('arriving while QEMU is being torn down sends nothing, and still takes the device out of the books', async () => {
+    let gone = false;
+    const r = rig({}, 2_000, () => gone);
+    await hotplugDevice(r.ctx, { type: 'block', id: 'd0', path: '/var/d0.img' });
+    gone = true;
+    const from = server.received.length;
+    server.sendEvent('DEVICE_DELETED', { device: 'd0' });
+    await settle(r);
+    expect(sentSince(from)).toEqual([['query-status', undefined]]);
+    expect(r.ctx.state.devices).toEqual([]);
+    expect(r.reported).toEqual([ejected('d0', 'block', 'rp0')]);
   });
 
   it('whose backend cannot be deleted still takes the device out of the books and is reported', async () => {
@@ -277,7 +305,7 @@ describe('catching up when a process takes the VM over', () => {
     server.handle('device_del', () => ({}));
     await expect(unplugDevice(r.ctx, 'asked')).rejects.toBeInstanceOf(DeviceRemovalTimeoutError);
     // QEMU names its peripherals, and properties that are no device ids.
-    server.handle('qom-list', () => [{ name: 'type', type: 'string' }, child('kept'), child('rp0'), child('rp1')]);
+    server.handle('qom-list', () => [{ name: 'type', type: 'string' }, child('kept'), null, 'gone', { name: 7 }, child('rp0'), child('rp1')]);
     const from = server.received.length;
     await r.reconciler.catchUp(qmp, { timeoutMs: 1_000 });
     await r.reconciler.settled();
