@@ -188,6 +188,40 @@ export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
     assert.deepEqual(await vm.resizeMemory(256, h.op()), { previousMiB: 256, currentMiB: 256 });
   }, ms);
 
+  const ejectDevice = h.options.faults?.ejectDevice;
+  if (ejectDevice) {
+    t.it('a device the guest ejects on its own leaves devices(), frees its slot and backend, and is reported once', async () => {
+      const vm = await shared.get();
+      const id = 'conformance-ejected';
+      const disks = probes.diskCount?.bind(probes);
+      const before = disks ? await disks(vm) : 0;
+      const plugged = await add(vm, id);
+      // The guest can only give up what it has.
+      if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before + 1), before + 1, 'the guest sees the disk');
+      await h.within(Promise.resolve(ejectDevice(vm, id)), 'the guest ejects the disk');
+      const gone = await h.eventually(() => Promise.resolve(vm.devices().find((d) => d.id === id)), (d) => d === undefined);
+      assert.equal(gone, undefined, 'the ejected device is no longer listed');
+      if (h.options.events) {
+        const { deviceEjected } = h.options.events;
+        const reported = await h.eventually(() => Promise.resolve(shared.events.filter((e) => deviceEjected(e, id)).length), (n) => n > 0);
+        assert.equal(reported, 1, 'the ejection was reported once');
+      }
+      await rejectsWithCode(vm.hotplugRemoveDevice(id, h.op()), 'DEVICE_NOT_FOUND', 'removal of an ejected device');
+      if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before), before, 'the guest no longer has the disk');
+
+      // Its slot and its id (and so its backend's name) are free: the same id lands on the same slot.
+      const again = await add(vm, id);
+      assert.equal(again.bus, plugged.bus, 'the freed slot is the one handed out');
+      if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before + 1), before + 1, 'the guest sees the disk again');
+      await vm.hotplugRemoveDevice(id, h.op());
+      if (h.options.events) {
+        const { deviceEjected } = h.options.events;
+        assert.equal(shared.events.filter((e) => deviceEjected(e, id)).length, 1, 'a removal the caller asked for is no ejection');
+      }
+      if (disks) assert.equal(await h.eventually(() => disks(vm), (n) => n === before), before, 'the guest no longer has the disk');
+    }, ms);
+  }
+
   if (h.options.scsi) {
     t.it('SCSI disks share one controller, which takes one slot the first time', async () => {
       const vm = await shared.get();

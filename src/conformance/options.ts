@@ -1,7 +1,7 @@
 // What a backend hands the conformance suite: how to make one, the config its guest boots with, and
 // optional ways to look inside the guest and to make the hypervisor fail.
 import type { SandboxConfigInput } from '../hypervisor/config/index.ts';
-import type { Hypervisor, HypervisorEvent } from '../hypervisor/types.ts';
+import { DEVICE_EJECTED, type Hypervisor, type HypervisorEvent } from '../hypervisor/types.ts';
 
 /**
  * The test framework's registration functions (vitest, jest, mocha, node:test all fit). Tests in a
@@ -41,6 +41,12 @@ export interface ConformanceFaults {
   crash?: (vm: Hypervisor) => Promise<void> | void;
   /** Make the guest kernel panic (the config has a pvpanic device). */
   panic?: (vm: Hypervisor) => Promise<void> | void;
+  /**
+   * Make the guest give up hot-plugged device `id` on its own, as a guest that powers the device's
+   * slot off does (QEMU: `echo 0 > /sys/bus/pci/slots/<n>/power` in the guest). Resolve once the
+   * guest has done it.
+   */
+  ejectDevice?: (vm: Hypervisor, id: string) => Promise<void> | void;
 }
 
 /** How the backend reports events the suite checks; false checks none. */
@@ -49,6 +55,8 @@ export interface ConformanceEvents {
   deviceRemoved: (event: HypervisorEvent, id: string) => boolean;
   /** The event saying the guest panicked (QEMU: GUEST_PANICKED). */
   guestPanicked: (event: HypervisorEvent) => boolean;
+  /** The event saying the guest ejected device `id` on its own (DEVICE_EJECTED with data.id). */
+  deviceEjected: (event: HypervisorEvent, id: string) => boolean;
 }
 
 export interface ConformanceTimeouts {
@@ -94,6 +102,7 @@ export interface ConformanceOptions {
 export const qemuEvents: ConformanceEvents = {
   deviceRemoved: (event, id) => event.name === 'DEVICE_DELETED' && event.data['device'] === id,
   guestPanicked: (event) => event.name === 'GUEST_PANICKED',
+  deviceEjected: (event, id) => event.name === DEVICE_EJECTED && event.data['id'] === id,
 };
 
 export interface ResolvedConformanceOptions extends ConformanceOptions {

@@ -153,11 +153,32 @@ export interface Hypervisor {
   devices(): PluggedDevice[];
   /** Called once when the hypervisor process ends without stopVM having asked for it. */
   onExit(listener: (info: VmExitInfo) => void): () => void;
-  /** Hypervisor events (e.g. 'GUEST_PANICKED', 'DEVICE_DELETED') as the backend sees them. */
+  /**
+   * Hypervisor events (e.g. 'GUEST_PANICKED', 'DEVICE_DELETED') as the backend sees them, and the
+   * backend's own DEVICE_EJECTED (see DeviceEjectedData).
+   */
   onEvent(listener: (event: HypervisorEvent) => void): () => void;
 }
 
 export interface HypervisorEvent {
   name: string;
   data: Record<string, unknown>;
+}
+
+/**
+ * The name of the event that says the guest gave up a hot-plugged device nobody asked it to remove
+ * (e.g. a guest that ejects a device hot-plugged while it was still booting). When it is emitted the
+ * books are already settled: the device has left devices(), its slot is free for the next hotplug,
+ * its backend is gone from the hypervisor and hotplugRemoveDevice(id) rejects with DeviceNotFoundError.
+ * A removal the caller asked for is never reported this way.
+ */
+export const DEVICE_EJECTED = 'DEVICE_EJECTED';
+
+/** `data` of a DEVICE_EJECTED event. */
+export interface DeviceEjectedData extends Record<string, unknown> {
+  /** The id the device was hot-plugged with. */
+  id: string;
+  type: HotplugDevice['type'];
+  /** The slot it had, now free: a root port id, or the SCSI controller's bus. */
+  bus: string;
 }

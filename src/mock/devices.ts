@@ -132,8 +132,11 @@ async function stepOf(deviceId: string, step: string, promise: Promise<void>): P
 export async function unplugDevice(ctx: MockContext, id: string): Promise<void> {
   const { machine } = ctx;
   const record = machine.state.devices.find((d) => d.id === id);
-  if (!record) throw new DeviceNotFoundError(id);
+  // A device the guest already ejected is gone for the caller too (see ejections.ts).
+  if (!record || record.ejected) throw new DeviceNotFoundError(id);
   assertDeviceChangesSafe('hotplugRemoveDevice', machine.config, machine.state.vcpuRemoved);
+  // From here the guest letting go of it, asked or not, ends this removal.
+  record.removalRequested = true;
   await ctx.delay();
   if (!record.released) {
     if (!ctx.faults.takeRemovalTimeout(id)) machine.askGuestToRelease(record);

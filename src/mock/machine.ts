@@ -29,6 +29,10 @@ export interface MockHotDevice extends Unpluggable {
   bus: string;
   /** A SCSI disk's address on the controller. */
   scsi?: ScsiAddress;
+  /** A removal was asked for (the guest's release of it ends that removal, even after a timeout). */
+  removalRequested?: boolean;
+  /** The guest ejected it on its own: gone for the caller, its backend about to go (see ejections.ts). */
+  ejected?: boolean;
 }
 
 export interface MockHotCpu extends Unpluggable {
@@ -82,6 +86,7 @@ export class MockMachine {
   /** Whether the hypervisor saw the guest panic (it needs a pvpanic device for that). */
   #panicSeen = false;
   #sink: ((event: HypervisorEvent) => void) | undefined;
+  #owed: HypervisorEvent[] = [];
   #changed = deferred();
   /** Aborted when the process ends: whatever the guest was about to do will not happen. */
   readonly #alive = new AbortController();
@@ -108,6 +113,10 @@ export class MockMachine {
   /** Routes this machine's events to one controller (QEMU serves one QMP client). */
   connect(sink: (event: HypervisorEvent) => void): void {
     this.#sink = sink;
+    // What the backend owed a controller that was gone is told to the next, once it listens (as
+    // the QEMU backend's attach reports ejections it finds settled then).
+    const owed = this.#owed.splice(0);
+    if (owed.length > 0) setImmediate(() => owed.forEach((event) => this.#sink?.(event)));
   }
 
   disconnect(): void {
@@ -116,6 +125,12 @@ export class MockMachine {
 
   emit(name: string, data: Record<string, unknown> = {}): void {
     this.#sink?.({ name, data });
+  }
+
+  /** An event of the backend's own: kept for the next controller when none listens. */
+  report(name: string, data: Record<string, unknown>): void {
+    if (this.#sink) this.#sink({ name, data });
+    else this.#owed.push({ name, data });
   }
 
   /** Resolves at the next change of what the guest has done (a release, a memory plug, an exit). */
@@ -183,13 +198,17 @@ export class MockMachine {
 
   /** device_del: the guest lets go of the device, and QEMU reports each deleted part. */
   askGuestToRelease(record: MockHotDevice): void {
-    this.#ask(record, () => {
-      const path = `/machine/peripheral/${record.id}`;
-      // virtio-pci devices report their virtio backend child first, as QEMU 7.2 does.
-      const virtioPci = record.device.type === 'net' || (record.device.type === 'block' && record.device.driver === 'virtio-blk');
-      if (virtioPci) this.emit('DEVICE_DELETED', { path: `${path}/virtio-backend` });
-      this.emit('DEVICE_DELETED', { device: record.id, path });
-    });
+    this.#ask(record, () => this.reportDeleted(record));
+  }
+
+  /** QEMU reports each deleted part of a device. */
+  reportDeleted(record: MockHotDevice | { id: string; device?: undefined }): void {
+    const path = `/machine/peripheral/${record.id}`;
+    // virtio-pci devices report their virtio backend child first, as QEMU 7.2 does.
+    const device = record.device;
+    const virtioPci = device?.type === 'net' || (device?.type === 'block' && device.driver === 'virtio-blk');
+    if (virtioPci) this.emit('DEVICE_DELETED', { path: `${path}/virtio-backend` });
+    this.emit('DEVICE_DELETED', { device: record.id, path });
   }
 
   /** vCPU unplug: QEMU 7.2 reports it only as the removal of the CPU's lapic child, between ACPI status events. */
@@ -224,20 +243,29 @@ export class MockMachine {
     if (target.guestAsked || target.released) return;
     target.guestAsked = true;
     this.#guestActs(() => {
+      // It may have gone meanwhile (the guest ejected it on its own).
+      if (target.released) return;
       target.released = true;
       onRelease();
     });
   }
 
   #guestActs(action: () => void): void {
-    this.guest
-      .act(this.#alive.signal, () => {
+    void this.whenGuestActs(action);
+  }
+
+  /** Runs `action` when the guest gets to it; resolves to false if the process ended first. */
+  async whenGuestActs(action: () => void): Promise<boolean> {
+    try {
+      await this.guest.act(this.#alive.signal, () => {
         action();
         this.#notify();
-      })
-      .catch(() => {
-        // The process ended first: the guest never got to it.
       });
+      return true;
+    } catch {
+      // The process ended first: the guest never got to it.
+      return false;
+    }
   }
 
   // ------------------------------------------------------------ sizes, and what the guest sees
@@ -255,7 +283,7 @@ export class MockMachine {
 
   guestView(): MockGuestView {
     const { config, state } = this;
-    const present = state.devices.filter((d) => !d.released);
+    const present = state.devices.filter((d) => !d.released && !d.ejected);
     const cold = config.devices;
     const dimmMiB = state.dimms.reduce((sum, size) => sum + size, 0);
     return {

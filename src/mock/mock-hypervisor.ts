@@ -29,6 +29,7 @@ import type { MockContext } from './context.ts';
 import { leaveDetached, mockRuntimeDir, takeDetached } from './detached.ts';
 import { join } from 'node:path';
 import { hotplugDevice, unplugDevice } from './devices.ts';
+import { guestEjects } from './ejections.ts';
 import { MockFaults, type MockOperation } from './faults.ts';
 import { permissiveHostProbe, realHostProbe, startProblem, type MockHostProbe } from './host.ts';
 import { Listeners } from './listeners.ts';
@@ -355,6 +356,20 @@ export class MockHypervisor implements Hypervisor {
     return Promise.resolve(machine !== undefined && this.pid !== undefined && machine.panic());
   }
 
+  /**
+   * The guest ejects hot-plugged device `id` on its own, as a guest that powers its slot off does
+   * (for a SCSI disk, the slot of the controller the backend added, with all its disks). It acts only
+   * while its vCPUs run. Resolves once the backend has reacted, to whether it happened: the device
+   * left devices() and DEVICE_EJECTED was emitted, or, if its removal had been asked for, that
+   * removal can finish. False for an id that is not hot-plugged (cold devices cannot be ejected).
+   */
+  ejectGuestDevice(id: string): Promise<boolean> {
+    // The guest acts whether or not a process owns the VM (after detach, the next owner hears of it).
+    const machine = this.#machine;
+    if (!machine || machine.process.hasExited) return Promise.resolve(false);
+    return guestEjects(machine, id);
+  }
+
   // ---------------------------------------------------------------- queries
 
   getPids(): number[] {
@@ -410,7 +425,7 @@ export class MockHypervisor implements Hypervisor {
       // Where the QEMU backend would put it; nothing listens there.
       ...(d.type === 'channel' ? { socketPath: join(mockRuntimeDir(config.id), `ch-${d.id}.sock`) } : {}),
     }));
-    const hot: PluggedDevice[] = (state?.devices ?? []).map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus, ...locateMockDevice(d.device, config, state) }));
+    const hot: PluggedDevice[] = (state?.devices ?? []).filter((d) => !d.ejected).map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus, ...locateMockDevice(d.device, config, state) }));
     return [...cold, ...hot];
   }
 

@@ -37,8 +37,9 @@ import type { ProcessExit } from './process/vmm-process.ts';
 import { taskIds } from './process/proc-fs.ts';
 import { defaultRuntimeBase, ensureRuntimeBase, leaseDirOf } from './runtime-dir.ts';
 import { serializeState, STATE_FILE_VERSION } from './state-file.ts';
-import { emptyHotplugState, type HotplugState } from './hotplug/state.ts';
+import { emptyHotplugState, isEjecting, type HotplugState } from './hotplug/state.ts';
 import { hotplugDevice, unplugDevice } from './hotplug/devices.ts';
+import { EjectionReconciler } from './hotplug/ejections.ts';
 import type { HotplugContext } from './hotplug/context.ts';
 import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
@@ -115,6 +116,17 @@ export class QemuHypervisor implements Hypervisor {
   #stopPromise: Promise<void> | undefined;
   readonly #exitListeners = new Set<(info: VmExitInfo) => void>();
   readonly #eventListeners = new Set<(event: HypervisorEvent) => void>();
+  /** Settles the books when the guest ejects a hot-plugged device on its own. */
+  readonly #ejections = new EjectionReconciler({
+    state: () => this.#hotplug,
+    context: (deadline) => {
+      const qmp = this.#session?.qmp;
+      return qmp && !qmp.closed && !this.#session?.ending ? this.#hotplugContext(qmp, deadline) : undefined;
+    },
+    saveState: () => this.#saveState(),
+    report: (event) => this.#emit(event),
+    logger: () => this.#log,
+  });
 
   constructor(options: QemuHypervisorOptions = {}) {
     this.#options = options;
@@ -245,9 +257,14 @@ export class QemuHypervisor implements Hypervisor {
   #onQmpEvent(event: QmpEvent): void {
     this.#log.debug({ event: event.event, data: event.data }, 'qmp event');
     if (event.event === 'GUEST_PANICKED') this.#guestPanicked = true;
+    this.#ejections.onQmpEvent(event);
+    this.#emit({ name: event.event, data: event.data });
+  }
+
+  #emit(event: HypervisorEvent): void {
     for (const listener of this.#eventListeners) {
       try {
-        listener({ name: event.event, data: event.data });
+        listener(event);
       } catch (error) {
         this.#log.warn({ err: error }, 'event listener threw');
       }
@@ -375,8 +392,9 @@ export class QemuHypervisor implements Hypervisor {
     vm.#session = session;
     vm.#hotplug = saved.hotplug;
     vm.#log = vm.#logger.child({ vmId: saved.id });
+    let qmp: QmpClient;
     try {
-      const qmp = await session.connectQmp({ signal: options.signal, timeoutMs: options.timeoutMs ?? ATTACH_TIMEOUT_MS });
+      qmp = await session.connectQmp({ signal: options.signal, timeoutMs: options.timeoutMs ?? ATTACH_TIMEOUT_MS });
       const status = parseRunState(await qmp.execute('query-status'));
       vm.#lifecycle.to('starting');
       vm.#lifecycle.to(status === 'running' ? 'running' : 'paused');
@@ -386,6 +404,10 @@ export class QemuHypervisor implements Hypervisor {
       throw new AttachError(runtimeDir, 'QMP did not answer', { cause: error });
     }
     vm.#watchExit();
+    // Devices the guest ejected while no process listened: settled now, reported once settled.
+    await vm.#ejections.catchUp(qmp, { timeoutMs: ATTACH_TIMEOUT_MS }).catch((error: unknown) => {
+      vm.#log.warn({ err: error }, 'could not check which hot-plugged devices QEMU still has');
+    });
     vm.#log.info({ pid: saved.pid }, 'attached');
     return vm;
   }
@@ -461,7 +483,8 @@ export class QemuHypervisor implements Hypervisor {
       ...paths.locate(d, this.#hotplug),
       ...(d.type === 'channel' ? { socketPath: plan.paths.channelSocket(d.id) } : {}),
     }));
-    const hot: PluggedDevice[] = this.#hotplug.devices.map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus, ...paths.locate(d.device, this.#hotplug) }));
+    // A device the guest ejected is gone at once, though its backends may take a moment longer.
+    const hot: PluggedDevice[] = this.#hotplug.devices.filter((d) => !isEjecting(d)).map((d) => ({ id: d.id, type: d.device.type, hotplugged: true, bus: d.bus, ...paths.locate(d.device, this.#hotplug) }));
     return [...cold, ...hot];
   }
 

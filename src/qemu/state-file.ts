@@ -34,6 +34,7 @@ const hotplugSchema = z.strictObject({
           z.strictObject({ kind: z.literal('fdset'), id: z.int().min(0) }),
         ]),
       ),
+      removalRequested: z.boolean().optional(),
     }),
   ),
   infrastructure: z.array(z.strictObject({ id: qemuId, bus: qemuId })),

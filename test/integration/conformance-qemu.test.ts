@@ -6,6 +6,7 @@ import { defineConformanceSuite } from '../../src/conformance/index.ts';
 import type { Hypervisor } from '../../src/hypervisor/types.ts';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import type { GuestAgent } from '../guest/index.ts';
+import { diskWithMarker, powerOffSlotOf } from './helpers/eject.ts';
 import { connectAgent, guestConfig, rawDisk, scratchDir } from './helpers/sandbox.ts';
 
 const scratch = scratchDir();
@@ -56,6 +57,14 @@ defineConformanceSuite(
       // The agent never answers this one: the guest is gone by then.
       panic: async (vm) => {
         await (await agentOf(vm)).run('echo c > /proc/sysrq-trigger', { timeoutMs: 2_000 }).catch(() => undefined);
+      },
+      // The suite's disks begin with the first 16 characters of their name (see `disk`), which
+      // begins with the device id: the guest finds the disk by them and powers its slot off.
+      ejectDevice: async (vm, id) => {
+        const agent = await agentOf(vm);
+        const disk = await diskWithMarker(agent, id.slice(0, 16));
+        if (!disk) throw new Error(`the guest has no disk beginning with ${id.slice(0, 16)}`);
+        await powerOffSlotOf(agent, `/sys/block/${disk}/device`);
       },
     },
     timeouts: { testMs: 180_000, removalMs: 2_000, guestMs: 30_000 },

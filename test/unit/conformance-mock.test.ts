@@ -42,6 +42,9 @@ for (const accel of ['kvm', 'tcg'] as const) {
       faults: {
         crash: (vm) => (vm as MockHypervisor).crashVmm(),
         panic: async (vm) => void (await (vm as MockHypervisor).panicGuest()),
+        ejectDevice: async (vm, id) => {
+          if (!(await (vm as MockHypervisor).ejectGuestDevice(id))) throw new Error(`the mock guest did not eject ${id}`);
+        },
       },
       timeouts: { testMs: 10_000, removalMs: 300, guestMs: 3_000, settleMs: 20 },
     },

@@ -111,7 +111,8 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
     pciSlot: (what) => ({ bus: 'pcie.0', addr: pci.slot(what) }),
     dedicatedRootPort: (what) => {
       const id = rootPortId(config.hotplug.rootPorts + extraRootPorts++);
-      args.push(...rootPortArgs(id, pci, what));
+      // Not hot-pluggable: the guest has no slot to power off, so a cold-plugged device stays.
+      args.push(...rootPortArgs(id, pci, what, false));
       pci.behind(what, id);
       return id;
     },
@@ -157,11 +158,15 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
   return { args, fds: fds.fds, pci: pci.plan };
 }
 
-function rootPortArgs(id: string, pci: PciRootBus, what: string): string[] {
+function rootPortArgs(id: string, pci: PciRootBus, what: string, hotplug = true): string[] {
   const { addr, multifunction, chassis } = pci.rootPort(id, what);
   // No I/O window: virtio and VFIO devices behind it use MMIO, and the 64 KiB of port I/O would
   // run out after a dozen ports.
-  return opt('-device', { driver: 'pcie-root-port', id, bus: 'pcie.0', chassis, addr, multifunction: multifunction ? true : undefined, 'io-reserve': 0 }, 'driver');
+  return opt(
+    '-device',
+    { driver: 'pcie-root-port', id, bus: 'pcie.0', chassis, addr, multifunction: multifunction ? true : undefined, 'io-reserve': 0, hotplug: hotplug ? undefined : false },
+    'driver',
+  );
 }
 
 function isUuid(id: string): boolean {

@@ -13,7 +13,7 @@ import { realHost } from '../devices/context.ts';
 import { within, type HotplugContext } from './context.ts';
 import { takeRootPort } from './slots.ts';
 import { assertDeviceChangesSafe } from '../../hypervisor/resources.ts';
-import type { BackendRef, HotpluggedDevice } from './state.ts';
+import { isEjecting, type BackendRef, type HotpluggedDevice } from './state.ts';
 import { UndoStack } from './undo.ts';
 
 /** Rollback and backend deletion must run even when the operation's own deadline is what failed. */
@@ -161,9 +161,18 @@ function addBackend(ctx: HotplugContext, record: HotpluggedDevice, undo: UndoSta
  */
 export async function unplugDevice(ctx: HotplugContext, id: string): Promise<void> {
   const record = ctx.state.devices.find((d) => d.id === id);
-  if (!record) throw new DeviceNotFoundError(id);
+  // A device the guest already ejected is gone for the caller too (see ejections.ts).
+  if (!record || isEjecting(record)) throw new DeviceNotFoundError(id);
   assertDeviceChangesSafe('hotplugRemoveDevice', ctx.config, ctx.state.vcpuRemoved);
-  await removeFrontend(ctx, id, ctx.removalTimeoutMs);
+  // Set before device_del: its DEVICE_DELETED, however late, ends this removal and is no ejection.
+  record.removalRequested = true;
+  try {
+    await removeFrontend(ctx, id, ctx.removalTimeoutMs);
+  } catch (error) {
+    // QEMU refused device_del: the guest was never asked.
+    if (error instanceof HotplugError) record.removalRequested = false;
+    throw error;
+  }
   // Each backend leaves the record once deleted, so a retry after a failure resumes where it stopped.
   while (record.backends.length > 0) {
     const backend = record.backends[0] as BackendRef;
@@ -223,7 +232,8 @@ export async function removeFrontend(
   }
 }
 
-async function deleteBackend(ctx: HotplugContext, backend: BackendRef, options: { signal?: AbortSignal; timeoutMs?: number }): Promise<void> {
+/** Deletes one backend object; one QEMU no longer has counts as deleted. */
+export async function deleteBackend(ctx: HotplugContext, backend: BackendRef, options: { signal?: AbortSignal; timeoutMs?: number }): Promise<void> {
   try {
     if (backend.kind === 'blockdev') await ctx.qmp.execute('blockdev-del', { 'node-name': backend.nodeName }, options);
     else if (backend.kind === 'netdev') await ctx.qmp.execute('netdev_del', { id: backend.id }, options);

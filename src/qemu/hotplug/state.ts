@@ -9,6 +9,11 @@ export interface HotpluggedDevice {
   bus: string;
   /** Backend objects to delete after the frontend is gone, newest first (a blockdev before the fd set it reads). */
   backends: BackendRef[];
+  /**
+   * hotplugRemoveDevice asked the guest for it (set before device_del, kept after a removal timeout):
+   * its DEVICE_DELETED then ends that removal and is no ejection (see ejections.ts).
+   */
+  removalRequested?: boolean | undefined;
 }
 
 /** What a device's frontend stands on: a block node, a netdev, or the fd set a disk given as an fd reads from. */
@@ -40,4 +45,18 @@ export interface HotplugState {
 
 export function emptyHotplugState(): HotplugState {
   return { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, dimms: [], vcpuRemoved: false };
+}
+
+/**
+ * Devices the guest ejected on its own whose backends are being deleted: already gone for the
+ * caller (not listed, not removable), still holding their id until their backends are gone.
+ */
+const ejecting = new WeakSet<HotpluggedDevice>();
+
+export function markEjecting(device: HotpluggedDevice): void {
+  ejecting.add(device);
+}
+
+export function isEjecting(device: HotpluggedDevice): boolean {
+  return ejecting.has(device);
 }

@@ -136,6 +136,7 @@ describe('serializeState / writeStateFile / readStateFile', () => {
     ['a helper with startTime 0', (raw) => (first(raw['helpers'])['startTime'] = 0)],
     ['an empty hotplug state', (raw) => (raw['hotplug'] = { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, dimms: [], vcpuRemoved: true })],
     ['coreId 0', (raw) => (first(hotplug(raw)['cpus'])['coreId'] = 0)],
+    ['a device whose removal was asked for', (raw) => (first(hotplug(raw)['devices'])['removalRequested'] = true)],
     ['a 64-character id', (raw) => {
       const id = `a${'b'.repeat(63)}`;
       raw['id'] = id;
@@ -185,6 +186,7 @@ describe('serializeState / writeStateFile / readStateFile', () => {
     ['a bus with a space', (raw) => (first(hotplug(raw)['devices'])['bus'] = 'rp 0'), 'hotplug.devices.0.bus'],
     ['an unknown backend kind', (raw) => (first(hotplug(raw)['devices'])['backends'] = [{ kind: 'chardev', id: 'x' }]), 'hotplug.devices.0.backends.0.kind'],
     ['a blockdev backend without nodeName', (raw) => (first(hotplug(raw)['devices'])['backends'] = [{ kind: 'blockdev', id: 'x' }]), 'hotplug.devices.0.backends.0.nodeName'],
+    ['a removalRequested that is not a boolean', (raw) => (first(hotplug(raw)['devices'])['removalRequested'] = 'yes'), 'hotplug.devices.0.removalRequested'],
     ['infrastructure without bus', (raw) => (hotplug(raw)['infrastructure'] = [{ id: 'scsi0' }]), 'hotplug.infrastructure.0.bus'],
     ['a negative coreId', (raw) => (first(hotplug(raw)['cpus'])['coreId'] = -1), 'hotplug.cpus.0.coreId'],
     ['a negative virtioMemMiB', (raw) => (hotplug(raw)['virtioMemMiB'] = -2), 'hotplug.virtioMemMiB'],
