@@ -109,7 +109,8 @@ describe('examples/pod-shim, built against the packed library', () => {
 
     const guest = guestAssets();
     const rootfs = join(work.dir, 'rootfs.img');
-    writeFileSync(rootfs, Buffer.concat([Buffer.from('rootfs-marker-7\n'), Buffer.alloc(4 * 1024 * 1024)]), { mode: 0o644 });
+    // Root's alone: the shim hands it to QEMU as an fd, so QEMU's uid never needs to open it.
+    writeFileSync(rootfs, Buffer.concat([Buffer.from('rootfs-marker-7\n'), Buffer.alloc(4 * 1024 * 1024)]), { mode: 0o600 });
     spec = {
       name: pod,
       guest: { kernel: guest.kernel, initrd: guest.initrd, kernelParams: guest.kernelParams, accel: 'tcg' },

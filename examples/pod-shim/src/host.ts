@@ -1,7 +1,7 @@
 // What the shim does on the host around the VM: the pod's network namespace and tap (the part a CNI
 // plugin does for a real pod), and the scratch volumes. Each step returns its undo.
 import { execFile } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, ftruncateSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { VmIdentity } from 'sandbox-vmm';
@@ -53,14 +53,12 @@ export function createPodDir(path: string): Undo {
   return () => rmSync(path, { recursive: true, force: true });
 }
 
-/** A sparse raw disk of `sizeMiB`, for the VM's uid alone (mode 0600). */
-export function createVolume(path: string, sizeMiB: number, owner: VmIdentity): void {
+/** A sparse raw disk of `sizeMiB`, root's alone (mode 0600): QEMU gets it as an fd, never by path. */
+export function createVolume(path: string, sizeMiB: number): void {
   const fd = openSync(path, 'wx', 0o600);
   try {
     ftruncateSync(fd, sizeMiB * 1024 * 1024);
   } finally {
     closeSync(fd);
   }
-  chownSync(path, owner.uid, owner.gid);
-  chmodSync(path, 0o600);
 }

@@ -11,8 +11,9 @@
 //
 // The shim's own progress goes to stderr as one JSON object a line. It must run as root.
 import { randomBytes } from 'node:crypto';
+import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { isSandboxVmmError, QemuHypervisor, runtimePaths, type SandboxConfigInput } from 'sandbox-vmm';
+import { isSandboxVmmError, QemuHypervisor, type HotplugResult, type SandboxConfigInput } from 'sandbox-vmm';
 import { Agent } from './agent.js';
 import { createNetns, createPodDir, createTap, createVolume, type Undo } from './host.js';
 import { readPodSpec, type PodSpec } from './spec.js';
@@ -63,7 +64,7 @@ class PodShim {
     const identity = this.#vm.identity;
     if (!identity) throw new Error('the VM has no identity of its own: run the shim as root');
     this.#onShutdown('tap', await createTap(spec.name, TAP, identity, spec.network.hostAddress));
-    for (const volume of spec.volumes) createVolume(join(podDir, `${volume.name}.img`), volume.sizeMiB, identity);
+    for (const volume of spec.volumes) createVolume(join(podDir, `${volume.name}.img`), volume.sizeMiB);
 
     await this.#vm.startVM({ signal });
     this.#vm.onExit((info) => {
@@ -72,13 +73,15 @@ class PodShim {
     });
     report('started', { pod: spec.name, qemuPid: this.#vm.getPids()[0], uid: identity.uid, netns: netns.path, tap: TAP, mac });
 
-    const channel = runtimePaths(this.#vm.runtimeDir ?? '').channelSocket(AGENT_CHANNEL.id);
+    const channel = this.#vm.devices().find((d) => d.id === AGENT_CHANNEL.id)?.socketPath;
+    if (!channel) throw new Error('the agent channel has no socket');
     const agent = await Agent.connect(channel, AbortSignal.any([signal, AbortSignal.timeout(BOOT_TIMEOUT_MS)]));
     this.#agent = agent;
     this.#onShutdown('agent channel', () => agent.close());
     report('guest-ready');
 
-    // The image read-only, the volumes writable; the guest finds each by its serial number.
+    // The image read-only, the volumes writable, each opened here and handed to QEMU as an fd (QEMU's
+    // uid needs no access to them); the guest finds each by the PCI path the hotplug reports.
     await this.#plugDisk(agent, 'rootfs', { path: spec.rootfs.image, format: spec.rootfs.format ?? 'raw', readOnly: true });
     for (const volume of spec.volumes) await this.#plugDisk(agent, volume.name, { path: join(podDir, `${volume.name}.img`), format: 'raw', readOnly: false });
     await agent.output(guestNetworkSetup(mac, spec.network.guestAddress), signal);
@@ -119,9 +122,15 @@ class PodShim {
 
   async #plugDisk(agent: Agent, name: string, disk: { path: string; format: 'raw' | 'qcow2'; readOnly: boolean }): Promise<void> {
     const signal = this.#stop.signal;
-    const plugged = await this.#vm.hotplugAddDevice({ type: 'block', id: name, serial: name, ...disk }, { signal });
-    await agent.output(linkDiskBySerial(name), signal);
-    report('disk-ready', { name, bus: plugged.bus, guestPath: `/dev/pod/${name}` });
+    const fd = openSync(disk.path, disk.readOnly ? 'r' : 'r+');
+    let plugged: HotplugResult;
+    try {
+      plugged = await this.#vm.hotplugAddDevice({ type: 'block', id: name, serial: name, fd, format: disk.format, readOnly: disk.readOnly }, { signal });
+    } finally {
+      closeSync(fd); // QEMU holds its own copy now
+    }
+    await agent.output(linkDiskByPciPath(name, plugged.pci.sysfs), signal);
+    report('disk-ready', { name, pciPath: plugged.pci.path, guestPath: `/dev/pod/${name}` });
   }
 
   async #resize(): Promise<void> {
@@ -157,9 +166,14 @@ function vmConfig(spec: PodSpec, netnsPath: string, mac: string): SandboxConfigI
 // Guest-side steps, as shell lines for the test guest's agent (kata-agent has requests for them).
 // Every value in them was checked: names and addresses by the spec, the MAC by createVM.
 
-/** Waits for the disk whose serial is `name` and links it as /dev/pod/<name>. */
-function linkDiskBySerial(name: string): string {
-  return `for i in $(seq 100); do for d in /sys/block/vd*; do [ "$(cat $d/serial 2>/dev/null)" = ${name} ] && mkdir -p /dev/pod && ln -sfn /dev/\${d##*/} /dev/pod/${name} && exit 0; done; sleep 0.1; done; exit 1`;
+/**
+ * Waits for the disk at the reported PCI path (its last hop: the function the guest finds it
+ * under, as Kata's agent does with a PCI path) and links it as /dev/pod/<name>.
+ */
+function linkDiskByPciPath(name: string, sysfsPath: string): string {
+  const fn = sysfsPath.split('/').at(-1) ?? '';
+  if (!/^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/.test(fn)) throw new Error(`unexpected PCI path ${sysfsPath}`);
+  return `for i in $(seq 100); do for b in /sys/bus/pci/devices/${fn}/virtio*/block/*; do [ -e "$b" ] && mkdir -p /dev/pod && ln -sfn /dev/\${b##*/} /dev/pod/${name} && exit 0; done; sleep 0.1; done; exit 1`;
 }
 
 /** Gives the NIC with this MAC its address and brings it up. */
