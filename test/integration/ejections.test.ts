@@ -10,17 +10,8 @@ import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
 import type { GuestAgent } from '../guest/index.ts';
 import { diskWithMarker, nicWithMac, powerOffSlotOf } from './helpers/eject.ts';
 import { connectAgent, createTap, guestConfig, identityOf, rawDisk, scratchDir } from './helpers/sandbox.ts';
+import { eventually } from './helpers/eventually.ts';
 
-/** Retries until `check` holds or the guest's time is up; returns the last value (the caller asserts on it). */
-async function eventually<T>(fn: () => Promise<T> | T, check: (value: T) => boolean, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last = await fn();
-  while (!check(last) && Date.now() < end) {
-    await new Promise((resolve) => setTimeout(resolve, 150));
-    last = await fn();
-  }
-  return last;
-}
 
 const named = (events: HypervisorEvent[], name: string, id: string, key = 'id') => events.filter((e) => e.name === name && e.data[key] === id);
 

@@ -7,6 +7,7 @@ import { closeSync, openSync, readdirSync, readlinkSync, rmSync } from 'node:fs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import type { GuestAgent } from '../guest/index.ts';
+import { eventually } from './helpers/eventually.ts';
 import { connectAgent, guestConfig, rawDisk, scratchDir } from './helpers/sandbox.ts';
 
 const NETNS = `svmm-it-fds-${process.pid}`;
@@ -32,13 +33,6 @@ async function guestMarkers(agent: GuestAgent): Promise<string> {
   return agent.runOk('for d in /sys/block/vd*; do n=${d##*/}; echo "$n $(head -c 16 /dev/$n | tr -c "A-Za-z0-9-" .)"; done');
 }
 
-async function eventually(check: () => Promise<boolean>, what: string): Promise<void> {
-  const end = Date.now() + 20_000;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
 
 describe('fd passing: disks and NICs from the caller’s descriptors', () => {
   const scratch = scratchDir();
@@ -90,7 +84,7 @@ describe('fd passing: disks and NICs from the caller’s descriptors', () => {
       closeSync(fd);
     }
     expect(qemuFdTargets(qemu).filter((t) => t === path).length).toBeGreaterThanOrEqual(1);
-    await eventually(async () => (await guestMarkers(agent as GuestAgent)).includes('MARKER-HOT-FD02.'), 'the hot-plugged disk in the guest');
+    expect(await eventually(() => guestMarkers(agent as GuestAgent), (markers) => markers.includes('MARKER-HOT-FD02.'))).toContain('MARKER-HOT-FD02.');
     await vm.hotplugRemoveDevice('hot-fd');
     expect(await guestMarkers(agent)).not.toContain('MARKER-HOT-FD02.');
     expect(qemuFdTargets(qemu).filter((t) => t === path)).toEqual([]);
@@ -122,8 +116,8 @@ describe('fd passing: disks and NICs from the caller’s descriptors', () => {
     const taps = qemuFdTargets(qemu).filter((t) => t.startsWith(node));
     expect(taps).toHaveLength(2);
 
-    let iface: string | undefined;
-    await eventually(async () => (iface = (await (agent as GuestAgent).netInterfaces()).find((i) => i.mac === macvtap.address)?.name) !== undefined, 'the NIC in the guest');
+    const iface = (await eventually(() => (agent as GuestAgent).netInterfaces(), (list) => list.some((i) => i.mac === macvtap.address))).find((i) => i.mac === macvtap.address)?.name;
+    expect(iface).toBeDefined();
     // The guest negotiated multi-queue (virtio-net feature bit 22, VIRTIO_NET_F_MQ); with one vCPU it uses one pair.
     expect((await agent.runOk(`cat /sys/class/net/${iface}/device/features`)).trim()[22]).toBe('1');
     await agent.runOk(`ip addr add 10.232.0.2/24 dev ${iface} && ip link set ${iface} up`);

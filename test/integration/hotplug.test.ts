@@ -1,4 +1,5 @@
 // Hotplug and resize on the real default guest under TCG, each proven from inside the guest.
+import { closeSync, openSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import {
@@ -13,18 +14,8 @@ import {
 } from '../../src/hypervisor/errors.ts';
 import type { GuestAgent } from '../guest/index.ts';
 import { createTap, guestConfig, guestPerSuite, identityOf, qcow2Disk, rawDisk, scratchDir, tapOwner } from './helpers/sandbox.ts';
+import { eventually } from './helpers/eventually.ts';
 
-/** Retries until the guest reflects a change (it reacts to hotplug asynchronously). */
-async function eventually<T>(fn: () => Promise<T>, check: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: T = await fn();
-  while (!check(last)) {
-    if (Date.now() > end) return last;
-    await new Promise((resolve) => setTimeout(resolve, 150));
-    last = await fn();
-  }
-  return last;
-}
 
 /** Block devices in the guest and the first bytes of each. */
 async function guestDisks(agent: GuestAgent): Promise<Map<string, string>> {
@@ -101,10 +92,12 @@ describe('hotplug on a running guest (virtio-mem)', () => {
     expect(after.map((i) => i.mac)).not.toContain(mac);
   });
 
-  it('rejects a reused id, an unknown id, a tap given as an fd and a cold-plug-only kind', async () => {
+  it('rejects a reused id, an unknown id, a tap fd that is not open and a cold-plug-only kind', async () => {
     await expect(vm.hotplugAddDevice({ type: 'block', id: 'agent', path: rawDisk(scratch.dir, 'dup.img', 'x', identityOf(vm)) })).rejects.toBeInstanceOf(DeviceExistsError);
     await expect(vm.hotplugRemoveDevice('nope')).rejects.toBeInstanceOf(DeviceNotFoundError);
-    await expect(vm.hotplugAddDevice({ type: 'net', id: 'fdnic', tap: { fd: 9 } })).rejects.toBeInstanceOf(UnsupportedOperationError);
+    const closed = openSync('/dev/null', 'r');
+    closeSync(closed);
+    await expect(vm.hotplugAddDevice({ type: 'net', id: 'fdnic', tap: { fd: closed } })).rejects.toMatchObject({ code: 'CONFIG_INVALID', paths: ['device.tap.fd'] });
     const rng = { type: 'rng', id: 'rng0' } as unknown as Parameters<QemuHypervisor['hotplugAddDevice']>[0];
     await expect(vm.hotplugAddDevice(rng)).rejects.toThrow(/rng devices can only be cold-plugged/);
   });

@@ -7,21 +7,11 @@ import type { GuestPciPath, PluggedDevice } from '../../src/hypervisor/types.ts'
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import type { GuestAgent } from '../guest/index.ts';
 import { AGENT_DEVICE_ID, connectAgent, createTap, guestConfig, identityOf, rawDisk, scratchDir } from './helpers/sandbox.ts';
+import { eventually } from './helpers/eventually.ts';
 
 const PCI_ROOT = '/sys/devices/pci0000:00';
 const VIRTIO_VENDOR = '0x1af4';
 
-/** Retries until the guest reflects a change (it reacts to hotplug asynchronously). */
-async function eventually<T>(fn: () => Promise<T>, check: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: T = await fn();
-  while (!check(last)) {
-    if (Date.now() > end) return last;
-    await new Promise((resolve) => setTimeout(resolve, 150));
-    last = await fn();
-  }
-  return last;
-}
 
 /** "key real-path" lines from the guest as a map. */
 async function guestMap(agent: GuestAgent, command: string): Promise<Map<string, string>> {

@@ -1,29 +1,19 @@
 // The mock's guest ejecting a hot-plugged device on its own, with the QEMU backend's rules
 // (test/unit/qemu/ejections.test.ts): the events QEMU would send, what counts as an ejection, and how
 // it meets a removal the caller asked for.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
 import { DeviceNotFoundError, DeviceRemovalTimeoutError } from '../../../src/hypervisor/errors.ts';
 import type { HypervisorEvent } from '../../../src/hypervisor/types.ts';
 import { MockHypervisor } from '../../../src/mock/index.ts';
+import { useMockVms } from './mock-vms.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'svmm-mock-eject-'));
-const kernel = join(dir, 'vmlinuz');
-writeFileSync(kernel, '');
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-const vms: MockHypervisor[] = [];
-afterEach(async () => {
-  for (const vm of vms.splice(0)) await vm.stopVM();
-});
+const { kernel, file, track } = useMockVms('svmm-mock-eject-');
 
 async function running(overrides: Partial<SandboxConfigInput> = {}, removalTimeoutMs = 1_000): Promise<{ vm: MockHypervisor; events: HypervisorEvent[] }> {
   // The host is not asked: the tap and the VFIO device need not exist.
   const vm = new MockHypervisor({ deviceRemovalTimeoutMs: removalTimeoutMs, host: false });
-  vms.push(vm);
+  track(vm);
   const events: HypervisorEvent[] = [];
   vm.onEvent((event) => events.push(event));
   await vm.createVM({ boot: { kernel }, hotplug: { rootPorts: 3 }, ...overrides });
@@ -31,11 +21,7 @@ async function running(overrides: Partial<SandboxConfigInput> = {}, removalTimeo
   return { vm, events };
 }
 
-function image(name: string): string {
-  const path = join(dir, name);
-  writeFileSync(path, '');
-  return path;
-}
+const image = file;
 
 const deviceEvents = (events: HypervisorEvent[]) => events.filter((e) => e.name === 'DEVICE_DELETED' || e.name === 'DEVICE_EJECTED');
 
@@ -100,7 +86,7 @@ describe('the mock guest ejecting a device', () => {
     // The guest runs on without an owner.
     expect(await vm.ejectGuestDevice('d0')).toBe(true);
     const owner = await MockHypervisor.attach(runtimeDir);
-    vms.push(owner);
+    track(owner);
     const heard: HypervisorEvent[] = [];
     owner.onEvent((event) => heard.push(event));
     expect(owner.devices()).toEqual([]);

@@ -1,28 +1,18 @@
 // Who the mock's hypervisor "runs as": the QEMU backend's rules (hypervisor/identity.ts), with fake
 // uids leased from the same range, one per VM from createVM until the VM is gone.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ConfigError, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
 import { VmStartError } from '../../../src/hypervisor/errors.ts';
 import type { VmIdentity } from '../../../src/hypervisor/types.ts';
 import { MockHypervisor, type MockHypervisorOptions } from '../../../src/mock/index.ts';
 import { DEFAULT_UID_RANGE } from '../../../src/hypervisor/identity.ts';
+import { useMockVms } from './mock-vms.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'svmm-mock-identity-'));
-const kernel = join(dir, 'vmlinuz');
-writeFileSync(kernel, '');
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-const vms: MockHypervisor[] = [];
-afterEach(async () => {
-  for (const vm of vms.splice(0)) await vm.stopVM();
-});
+const { kernel, track } = useMockVms('svmm-mock-identity-');
 
 function mock(options: MockHypervisorOptions = {}): MockHypervisor {
   const vm = new MockHypervisor(options);
-  vms.push(vm);
+  track(vm);
   return vm;
 }
 
@@ -103,7 +93,7 @@ describe('the mock hypervisor identity', () => {
     await first.startVM();
     await first.detach();
     const second = await MockHypervisor.attach(first.runtimeDir as string);
-    vms.push(second);
+    track(second);
     expect(second.identity).toEqual(identity);
     // Still leased while the new owner runs it.
     expect((await created()).identity?.uid).not.toBe(identity.uid);
