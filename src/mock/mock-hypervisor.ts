@@ -35,7 +35,7 @@ import { permissiveHostProbe, realHostProbe, startProblem, type MockHostProbe } 
 import { Listeners } from './listeners.ts';
 import { giveBackIdentity, identityOf, takeIdentity } from './identities.ts';
 import { MockMachine, type MockGuestView } from './machine.ts';
-import { locateMockDevice } from './pci.ts';
+import { assertMockPciLayoutFits, locateMockDevice } from './pci.ts';
 import type { MockProcess } from './process.ts';
 import { resizeMemory, resizeVcpus } from './resize.ts';
 
@@ -151,6 +151,7 @@ export class MockHypervisor implements Hypervisor {
       // As the QEMU backend's createVM: the namespace must be there before anything is made.
       if (netnsIssue) throw new ConfigError([{ path: 'runtime.netns', message: netnsIssue }]);
       assertConfigFdsUsable(config);
+      assertMockPciLayoutFits(config);
       takeIdentity(config, this.#options.processUid ?? 0);
       this.#config = config;
     });

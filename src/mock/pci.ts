@@ -1,18 +1,28 @@
 // The mock's guest PCI paths, by the QEMU backend's layout rules: the root image, virtio-mem and
-// the hotplug root ports first (ports packed eight to a slot as functions), then the cold devices
-// in config order, each on a slot of its own; channels share the virtio-serial controller, SCSI
+// the hotplug root ports first, then the cold devices in config order, each on a slot of its own
+// (root ports too); channels share the virtio-serial controller, SCSI
 // disks the SCSI controller, and a VFIO device gets a root port of its own. Buses behind the ports
-// are numbered as the firmware numbers them. The strings come from the shared pci-path module.
+// are numbered as the firmware numbers them. A config that needs more slots than the root bus has
+// is refused as the builder refuses it. The strings come from the shared pci-path module.
 import type { DeviceConfig, HotplugDeviceConfig, SandboxConfig } from '../hypervisor/config/index.ts';
-import { firmwareBusNumbers, guestPciPath, type GuestPciPath, type PciHop, type RootBusFunction, type ScsiAddress } from '../hypervisor/pci-path.ts';
+import {
+  firmwareBusNumbers,
+  FIRST_DEVICE_SLOT,
+  guestPciPath,
+  LAST_DEVICE_SLOT,
+  rootBusFullError,
+  type GuestPciPath,
+  type PciHop,
+  type RootBusSlot,
+  type ScsiAddress,
+} from '../hypervisor/pci-path.ts';
 import { rootPortIds } from '../hypervisor/resources.ts';
 import { SCSI_CONTROLLER_ID, VIRTIO_MEM_ID, type MockHotplugState } from './machine.ts';
 
 const VIRTIO_SERIAL_ID = 'vserial0';
-const FUNCTIONS_PER_SLOT = 8;
 
 interface MockPciLayout {
-  rootBus: Map<string, RootBusFunction>;
+  rootBus: Map<string, RootBusSlot>;
   behindPort: Map<string, string>;
   buses: Map<string, number>;
   coldScsi: Map<string, ScsiAddress>;
@@ -26,28 +36,31 @@ const layouts = new WeakMap<SandboxConfig, MockPciLayout>();
 function layoutOf(config: SandboxConfig): MockPciLayout {
   const known = layouts.get(config);
   if (known) return known;
-  const rootBus = new Map<string, RootBusFunction>();
+  const rootBus = new Map<string, RootBusSlot>();
   const behindPort = new Map<string, string>();
-  let nextSlot = 1;
-  let portSlot = 0;
-  let portFunction = FUNCTIONS_PER_SLOT;
-  const slot = (id: string) => rootBus.set(id, { slot: nextSlot++, function: 0, bridge: false });
-  const port = (id: string) => {
-    if (portFunction === FUNCTIONS_PER_SLOT) [portSlot, portFunction] = [nextSlot++, 0];
-    rootBus.set(id, { slot: portSlot, function: portFunction++, bridge: true });
+  let nextSlot = FIRST_DEVICE_SLOT;
+  let ports = 0;
+  const take = (what: string) => {
+    if (nextSlot > LAST_DEVICE_SLOT) throw rootBusFullError(what, ports);
+    return nextSlot++;
+  };
+  const slot = (id: string, what = id) => rootBus.set(id, { slot: take(what), bridge: false });
+  const port = (id: string, what = id) => {
+    rootBus.set(id, { slot: take(what), bridge: true });
+    ports++;
   };
   if (config.boot.image) slot('rootfs');
   if (config.memory.hotplug === 'virtio-mem') slot(VIRTIO_MEM_ID);
   const hotplugPorts = rootPortIds(config.hotplug.rootPorts);
-  hotplugPorts.forEach(port);
+  for (const id of hotplugPorts) port(id);
   let vfioPorts = 0;
   for (const device of config.devices) {
     if (device.type === 'channel' || isScsiDisk(device)) {
       const controller = device.type === 'channel' ? VIRTIO_SERIAL_ID : SCSI_CONTROLLER_ID;
-      if (!rootBus.has(controller)) slot(controller);
+      if (!rootBus.has(controller)) slot(controller, device.type === 'channel' ? 'the virtio-serial controller' : 'the SCSI controller');
     } else if (device.type === 'vfio') {
       const id = `rp${hotplugPorts.length + vfioPorts++}`;
-      port(id);
+      port(id, device.id);
       behindPort.set(device.id, id);
     } else {
       slot(device.id);
@@ -57,6 +70,11 @@ function layoutOf(config: SandboxConfig): MockPciLayout {
   const layout = { rootBus, behindPort, buses: firmwareBusNumbers(rootBus), coldScsi };
   layouts.set(config, layout);
   return layout;
+}
+
+/** Refuses, as the QEMU builder does, a config whose devices need more root bus slots than there are. */
+export function assertMockPciLayoutFits(config: SandboxConfig): void {
+  layoutOf(config);
 }
 
 /** The SCSI address the mock gives a hot-added disk: the first free target, lun 0, as QEMU does. */
@@ -82,6 +100,6 @@ function hopsOf(layout: MockPciLayout, fn: string, port: string | undefined): Pc
   const at = layout.rootBus.get(port ?? fn);
   const secondary = port === undefined ? undefined : layout.buses.get(port);
   if (!at || (port !== undefined && secondary === undefined)) throw new Error(`the mock's PCI layout does not place ${fn}`);
-  const first = { bus: 0, slot: at.slot, function: at.function };
-  return secondary === undefined ? [first] : [first, { bus: secondary, slot: 0, function: 0 }];
+  const first = { bus: 0, slot: at.slot };
+  return secondary === undefined ? [first] : [first, { bus: secondary, slot: 0 }];
 }

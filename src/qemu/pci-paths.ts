@@ -1,8 +1,8 @@
 // Guest PCI paths of the QEMU backend's devices, cold and hot: derived from the builder's PCI plan
-// (which slot and function each device, controller and root port has on the root bus) and from the
-// hotplug state (which root port a hot device took), then confirmed from QEMU. The plan cannot know
-// bus numbers behind root ports (the guest firmware assigns them), so until QEMU has told us, they
-// are the firmware's rule applied to the plan; query-pci after a hotplug gives the real ones.
+// (which slot each device, controller and root port has on the root bus) and from the hotplug state
+// (which root port a hot device took), then confirmed from QEMU. The plan cannot know bus numbers
+// behind root ports (the guest firmware assigns them), so until QEMU has told us, they are the
+// firmware's rule applied to the plan; query-pci after a hotplug gives the real ones.
 //
 // A device reports the path of the PCI function the guest finds it under: its own, or for a SCSI
 // disk the virtio-scsi controller's (plus the disk's SCSI address), for a channel the
@@ -56,7 +56,8 @@ const MAX_DEPTH = 8;
 /**
  * Reads a query-pci reply (untrusted: every value is checked) into hops by qdev id. Functions
  * behind a bridge the firmware has not numbered yet (secondary bus 0) are left out: their bus is
- * not known.
+ * not known. So are unnamed functions other than 0 (the ICH9 ones at 1f.2, 1f.3); a named one, or a
+ * bridge, at a non-zero function is not what the builder made, and no Kata path could name it.
  */
 export function topologyFromQueryPci(reply: unknown): PciTopology {
   const topology: PciTopology = { hops: new Map(), bridgeBuses: new Map() };
@@ -72,13 +73,18 @@ function walk(devices: unknown, bus: number, above: PciHop[], depth: number, int
   if (depth > MAX_DEPTH) throw invalid(`bridges nested deeper than ${MAX_DEPTH}`);
   for (const d of devices as unknown[]) {
     if (!isObject(d)) throw invalid(`a device on bus ${bus} is ${describeValue(d)}`);
-    const hop = { bus: int(d['bus'], MAX_PCI_BUS, 'bus'), slot: int(d['slot'], MAX_PCI_SLOT, 'slot'), function: int(d['function'], MAX_PCI_FUNCTION, 'function') };
+    const hop = { bus: int(d['bus'], MAX_PCI_BUS, 'bus'), slot: int(d['slot'], MAX_PCI_SLOT, 'slot') };
+    const fn = int(d['function'], MAX_PCI_FUNCTION, 'function');
     if (hop.bus !== bus) throw invalid(`a device listed on bus ${bus} says it is on bus ${hop.bus}`);
     const id = d['qdev_id'];
-    if (typeof id !== 'string') throw invalid(`qdev_id of ${bus}:${hop.slot}.${hop.function} is ${describeValue(id)}`);
+    if (typeof id !== 'string') throw invalid(`qdev_id of ${bus}:${hop.slot}.${fn} is ${describeValue(id)}`);
+    const bridge = d['pci_bridge'];
+    if (fn !== 0) {
+      if (id === '' && bridge === undefined) continue;
+      throw invalid(`${id === '' ? 'a bridge' : describeValue(id)} is at ${bus}:${hop.slot}.${fn}: every device and root port here is at function 0`);
+    }
     const hops = [...above, hop];
     if (id !== '') into.hops.set(id, hops);
-    const bridge = d['pci_bridge'];
     if (bridge === undefined) continue;
     if (!isObject(bridge) || !isObject(bridge['bus'])) throw invalid(`pci_bridge of ${describeValue(id)} is ${describeValue(bridge)}`);
     const secondary = int(bridge['bus']['secondary'], MAX_PCI_BUS, 'secondary bus');
@@ -148,13 +154,13 @@ export class PciPaths {
     if (reported) return reported.map((h) => ({ ...h }));
     const port = this.#plan.behindPort.get(fn) ?? [...state.devices, ...state.infrastructure].find((d) => d.id === fn)?.bus;
     const own = port === undefined ? this.#plan.rootBus.get(fn) : undefined;
-    if (own) return [{ bus: 0, slot: own.slot, function: own.function }];
+    if (own) return [{ bus: 0, slot: own.slot }];
     const rootPort = port === undefined ? undefined : this.#plan.rootBus.get(port);
     const secondary = port === undefined ? undefined : this.#buses.get(port);
     if (!rootPort || secondary === undefined) throw new Error(`the PCI plan does not place ${fn}`);
     return [
-      { bus: 0, slot: rootPort.slot, function: rootPort.function },
-      { bus: secondary, slot: 0, function: 0 },
+      { bus: 0, slot: rootPort.slot },
+      { bus: secondary, slot: 0 },
     ];
   }
 }

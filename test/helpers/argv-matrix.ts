@@ -223,7 +223,7 @@ export const MATRIX: readonly MatrixEntry[] = [
   },
   {
     name: 'many-root-ports',
-    description: '20 hotplug root ports and one VFIO port: 8 functions to a slot, multifunction on function 0',
+    description: '20 hotplug root ports and one VFIO port: a slot each at function 0, chassis 1-21',
     config: (env) => ({
       id: 'vm-ports',
       machine: tcg,
@@ -231,6 +231,24 @@ export const MATRIX: readonly MatrixEntry[] = [
       memory: { bootMiB: 256 },
       hotplug: { rootPorts: 20 },
       devices: [{ type: 'vfio', id: 'vf0', hostAddress: '02:00.0' }],
+      hardening: current,
+    }),
+  },
+  {
+    name: 'full-root-bus',
+    description: 'all 30 root bus slots taken: a root image, virtio-mem, 24 hotplug root ports, then a channel, an rng, a VFIO port and pvpanic at 0x1e',
+    config: (env) => ({
+      id: 'vm-full-bus',
+      machine: tcg,
+      boot: { kernel: env.guest.kernel, image: `${env.dir}/rootfs.img`, kernelParams: ['console=ttyS0'] },
+      memory: { bootMiB: 256, maxMiB: 512, hotplug: 'virtio-mem' },
+      hotplug: { rootPorts: 24 },
+      devices: [
+        { type: 'channel', id: 'agent', name: 'agent.0' },
+        { type: 'rng', id: 'rng0' },
+        { type: 'vfio', id: 'vf0', hostAddress: '02:00.0' },
+        { type: 'pvpanic', id: 'panic0' },
+      ],
       hardening: current,
     }),
   },

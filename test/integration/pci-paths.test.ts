@@ -115,11 +115,14 @@ describe('guest PCI paths: virtio-blk, NICs and the channel, cold and hot; SCSI 
     const nic = await vm.hotplugAddDevice({ type: 'net', id: 'hot-nic', tap: { ifname: 'svmmpci1' }, mac: HOT_MAC });
     const scsi = await vm.hotplugAddDevice({ type: 'block', id: 'hot-scsi', driver: 'virtio-scsi', path: rawDisk(dir, 'hot-scsi.img', 'MARKER-HOT-SCSI1', identityOf(vm)) });
 
-    // Three root ports, packed as functions of one slot: two hops each, distinct buses behind them.
+    // Three root ports, each on a slot of its own: two hops each in Kata's exact form (function 0
+    // on both), distinct slots on the root bus, distinct buses behind them.
     for (const r of [blk, nic, scsi]) {
-      expect(r.pci.path).toMatch(/^[0-9a-f]{2}(\.[1-7])?\/00$/);
+      expect(r.pci.path).toMatch(/^[0-9a-f]{2}\/00$/);
+      expect(r.pci.sysfs).toMatch(/^0000:00:[0-9a-f]{2}\.0\/0000:[0-9a-f]{2}:00\.0$/);
       expect(find(vm, r.id).pci).toEqual(r.pci);
     }
+    expect(new Set([blk, nic, scsi].map((r) => r.pci.path.split('/')[0])).size).toBe(3);
     expect(new Set([blk, nic, scsi].map((r) => r.pci.sysfs.split('/')[1]?.slice(0, 7))).size).toBe(3);
     expect(scsi.scsi).toEqual({ target: 0, lun: 0 });
     expect(find(vm, 'hot-scsi').scsi).toEqual({ target: 0, lun: 0 });

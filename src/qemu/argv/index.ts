@@ -118,7 +118,7 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
     },
     virtioSerialBus: () => {
       if (!virtioSerialBus) {
-        args.push(...opt('-device', { driver: 'virtio-serial-pci', id: VIRTIO_SERIAL_ID, bus: 'pcie.0', addr: pci.slot(VIRTIO_SERIAL_ID) }, 'driver'));
+        args.push(...opt('-device', { driver: 'virtio-serial-pci', id: VIRTIO_SERIAL_ID, bus: 'pcie.0', addr: pci.slot(VIRTIO_SERIAL_ID, 'the virtio-serial controller') }, 'driver'));
         virtioSerialBus = `${VIRTIO_SERIAL_ID}.0`;
       }
       return virtioSerialBus;
@@ -159,14 +159,10 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
 }
 
 function rootPortArgs(id: string, pci: PciRootBus, what: string, hotplug = true): string[] {
-  const { addr, multifunction, chassis } = pci.rootPort(id, what);
+  const { addr, chassis } = pci.rootPort(id, what);
   // No I/O window: virtio and VFIO devices behind it use MMIO, and the 64 KiB of port I/O would
   // run out after a dozen ports.
-  return opt(
-    '-device',
-    { driver: 'pcie-root-port', id, bus: 'pcie.0', chassis, addr, multifunction: multifunction ? true : undefined, 'io-reserve': 0, hotplug: hotplug ? undefined : false },
-    'driver',
-  );
+  return opt('-device', { driver: 'pcie-root-port', id, bus: 'pcie.0', chassis, addr, 'io-reserve': 0, hotplug: hotplug ? undefined : false }, 'driver');
 }
 
 function isUuid(id: string): boolean {

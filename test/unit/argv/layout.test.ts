@@ -1,5 +1,5 @@
 // The rules behind the argv layout, asserted directly (the golden files show the whole result):
-// PCI placement, root port packing, passed fds, boot parameters, and what each option depends on.
+// PCI placement, a slot per root port, passed fds, boot parameters, and what each option depends on.
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseSandboxConfig, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
 import { buildQemuArgv, type QemuArgv } from '../../../src/qemu/argv/index.ts';
@@ -31,13 +31,27 @@ function device(input: SandboxConfigInput, id: string): Map<string, string> {
 const rng = (id: string) => ({ type: 'rng', id }) as const;
 
 describe('PCI placement', () => {
-  it('packs root ports eight to a slot, multifunction on function 0 only, each with its own chassis', () => {
+  it('gives each root port a slot of its own at function 0, never multifunction, each with its own chassis', () => {
     const ports = deviceOptions(argv({ boot, hotplug: { rootPorts: 20 } }).args).filter((d) => d.get('driver') === 'pcie-root-port');
     expect(ports.map((p) => p.get('id'))).toEqual(Array.from({ length: 20 }, (_, i) => `rp${i}`));
-    expect(ports.map((p) => p.get('addr'))).toEqual(Array.from({ length: 20 }, (_, i) => `0x${(1 + Math.floor(i / 8)).toString(16)}.${i % 8}`));
-    expect(ports.map((p) => p.get('multifunction'))).toEqual(Array.from({ length: 20 }, (_, i) => (i % 8 === 0 ? 'on' : undefined)));
+    expect(ports.map((p) => p.get('addr'))).toEqual(Array.from({ length: 20 }, (_, i) => `0x${(1 + i).toString(16)}`));
+    expect(ports.filter((p) => p.has('multifunction'))).toEqual([]);
     expect(ports.map((p) => p.get('chassis'))).toEqual(Array.from({ length: 20 }, (_, i) => String(i + 1)));
     expect(ports.every((p) => p.get('bus') === 'pcie.0' && p.get('io-reserve') === '0')).toBe(true);
+  });
+
+  it('numbers the chassis of VFIO ports on after the hotplug ports, each port on the next free slot', () => {
+    const input: SandboxConfigInput = {
+      boot: { ...boot, image: '/r.img' },
+      hotplug: { rootPorts: 2 },
+      devices: [rng('rng0'), { type: 'vfio', id: 'gpu0', hostAddress: '3b:00.0' }],
+    };
+    const ports = deviceOptions(argv(input).args).filter((d) => d.get('driver') === 'pcie-root-port');
+    expect(ports.map((p) => [p.get('id'), p.get('addr'), p.get('chassis')])).toEqual([
+      ['rp0', '0x2', '1'],
+      ['rp1', '0x3', '2'],
+      ['rp2', '0x5', '3'],
+    ]);
   });
 
   it('puts each VFIO device on a root port of its own, numbered after the hotplug ports', () => {
@@ -75,15 +89,44 @@ describe('PCI placement', () => {
     expect(device(input, 'a').get('addr')).toBeUndefined();
   });
 
-  it('fits 29 single-slot devices next to the root ports, and refuses a 30th with a ConfigError', () => {
+  it('fits 28 single-slot devices next to the two default root ports, and refuses a 29th with a ConfigError', () => {
     const devices = (n: number) => Array.from({ length: n }, (_, i) => rng(`rng${i}`));
-    expect(deviceOptions(argv({ boot, devices: devices(29) }).args).filter((d) => d.get('driver') === 'virtio-rng-pci').at(-1)?.get('addr')).toBe('0x1e');
+    expect(deviceOptions(argv({ boot, devices: devices(28) }).args).filter((d) => d.get('driver') === 'virtio-rng-pci').at(-1)?.get('addr')).toBe('0x1e');
     try {
-      argv({ boot, devices: devices(30) });
-      expect.unreachable('30 devices should not fit');
+      argv({ boot, devices: devices(29) });
+      expect.unreachable('29 devices should not fit');
     } catch (error) {
       expect(error).toBeInstanceOf(ConfigError);
       expect((error as ConfigError).paths).toEqual(['devices']);
+      expect((error as Error).message).toContain('no PCI slot left on the root bus for rng28: its 30 slots are taken, one by each PCI device, controller and root port (2 root ports');
+    }
+    // Without root ports, all 30 slots go to devices.
+    expect(deviceOptions(argv({ boot, hotplug: { rootPorts: 0 }, devices: devices(30) }).args).filter((d) => d.get('driver') === 'virtio-rng-pci')).toHaveLength(30);
+  });
+
+  it('counts every root port against the 30 slots: with 24 hotplug ports, a root image and virtio-mem, 4 devices fit', () => {
+    const full = (devices: SandboxConfigInput['devices']): SandboxConfigInput => ({
+      boot: { ...boot, image: '/r.img' },
+      memory: { bootMiB: 256, maxMiB: 512, hotplug: 'virtio-mem' },
+      hotplug: { rootPorts: 24 },
+      devices,
+    });
+    const fits = full([rng('rng0'), rng('rng1'), { type: 'vfio', id: 'gpu0', hostAddress: '3b:00.0' }, rng('rng2')]);
+    expect(device(fits, 'rp24').get('addr')).toBe('0x1d');
+    expect(device(fits, 'rng2').get('addr')).toBe('0x1e');
+    for (const [extra, what] of [
+      [rng('rng3'), 'rng3'],
+      [{ type: 'vfio', id: 'gpu1', hostAddress: '3c:00.0' }, 'gpu1'],
+    ] as const) {
+      try {
+        argv(full([...(fits.devices ?? []), extra]));
+        expect.unreachable(`${what} should not fit`);
+      } catch (error) {
+        expect(error).toBeInstanceOf(ConfigError);
+        expect((error as ConfigError).paths).toEqual(['devices']);
+        expect((error as Error).message).toContain(`no PCI slot left on the root bus for ${what}: its 30 slots are taken`);
+        expect((error as Error).message).toContain('25 root ports: hotplug.rootPorts plus one per VFIO device');
+      }
     }
   });
 });

@@ -1,35 +1,35 @@
 // The two forms of a guest PCI path, and the firmware's bus numbering rule they depend on.
 import { describe, expect, it } from 'vitest';
-import { firmwareBusNumbers, guestPciPath, parseGuestPciPath, type RootBusFunction } from '../../../src/hypervisor/pci-path.ts';
+import { firmwareBusNumbers, guestPciPath, parseGuestPciPath, type RootBusSlot } from '../../../src/hypervisor/pci-path.ts';
 
 describe('guestPciPath', () => {
   it("writes Kata's slot path and the sysfs chain of the same hops", () => {
-    expect(guestPciPath([{ bus: 0, slot: 2, function: 0 }])).toEqual({ path: '02', sysfs: '0000:00:02.0' });
+    expect(guestPciPath([{ bus: 0, slot: 2 }])).toEqual({ path: '02', sysfs: '0000:00:02.0' });
     expect(
       guestPciPath([
-        { bus: 0, slot: 0x1e, function: 0 },
-        { bus: 0x1a, slot: 0, function: 0 },
+        { bus: 0, slot: 0x1e },
+        { bus: 0x1a, slot: 0 },
       ]),
     ).toEqual({ path: '1e/00', sysfs: '0000:00:1e.0/0000:1a:00.0' });
   });
 
-  it('writes a hop at a non-zero function as slot.function', () => {
-    expect(
-      guestPciPath([
-        { bus: 0, slot: 1, function: 3 },
-        { bus: 4, slot: 0, function: 0 },
-      ]),
-    ).toEqual({ path: '01.3/00', sysfs: '0000:00:01.3/0000:04:00.0' });
+  it('names function 0 on every hop: sysfs spells it out, Kata\'s form leaves it implied', () => {
+    const pci = guestPciPath([
+      { bus: 0, slot: 0x11 },
+      { bus: 9, slot: 0 },
+    ]);
+    expect(pci).toEqual({ path: '11/00', sysfs: '0000:00:11.0/0000:09:00.0' });
+    expect(pci.path).not.toContain('.');
   });
 
   it('refuses what is not a PCI address', () => {
     expect(() => guestPciPath([])).toThrow(RangeError);
     for (const hop of [
-      { bus: 256, slot: 0, function: 0 },
-      { bus: 0, slot: 32, function: 0 },
-      { bus: 0, slot: 0, function: 8 },
-      { bus: -1, slot: 0, function: 0 },
-      { bus: 0, slot: 1.5, function: 0 },
+      { bus: 256, slot: 0 },
+      { bus: 0, slot: 32 },
+      { bus: -1, slot: 0 },
+      { bus: 0, slot: -1 },
+      { bus: 0, slot: 1.5 },
     ]) {
       expect(() => guestPciPath([hop])).toThrow(RangeError);
     }
@@ -39,8 +39,8 @@ describe('guestPciPath', () => {
 describe('parseGuestPciPath', () => {
   it('reads back the hops guestPciPath wrote', () => {
     const hops = [
-      { bus: 0, slot: 2, function: 5 },
-      { bus: 3, slot: 0, function: 0 },
+      { bus: 0, slot: 0x1d },
+      { bus: 3, slot: 0 },
     ];
     expect(parseGuestPciPath(guestPciPath(hops))).toEqual(hops);
   });
@@ -49,10 +49,14 @@ describe('parseGuestPciPath', () => {
     [{ path: '02/00', sysfs: '0000:00:02.0' }, 'different numbers of hops'],
     [{ path: '2', sysfs: '0000:00:02.0' }, "not Kata's form"],
     [{ path: '02.0', sysfs: '0000:00:02.0' }, "not Kata's form"],
+    [{ path: '02.1', sysfs: '0000:00:02.1' }, "not Kata's form"],
+    [{ path: '02.1/00', sysfs: '0000:00:02.1/0000:02:00.0' }, "not Kata's form"],
+    [{ path: '02/00.1', sysfs: '0000:00:02.0/0000:02:00.1' }, "not Kata's form"],
     [{ path: '02', sysfs: '0000:00:2.0' }, 'not a sysfs PCI address'],
     [{ path: '02', sysfs: '0001:00:02.0' }, 'not a sysfs PCI address'],
     [{ path: '03', sysfs: '0000:00:02.0' }, 'differs'],
-    [{ path: '02', sysfs: '0000:00:02.1' }, 'differs'],
+    [{ path: '02', sysfs: '0000:00:02.1' }, 'at function 1'],
+    [{ path: '02/00', sysfs: '0000:00:02.0/0000:01:00.7' }, 'at function 7'],
     [{ path: '20', sysfs: '0000:00:20.0' }, 'slot 32'],
     [{ path: '02', sysfs: '0000:01:02.0' }, 'only the first hop is on the root bus'],
     [{ path: '02/00', sysfs: '0000:00:02.0/0000:00:00.0' }, 'only the first hop is on the root bus'],
@@ -64,13 +68,13 @@ describe('parseGuestPciPath', () => {
 });
 
 describe('firmwareBusNumbers', () => {
-  it('numbers bridges 1, 2, … in address order, whatever order they were listed in, and skips other functions', () => {
-    const rootBus = new Map<string, RootBusFunction>([
-      ['late', { slot: 5, function: 0, bridge: true }],
-      ['disk', { slot: 2, function: 0, bridge: false }],
-      ['rp1', { slot: 3, function: 1, bridge: true }],
-      ['rp0', { slot: 3, function: 0, bridge: true }],
-      ['rp7', { slot: 3, function: 7, bridge: true }],
+  it('numbers bridges 1, 2, … in slot order, whatever order they were listed in, and skips other devices', () => {
+    const rootBus = new Map<string, RootBusSlot>([
+      ['late', { slot: 0x12, bridge: true }],
+      ['disk', { slot: 2, bridge: false }],
+      ['rp1', { slot: 4, bridge: true }],
+      ['rp0', { slot: 3, bridge: true }],
+      ['rp7', { slot: 0xa, bridge: true }],
     ]);
     expect(firmwareBusNumbers(rootBus)).toEqual(
       new Map([

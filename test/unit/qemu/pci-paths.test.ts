@@ -24,8 +24,9 @@ function build(input: Partial<SandboxConfigInput>): { config: SandboxConfig; pla
   return { config, plan: pci, args };
 }
 
-// slot 1 virtio-mem; slot 2 root ports rp0-rp2 and the VFIO device's own port rp3; then the cold
-// devices in order: the virtio-serial controller, the disk, the SCSI controller, the NIC, the rng.
+// slot 1 virtio-mem; slots 2-4 root ports rp0-rp2; then the cold devices in order, each on a slot:
+// the virtio-serial controller (5), the disk (6), the SCSI controller (7), the NIC (8), the VFIO
+// device's own port rp3 (9), the rng (10).
 const layout: Partial<SandboxConfigInput> = {
   memory: { bootMiB: 256, maxMiB: 1024, hotplug: 'virtio-mem' },
   hotplug: { rootPorts: 3 },
@@ -61,7 +62,7 @@ describe('paths from the PCI plan', () => {
     const addrs = new Map(deviceOptions(args).map((d) => [d.get('id'), d.get('addr')]));
     expect(plan.rootBus.size).toBe(10);
     for (const [id, at] of plan.rootBus) {
-      expect(addrs.get(id), id).toBe(`0x${at.slot.toString(16)}${at.function === 0 && !at.bridge ? '' : `.${at.function}`}`);
+      expect(addrs.get(id), id).toBe(`0x${at.slot.toString(16)}`);
     }
     expect([...plan.rootBus].filter(([, at]) => at.bridge).map(([id]) => id)).toEqual(['rp0', 'rp1', 'rp2', 'rp3']);
     expect(plan.behindPort).toEqual(new Map([['gpu', 'rp3']]));
@@ -71,14 +72,14 @@ describe('paths from the PCI plan', () => {
   it('cold devices: their own function, the controller they hang off, or slot 0 behind their own port', () => {
     const { config, plan } = build(layout);
     expect(located(new PciPaths(plan, config.devices), config)).toEqual({
-      agent: { pci: { path: '03', sysfs: '0000:00:03.0' } },
-      vblk: { pci: { path: '04', sysfs: '0000:00:04.0' } },
-      sc0: { pci: { path: '05', sysfs: '0000:00:05.0' }, scsi: { target: 0, lun: 0 } },
-      sc1: { pci: { path: '05', sysfs: '0000:00:05.0' }, scsi: { target: 1, lun: 0 } },
-      nic: { pci: { path: '06', sysfs: '0000:00:06.0' } },
-      // The fourth bridge in address order: bus 4.
-      gpu: { pci: { path: '02.3/00', sysfs: '0000:00:02.3/0000:04:00.0' } },
-      rng: { pci: { path: '07', sysfs: '0000:00:07.0' } },
+      agent: { pci: { path: '05', sysfs: '0000:00:05.0' } },
+      vblk: { pci: { path: '06', sysfs: '0000:00:06.0' } },
+      sc0: { pci: { path: '07', sysfs: '0000:00:07.0' }, scsi: { target: 0, lun: 0 } },
+      sc1: { pci: { path: '07', sysfs: '0000:00:07.0' }, scsi: { target: 1, lun: 0 } },
+      nic: { pci: { path: '08', sysfs: '0000:00:08.0' } },
+      // The fourth bridge in slot order: bus 4.
+      gpu: { pci: { path: '09/00', sysfs: '0000:00:09.0/0000:04:00.0' } },
+      rng: { pci: { path: '0a', sysfs: '0000:00:0a.0' } },
     });
   });
 
@@ -90,21 +91,22 @@ describe('paths from the PCI plan', () => {
       { id: 'hs', bus: 'scsi0.0', scsi: true },
     ]);
     const paths = new PciPaths(plan, config.devices);
-    expect(paths.locate(state.devices[0]?.device as never, state)).toEqual({ pci: { path: '02.1/00', sysfs: '0000:00:02.1/0000:02:00.0' } });
+    expect(paths.locate(state.devices[0]?.device as never, state)).toEqual({ pci: { path: '03/00', sysfs: '0000:00:03.0/0000:02:00.0' } });
     expect(paths.locate(state.devices[1]?.device as never, state)).toEqual({ pci: { path: '02/00', sysfs: '0000:00:02.0/0000:01:00.0' } });
     // On the cold controller; its address is known only once QEMU is asked.
-    expect(paths.locate(state.devices[2]?.device as never, state)).toEqual({ pci: { path: '05', sysfs: '0000:00:05.0' } });
+    expect(paths.locate(state.devices[2]?.device as never, state)).toEqual({ pci: { path: '07', sysfs: '0000:00:07.0' } });
 
     const bare = build({ hotplug: { rootPorts: 2 } });
     const withController = hotState([{ id: 'hs', bus: 'scsi0.0', scsi: true }], [{ id: 'scsi0', bus: 'rp1' }]);
     expect(new PciPaths(bare.plan, []).locate(withController.devices[0]?.device as never, withController)).toEqual({
-      pci: { path: '01.1/00', sysfs: '0000:00:01.1/0000:02:00.0' },
+      pci: { path: '02/00', sysfs: '0000:00:02.0/0000:02:00.0' },
     });
   });
 
   it('a root image takes slot 1, before everything else', () => {
     const { config, plan } = build({ boot: { kernel: '/k', image: '/img/root' }, hotplug: { rootPorts: 1 }, devices: [{ type: 'rng', id: 'rng' }] });
-    expect(plan.rootBus.get('rootfs')).toEqual({ slot: 1, function: 0, bridge: false });
+    expect(plan.rootBus.get('rootfs')).toEqual({ slot: 1, bridge: false });
+    expect(plan.rootBus.get('rp0')).toEqual({ slot: 2, bridge: true });
     expect(located(new PciPaths(plan, config.devices), config)).toEqual({ rng: { pci: { path: '03', sysfs: '0000:00:03.0' } } });
   });
 });
@@ -118,8 +120,9 @@ function fn(bus: number, slot: number, func: number, qdevId: string, bridge?: { 
 
 describe('topologyFromQueryPci', () => {
   it('reads a reply recorded from QEMU 7.2 (SeaBIOS numbered the ports; "hot" device_add-ed on rp1)', () => {
-    // qemu-system-x86_64 -machine q35 -nodefaults … pcie-root-port rp0 at 0x2.0, rp1 at 0x2.1,
-    // virtio-blk-pci "cold" at 0x3, then device_add virtio-blk-pci id=hot bus=rp1, then query-pci.
+    // qemu-system-x86_64 -machine q35 -nodefaults … pcie-root-port rp0 at 0x2, rp1 at 0x3,
+    // virtio-blk-pci "cold" at 0x4, then device_add virtio-blk-pci id=hot bus=rp1, then query-pci.
+    // The reply also lists the unnamed ICH9 functions at 1f.0, 1f.2 and 1f.3.
     const reply: unknown = JSON.parse(readFileSync(new URL('./fixtures/query-pci-qemu-7.2.json', import.meta.url), 'utf8'));
     const topology = topologyFromQueryPci(reply);
     expect(topology.bridgeBuses).toEqual(
@@ -128,8 +131,8 @@ describe('topologyFromQueryPci', () => {
         ['rp1', 2],
       ]),
     );
-    expect(guestPciPath(topology.hops.get('hot') ?? [])).toEqual({ path: '02.1/00', sysfs: '0000:00:02.1/0000:02:00.0' });
-    expect(guestPciPath(topology.hops.get('cold') ?? [])).toEqual({ path: '03', sysfs: '0000:00:03.0' });
+    expect(guestPciPath(topology.hops.get('hot') ?? [])).toEqual({ path: '03/00', sysfs: '0000:00:03.0/0000:02:00.0' });
+    expect(guestPciPath(topology.hops.get('cold') ?? [])).toEqual({ path: '04', sysfs: '0000:00:04.0' });
     expect([...topology.hops.keys()]).toEqual(['rp0', 'rp1', 'hot', 'cold']);
   });
 
@@ -140,9 +143,10 @@ describe('topologyFromQueryPci', () => {
         devices: [
           fn(0, 0, 0, ''),
           fn(0, 2, 0, 'rp0', { secondary: 1, devices: [fn(1, 0, 0, 'disk')] }),
-          fn(0, 2, 1, 'rp1', { secondary: 2 }),
-          fn(0, 2, 2, 'rp2', { secondary: 0 }),
-          fn(0, 3, 0, 'vserial0'),
+          fn(0, 3, 0, 'rp1', { secondary: 2 }),
+          fn(0, 4, 0, 'rp2', { secondary: 0 }),
+          fn(0, 5, 0, 'vserial0'),
+          fn(0, 0x1f, 3, ''),
         ],
       },
     ]);
@@ -153,10 +157,10 @@ describe('topologyFromQueryPci', () => {
       ]),
     );
     expect(topology.hops.get('disk')).toEqual([
-      { bus: 0, slot: 2, function: 0 },
-      { bus: 1, slot: 0, function: 0 },
+      { bus: 0, slot: 2 },
+      { bus: 1, slot: 0 },
     ]);
-    expect(topology.hops.get('vserial0')).toEqual([{ bus: 0, slot: 3, function: 0 }]);
+    expect(topology.hops.get('vserial0')).toEqual([{ bus: 0, slot: 5 }]);
     expect(topology.hops.has('')).toBe(false);
   });
 
@@ -176,6 +180,9 @@ describe('topologyFromQueryPci', () => {
     ['a device not an object', [{ bus: 0, devices: [null] }], 'null'],
     ['slot out of range', [{ bus: 0, devices: [fn(0, 32, 0, 'x')] }], 'slot is 32'],
     ['function out of range', [{ bus: 0, devices: [fn(0, 1, 8, 'x')] }], 'function is 8'],
+    ['a named device at a non-zero function', [{ bus: 0, devices: [fn(0, 2, 1, 'rp1')] }], '"rp1" is at 0:2.1'],
+    ['a device behind a port at a non-zero function', [{ bus: 0, devices: [fn(0, 2, 0, 'rp0', { secondary: 1, devices: [fn(1, 0, 2, 'hot')] })] }], '"hot" is at 1:0.2'],
+    ['an unnamed bridge at a non-zero function', [{ bus: 0, devices: [fn(0, 2, 3, '', { secondary: 1 })] }], 'a bridge is at 0:2.3'],
     ['bus a string', [{ bus: 0, devices: [{ ...fn(0, 1, 0, 'x'), bus: '0' }] }], 'bus is "0"'],
     ['listed on the wrong bus', [{ bus: 0, devices: [fn(3, 1, 0, 'x')] }], 'says it is on bus 3'],
     ['qdev_id not a string', [{ bus: 0, devices: [{ ...fn(0, 1, 0, 'x'), qdev_id: 7 }] }], 'qdev_id'],
@@ -216,16 +223,16 @@ describe('confirming a hot-added device from QEMU', () => {
 
   const sent = () => server.received.filter((c) => c.execute !== 'qmp_capabilities').map((c) => [c.execute, c.arguments]);
 
-  /** Ports rp0-rp3 on slot 2, numbered by a firmware that started at bus 5, `hot` behind rp1. */
+  /** The layout's ports rp0-rp3, numbered by a firmware that started at bus 5, `hot` behind rp1. */
   const reply = (hot: Record<string, unknown>[]) => [
     {
       bus: 0,
       devices: [
         fn(0, 2, 0, 'rp0', { secondary: 5 }),
-        fn(0, 2, 1, 'rp1', { secondary: 6, devices: hot }),
-        fn(0, 2, 2, 'rp2', { secondary: 7 }),
-        fn(0, 2, 3, 'rp3', { secondary: 8, devices: [fn(8, 0, 0, 'gpu')] }),
-        fn(0, 5, 0, 'scsi0'),
+        fn(0, 3, 0, 'rp1', { secondary: 6, devices: hot }),
+        fn(0, 4, 0, 'rp2', { secondary: 7 }),
+        fn(0, 7, 0, 'scsi0'),
+        fn(0, 9, 0, 'rp3', { secondary: 8, devices: [fn(8, 0, 0, 'gpu')] }),
       ],
     },
   ];
@@ -237,8 +244,8 @@ describe('confirming a hot-added device from QEMU', () => {
     server.handle('query-pci', () => reply([fn(6, 0, 0, 'h1')]));
     await paths.confirm(qmp, state.devices[0]?.device as never, {}, logger);
     expect(sent()).toEqual([['query-pci', undefined]]);
-    expect(paths.locate(state.devices[0]?.device as never, state)).toEqual({ pci: { path: '02.1/00', sysfs: '0000:00:02.1/0000:06:00.0' } });
-    expect(located(paths, config, state)['gpu']).toEqual({ pci: { path: '02.3/00', sysfs: '0000:00:02.3/0000:08:00.0' } });
+    expect(paths.locate(state.devices[0]?.device as never, state)).toEqual({ pci: { path: '03/00', sysfs: '0000:00:03.0/0000:06:00.0' } });
+    expect(located(paths, config, state)['gpu']).toEqual({ pci: { path: '09/00', sysfs: '0000:00:09.0/0000:08:00.0' } });
     expect(warn).not.toHaveBeenCalled();
   });
 
@@ -248,7 +255,7 @@ describe('confirming a hot-added device from QEMU', () => {
     const paths = new PciPaths(plan, config.devices);
     server.handle('query-pci', () => reply([fn(6, 3, 0, 'h1')]));
     await paths.confirm(qmp, state.devices[0]?.device as never, {}, logger);
-    expect(paths.locate(state.devices[0]?.device as never, state).pci).toEqual({ path: '02.1/03', sysfs: '0000:00:02.1/0000:06:03.0' });
+    expect(paths.locate(state.devices[0]?.device as never, state).pci).toEqual({ path: '03/03', sysfs: '0000:00:03.0/0000:06:03.0' });
   });
 
   it("a SCSI disk: the controller's path, and the address QEMU gave the disk (qom-get)", async () => {
@@ -263,7 +270,7 @@ describe('confirming a hot-added device from QEMU', () => {
       ['qom-get', { path: '/machine/peripheral/hs', property: 'scsi-id' }],
       ['qom-get', { path: '/machine/peripheral/hs', property: 'lun' }],
     ]);
-    expect(paths.locate(state.devices[0]?.device as never, state)).toEqual({ pci: { path: '05', sysfs: '0000:00:05.0' }, scsi: { target: 2, lun: 0 } });
+    expect(paths.locate(state.devices[0]?.device as never, state)).toEqual({ pci: { path: '07', sysfs: '0000:00:07.0' }, scsi: { target: 2, lun: 0 } });
   });
 
   it.each([
@@ -284,7 +291,7 @@ describe('confirming a hot-added device from QEMU', () => {
     const device = state.devices[scsiId === undefined ? 0 : 1]?.device;
     await paths.confirm(qmp, device as never, {}, logger);
     expect(paths.locate(device as never, state)).toEqual({
-      pci: scsiId === undefined ? { path: '01/00', sysfs: '0000:00:01.0/0000:01:00.0' } : { path: '01.1/00', sysfs: '0000:00:01.1/0000:02:00.0' },
+      pci: scsiId === undefined ? { path: '01/00', sysfs: '0000:00:01.0/0000:01:00.0' } : { path: '02/00', sysfs: '0000:00:02.0/0000:02:00.0' },
     });
     expect(warn).toHaveBeenCalledTimes(1);
     expect(warn.mock.calls[0]?.[0]).toMatchObject({ device: device?.id });
@@ -296,7 +303,7 @@ describe('confirming a hot-added device from QEMU', () => {
     const first = hotState([{ id: 'h', bus: 'rp1' }]);
     server.handle('query-pci', () => reply([fn(6, 0, 0, 'h')]));
     await paths.confirm(qmp, first.devices[0]?.device as never, {}, logger);
-    expect(paths.locate(first.devices[0]?.device as never, first).pci.path).toBe('02.1/00');
+    expect(paths.locate(first.devices[0]?.device as never, first).pci.path).toBe('03/00');
 
     const second = hotState([{ id: 'h', bus: 'rp2' }]);
     server.handle('query-pci', () => {
@@ -304,6 +311,6 @@ describe('confirming a hot-added device from QEMU', () => {
     });
     await paths.confirm(qmp, second.devices[0]?.device as never, {}, logger);
     // rp2's bus as QEMU reported it earlier (7), the slot the plan gives.
-    expect(paths.locate(second.devices[0]?.device as never, second).pci).toEqual({ path: '02.2/00', sysfs: '0000:00:02.2/0000:07:00.0' });
+    expect(paths.locate(second.devices[0]?.device as never, second).pci).toEqual({ path: '04/00', sysfs: '0000:00:04.0/0000:07:00.0' });
   });
 });
