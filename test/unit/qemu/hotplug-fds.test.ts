@@ -4,25 +4,39 @@
 import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, parseSandboxConfig } from '../../../src/hypervisor/config/index.ts';
 import { HotplugError } from '../../../src/hypervisor/errors.ts';
-import { QmpClient } from '../../../src/qmp/index.ts';
+import { QmpClient, type FdSender } from '../../../src/qmp/index.ts';
+import { defaultFdSender } from '../../../src/qmp/fd-sender.ts';
 import type { HotplugContext } from '../../../src/qemu/hotplug/context.ts';
 import { hotplugDevice, unplugDevice } from '../../../src/qemu/hotplug/devices.ts';
 import { emptyHotplugState } from '../../../src/qemu/hotplug/state.ts';
 import { Deadline } from '../../../src/util/deadline.ts';
-import { silentLogger } from '../../../src/util/logger.ts';
-import { FakeQmpServer, QmpErrorReply } from '../../helpers/fake-qmp-server.ts';
+import { FakeQmpServer, NO_REPLY, QmpErrorReply } from '../../helpers/fake-qmp-server.ts';
+import { loggedError, recordingLogger, type LogRecord } from '../../helpers/hotplug-harness.ts';
 
 let server: FakeQmpServer;
 let qmp: QmpClient;
 const deadlines: Deadline[] = [];
 const opened: number[] = [];
+/** Which fd each command was sent with, in order (the fake sees only the bytes). */
+let passed: [string, number][] = [];
+let logs: LogRecord[] = [];
+
+/** The package's own fd sender, watched. */
+const recordingFdSender: FdSender = {
+  send(socket, message, fd, command) {
+    passed.push([command, fd]);
+    return defaultFdSender(command).send(socket, message, fd, command);
+  },
+};
 
 beforeEach(async () => {
+  passed = [];
+  logs = [];
   server = await FakeQmpServer.start();
-  qmp = await QmpClient.connect(server.path);
+  qmp = await QmpClient.connect(server.path, { fdSender: recordingFdSender });
   server.handle('device_del', (args) => {
     server.sendEvent('DEVICE_DELETED', { device: String(args?.['id']), path: `/machine/peripheral/${String(args?.['id'])}` });
     return {};
@@ -32,24 +46,32 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
+  vi.useRealTimers();
   for (const d of deadlines.splice(0)) d.dispose();
   for (const fd of opened.splice(0)) closeSync(fd);
   await qmp.close();
   await server.close();
 });
 
-function context(): HotplugContext {
-  const deadline = new Deadline('test', { timeoutMs: 5_000 });
+function context(timeoutMs = 5_000): HotplugContext {
+  const deadline = new Deadline('test', { timeoutMs });
   deadlines.push(deadline);
+  const recorded = recordingLogger();
+  logs = recorded.records;
   return {
     qmp,
     config: parseSandboxConfig({ boot: { kernel: '/k' }, hotplug: { rootPorts: 2 } }),
     state: emptyHotplugState(),
     deadline,
-    logger: silentLogger,
+    logger: recorded.logger,
     removalTimeoutMs: 2_000,
   };
 }
+
+const errorLogs = (): LogRecord[] => logs.filter((r) => r.level === 'error');
+const refuse = (desc: string) => () => {
+  throw new QmpErrorReply('GenericError', desc);
+};
 
 function open(flags: 'r' | 'r+'): number {
   const path = join(tmpdir(), `svmm-hotplug-fds-${process.pid}.img`);
@@ -73,6 +95,13 @@ describe('a NIC from tap fds', () => {
       ['getfd', { fdname: 'net-eth1-vhost1' }],
       ['netdev_add', { type: 'tap', id: 'net-eth1', fds: 'net-eth1-q0:net-eth1-q1', vhostfds: 'net-eth1-vhost0:net-eth1-vhost1', vhost: true }],
       ['device_add', { driver: 'virtio-net-pci', id: 'eth1', netdev: 'net-eth1', bus: 'rp0', mac: '52:54:00:00:00:01', mq: true, vectors: 6 }],
+    ]);
+    // Each getfd carries its own fd, in the order of the names.
+    expect(passed).toEqual([
+      ['getfd', q0],
+      ['getfd', q1],
+      ['getfd', v0],
+      ['getfd', v1],
     ]);
     // netdev_add took the names: removal deletes the netdev, which closes the taps.
     await unplugDevice(ctx, 'eth1');
@@ -108,6 +137,57 @@ describe('a NIC from tap fds', () => {
       ['closefd', { fdname: 'net-eth3-q0' }],
     ]);
     expect(ctx.state.devices).toEqual([]);
+    expect(errorLogs()).toEqual([]);
+  });
+
+  it('a refused getfd fails the hot-add at getfd and closes only the names already sent', async () => {
+    const ctx = context();
+    let getfds = 0;
+    server.handle('getfd', () => {
+      if (++getfds === 2) throw new QmpErrorReply('GenericError', 'No file descriptor supplied via SCM_RIGHTS');
+      return {};
+    });
+    const error = await hotplugDevice(ctx, { type: 'net', id: 'eth6', tap: { fds: [open('r+'), open('r+')] }, queues: 2 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(HotplugError);
+    expect(error).toMatchObject({ deviceId: 'eth6', step: 'getfd' });
+    expect(sent()).toEqual([
+      ['getfd', { fdname: 'net-eth6-q0' }],
+      ['getfd', { fdname: 'net-eth6-q1' }],
+      ['closefd', { fdname: 'net-eth6-q0' }],
+    ]);
+    expect(ctx.state.devices).toEqual([]);
+    expect(errorLogs()).toEqual([]);
+  });
+
+  it('a closefd QEMU refuses for another reason than "not found" is a logged rollback failure, and the other names are still closed', async () => {
+    const ctx = context();
+    server.handle('netdev_add', refuse('could not configure tap'));
+    server.handle('closefd', (args) => {
+      if (args?.['fdname'] === 'net-eth7-q1') throw new QmpErrorReply('GenericError', 'closefd is not allowed now');
+      return {};
+    });
+    const error = await hotplugDevice(ctx, { type: 'net', id: 'eth7', tap: { fds: [open('r+'), open('r+')] }, queues: 2 }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ deviceId: 'eth7', step: 'netdev_add' });
+    expect(sent().slice(3)).toEqual([
+      ['closefd', { fdname: 'net-eth7-q1' }],
+      ['closefd', { fdname: 'net-eth7-q0' }],
+    ]);
+    expect(errorLogs()).toEqual([{ level: 'error', msg: 'rollback step failed', step: 'closefd', err: loggedError('closefd is not allowed now') }]);
+  });
+
+  it('a closefd QEMU never answers gives up after its own 5 s bound (not the client’s 30 s), logged', async () => {
+    const ctx = context(60_000);
+    server.handle('netdev_add', refuse('could not configure tap'));
+    server.handle('closefd', () => NO_REPLY);
+    // Only setTimeout is faked: the socket, the fd helper and the fake server run as usual.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const plugged = hotplugDevice(ctx, { type: 'net', id: 'eth8', tap: { fds: [open('r+')] } }).catch((e: unknown) => e);
+    await server.nextCommand('closefd');
+    await vi.advanceTimersByTimeAsync(5_000);
+    const error = await plugged;
+    expect(error).toMatchObject({ deviceId: 'eth8', step: 'netdev_add' });
+    expect(errorLogs()).toEqual([{ level: 'error', msg: 'rollback step failed', step: 'closefd', err: loggedError('closefd') }]);
+    expect(ctx.state.devices).toEqual([]);
   });
 
   it('a refused device_add deletes the netdev, then closes the names (already taken: "not found" is fine)', async () => {
@@ -125,6 +205,7 @@ describe('a NIC from tap fds', () => {
       ['netdev_del', { id: 'net-eth4' }],
       ['closefd', { fdname: 'net-eth4-q0' }],
     ]);
+    expect(errorLogs()).toEqual([]);
   });
 
   it('refuses a closed fd, naming it, before sending anything', async () => {
@@ -159,6 +240,7 @@ describe('a disk from an fd', () => {
       ],
       ['device_add', { driver: 'virtio-blk-pci', id: 'd1', drive: 'drv-d1', bus: 'rp0', 'write-cache': 'on' }],
     ]);
+    expect(passed).toEqual([['add-fd', fd]]);
     expect(ctx.state.devices[0]?.backends).toEqual([
       { kind: 'blockdev', nodeName: 'drv-d1' },
       { kind: 'fdset', id: 7 },
@@ -182,6 +264,56 @@ describe('a disk from an fd', () => {
     expect(sent().map(([c, a]) => [c, c === 'blockdev-add' ? undefined : a])).toEqual([
       ['add-fd', { opaque: 'sandbox-vmm:d2' }],
       ['blockdev-add', undefined],
+      ['remove-fd', { 'fdset-id': 7 }],
+    ]);
+    expect(ctx.state.devices).toEqual([]);
+  });
+
+  it('a refused add-fd fails the hot-add at add-fd with nothing to take back, and frees the port', async () => {
+    const ctx = context();
+    server.handle('add-fd', refuse('No file descriptor supplied via SCM_RIGHTS'));
+    const error = await hotplugDevice(ctx, { type: 'block', id: 'd4', fd: open('r+') }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(HotplugError);
+    expect(error).toMatchObject({ deviceId: 'd4', step: 'add-fd' });
+    expect(sent()).toEqual([['add-fd', { opaque: 'sandbox-vmm:d4' }]]);
+    expect(ctx.state.devices).toEqual([]);
+    expect(errorLogs()).toEqual([]);
+    server.handle('add-fd', () => ({ 'fdset-id': 8, fd: 32 }));
+    expect((await hotplugDevice(ctx, { type: 'block', id: 'd5', fd: open('r+') })).bus).toBe('rp0');
+  });
+
+  it('a remove-fd that fails takes the rollback on (logged), and the fd set’s step is named', async () => {
+    const ctx = context();
+    server.handle('device_add', refuse('Bus rp0 is full'));
+    server.handle('remove-fd', refuse('fd set 7 is busy'));
+    const error = await hotplugDevice(ctx, { type: 'block', id: 'd6', fd: open('r+') }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ deviceId: 'd6', step: 'device_add' });
+    expect(sent().slice(2).map(([c, a]) => [c, c === 'device_add' ? undefined : a])).toEqual([
+      ['device_add', undefined],
+      ['blockdev-del', { 'node-name': 'drv-d6' }],
+      ['remove-fd', { 'fdset-id': 7 }],
+    ]);
+    expect(errorLogs()).toEqual([{ level: 'error', msg: 'rollback step failed', step: 'remove-fd', err: loggedError('fd set 7 is busy') }]);
+  });
+
+  it('a removal whose remove-fd QEMU refuses fails at remove-fd; the retry resumes with the fd set alone', async () => {
+    const ctx = context();
+    await hotplugDevice(ctx, { type: 'block', id: 'd7', fd: open('r+') });
+    server.handle('remove-fd', refuse('fd set 7 is busy'));
+    const error = await unplugDevice(ctx, 'd7').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(HotplugError);
+    expect(error).toMatchObject({ deviceId: 'd7', step: 'remove-fd' });
+    expect(ctx.state.devices.map((d) => [d.id, d.backends])).toEqual([['d7', [{ kind: 'fdset', id: 7 }]]]);
+    server.handle('remove-fd', () => ({}));
+    server.handle('device_del', () => {
+      throw new QmpErrorReply('DeviceNotFound', "Device 'd7' not found");
+    });
+    await unplugDevice(ctx, 'd7');
+    expect(sent().slice(3)).toEqual([
+      ['device_del', { id: 'd7' }],
+      ['blockdev-del', { 'node-name': 'drv-d7' }],
+      ['remove-fd', { 'fdset-id': 7 }],
+      ['device_del', { id: 'd7' }],
       ['remove-fd', { 'fdset-id': 7 }],
     ]);
     expect(ctx.state.devices).toEqual([]);
