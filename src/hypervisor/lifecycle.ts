@@ -13,7 +13,7 @@ import type { StopOptions, VmState } from './types.ts';
 const OWN_ERROR_GRACE_MS = 3_000;
 
 export class Lifecycle {
-  #state: VmState = 'created';
+  #state: VmState = 'new';
   #stopping = new AbortController();
   readonly #onChange: (from: VmState, to: VmState) => void;
 

@@ -7,10 +7,11 @@ import type { GuestPciPath, ScsiAddress } from './pci-path.ts';
 export type { GuestPciPath, ScsiAddress } from './pci-path.ts';
 
 /**
- * created → starting → running ⇄ paused → stopping → stopped.
- * A failed start goes back to stopped; stopVM is allowed from every state and is idempotent.
+ * new → created → starting → running ⇄ paused → stopping → stopped.
+ * `new` is an instance before createVM. A failed start ends in stopped; stopVM is allowed from every
+ * state and is idempotent. An instance is single-use: once stopped, only a new instance runs a VM.
  */
-export type VmState = 'created' | 'starting' | 'running' | 'paused' | 'stopping' | 'stopped';
+export type VmState = 'new' | 'created' | 'starting' | 'running' | 'paused' | 'stopping' | 'stopped';
 
 export interface StartOptions extends OperationOptions {
   /** Leave the vCPUs stopped once the hypervisor is up (state `paused`); resumeVM runs them. */

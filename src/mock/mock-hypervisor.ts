@@ -4,7 +4,7 @@
 import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
-import { AttachError, InvalidStateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
+import { AttachError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
 import { Lifecycle, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import type {
   HotplugDevice,
@@ -144,8 +144,7 @@ export class MockHypervisor implements Hypervisor {
 
   createVM(input: SandboxConfigInput, _options?: OperationOptions): Promise<void> {
     return attempt(() => {
-      this.#lifecycle.require('createVM', ['created']);
-      if (this.#config) throw new InvalidStateError('createVM', this.state, [], 'createVM was already called; an instance drives one VM, create another instance for another VM');
+      this.#lifecycle.require('createVM', ['new']);
       const config = parseSandboxConfig(input);
       const netnsIssue = config.runtime.netns === undefined ? undefined : this.#host.netnsProblem(config.runtime.netns);
       // As the QEMU backend's createVM: the namespace must be there before anything is made.
@@ -154,6 +153,7 @@ export class MockHypervisor implements Hypervisor {
       assertMockPciLayoutFits(config);
       takeIdentity(config, this.#options.processUid ?? 0);
       this.#config = config;
+      this.#lifecycle.to('created');
     });
   }
 
@@ -161,8 +161,8 @@ export class MockHypervisor implements Hypervisor {
     this.#lifecycle.require('startVM', ['created']);
     // A bad timeout is the caller's mistake: refused before the VM changes state.
     resolveTimeoutMs(options.timeoutMs, this.#defaultTimeoutMs);
-    const config = this.#config;
-    if (!config) throw new VmStartError('createVM was not called');
+    // Only createVM leads to 'created': the config is set.
+    const config = this.#config as SandboxConfig;
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {

@@ -13,6 +13,7 @@ import {
   VmStartError,
   VmStoppingError,
   VmUnhealthyError,
+  SINGLE_USE,
   describeExit,
 } from '../hypervisor/errors.ts';
 import { Lifecycle, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
@@ -77,7 +78,6 @@ const DEFAULT_REMOVAL_TIMEOUT_MS = 10_000;
 const QUIT_WAIT_MS = 3_000;
 const RECONNECT_TIMEOUT_MS = 5_000;
 const ATTACH_TIMEOUT_MS = 10_000;
-const ONE_VM_PER_INSTANCE = 'createVM was already called; an instance drives one VM, create another instance for another VM';
 /** How long a lost QMP connection waits for QEMU's exit to be reaped before calling it something else. */
 const EXIT_GRACE_MS = 1_000;
 /** Run states a healthy sandbox is never in. */
@@ -174,8 +174,8 @@ export class QemuHypervisor implements Hypervisor {
 
   /** Validates the config, resolves every program, leases QEMU's uid and makes the VM's directory. */
   async createVM(input: SandboxConfigInput, options: OperationOptions = {}): Promise<void> {
-    this.#lifecycle.require('createVM', ['created']);
-    if (this.#plan) throw new InvalidStateError('createVM', this.state, [], ONE_VM_PER_INSTANCE);
+    this.#lifecycle.require('createVM', ['new']);
+    if (this.#plan) throw new InvalidStateError('createVM', this.state, [], `createVM was already called; ${SINGLE_USE}`);
     const plan = planVm(input);
     assertConfigFdsUsable(plan.config);
     // Claimed before the first await: a second concurrent createVM is refused, not raced.
@@ -187,12 +187,13 @@ export class QemuHypervisor implements Hypervisor {
       this.#plan = undefined;
       throw error;
     }
-    if (this.state !== 'created') {
+    if (this.state !== 'new') {
       // stopVM ran while the home was being made: nothing may outlive it.
       await home.release(true, this.#log);
       throw new VmStoppingError('createVM');
     }
     this.#home = home;
+    this.#lifecycle.to('created');
     this.#log = this.#logger.child({ vmId: plan.config.id });
     this.#log.debug({ argv: plan.argv.args, runtimeDir: plan.paths.dir, identity: this.#home.identity }, 'vm created');
   }
@@ -201,9 +202,9 @@ export class QemuHypervisor implements Hypervisor {
     this.#lifecycle.require('startVM', ['created']);
     // A bad timeout is the caller's mistake: refused before the VM changes state.
     resolveTimeoutMs(options.timeoutMs, this.#defaultTimeoutMs);
-    const plan = this.#plan;
-    const home = this.#home;
-    if (!plan || !home) throw new VmStartError('createVM was not called');
+    // Only createVM leads to 'created': both are set.
+    const plan = this.#plan as LaunchPlan;
+    const home = this.#home as VmHome;
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {

@@ -126,7 +126,8 @@ describe('QEMU lifecycle on the default guest', () => {
 
   it('rejects calls in the wrong state with an error naming the state', async () => {
     const vm = track(new QemuHypervisor());
-    await expect(vm.startVM()).rejects.toBeInstanceOf(VmStartError);
+    await expect(vm.startVM()).rejects.toMatchObject({ code: 'INVALID_STATE', state: 'new', message: expect.stringContaining('call createVM first') as unknown });
+    await expect(vm.hotplugAddDevice({ type: 'block', id: 'early', path: '/nonexistent.img' })).rejects.toMatchObject({ code: 'INVALID_STATE', message: expect.stringContaining('call createVM first') as unknown });
     await vm.createVM(guestConfig());
     const error = await vm.pauseVM().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InvalidStateError);
