@@ -153,6 +153,7 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
         ['hotplugAddDevice', async () => vm.hotplugAddDevice({ type: 'block', id: 'conformance-x', path: await h.disk('wrong-state', vm) }, h.op())],
         ['resizeMemory', () => vm.resizeMemory(256, h.op())],
         ['check', () => vm.check(h.op())],
+        ['waitForEvent', () => vm.waitForEvent('SHUTDOWN', undefined, h.op())],
       ];
       for (const [name, call] of early) await expectInvalidState(call(), name, 'new', 'call createVM first');
       assert.equal(vm.state, 'new', 'a refused call changes nothing');

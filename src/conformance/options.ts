@@ -92,6 +92,11 @@ export interface ConformanceOptions {
   disk(name: string, vm: Hypervisor): string | Promise<string>;
   guest?: ConformanceGuestProbes;
   faults?: ConformanceFaults;
+  /**
+   * Two channels of config(), by device id: one the guest opens once it has booted (its agent's) and
+   * one it never opens. Given, they add the tests of startVM's waitForChannel.
+   */
+  channels?: { opened: string; neverOpened: string };
   /** Whether the backend has virtio-scsi disks. Default true. */
   scsi?: boolean;
   /** Default: QEMU's event names and shapes. */

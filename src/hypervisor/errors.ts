@@ -75,6 +75,20 @@ export class VmStartError extends SandboxVmmError {
   }
 }
 
+/**
+ * startVM's `waitForChannel`: the guest did not open the channel before the start's deadline (or
+ * abort). A start failure like any other: the VM is stopped and cleaned up.
+ */
+export class GuestNotReadyError extends VmStartError {
+  /** The channel's device id. */
+  readonly channel: string;
+
+  constructor(channel: string, details: ExitDetails & SandboxVmmErrorOptions = {}) {
+    super(`the guest did not open channel '${channel}' in time`, details);
+    this.channel = channel;
+  }
+}
+
 /** The hypervisor process exited while an operation needed it. */
 export class VmExitedError extends SandboxVmmError {
   readonly exitCode: number | undefined;

@@ -3,7 +3,9 @@
 import type { HotplugDeviceInput, SandboxConfig, SandboxConfigInput } from './config/index.ts';
 import type { OperationOptions } from '../util/deadline.ts';
 import type { GuestPciPath, ScsiAddress } from './pci-path.ts';
+import type { EventOf } from './events.ts';
 
+export type { EventOf, KnownEventData, KnownEventName } from './events.ts';
 export type { GuestPciPath, ScsiAddress } from './pci-path.ts';
 
 /**
@@ -16,6 +18,13 @@ export type VmState = 'new' | 'created' | 'starting' | 'running' | 'paused' | 's
 export interface StartOptions extends OperationOptions {
   /** Leave the vCPUs stopped once the hypervisor is up (state `paused`); resumeVM runs them. */
   paused?: boolean;
+  /**
+   * The device id of a `channel` in the config: startVM resolves only once the guest has opened
+   * that virtio-serial port (its agent is up), within the start's own deadline. When it does not,
+   * the start fails like any other (the VM is stopped and cleaned up) with GuestNotReadyError
+   * naming the channel. Not with `paused` (a paused guest opens nothing).
+   */
+  waitForChannel?: string;
 }
 
 /**
@@ -159,6 +168,13 @@ export interface Hypervisor {
    * backend's own DEVICE_EJECTED (see DeviceEjectedData).
    */
   onEvent(listener: (event: HypervisorEvent) => void): () => void;
+  /**
+   * The next event named `name` (that `predicate` accepts), while the VM runs or is paused. Only
+   * events from the call on count. Known events (KnownEventData) come typed, their data checked.
+   * Bounded like every operation (default timeout included); rejects with VmExitedError or
+   * VmStoppingError when the VM ends first.
+   */
+  waitForEvent<N extends string>(name: N, predicate?: (event: EventOf<N>) => boolean, options?: OperationOptions): Promise<EventOf<N>>;
 }
 
 export interface HypervisorEvent {

@@ -85,14 +85,18 @@ export class MockMachine {
   #status: MockRunStatus = 'prelaunch';
   /** Whether the hypervisor saw the guest panic (it needs a pvpanic device for that). */
   #panicSeen = false;
+  /** The channels the guest's agents open when it first runs; undefined: every channel. */
+  readonly #opensChannels: readonly string[] | undefined;
+  #booted = false;
   #sink: ((event: HypervisorEvent) => void) | undefined;
   #owed: HypervisorEvent[] = [];
   #changed = deferred();
   /** Aborted when the process ends: whatever the guest was about to do will not happen. */
   readonly #alive = new AbortController();
 
-  constructor(config: SandboxConfig, guestReactionMs: number) {
+  constructor(config: SandboxConfig, guestReactionMs: number, opensChannels?: readonly string[]) {
     this.config = config;
+    this.#opensChannels = opensChannels;
     this.guest = new MockGuest(guestReactionMs);
     void this.process.exited.then(() => {
       this.#status = 'shutdown';
@@ -151,7 +155,20 @@ export class MockMachine {
     this.#status = 'running';
     this.guest.setVcpusRunning(true);
     this.emit('RESUME');
+    if (!this.#booted) this.#boot();
   }
+
+  /** The guest's first run: its agents open their virtio-serial ports, as QEMU reports it. */
+  #boot(): void {
+    this.#booted = true;
+    const opens = this.#opensChannels;
+    const channels = this.config.devices.filter((d) => d.type === 'channel' && (opens === undefined || opens.includes(d.id)));
+    if (channels.length === 0) return;
+    this.#guestActs(() => {
+      for (const d of channels) this.emit('VSERPORT_CHANGE', { id: d.id, open: true });
+    });
+  }
+
 
   stop(): void {
     if (this.process.hasExited) return;

@@ -4,8 +4,9 @@
 import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
-import { AttachError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
-import { Lifecycle, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
+import { AttachError, GuestNotReadyError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
+import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
+import { nextEvent, type EventOf } from '../hypervisor/events.ts';
 import type {
   HotplugDevice,
   HotplugResult,
@@ -50,6 +51,12 @@ export interface MockHypervisorOptions {
   deviceRemovalTimeoutMs?: number;
   /** One latency for every operation, or one per operation. Default 0 (the guest still reacts a tick later). */
   latencyMs?: number | MockLatencies;
+  /**
+   * The device ids of the channels the guest opens once it runs (as an agent opens its port).
+   * Default: every channel in the config. A channel left out never opens: startVM waiting for it
+   * fails with GuestNotReadyError at its deadline.
+   */
+  guestOpensChannels?: readonly string[];
   /**
    * Whether what the config names must exist, as QEMU would find out when opening it: true (the
    * default) asks the real host, false accepts anything, an object replaces some answers.
@@ -163,24 +170,43 @@ export class MockHypervisor implements Hypervisor {
     resolveTimeoutMs(options.timeoutMs, this.#defaultTimeoutMs);
     // Only createVM leads to 'created': the config is set.
     const config = this.#config as SandboxConfig;
+    const problem = startOptionsProblem(options, config);
+    if (problem) throw problem;
+    const channel = options.waitForChannel;
+    /** Set once the guest runs and only the channel is awaited: a deadline then means the guest was not ready. */
+    let awaitingGuest = false;
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
-        const machine = new MockMachine(config, this.#latency('guest'));
+        const machine = new MockMachine(config, this.#latency('guest'), this.#options.guestOpensChannels);
         this.#machine = machine;
         this.#owned = true;
         machine.connect((event) => this.#eventListeners.call(event));
         this.#launch(machine);
         await this.#untilUp(machine, deadline);
         if (this.faults.takeHang('startVM')) await deadline.expired();
+        const opened = channel === undefined ? undefined : this.#channelOpened(machine, channel, deadline.signal);
         if (!options.paused) machine.cont();
+        awaitingGuest = true;
+        await opened;
       });
     } catch (error) {
-      this.#failStart(error);
+      this.#failStart(error, awaitingGuest ? channel : undefined);
     }
     this.#watchExit();
     // stopVM may have begun the moment start finished; it owns the state from then on.
     if (this.state === 'starting') this.#lifecycle.to(options.paused ? 'paused' : 'running');
+  }
+
+  /** When the guest opens channel `id`; rejects as soon as the hypervisor exits instead. */
+  #channelOpened(machine: MockMachine, id: string, signal: AbortSignal): Promise<unknown> {
+    const opened = nextEvent((listener) => this.onEvent(listener), 'VSERPORT_CHANGE', (event) => event.data.id === id && event.data.open, signal);
+    const exited = machine.process.exited.then(() => {
+      throw new Error('the hypervisor exited during start');
+    });
+    const either = Promise.race([opened, exited]);
+    either.catch(() => {}); // awaited after cont; a failure before that is the start's own
+    return either;
   }
 
   /** Spawning: the hypervisor refuses what the host lacks, or an armed failure, by exiting. */
@@ -207,8 +233,11 @@ export class MockHypervisor implements Hypervisor {
     if (machine.process.hasExited) await exited;
   }
 
-  /** Kills the process, records the exit, and throws a VmStartError that says why. */
-  #failStart(error: unknown): never {
+  /**
+   * Kills the process, records the exit, and throws a VmStartError that says why: GuestNotReadyError
+   * when only `channel` was still awaited.
+   */
+  #failStart(error: unknown, channel?: string): never {
     const proc = this.#process();
     this.#expectingExit = true;
     this.#machine?.disconnect();
@@ -221,7 +250,9 @@ export class MockHypervisor implements Hypervisor {
     const exitedOnItsOwn = exit && exit.signal !== 'SIGKILL' ? exit : undefined;
     const reason = exitedOnItsOwn ? 'the hypervisor exited during start' : error instanceof Error ? error.message : String(error);
     this.#logger.warn({ err: error, stderrTail }, 'vm start failed');
-    throw new VmStartError(reason, { exitCode: exitedOnItsOwn?.exitCode, signal: exitedOnItsOwn?.signal, stderrTail, cause: error });
+    const details = { exitCode: exitedOnItsOwn?.exitCode, signal: exitedOnItsOwn?.signal, stderrTail, cause: error };
+    if (channel !== undefined && !exitedOnItsOwn) throw new GuestNotReadyError(channel, details);
+    throw new VmStartError(reason, details);
   }
 
   /** Learns of the process ending without stopVM, and cleans up after it. */
@@ -357,6 +388,7 @@ export class MockHypervisor implements Hypervisor {
     return Promise.resolve(machine !== undefined && this.pid !== undefined && machine.panic());
   }
 
+
   /**
    * The guest ejects hot-plugged device `id` on its own, as a guest that powers its slot off does
    * (for a SCSI disk, the slot of the controller the backend added, with all its disks). It acts only
@@ -436,6 +468,12 @@ export class MockHypervisor implements Hypervisor {
 
   onEvent(listener: (event: HypervisorEvent) => void): () => void {
     return this.#eventListeners.add(listener);
+  }
+
+  waitForEvent<N extends string>(name: N, predicate?: (event: EventOf<N>) => boolean, options?: OperationOptions): Promise<EventOf<N>> {
+    return this.#lifecycle.run('waitForEvent', ['running', 'paused'], options, this.#defaultTimeoutMs, (deadline) =>
+      nextEvent((listener) => this.onEvent(listener), name, predicate, deadline.signal),
+    );
   }
 
   // ---------------------------------------------------------------- hotplug and resize

@@ -13,10 +13,12 @@ import {
   VmStartError,
   VmStoppingError,
   VmUnhealthyError,
+  GuestNotReadyError,
   SINGLE_USE,
   describeExit,
 } from '../hypervisor/errors.ts';
-import { Lifecycle, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
+import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
+import { nextEvent, type EventOf } from '../hypervisor/events.ts';
 import type {
   HotplugDevice,
   HotplugResult,
@@ -205,6 +207,11 @@ export class QemuHypervisor implements Hypervisor {
     // Only createVM leads to 'created': both are set.
     const plan = this.#plan as LaunchPlan;
     const home = this.#home as VmHome;
+    const problem = startOptionsProblem(options, plan.config);
+    if (problem) throw problem;
+    const channel = options.waitForChannel;
+    /** Set once the guest runs and only the channel is awaited: a deadline then means the guest was not ready. */
+    let awaitingGuest = false;
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
@@ -214,23 +221,44 @@ export class QemuHypervisor implements Hypervisor {
         // (and attach) know the pids. The home queues it before the final one.
         void this.#saveState(true);
         const qmp = await session.connectQmp({ signal: deadline.signal });
+        // Listening before `cont`: QEMU was started with -S, so the guest cannot open the port earlier.
+        const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
         if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
         await this.#saveState(options.paused === true);
+        awaitingGuest = true;
+        await opened;
       });
     } catch (error) {
-      await this.#failStart(error);
+      await this.#failStart(error, awaitingGuest ? channel : undefined);
     }
     this.#watchExit();
     // stopVM may have begun the moment start finished; it owns the state from then on.
     if (this.state === 'starting') this.#lifecycle.to(options.paused ? 'paused' : 'running');
   }
 
+  /**
+   * When the guest opens the virtio-serial port of channel `id` (QEMU's VSERPORT_CHANGE); rejects as
+   * soon as QEMU exits instead (a guest that resets ends QEMU, -no-reboot).
+   */
+  #channelOpened(session: VmSession, id: string, signal: AbortSignal): Promise<unknown> {
+    const opened = nextEvent((listener) => this.onEvent(listener), 'VSERPORT_CHANGE', (event) => event.data.id === id && event.data.open, signal);
+    const exited = session.process.exited.then(() => {
+      throw new Error(`QEMU exited before the guest opened channel '${id}'`);
+    });
+    const either = Promise.race([opened, exited]);
+    either.catch(() => {}); // awaited after `cont`; a failure before that is the start's own
+    return either;
+  }
+
   #sessionOptions(): SessionOptions {
     return { logger: this.#log, commandTimeoutMs: this.#defaultTimeoutMs, onQmpEvent: (event) => this.#onQmpEvent(event) };
   }
 
-  /** Tears everything down and throws a VmStartError that says why. */
-  async #failStart(error: unknown): Promise<never> {
+  /**
+   * Tears everything down and throws a VmStartError that says why: GuestNotReadyError when only
+   * `channel` was still awaited.
+   */
+  async #failStart(error: unknown, channel?: string): Promise<never> {
     const session = this.#session;
     const proc = session?.process;
     session?.expectEnd();
@@ -244,15 +272,16 @@ export class QemuHypervisor implements Hypervisor {
     const stderrTail = proc?.stderrTail() ?? '';
     this.#exitInfo = { expected: !exitedOnItsOwn, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail };
     this.#lifecycle.to('stopped');
-    // QEMU's own exit says more than the QMP error it caused.
-    const reason = exitedOnItsOwn ? 'QEMU exited during start' : error instanceof Error ? error.message : String(error);
     this.#log.warn({ err: error, stderrTail }, 'vm start failed');
-    throw new VmStartError(reason, {
+    const details = {
       exitCode: exitedOnItsOwn ? exit?.exitCode : undefined,
       signal: exitedOnItsOwn ? exit?.signal : undefined,
       stderrTail,
       cause: error,
-    });
+    };
+    if (channel !== undefined && !exitedOnItsOwn) throw new GuestNotReadyError(channel, details);
+    // QEMU's own exit says more than the QMP error it caused.
+    throw new VmStartError(exitedOnItsOwn ? 'QEMU exited during start' : error instanceof Error ? error.message : String(error), details);
   }
 
   #onQmpEvent(event: QmpEvent): void {
@@ -497,6 +526,12 @@ export class QemuHypervisor implements Hypervisor {
   onEvent(listener: (event: HypervisorEvent) => void): () => void {
     this.#eventListeners.add(listener);
     return () => this.#eventListeners.delete(listener);
+  }
+
+  waitForEvent<N extends string>(name: N, predicate?: (event: EventOf<N>) => boolean, options?: OperationOptions): Promise<EventOf<N>> {
+    return this.#lifecycle.run('waitForEvent', ['running', 'paused'], options, this.#defaultTimeoutMs, (deadline) =>
+      nextEvent((listener) => this.onEvent(listener), name, predicate, deadline.signal),
+    );
   }
 
   // ---------------------------------------------------------------- hotplug and resize
