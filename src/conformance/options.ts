@@ -41,6 +41,8 @@ export interface ConformanceFaults {
   crash?: (vm: Hypervisor) => Promise<void> | void;
   /** Make the guest kernel panic (the config has a pvpanic device). */
   panic?: (vm: Hypervisor) => Promise<void> | void;
+  /** Make the guest reset (reboot) itself, e.g. `echo b > /proc/sysrq-trigger` in the guest. */
+  resetGuest?: (vm: Hypervisor) => Promise<void> | void;
   /**
    * Make the guest give up hot-plugged device `id` on its own, as a guest that powers the device's
    * slot off does (QEMU: `echo 0 > /sys/bus/pci/slots/<n>/power` in the guest). Resolve once the

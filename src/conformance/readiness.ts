@@ -1,8 +1,9 @@
-// Guest readiness and the events the contract types: startVM's waitForChannel and waitForEvent.
-// Each test has a VM of its own.
+// Guest readiness and the events the contract types: startVM's waitForChannel, waitForEvent, and
+// how the VM ended (exitInfo.reason). Each test has a VM of its own.
 import assert from 'node:assert/strict';
 import type { GuestNotReadyError, VmStartError } from '../hypervisor/errors.ts';
 import type { InvalidArgumentError } from '../errors.ts';
+import type { VmExitInfo } from '../hypervisor/types.ts';
 import { assertCode, rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
 import { assertStoppedAndClean } from './lifecycle.ts';
 import type { ConformanceTestApi } from './options.ts';
@@ -37,7 +38,7 @@ export function defineReadinessTests(t: ConformanceTestApi, h: Harness): void {
   }, ms);
 
   if (channels) {
-    t.it('startVM({ waitForChannel }) resolves once the guest opened the channel', async () => {
+    t.it("startVM({ waitForChannel }) resolves once the guest opened the channel, which exitInfo.reason follows to 'host-qmp-quit'", async () => {
       await h.withVm(async (vm) => {
         await vm.createVM(h.config(spec), h.op());
         const opened: unknown[] = [];
@@ -47,6 +48,9 @@ export function defineReadinessTests(t: ConformanceTestApi, h: Harness): void {
         await vm.startVM({ ...h.op(), waitForChannel: channels.opened });
         assert.equal(vm.state, 'running');
         assert.equal(opened.length, 1, 'startVM resolved once the guest had opened the channel (one VSERPORT_CHANGE with open: true)');
+        await vm.stopVM();
+        assert.equal(vm.exitInfo?.expected, true);
+        assert.equal(vm.exitInfo.reason, 'host-qmp-quit', 'a stop asked of the hypervisor says so');
       });
     }, ms);
 
@@ -66,6 +70,23 @@ export function defineReadinessTests(t: ConformanceTestApi, h: Harness): void {
         assert.equal(error.channel, channels.neverOpened, 'the error names the channel');
         assert.ok(error.message.includes(channels.neverOpened), `the message names the channel: ${error.message}`);
         assert.equal((error.cause as { code?: unknown } | undefined)?.code, 'TIMEOUT', "the start's deadline is the cause");
+        assertStoppedAndClean(vm);
+      });
+    }, ms);
+  }
+
+  const resetGuest = h.options.faults?.resetGuest;
+  if (resetGuest) {
+    t.it("a guest that resets itself ends the VM with exitInfo.reason 'guest-reset'", async () => {
+      await h.withVm(async (vm) => {
+        await vm.createVM(h.config(spec), h.op());
+        await vm.startVM({ ...h.op(), ...(channels ? { waitForChannel: channels.opened } : {}) });
+        const exited = new Promise<VmExitInfo>((resolve) => vm.onExit(resolve));
+        await resetGuest(vm);
+        const info = await h.within(exited, 'the exit of a guest that reset');
+        assert.equal(info.expected, false, 'nobody asked for it');
+        assert.equal(info.reason, 'guest-reset', `exitInfo says why (${JSON.stringify(info)})`);
+        assert.deepEqual(vm.exitInfo, info);
         assertStoppedAndClean(vm);
       });
     }, ms);

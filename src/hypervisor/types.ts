@@ -48,7 +48,11 @@ export interface VmExitInfo {
   signal: string | undefined;
   /** The last lines the hypervisor wrote to stderr. */
   stderrTail: string;
-  /** Why the VM ended when it was not the hypervisor's own doing (e.g. a helper daemon died). */
+  /**
+   * Why the VM ended, when known: the hypervisor's shutdown cause ('guest-reset', 'guest-shutdown',
+   * 'host-qmp-quit', 'host-signal', … as QEMU's SHUTDOWN event names it), 'guest-panic' once the
+   * guest panicked, or what a helper daemon's death was (e.g. 'virtiofsd for fs0 exited with status 1').
+   */
   reason?: string;
 }
 

@@ -85,6 +85,8 @@ export class MockMachine {
   #status: MockRunStatus = 'prelaunch';
   /** Whether the hypervisor saw the guest panic (it needs a pvpanic device for that). */
   #panicSeen = false;
+  /** The reason of the SHUTDOWN the hypervisor reported, once it did. */
+  #shutdownReason: string | undefined;
   /** The channels the guest's agents open when it first runs; undefined: every channel. */
   readonly #opensChannels: readonly string[] | undefined;
   #booted = false;
@@ -114,6 +116,11 @@ export class MockMachine {
     return this.#panicSeen;
   }
 
+  /** Why the VM ended, as the QEMU backend reports it: a panic first, else the SHUTDOWN reason. */
+  get endReason(): string | undefined {
+    return this.#panicSeen ? 'guest-panic' : this.#shutdownReason;
+  }
+
   /** Routes this machine's events to one controller (QEMU serves one QMP client). */
   connect(sink: (event: HypervisorEvent) => void): void {
     this.#sink = sink;
@@ -128,6 +135,7 @@ export class MockMachine {
   }
 
   emit(name: string, data: Record<string, unknown> = {}): void {
+    if (name === 'SHUTDOWN' && typeof data['reason'] === 'string') this.#shutdownReason = data['reason'];
     this.#sink?.({ name, data });
   }
 
@@ -169,6 +177,15 @@ export class MockMachine {
     });
   }
 
+  /**
+   * The guest resets or powers itself off. QEMU runs with -no-reboot, so either way it reports the
+   * SHUTDOWN and exits with status 0.
+   */
+  guestEnds(reason: 'guest-reset' | 'guest-shutdown'): void {
+    if (this.process.hasExited) return;
+    this.emit('SHUTDOWN', { guest: true, reason });
+    this.process.end({ exitCode: 0, signal: undefined });
+  }
 
   stop(): void {
     if (this.process.hasExited) return;

@@ -243,14 +243,15 @@ export class MockHypervisor implements Hypervisor {
     this.#machine?.disconnect();
     const exit = proc?.end({ exitCode: undefined, signal: 'SIGKILL' });
     const stderrTail = proc?.stderrTail() ?? '';
-    this.#exitInfo = { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail };
+    const why = this.#machine?.endReason;
+    this.#exitInfo = { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail, ...(why ? { reason: why } : {}) };
     if (this.#config) giveBackIdentity(this.#config.id);
     this.#lifecycle.to('stopped');
-    // An exit of its own (a refused config) says more than the error it caused.
+    // An exit of its own (a refused config, a guest that reset) says more than the error it caused.
     const exitedOnItsOwn = exit && exit.signal !== 'SIGKILL' ? exit : undefined;
     const reason = exitedOnItsOwn ? 'the hypervisor exited during start' : error instanceof Error ? error.message : String(error);
-    this.#logger.warn({ err: error, stderrTail }, 'vm start failed');
-    const details = { exitCode: exitedOnItsOwn?.exitCode, signal: exitedOnItsOwn?.signal, stderrTail, cause: error };
+    this.#logger.warn({ err: error, stderrTail, reason: why }, 'vm start failed');
+    const details = { exitCode: exitedOnItsOwn?.exitCode, signal: exitedOnItsOwn?.signal, stderrTail, ...(exitedOnItsOwn && why ? { reason: why } : {}), cause: error };
     if (channel !== undefined && !exitedOnItsOwn) throw new GuestNotReadyError(channel, details);
     throw new VmStartError(reason, details);
   }
@@ -261,7 +262,8 @@ export class MockHypervisor implements Hypervisor {
     if (!proc) return;
     void proc.exited.then((exit) => {
       if (this.#expectingExit || this.#process() !== proc) return;
-      const info: VmExitInfo = { expected: false, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
+      const why = this.#machine?.endReason;
+      const info: VmExitInfo = { expected: false, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail(), ...(why ? { reason: why } : {}) };
       this.#exitInfo = info;
       this.#logger.error(info, 'the hypervisor exited unexpectedly');
       this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
@@ -292,7 +294,8 @@ export class MockHypervisor implements Hypervisor {
       await sleep(this.#latency('stopVM'));
       machine.quit();
       const exit = await proc.exited;
-      this.#exitInfo ??= { expected: true, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
+      const why = machine.endReason;
+      this.#exitInfo ??= { expected: true, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail(), ...(why ? { reason: why } : {}) };
     }
     machine?.disconnect();
     if (this.#config && !this.#handedOver) giveBackIdentity(this.#config.id);
@@ -388,6 +391,18 @@ export class MockHypervisor implements Hypervisor {
     return Promise.resolve(machine !== undefined && this.pid !== undefined && machine.panic());
   }
 
+  /**
+   * The guest resets (reboots) or powers itself off. The hypervisor runs with -no-reboot, so it
+   * reports SHUTDOWN and exits with status 0: the VM ends unexpectedly with exitInfo.reason
+   * 'guest-reset' or 'guest-shutdown'. Resolves once the mock has reacted, as crashVmm.
+   */
+  async endGuest(reason: 'guest-reset' | 'guest-shutdown'): Promise<void> {
+    const machine = this.#machine;
+    const proc = this.#process();
+    if (!machine || !proc || proc.hasExited) return;
+    machine.guestEnds(reason);
+    await proc.exited;
+  }
 
   /**
    * The guest ejects hot-plugged device `id` on its own, as a guest that powers its slot off does

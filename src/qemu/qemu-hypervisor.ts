@@ -114,6 +114,8 @@ export class QemuHypervisor implements Hypervisor {
    * panic is seen, the VM stays unhealthy until it is stopped.
    */
   #guestPanicked = false;
+  /** QEMU's SHUTDOWN reason, once it sent one ('guest-reset', 'host-qmp-quit', …). */
+  #shutdownReason: string | undefined;
   #exitInfo: VmExitInfo | undefined;
   #stopPromise: Promise<void> | undefined;
   readonly #exitListeners = new Set<(info: VmExitInfo) => void>();
@@ -267,16 +269,19 @@ export class QemuHypervisor implements Hypervisor {
     // the reaper a moment to see it.
     if (session && proc && !proc.hasExited && isConnectionLoss(error)) await session.exitWithin(EXIT_GRACE_MS);
     const exitedOnItsOwn = proc?.hasExited === true;
+    if (exitedOnItsOwn) await session?.qmpDrained(EXIT_GRACE_MS);
     const exit = session ? await session.teardown('start failed') : undefined;
     if (!session) await this.#home?.release(true, this.#log);
     const stderrTail = proc?.stderrTail() ?? '';
-    this.#exitInfo = { expected: !exitedOnItsOwn, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail };
+    const why = this.#endReason(session?.helperFailure);
+    this.#exitInfo = { expected: !exitedOnItsOwn, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail, ...(why ? { reason: why } : {}) };
     this.#lifecycle.to('stopped');
-    this.#log.warn({ err: error, stderrTail }, 'vm start failed');
+    this.#log.warn({ err: error, stderrTail, reason: why }, 'vm start failed');
     const details = {
       exitCode: exitedOnItsOwn ? exit?.exitCode : undefined,
       signal: exitedOnItsOwn ? exit?.signal : undefined,
       stderrTail,
+      ...(exitedOnItsOwn && why ? { reason: why } : {}),
       cause: error,
     };
     if (channel !== undefined && !exitedOnItsOwn) throw new GuestNotReadyError(channel, details);
@@ -287,6 +292,7 @@ export class QemuHypervisor implements Hypervisor {
   #onQmpEvent(event: QmpEvent): void {
     this.#log.debug({ event: event.event, data: event.data }, 'qmp event');
     if (event.event === 'GUEST_PANICKED') this.#guestPanicked = true;
+    if (event.event === 'SHUTDOWN' && typeof event.data['reason'] === 'string') this.#shutdownReason = event.data['reason'];
     this.#ejections.onQmpEvent(event);
     this.#emit({ name: event.event, data: event.data });
   }
@@ -301,6 +307,14 @@ export class QemuHypervisor implements Hypervisor {
     }
   }
 
+  /**
+   * Why the VM ended, first cause first: a helper's death (QEMU was killed for it), then a guest
+   * panic (the guest was dead from then on), then QEMU's SHUTDOWN reason.
+   */
+  #endReason(helperFailure: string | undefined): string | undefined {
+    return helperFailure ?? (this.#guestPanicked ? 'guest-panic' : this.#shutdownReason);
+  }
+
   /** Learns of QEMU ending without stopVM (or a helper dying) and cleans up after it. */
   #watchExit(): void {
     const session = this.#session;
@@ -310,7 +324,9 @@ export class QemuHypervisor implements Hypervisor {
 
   /** QEMU ended (or a helper died) without stopVM: record why, fail what is pending, clean up. */
   async #endedOnItsOwn(session: VmSession, exit: ProcessExit, helperFailure: string | undefined): Promise<void> {
-    const info: VmExitInfo = { expected: false, ...exitDetails(session, exit, helperFailure) };
+    // QEMU's last words (SHUTDOWN and its reason) may still be in the socket when its exit is reaped.
+    await session.qmpDrained(EXIT_GRACE_MS);
+    const info: VmExitInfo = { expected: false, ...exitDetails(session, exit, this.#endReason(helperFailure)) };
     this.#exitInfo = info;
     this.#log.error(info, 'qemu exited unexpectedly');
     this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
@@ -349,8 +365,10 @@ export class QemuHypervisor implements Hypervisor {
       } finally {
         polite.dispose();
       }
+      if (proc.hasExited) await session.qmpDrained(EXIT_GRACE_MS);
       const exit = await session.teardown('stopVM');
-      this.#exitInfo ??= { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail: proc.stderrTail() };
+      const why = this.#endReason(session.helperFailure);
+      this.#exitInfo ??= { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail: proc.stderrTail(), ...(why ? { reason: why } : {}) };
     } else if (session) {
       await session.teardown('stopVM');
     } else {
@@ -630,7 +648,7 @@ export class QemuHypervisor implements Hypervisor {
     // QMP drops a moment before the exit is reaped: give the reaper a short while to catch up.
     const exit = await session.exitWithin(EXIT_GRACE_MS);
     if (!exit) return error;
-    return new VmExitedError(operation, { ...exitDetails(session, exit, session.helperFailure), cause: error });
+    return new VmExitedError(operation, { ...exitDetails(session, exit, this.#endReason(session.helperFailure)), cause: error });
   }
 
   /** Records the VM for re-attach (the home queues the writes and stops them before it goes). */
@@ -664,9 +682,9 @@ export class QemuHypervisor implements Hypervisor {
 }
 
 /** How QEMU ended, as every path that reports an unexpected exit tells it. */
-function exitDetails(session: VmSession, exit: ProcessExit, helperFailure: string | undefined): Omit<VmExitInfo, 'expected'> {
+function exitDetails(session: VmSession, exit: ProcessExit, reason: string | undefined): Omit<VmExitInfo, 'expected'> {
   const details: Omit<VmExitInfo, 'expected'> = { exitCode: exit.exitCode, signal: exit.signal, stderrTail: session.process.stderrTail() };
-  if (helperFailure) details.reason = helperFailure;
+  if (reason) details.reason = reason;
   return details;
 }
 

@@ -9,6 +9,7 @@ import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
 import {
   AttachError,
+  GuestNotReadyError,
   InvalidStateError,
   VmExitedError,
   VmStartError,
@@ -261,6 +262,23 @@ describe('QEMU lifecycle on the default guest', () => {
     await vm.stopVM();
   });
 
+  it('a guest that resets while startVM waits for its channel fails the start at once with the reason, and cleans up', async () => {
+    const vm = track(new QemuHypervisor());
+    const base = guestConfig();
+    // No init to run: the kernel panics, and with panic=-1 it reboots at once (QEMU, -no-reboot, exits).
+    const kernelParams = [...(base.boot?.kernelParams ?? []).filter((p) => !p.startsWith('panic=')), 'panic=-1', 'rdinit=/nonexistent'];
+    await vm.createVM({ ...base, boot: { ...base.boot, kernel: base.boot?.kernel ?? '', kernelParams } });
+    // No bound of its own: only QEMU's exit can end this start.
+    const error = (await vm.startVM({ waitForChannel: 'agent', timeoutMs: Infinity }).catch((e: unknown) => e)) as VmStartError;
+    expect(error).toBeInstanceOf(VmStartError);
+    expect(error).not.toBeInstanceOf(GuestNotReadyError);
+    expect(error).toMatchObject({ exitCode: 0 });
+    expect(error.message).toContain('guest-reset');
+    expect(vm.exitInfo).toMatchObject({ expected: false, exitCode: 0, reason: 'guest-reset' });
+    expect(vm.state).toBe('stopped');
+    expect(vm.getPids()).toEqual([]);
+  });
+
   it('stopVM interrupts pending operations and concurrent stops share one result', async () => {
     const vm = track(new QemuHypervisor());
     await vm.createVM(guestConfig());
@@ -291,7 +309,7 @@ describe('QEMU lifecycle on the default guest', () => {
     await vm.stopVM({ gracefulTimeoutMs: 30_000 });
     // The guest shut itself down (its acpid ran poweroff): QEMU exited 0 without quit or a signal.
     expect(shutdowns.map((e) => e.data)).toEqual([{ guest: true, reason: 'guest-shutdown' }]);
-    expect(vm.exitInfo).toMatchObject({ expected: true, exitCode: 0, signal: undefined });
+    expect(vm.exitInfo).toMatchObject({ expected: true, exitCode: 0, signal: undefined, reason: 'guest-shutdown' });
   });
 
   it('a guest that cannot answer the power button is stopped with quit once the grace period ends', async () => {

@@ -51,6 +51,7 @@ for (const accel of ['kvm', 'tcg'] as const) {
       faults: {
         crash: (vm) => (vm as MockHypervisor).crashVmm(),
         panic: async (vm) => void (await (vm as MockHypervisor).panicGuest()),
+        resetGuest: (vm) => (vm as MockHypervisor).endGuest('guest-reset'),
         ejectDevice: async (vm, id) => {
           if (!(await (vm as MockHypervisor).ejectGuestDevice(id))) throw new Error(`the mock guest did not eject ${id}`);
         },
