@@ -17,7 +17,8 @@ import {
   VmUnhealthyError,
 } from '../../src/hypervisor/errors.ts';
 import { ConfigError } from '../../src/hypervisor/config/index.ts';
-import type { HypervisorEvent, VmIdentity } from '../../src/hypervisor/types.ts';
+import type { HypervisorEvent, VmExitInfo, VmIdentity } from '../../src/hypervisor/types.ts';
+import { MIN_BOOT_MiB } from '../../src/hypervisor/config/schema.ts';
 import type { GuestAgent } from '../guest/index.ts';
 import {
   capabilities,
@@ -260,6 +261,19 @@ describe('QEMU lifecycle on the default guest', () => {
     expect(leasesOnDisk(vm.id)).toEqual([]);
     await expect(vm.check()).rejects.toBeInstanceOf(VmUnhealthyError);
     await vm.stopVM();
+  });
+
+  it('the least boot memory boots the default guest; a guest that powers off ends with exitInfo.reason saying so', async () => {
+    const vm = track(new QemuHypervisor());
+    await vm.createVM(guestConfig({ memory: { bootMiB: MIN_BOOT_MiB, hotplug: 'none' } }));
+    const exited = new Promise<VmExitInfo>((resolve) => vm.onExit(resolve));
+    await vm.startVM({ waitForChannel: 'agent' });
+    const agent = trackAgent(await connectAgent(vm));
+    // The agent answers: the guest booted with the least memory the config allows.
+    expect(Number((await agent.runOk("awk '/MemTotal/ { print $2 }' /proc/meminfo")).trim())).toBeGreaterThan(64 * 1024);
+    await agent.run('poweroff -f', { timeoutMs: 2_000 }).catch(() => undefined);
+    expect(await exited).toMatchObject({ expected: false, exitCode: 0, signal: undefined, reason: 'guest-shutdown' });
+    expect(vm.state).toBe('stopped');
   });
 
   it('a guest that resets while startVM waits for its channel fails the start at once with the reason, and cleans up', async () => {
