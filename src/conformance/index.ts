@@ -6,6 +6,7 @@ import { defineFailureTests } from './failures.ts';
 import { Harness } from './harness.ts';
 import { defineHotplugTests } from './hotplug.ts';
 import { defineLifecycleTests } from './lifecycle.ts';
+import { defineReadinessTests } from './readiness.ts';
 import { defineVcpuTests } from './vcpus.ts';
 import { resolveOptions, type ConformanceOptions, type ConformanceTestApi } from './options.ts';
 
@@ -29,6 +30,7 @@ export function defineConformanceSuite(api: ConformanceTestApi, options: Conform
   api.describe(`${options.name} conforms to the Hypervisor interface`, () => {
     api.describe('lifecycle', () => defineLifecycleTests(api, harness));
     api.describe('failures behind the backend', () => defineFailureTests(api, harness));
+    api.describe('guest readiness and events', () => defineReadinessTests(api, harness));
     api.describe('hotplug and resize (virtio-mem)', () => defineHotplugTests(api, harness));
     api.describe('DIMM memory and stuck removals', () => defineDimmTests(api, harness));
     api.describe('vCPU resize', () => defineVcpuTests(api, harness));

@@ -17,7 +17,7 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
 
   t.it('createVM validates the config, fills its defaults and starts nothing', async () => {
     await h.withVm(async (vm) => {
-      assert.equal(vm.state, 'created');
+      assert.equal(vm.state, 'new', 'an instance before createVM is new');
       assert.equal(vm.id, undefined);
       assert.equal(vm.config, undefined);
       assert.deepEqual(vm.getPids(), []);
@@ -32,7 +32,7 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
       );
       assert.deepEqual(netnsError.paths, ['runtime.netns'], 'a missing network namespace is refused at createVM, naming runtime.netns');
       assert.equal(vm.config, undefined, 'a rejected config is not kept');
-      assert.equal(vm.state, 'created');
+      assert.equal(vm.state, 'new', 'a rejected config leaves the instance new');
 
       const base = h.config(spec);
       const config = { ...base, devices: [...(base.devices ?? []), { type: 'channel', id: 'conformance-chan', name: 'conformance.0' } as const] };
@@ -145,9 +145,18 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
     });
   }, ms);
 
-  t.it('calls in the wrong state reject with InvalidStateError naming the state', async () => {
+  t.it('calls in the wrong state reject with InvalidStateError naming the state and what to call first', async () => {
     await h.withVm(async (vm) => {
-      await rejectsWithCode<VmStartError>(vm.startVM(h.op()), 'VM_START_FAILED', 'startVM before createVM');
+      const early: [string, () => Promise<unknown>][] = [
+        ['startVM', () => vm.startVM(h.op())],
+        ['pauseVM', () => vm.pauseVM(h.op())],
+        ['hotplugAddDevice', async () => vm.hotplugAddDevice({ type: 'block', id: 'conformance-x', path: await h.disk('wrong-state', vm) }, h.op())],
+        ['resizeMemory', () => vm.resizeMemory(256, h.op())],
+        ['check', () => vm.check(h.op())],
+        ['waitForEvent', () => vm.waitForEvent('SHUTDOWN', undefined, h.op())],
+      ];
+      for (const [name, call] of early) await expectInvalidState(call(), name, 'new', 'call createVM first');
+      assert.equal(vm.state, 'new', 'a refused call changes nothing');
     });
     await h.withVm(async (vm) => {
       await vm.createVM(h.config(spec), h.op());
@@ -161,11 +170,18 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
         ['getThreadIds', () => vm.getThreadIds(h.op())],
         ['check', () => vm.check(h.op())],
       ];
-      for (const [name, call] of calls) await expectInvalidState(call(), name, 'created');
+      for (const [name, call] of calls) await expectInvalidState(call(), name, 'created', 'call startVM first');
+      await expectInvalidState(vm.createVM(h.config(spec), h.op()), 'createVM', 'created', 'single-use', false);
       await vm.stopVM();
-      await expectInvalidState(vm.startVM(h.op()), 'startVM', 'stopped');
-      await expectInvalidState(vm.resumeVM(h.op()), 'resumeVM', 'stopped');
-      await expectInvalidState(vm.hotplugAddDevice({ type: 'block', id: 'conformance-y', path: await h.disk('wrong-state', vm) }, h.op()), 'hotplugAddDevice', 'stopped');
+      await expectInvalidState(vm.startVM(h.op()), 'startVM', 'stopped', 'create a new instance');
+      await expectInvalidState(vm.resumeVM(h.op()), 'resumeVM', 'stopped', 'create a new instance');
+      await expectInvalidState(vm.createVM(h.config(spec), h.op()), 'createVM', 'stopped', 'create a new instance');
+      await expectInvalidState(vm.hotplugAddDevice({ type: 'block', id: 'conformance-y', path: await h.disk('wrong-state', vm) }, h.op()), 'hotplugAddDevice', 'stopped', 'create a new instance');
+    });
+    await h.withVm(async (vm) => {
+      await vm.stopVM();
+      assert.equal(vm.state, 'stopped', 'stopVM on a new instance ends it');
+      await expectInvalidState(vm.createVM(h.config(spec), h.op()), 'createVM', 'stopped', 'create a new instance');
     });
   }, ms);
 
@@ -245,10 +261,12 @@ export function assertCapabilitiesFollowConfig(vm: Hypervisor): HypervisorCapabi
   return caps;
 }
 
-async function expectInvalidState(promise: Promise<unknown>, operation: string, state: VmState): Promise<void> {
+/** `hint`: what the message must tell the caller to do (e.g. which call comes first). */
+async function expectInvalidState(promise: Promise<unknown>, operation: string, state: VmState, hint?: string, namesState = true): Promise<void> {
   const error = await rejectsWithCode<InvalidStateError>(promise, 'INVALID_STATE', `${operation} while ${state}`);
   assert.equal(error.state, state, `${operation}: the error carries the state`);
-  assert.ok(error.message.includes(state), `${operation}: the message names the state: ${error.message}`);
+  if (namesState) assert.ok(error.message.includes(state), `${operation}: the message names the state: ${error.message}`);
+  if (hint !== undefined) assert.ok(error.message.includes(hint), `${operation}: the message says "${hint}": ${error.message}`);
 }
 
 async function rejectsWithAnyLibraryError(promise: Promise<unknown>, what: string): Promise<void> {

@@ -41,6 +41,8 @@ export interface ConformanceFaults {
   crash?: (vm: Hypervisor) => Promise<void> | void;
   /** Make the guest kernel panic (the config has a pvpanic device). */
   panic?: (vm: Hypervisor) => Promise<void> | void;
+  /** Make the guest reset (reboot) itself, e.g. `echo b > /proc/sysrq-trigger` in the guest. */
+  resetGuest?: (vm: Hypervisor) => Promise<void> | void;
   /**
    * Make the guest give up hot-plugged device `id` on its own, as a guest that powers the device's
    * slot off does (QEMU: `echo 0 > /sys/bus/pci/slots/<n>/power` in the guest). Resolve once the
@@ -92,6 +94,11 @@ export interface ConformanceOptions {
   disk(name: string, vm: Hypervisor): string | Promise<string>;
   guest?: ConformanceGuestProbes;
   faults?: ConformanceFaults;
+  /**
+   * Two channels of config(), by device id: one the guest opens once it has booted (its agent's) and
+   * one it never opens. Given, they add the tests of startVM's waitForChannel.
+   */
+  channels?: { opened: string; neverOpened: string };
   /** Whether the backend has virtio-scsi disks. Default true. */
   scsi?: boolean;
   /** Default: QEMU's event names and shapes. */

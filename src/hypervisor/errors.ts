@@ -3,16 +3,39 @@
 import { SandboxVmmError, type SandboxVmmErrorOptions } from '../errors.ts';
 import type { VmState } from './types.ts';
 
-/** An operation was called in a state that does not allow it. */
+/** An operation was called in a state that does not allow it; the message says what to call first. */
 export class InvalidStateError extends SandboxVmmError {
   readonly operation: string;
   readonly state: VmState;
 
-  /** `why` replaces the default explanation (the states that would be allowed). */
+  /** `why` replaces the default explanation (the states that would be allowed, and what leads to one). */
   constructor(operation: string, state: VmState, allowed: readonly VmState[], why?: string) {
-    super('INVALID_STATE', why ? `${operation} is not allowed: ${why}` : `${operation} is not allowed while the VM is ${state} (allowed: ${allowed.join(', ')})`);
+    super('INVALID_STATE', why ? `${operation} is not allowed: ${why}` : `${operation} is not allowed while the VM is ${state} (allowed: ${allowed.join(', ')}): ${whatToDo(state, allowed)}`);
     this.operation = operation;
     this.state = state;
+  }
+}
+
+/** An instance drives one VM, once: past stopVM (or a failed start) only a new instance helps. */
+export const SINGLE_USE = 'an instance is single-use (one VM, once): create a new instance for another VM';
+
+/** What leads from `state` to one of the `allowed` states, in the words of the calls that get there. */
+function whatToDo(state: VmState, allowed: readonly VmState[]): string {
+  if (allowed.length === 1 && allowed[0] === 'new') return `createVM was already called; ${SINGLE_USE}`;
+  switch (state) {
+    case 'new':
+      return 'call createVM first';
+    case 'created':
+      return 'call startVM first';
+    case 'starting':
+      return 'wait for startVM to resolve';
+    case 'running':
+      return allowed.includes('paused') ? 'call pauseVM first' : 'the VM is already running';
+    case 'paused':
+      return allowed.includes('running') ? 'call resumeVM first' : 'the VM is already paused';
+    case 'stopping':
+    case 'stopped':
+      return SINGLE_USE;
   }
 }
 
@@ -49,6 +72,20 @@ export class VmStartError extends SandboxVmmError {
     this.exitCode = details.exitCode;
     this.signal = details.signal;
     this.stderrTail = details.stderrTail;
+  }
+}
+
+/**
+ * startVM's `waitForChannel`: the guest did not open the channel before the start's deadline (or
+ * abort). A start failure like any other: the VM is stopped and cleaned up.
+ */
+export class GuestNotReadyError extends VmStartError {
+  /** The channel's device id. */
+  readonly channel: string;
+
+  constructor(channel: string, details: ExitDetails & SandboxVmmErrorOptions = {}) {
+    super(`the guest did not open channel '${channel}' in time`, details);
+    this.channel = channel;
   }
 }
 

@@ -4,7 +4,8 @@ import { Deadline, type OperationOptions } from '../util/deadline.ts';
 import { resolveTimeoutMs } from '../util/timeout.ts';
 import { InvalidArgumentError } from '../errors.ts';
 import { InvalidStateError, VmStoppingError } from './errors.ts';
-import type { StopOptions, VmState } from './types.ts';
+import type { SandboxConfig } from './config/index.ts';
+import type { StartOptions, StopOptions, VmState } from './types.ts';
 
 /**
  * How long an operation whose deadline passed may take to settle by itself (with its own, more
@@ -13,7 +14,7 @@ import type { StopOptions, VmState } from './types.ts';
 const OWN_ERROR_GRACE_MS = 3_000;
 
 export class Lifecycle {
-  #state: VmState = 'created';
+  #state: VmState = 'new';
   #stopping = new AbortController();
   readonly #onChange: (from: VmState, to: VmState) => void;
 
@@ -83,4 +84,20 @@ export function stopOptionsProblem(options: StopOptions): InvalidArgumentError |
     if (error instanceof InvalidArgumentError) return error;
     throw error;
   }
+}
+
+/**
+ * What is wrong with startVM's `waitForChannel`, if anything: it must be the device id of a channel
+ * in the config, and the guest must run to open it.
+ */
+export function startOptionsProblem(options: StartOptions, config: SandboxConfig): InvalidArgumentError | undefined {
+  const channel = options.waitForChannel;
+  if (channel === undefined) return undefined;
+  const channels = config.devices.filter((d) => d.type === 'channel').map((d) => d.id);
+  if (!channels.includes(channel)) {
+    const known = channels.length > 0 ? `the config's channels are ${channels.map((id) => `'${id}'`).join(', ')}` : 'the config has no channel device';
+    return new InvalidArgumentError('waitForChannel', `'${channel}' is not the device id of a channel (${known})`);
+  }
+  if (options.paused === true) return new InvalidArgumentError('waitForChannel', 'a paused guest opens no channel: leave out paused, or wait after resumeVM with waitForEvent');
+  return undefined;
 }

@@ -3,18 +3,28 @@
 import type { HotplugDeviceInput, SandboxConfig, SandboxConfigInput } from './config/index.ts';
 import type { OperationOptions } from '../util/deadline.ts';
 import type { GuestPciPath, ScsiAddress } from './pci-path.ts';
+import type { EventOf } from './events.ts';
 
+export type { EventOf, KnownEventData, KnownEventName } from './events.ts';
 export type { GuestPciPath, ScsiAddress } from './pci-path.ts';
 
 /**
- * created → starting → running ⇄ paused → stopping → stopped.
- * A failed start goes back to stopped; stopVM is allowed from every state and is idempotent.
+ * new → created → starting → running ⇄ paused → stopping → stopped.
+ * `new` is an instance before createVM. A failed start ends in stopped; stopVM is allowed from every
+ * state and is idempotent. An instance is single-use: once stopped, only a new instance runs a VM.
  */
-export type VmState = 'created' | 'starting' | 'running' | 'paused' | 'stopping' | 'stopped';
+export type VmState = 'new' | 'created' | 'starting' | 'running' | 'paused' | 'stopping' | 'stopped';
 
 export interface StartOptions extends OperationOptions {
   /** Leave the vCPUs stopped once the hypervisor is up (state `paused`); resumeVM runs them. */
   paused?: boolean;
+  /**
+   * The device id of a `channel` in the config: startVM resolves only once the guest has opened
+   * that virtio-serial port (its agent is up), within the start's own deadline. When it does not,
+   * the start fails like any other (the VM is stopped and cleaned up) with GuestNotReadyError
+   * naming the channel. Not with `paused` (a paused guest opens nothing).
+   */
+  waitForChannel?: string;
 }
 
 /**
@@ -38,7 +48,11 @@ export interface VmExitInfo {
   signal: string | undefined;
   /** The last lines the hypervisor wrote to stderr. */
   stderrTail: string;
-  /** Why the VM ended when it was not the hypervisor's own doing (e.g. a helper daemon died). */
+  /**
+   * Why the VM ended, when known: the hypervisor's shutdown cause ('guest-reset', 'guest-shutdown',
+   * 'host-qmp-quit', 'host-signal', … as QEMU's SHUTDOWN event names it), 'guest-panic' once the
+   * guest panicked, or what a helper daemon's death was (e.g. 'virtiofsd for fs0 exited with status 1').
+   */
   reason?: string;
 }
 
@@ -158,6 +172,13 @@ export interface Hypervisor {
    * backend's own DEVICE_EJECTED (see DeviceEjectedData).
    */
   onEvent(listener: (event: HypervisorEvent) => void): () => void;
+  /**
+   * The next event named `name` (that `predicate` accepts), while the VM runs or is paused. Only
+   * events from the call on count. Known events (KnownEventData) come typed, their data checked.
+   * Bounded like every operation (default timeout included); rejects with VmExitedError or
+   * VmStoppingError when the VM ends first.
+   */
+  waitForEvent<N extends string>(name: N, predicate?: (event: EventOf<N>) => boolean, options?: OperationOptions): Promise<EventOf<N>>;
 }
 
 export interface HypervisorEvent {

@@ -85,14 +85,20 @@ export class MockMachine {
   #status: MockRunStatus = 'prelaunch';
   /** Whether the hypervisor saw the guest panic (it needs a pvpanic device for that). */
   #panicSeen = false;
+  /** The reason of the SHUTDOWN the hypervisor reported, once it did. */
+  #shutdownReason: string | undefined;
+  /** The channels the guest's agents open when it first runs; undefined: every channel. */
+  readonly #opensChannels: readonly string[] | undefined;
+  #booted = false;
   #sink: ((event: HypervisorEvent) => void) | undefined;
   #owed: HypervisorEvent[] = [];
   #changed = deferred();
   /** Aborted when the process ends: whatever the guest was about to do will not happen. */
   readonly #alive = new AbortController();
 
-  constructor(config: SandboxConfig, guestReactionMs: number) {
+  constructor(config: SandboxConfig, guestReactionMs: number, opensChannels?: readonly string[]) {
     this.config = config;
+    this.#opensChannels = opensChannels;
     this.guest = new MockGuest(guestReactionMs);
     void this.process.exited.then(() => {
       this.#status = 'shutdown';
@@ -110,6 +116,11 @@ export class MockMachine {
     return this.#panicSeen;
   }
 
+  /** Why the VM ended, as the QEMU backend reports it: a panic first, else the SHUTDOWN reason. */
+  get endReason(): string | undefined {
+    return this.#panicSeen ? 'guest-panic' : this.#shutdownReason;
+  }
+
   /** Routes this machine's events to one controller (QEMU serves one QMP client). */
   connect(sink: (event: HypervisorEvent) => void): void {
     this.#sink = sink;
@@ -124,6 +135,7 @@ export class MockMachine {
   }
 
   emit(name: string, data: Record<string, unknown> = {}): void {
+    if (name === 'SHUTDOWN' && typeof data['reason'] === 'string') this.#shutdownReason = data['reason'];
     this.#sink?.({ name, data });
   }
 
@@ -151,6 +163,28 @@ export class MockMachine {
     this.#status = 'running';
     this.guest.setVcpusRunning(true);
     this.emit('RESUME');
+    if (!this.#booted) this.#boot();
+  }
+
+  /** The guest's first run: its agents open their virtio-serial ports, as QEMU reports it. */
+  #boot(): void {
+    this.#booted = true;
+    const opens = this.#opensChannels;
+    const channels = this.config.devices.filter((d) => d.type === 'channel' && (opens === undefined || opens.includes(d.id)));
+    if (channels.length === 0) return;
+    this.#guestActs(() => {
+      for (const d of channels) this.emit('VSERPORT_CHANGE', { id: d.id, open: true });
+    });
+  }
+
+  /**
+   * The guest resets or powers itself off. QEMU runs with -no-reboot, so either way it reports the
+   * SHUTDOWN and exits with status 0.
+   */
+  guestEnds(reason: 'guest-reset' | 'guest-shutdown'): void {
+    if (this.process.hasExited) return;
+    this.emit('SHUTDOWN', { guest: true, reason });
+    this.process.end({ exitCode: 0, signal: undefined });
   }
 
   stop(): void {

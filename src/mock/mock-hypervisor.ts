@@ -4,8 +4,9 @@
 import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
-import { AttachError, InvalidStateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
-import { Lifecycle, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
+import { AttachError, GuestNotReadyError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
+import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
+import { nextEvent, type EventOf } from '../hypervisor/events.ts';
 import type {
   HotplugDevice,
   HotplugResult,
@@ -50,6 +51,12 @@ export interface MockHypervisorOptions {
   deviceRemovalTimeoutMs?: number;
   /** One latency for every operation, or one per operation. Default 0 (the guest still reacts a tick later). */
   latencyMs?: number | MockLatencies;
+  /**
+   * The device ids of the channels the guest opens once it runs (as an agent opens its port).
+   * Default: every channel in the config. A channel left out never opens: startVM waiting for it
+   * fails with GuestNotReadyError at its deadline.
+   */
+  guestOpensChannels?: readonly string[];
   /**
    * Whether what the config names must exist, as QEMU would find out when opening it: true (the
    * default) asks the real host, false accepts anything, an object replaces some answers.
@@ -144,8 +151,7 @@ export class MockHypervisor implements Hypervisor {
 
   createVM(input: SandboxConfigInput, _options?: OperationOptions): Promise<void> {
     return attempt(() => {
-      this.#lifecycle.require('createVM', ['created']);
-      if (this.#config) throw new InvalidStateError('createVM', this.state, [], 'createVM was already called; an instance drives one VM, create another instance for another VM');
+      this.#lifecycle.require('createVM', ['new']);
       const config = parseSandboxConfig(input);
       const netnsIssue = config.runtime.netns === undefined ? undefined : this.#host.netnsProblem(config.runtime.netns);
       // As the QEMU backend's createVM: the namespace must be there before anything is made.
@@ -154,6 +160,7 @@ export class MockHypervisor implements Hypervisor {
       assertMockPciLayoutFits(config);
       takeIdentity(config, this.#options.processUid ?? 0);
       this.#config = config;
+      this.#lifecycle.to('created');
     });
   }
 
@@ -161,26 +168,45 @@ export class MockHypervisor implements Hypervisor {
     this.#lifecycle.require('startVM', ['created']);
     // A bad timeout is the caller's mistake: refused before the VM changes state.
     resolveTimeoutMs(options.timeoutMs, this.#defaultTimeoutMs);
-    const config = this.#config;
-    if (!config) throw new VmStartError('createVM was not called');
+    // Only createVM leads to 'created': the config is set.
+    const config = this.#config as SandboxConfig;
+    const problem = startOptionsProblem(options, config);
+    if (problem) throw problem;
+    const channel = options.waitForChannel;
+    /** Set once the guest runs and only the channel is awaited: a deadline then means the guest was not ready. */
+    let awaitingGuest = false;
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
-        const machine = new MockMachine(config, this.#latency('guest'));
+        const machine = new MockMachine(config, this.#latency('guest'), this.#options.guestOpensChannels);
         this.#machine = machine;
         this.#owned = true;
         machine.connect((event) => this.#eventListeners.call(event));
         this.#launch(machine);
         await this.#untilUp(machine, deadline);
         if (this.faults.takeHang('startVM')) await deadline.expired();
+        const opened = channel === undefined ? undefined : this.#channelOpened(machine, channel, deadline.signal);
         if (!options.paused) machine.cont();
+        awaitingGuest = true;
+        await opened;
       });
     } catch (error) {
-      this.#failStart(error);
+      this.#failStart(error, awaitingGuest ? channel : undefined);
     }
     this.#watchExit();
     // stopVM may have begun the moment start finished; it owns the state from then on.
     if (this.state === 'starting') this.#lifecycle.to(options.paused ? 'paused' : 'running');
+  }
+
+  /** When the guest opens channel `id`; rejects as soon as the hypervisor exits instead. */
+  #channelOpened(machine: MockMachine, id: string, signal: AbortSignal): Promise<unknown> {
+    const opened = nextEvent((listener) => this.onEvent(listener), 'VSERPORT_CHANGE', (event) => event.data.id === id && event.data.open, signal);
+    const exited = machine.process.exited.then(() => {
+      throw new Error('the hypervisor exited during start');
+    });
+    const either = Promise.race([opened, exited]);
+    either.catch(() => {}); // awaited after cont; a failure before that is the start's own
+    return either;
   }
 
   /** Spawning: the hypervisor refuses what the host lacks, or an armed failure, by exiting. */
@@ -207,21 +233,27 @@ export class MockHypervisor implements Hypervisor {
     if (machine.process.hasExited) await exited;
   }
 
-  /** Kills the process, records the exit, and throws a VmStartError that says why. */
-  #failStart(error: unknown): never {
+  /**
+   * Kills the process, records the exit, and throws a VmStartError that says why: GuestNotReadyError
+   * when only `channel` was still awaited.
+   */
+  #failStart(error: unknown, channel?: string): never {
     const proc = this.#process();
     this.#expectingExit = true;
     this.#machine?.disconnect();
     const exit = proc?.end({ exitCode: undefined, signal: 'SIGKILL' });
     const stderrTail = proc?.stderrTail() ?? '';
-    this.#exitInfo = { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail };
+    const why = this.#machine?.endReason;
+    this.#exitInfo = { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail, ...(why ? { reason: why } : {}) };
     if (this.#config) giveBackIdentity(this.#config.id);
     this.#lifecycle.to('stopped');
-    // An exit of its own (a refused config) says more than the error it caused.
+    // An exit of its own (a refused config, a guest that reset) says more than the error it caused.
     const exitedOnItsOwn = exit && exit.signal !== 'SIGKILL' ? exit : undefined;
     const reason = exitedOnItsOwn ? 'the hypervisor exited during start' : error instanceof Error ? error.message : String(error);
-    this.#logger.warn({ err: error, stderrTail }, 'vm start failed');
-    throw new VmStartError(reason, { exitCode: exitedOnItsOwn?.exitCode, signal: exitedOnItsOwn?.signal, stderrTail, cause: error });
+    this.#logger.warn({ err: error, stderrTail, reason: why }, 'vm start failed');
+    const details = { exitCode: exitedOnItsOwn?.exitCode, signal: exitedOnItsOwn?.signal, stderrTail, ...(exitedOnItsOwn && why ? { reason: why } : {}), cause: error };
+    if (channel !== undefined && !exitedOnItsOwn) throw new GuestNotReadyError(channel, details);
+    throw new VmStartError(reason, details);
   }
 
   /** Learns of the process ending without stopVM, and cleans up after it. */
@@ -230,7 +262,8 @@ export class MockHypervisor implements Hypervisor {
     if (!proc) return;
     void proc.exited.then((exit) => {
       if (this.#expectingExit || this.#process() !== proc) return;
-      const info: VmExitInfo = { expected: false, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
+      const why = this.#machine?.endReason;
+      const info: VmExitInfo = { expected: false, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail(), ...(why ? { reason: why } : {}) };
       this.#exitInfo = info;
       this.#logger.error(info, 'the hypervisor exited unexpectedly');
       this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
@@ -261,7 +294,8 @@ export class MockHypervisor implements Hypervisor {
       await sleep(this.#latency('stopVM'));
       machine.quit();
       const exit = await proc.exited;
-      this.#exitInfo ??= { expected: true, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail() };
+      const why = machine.endReason;
+      this.#exitInfo ??= { expected: true, exitCode: exit.exitCode, signal: exit.signal, stderrTail: proc.stderrTail(), ...(why ? { reason: why } : {}) };
     }
     machine?.disconnect();
     if (this.#config && !this.#handedOver) giveBackIdentity(this.#config.id);
@@ -358,6 +392,19 @@ export class MockHypervisor implements Hypervisor {
   }
 
   /**
+   * The guest resets (reboots) or powers itself off. The hypervisor runs with -no-reboot, so it
+   * reports SHUTDOWN and exits with status 0: the VM ends unexpectedly with exitInfo.reason
+   * 'guest-reset' or 'guest-shutdown'. Resolves once the mock has reacted, as crashVmm.
+   */
+  async endGuest(reason: 'guest-reset' | 'guest-shutdown'): Promise<void> {
+    const machine = this.#machine;
+    const proc = this.#process();
+    if (!machine || !proc || proc.hasExited) return;
+    machine.guestEnds(reason);
+    await proc.exited;
+  }
+
+  /**
    * The guest ejects hot-plugged device `id` on its own, as a guest that powers its slot off does
    * (for a SCSI disk, the slot of the controller the backend added, with all its disks). It acts only
    * while its vCPUs run. Resolves once the backend has reacted, to whether it happened: the device
@@ -436,6 +483,12 @@ export class MockHypervisor implements Hypervisor {
 
   onEvent(listener: (event: HypervisorEvent) => void): () => void {
     return this.#eventListeners.add(listener);
+  }
+
+  waitForEvent<N extends string>(name: N, predicate?: (event: EventOf<N>) => boolean, options?: OperationOptions): Promise<EventOf<N>> {
+    return this.#lifecycle.run('waitForEvent', ['running', 'paused'], options, this.#defaultTimeoutMs, (deadline) =>
+      nextEvent((listener) => this.onEvent(listener), name, predicate, deadline.signal),
+    );
   }
 
   // ---------------------------------------------------------------- hotplug and resize

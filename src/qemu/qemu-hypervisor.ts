@@ -13,9 +13,12 @@ import {
   VmStartError,
   VmStoppingError,
   VmUnhealthyError,
+  GuestNotReadyError,
+  SINGLE_USE,
   describeExit,
 } from '../hypervisor/errors.ts';
-import { Lifecycle, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
+import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
+import { nextEvent, type EventOf } from '../hypervisor/events.ts';
 import type {
   HotplugDevice,
   HotplugResult,
@@ -77,7 +80,6 @@ const DEFAULT_REMOVAL_TIMEOUT_MS = 10_000;
 const QUIT_WAIT_MS = 3_000;
 const RECONNECT_TIMEOUT_MS = 5_000;
 const ATTACH_TIMEOUT_MS = 10_000;
-const ONE_VM_PER_INSTANCE = 'createVM was already called; an instance drives one VM, create another instance for another VM';
 /** How long a lost QMP connection waits for QEMU's exit to be reaped before calling it something else. */
 const EXIT_GRACE_MS = 1_000;
 /** Run states a healthy sandbox is never in. */
@@ -112,6 +114,8 @@ export class QemuHypervisor implements Hypervisor {
    * panic is seen, the VM stays unhealthy until it is stopped.
    */
   #guestPanicked = false;
+  /** QEMU's SHUTDOWN reason, once it sent one ('guest-reset', 'host-qmp-quit', …). */
+  #shutdownReason: string | undefined;
   #exitInfo: VmExitInfo | undefined;
   #stopPromise: Promise<void> | undefined;
   readonly #exitListeners = new Set<(info: VmExitInfo) => void>();
@@ -174,8 +178,8 @@ export class QemuHypervisor implements Hypervisor {
 
   /** Validates the config, resolves every program, leases QEMU's uid and makes the VM's directory. */
   async createVM(input: SandboxConfigInput, options: OperationOptions = {}): Promise<void> {
-    this.#lifecycle.require('createVM', ['created']);
-    if (this.#plan) throw new InvalidStateError('createVM', this.state, [], ONE_VM_PER_INSTANCE);
+    this.#lifecycle.require('createVM', ['new']);
+    if (this.#plan) throw new InvalidStateError('createVM', this.state, [], `createVM was already called; ${SINGLE_USE}`);
     const plan = planVm(input);
     assertConfigFdsUsable(plan.config);
     // Claimed before the first await: a second concurrent createVM is refused, not raced.
@@ -187,12 +191,13 @@ export class QemuHypervisor implements Hypervisor {
       this.#plan = undefined;
       throw error;
     }
-    if (this.state !== 'created') {
+    if (this.state !== 'new') {
       // stopVM ran while the home was being made: nothing may outlive it.
       await home.release(true, this.#log);
       throw new VmStoppingError('createVM');
     }
     this.#home = home;
+    this.#lifecycle.to('created');
     this.#log = this.#logger.child({ vmId: plan.config.id });
     this.#log.debug({ argv: plan.argv.args, runtimeDir: plan.paths.dir, identity: this.#home.identity }, 'vm created');
   }
@@ -201,9 +206,14 @@ export class QemuHypervisor implements Hypervisor {
     this.#lifecycle.require('startVM', ['created']);
     // A bad timeout is the caller's mistake: refused before the VM changes state.
     resolveTimeoutMs(options.timeoutMs, this.#defaultTimeoutMs);
-    const plan = this.#plan;
-    const home = this.#home;
-    if (!plan || !home) throw new VmStartError('createVM was not called');
+    // Only createVM leads to 'created': both are set.
+    const plan = this.#plan as LaunchPlan;
+    const home = this.#home as VmHome;
+    const problem = startOptionsProblem(options, plan.config);
+    if (problem) throw problem;
+    const channel = options.waitForChannel;
+    /** Set once the guest runs and only the channel is awaited: a deadline then means the guest was not ready. */
+    let awaitingGuest = false;
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
@@ -213,23 +223,44 @@ export class QemuHypervisor implements Hypervisor {
         // (and attach) know the pids. The home queues it before the final one.
         void this.#saveState(true);
         const qmp = await session.connectQmp({ signal: deadline.signal });
+        // Listening before `cont`: QEMU was started with -S, so the guest cannot open the port earlier.
+        const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
         if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
         await this.#saveState(options.paused === true);
+        awaitingGuest = true;
+        await opened;
       });
     } catch (error) {
-      await this.#failStart(error);
+      await this.#failStart(error, awaitingGuest ? channel : undefined);
     }
     this.#watchExit();
     // stopVM may have begun the moment start finished; it owns the state from then on.
     if (this.state === 'starting') this.#lifecycle.to(options.paused ? 'paused' : 'running');
   }
 
+  /**
+   * When the guest opens the virtio-serial port of channel `id` (QEMU's VSERPORT_CHANGE); rejects as
+   * soon as QEMU exits instead (a guest that resets ends QEMU, -no-reboot).
+   */
+  #channelOpened(session: VmSession, id: string, signal: AbortSignal): Promise<unknown> {
+    const opened = nextEvent((listener) => this.onEvent(listener), 'VSERPORT_CHANGE', (event) => event.data.id === id && event.data.open, signal);
+    const exited = session.process.exited.then(() => {
+      throw new Error(`QEMU exited before the guest opened channel '${id}'`);
+    });
+    const either = Promise.race([opened, exited]);
+    either.catch(() => {}); // awaited after `cont`; a failure before that is the start's own
+    return either;
+  }
+
   #sessionOptions(): SessionOptions {
     return { logger: this.#log, commandTimeoutMs: this.#defaultTimeoutMs, onQmpEvent: (event) => this.#onQmpEvent(event) };
   }
 
-  /** Tears everything down and throws a VmStartError that says why. */
-  async #failStart(error: unknown): Promise<never> {
+  /**
+   * Tears everything down and throws a VmStartError that says why: GuestNotReadyError when only
+   * `channel` was still awaited.
+   */
+  async #failStart(error: unknown, channel?: string): Promise<never> {
     const session = this.#session;
     const proc = session?.process;
     session?.expectEnd();
@@ -238,25 +269,30 @@ export class QemuHypervisor implements Hypervisor {
     // the reaper a moment to see it.
     if (session && proc && !proc.hasExited && isConnectionLoss(error)) await session.exitWithin(EXIT_GRACE_MS);
     const exitedOnItsOwn = proc?.hasExited === true;
+    if (exitedOnItsOwn) await session?.qmpDrained(EXIT_GRACE_MS);
     const exit = session ? await session.teardown('start failed') : undefined;
     if (!session) await this.#home?.release(true, this.#log);
     const stderrTail = proc?.stderrTail() ?? '';
-    this.#exitInfo = { expected: !exitedOnItsOwn, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail };
+    const why = this.#endReason(session?.helperFailure);
+    this.#exitInfo = { expected: !exitedOnItsOwn, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail, ...(why ? { reason: why } : {}) };
     this.#lifecycle.to('stopped');
-    // QEMU's own exit says more than the QMP error it caused.
-    const reason = exitedOnItsOwn ? 'QEMU exited during start' : error instanceof Error ? error.message : String(error);
-    this.#log.warn({ err: error, stderrTail }, 'vm start failed');
-    throw new VmStartError(reason, {
+    this.#log.warn({ err: error, stderrTail, reason: why }, 'vm start failed');
+    const details = {
       exitCode: exitedOnItsOwn ? exit?.exitCode : undefined,
       signal: exitedOnItsOwn ? exit?.signal : undefined,
       stderrTail,
+      ...(exitedOnItsOwn && why ? { reason: why } : {}),
       cause: error,
-    });
+    };
+    if (channel !== undefined && !exitedOnItsOwn) throw new GuestNotReadyError(channel, details);
+    // QEMU's own exit says more than the QMP error it caused.
+    throw new VmStartError(exitedOnItsOwn ? 'QEMU exited during start' : error instanceof Error ? error.message : String(error), details);
   }
 
   #onQmpEvent(event: QmpEvent): void {
     this.#log.debug({ event: event.event, data: event.data }, 'qmp event');
     if (event.event === 'GUEST_PANICKED') this.#guestPanicked = true;
+    if (event.event === 'SHUTDOWN' && typeof event.data['reason'] === 'string') this.#shutdownReason = event.data['reason'];
     this.#ejections.onQmpEvent(event);
     this.#emit({ name: event.event, data: event.data });
   }
@@ -271,6 +307,14 @@ export class QemuHypervisor implements Hypervisor {
     }
   }
 
+  /**
+   * Why the VM ended, first cause first: a helper's death (QEMU was killed for it), then a guest
+   * panic (the guest was dead from then on), then QEMU's SHUTDOWN reason.
+   */
+  #endReason(helperFailure: string | undefined): string | undefined {
+    return helperFailure ?? (this.#guestPanicked ? 'guest-panic' : this.#shutdownReason);
+  }
+
   /** Learns of QEMU ending without stopVM (or a helper dying) and cleans up after it. */
   #watchExit(): void {
     const session = this.#session;
@@ -280,7 +324,9 @@ export class QemuHypervisor implements Hypervisor {
 
   /** QEMU ended (or a helper died) without stopVM: record why, fail what is pending, clean up. */
   async #endedOnItsOwn(session: VmSession, exit: ProcessExit, helperFailure: string | undefined): Promise<void> {
-    const info: VmExitInfo = { expected: false, ...exitDetails(session, exit, helperFailure) };
+    // QEMU's last words (SHUTDOWN and its reason) may still be in the socket when its exit is reaped.
+    await session.qmpDrained(EXIT_GRACE_MS);
+    const info: VmExitInfo = { expected: false, ...exitDetails(session, exit, this.#endReason(helperFailure)) };
     this.#exitInfo = info;
     this.#log.error(info, 'qemu exited unexpectedly');
     this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
@@ -319,8 +365,10 @@ export class QemuHypervisor implements Hypervisor {
       } finally {
         polite.dispose();
       }
+      if (proc.hasExited) await session.qmpDrained(EXIT_GRACE_MS);
       const exit = await session.teardown('stopVM');
-      this.#exitInfo ??= { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail: proc.stderrTail() };
+      const why = this.#endReason(session.helperFailure);
+      this.#exitInfo ??= { expected: true, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail: proc.stderrTail(), ...(why ? { reason: why } : {}) };
     } else if (session) {
       await session.teardown('stopVM');
     } else {
@@ -498,6 +546,12 @@ export class QemuHypervisor implements Hypervisor {
     return () => this.#eventListeners.delete(listener);
   }
 
+  waitForEvent<N extends string>(name: N, predicate?: (event: EventOf<N>) => boolean, options?: OperationOptions): Promise<EventOf<N>> {
+    return this.#lifecycle.run('waitForEvent', ['running', 'paused'], options, this.#defaultTimeoutMs, (deadline) =>
+      nextEvent((listener) => this.onEvent(listener), name, predicate, deadline.signal),
+    );
+  }
+
   // ---------------------------------------------------------------- hotplug and resize
 
   hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult> {
@@ -594,7 +648,7 @@ export class QemuHypervisor implements Hypervisor {
     // QMP drops a moment before the exit is reaped: give the reaper a short while to catch up.
     const exit = await session.exitWithin(EXIT_GRACE_MS);
     if (!exit) return error;
-    return new VmExitedError(operation, { ...exitDetails(session, exit, session.helperFailure), cause: error });
+    return new VmExitedError(operation, { ...exitDetails(session, exit, this.#endReason(session.helperFailure)), cause: error });
   }
 
   /** Records the VM for re-attach (the home queues the writes and stops them before it goes). */
@@ -628,9 +682,9 @@ export class QemuHypervisor implements Hypervisor {
 }
 
 /** How QEMU ended, as every path that reports an unexpected exit tells it. */
-function exitDetails(session: VmSession, exit: ProcessExit, helperFailure: string | undefined): Omit<VmExitInfo, 'expected'> {
+function exitDetails(session: VmSession, exit: ProcessExit, reason: string | undefined): Omit<VmExitInfo, 'expected'> {
   const details: Omit<VmExitInfo, 'expected'> = { exitCode: exit.exitCode, signal: exit.signal, stderrTail: session.process.stderrTail() };
-  if (helperFailure) details.reason = helperFailure;
+  if (reason) details.reason = reason;
   return details;
 }
 

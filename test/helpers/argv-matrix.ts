@@ -123,7 +123,7 @@ export const MATRIX: readonly MatrixEntry[] = [
       id: 'vm-hugepages',
       machine: tcg,
       boot: guestBoot(env),
-      memory: { bootMiB: 64, backing: { type: 'hugepages', path: env.hugepages }, prealloc: true },
+      memory: { bootMiB: 128, backing: { type: 'hugepages', path: env.hugepages }, prealloc: true },
       hardening: current,
     }),
   },

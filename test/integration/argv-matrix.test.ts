@@ -34,8 +34,8 @@ const NOT_RUN_HERE: Readonly<Record<string, string[]>> = {
   kvm: ['-accel kvm', '-cpu host', '-global kvm-pit.lost_tick_policy=discard'],
 };
 
-/** Huge pages the hugepages config needs (64 MiB of 2 MiB pages), with some room. */
-const HUGE_PAGES = 40;
+/** Huge pages the hugepages config needs (128 MiB of 2 MiB pages), with some room. */
+const HUGE_PAGES = 72;
 const MiB = 1024 * 1024;
 
 const shared = new HostResources();

@@ -7,7 +7,9 @@ import type { Hypervisor } from '../../src/hypervisor/types.ts';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import type { GuestAgent } from '../guest/index.ts';
 import { diskWithMarker, powerOffSlotOf } from './helpers/eject.ts';
-import { connectAgent, guestConfig, rawDisk, scratchDir } from './helpers/sandbox.ts';
+import { AGENT_DEVICE_ID, connectAgent, guestConfig, rawDisk, scratchDir } from './helpers/sandbox.ts';
+
+const SILENT_CHANNEL_ID = 'silent';
 
 const scratch = scratchDir();
 afterAll(() => scratch.remove());
@@ -34,7 +36,12 @@ defineConformanceSuite(
   {
     name: 'qemu',
     create: (settings) => new QemuHypervisor({ deviceRemovalTimeoutMs: settings.deviceRemovalTimeoutMs }),
-    config: () => guestConfig(),
+    // The test guest's agent opens agent.0 once booted; nothing in it opens silent.0.
+    config: () => {
+      const base = guestConfig();
+      return { ...base, devices: [...(base.devices ?? []), { type: 'channel', id: SILENT_CHANNEL_ID, name: 'silent.0' }] };
+    },
+    channels: { opened: AGENT_DEVICE_ID, neverOpened: SILENT_CHANNEL_ID },
     // Given to the VM's own uid, as a runtime does once createVM has leased it; a path asked for
     // before createVM is only named (never opened), so it stays root's.
     disk: (name, vm) => rawDisk(scratch.dir, `${name}.img`, name.slice(0, 16), vm.identity ?? { uid: 0, gid: 0 }),
@@ -57,6 +64,10 @@ defineConformanceSuite(
       // The agent never answers this one: the guest is gone by then.
       panic: async (vm) => {
         await (await agentOf(vm)).run('echo c > /proc/sysrq-trigger', { timeoutMs: 2_000 }).catch(() => undefined);
+      },
+      // The agent never answers this one either: the guest reboots at once (and QEMU, -no-reboot, exits).
+      resetGuest: async (vm) => {
+        await (await agentOf(vm)).run('echo b > /proc/sysrq-trigger', { timeoutMs: 2_000 }).catch(() => undefined);
       },
       // The suite's disks begin with the first 16 characters of their name (see `disk`), which
       // begins with the device id: the guest finds the disk by them and powers its slot off.

@@ -9,6 +9,7 @@ import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
 import {
   AttachError,
+  GuestNotReadyError,
   InvalidStateError,
   VmExitedError,
   VmStartError,
@@ -16,7 +17,8 @@ import {
   VmUnhealthyError,
 } from '../../src/hypervisor/errors.ts';
 import { ConfigError } from '../../src/hypervisor/config/index.ts';
-import type { HypervisorEvent, VmIdentity } from '../../src/hypervisor/types.ts';
+import type { HypervisorEvent, VmExitInfo, VmIdentity } from '../../src/hypervisor/types.ts';
+import { MIN_BOOT_MiB } from '../../src/hypervisor/config/schema.ts';
 import type { GuestAgent } from '../guest/index.ts';
 import {
   capabilities,
@@ -126,7 +128,8 @@ describe('QEMU lifecycle on the default guest', () => {
 
   it('rejects calls in the wrong state with an error naming the state', async () => {
     const vm = track(new QemuHypervisor());
-    await expect(vm.startVM()).rejects.toBeInstanceOf(VmStartError);
+    await expect(vm.startVM()).rejects.toMatchObject({ code: 'INVALID_STATE', state: 'new', message: expect.stringContaining('call createVM first') as unknown });
+    await expect(vm.hotplugAddDevice({ type: 'block', id: 'early', path: '/nonexistent.img' })).rejects.toMatchObject({ code: 'INVALID_STATE', message: expect.stringContaining('call createVM first') as unknown });
     await vm.createVM(guestConfig());
     const error = await vm.pauseVM().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InvalidStateError);
@@ -260,6 +263,36 @@ describe('QEMU lifecycle on the default guest', () => {
     await vm.stopVM();
   });
 
+  it('the least boot memory boots the default guest; a guest that powers off ends with exitInfo.reason saying so', async () => {
+    const vm = track(new QemuHypervisor());
+    await vm.createVM(guestConfig({ memory: { bootMiB: MIN_BOOT_MiB, hotplug: 'none' } }));
+    const exited = new Promise<VmExitInfo>((resolve) => vm.onExit(resolve));
+    await vm.startVM({ waitForChannel: 'agent' });
+    const agent = trackAgent(await connectAgent(vm));
+    // The agent answers: the guest booted with the least memory the config allows.
+    expect(Number((await agent.runOk("awk '/MemTotal/ { print $2 }' /proc/meminfo")).trim())).toBeGreaterThan(64 * 1024);
+    await agent.run('poweroff -f', { timeoutMs: 2_000 }).catch(() => undefined);
+    expect(await exited).toMatchObject({ expected: false, exitCode: 0, signal: undefined, reason: 'guest-shutdown' });
+    expect(vm.state).toBe('stopped');
+  });
+
+  it('a guest that resets while startVM waits for its channel fails the start at once with the reason, and cleans up', async () => {
+    const vm = track(new QemuHypervisor());
+    const base = guestConfig();
+    // No init to run: the kernel panics, and with panic=-1 it reboots at once (QEMU, -no-reboot, exits).
+    const kernelParams = [...(base.boot?.kernelParams ?? []).filter((p) => !p.startsWith('panic=')), 'panic=-1', 'rdinit=/nonexistent'];
+    await vm.createVM({ ...base, boot: { ...base.boot, kernel: base.boot?.kernel ?? '', kernelParams } });
+    // No bound of its own: only QEMU's exit can end this start.
+    const error = (await vm.startVM({ waitForChannel: 'agent', timeoutMs: Infinity }).catch((e: unknown) => e)) as VmStartError;
+    expect(error).toBeInstanceOf(VmStartError);
+    expect(error).not.toBeInstanceOf(GuestNotReadyError);
+    expect(error).toMatchObject({ exitCode: 0 });
+    expect(error.message).toContain('guest-reset');
+    expect(vm.exitInfo).toMatchObject({ expected: false, exitCode: 0, reason: 'guest-reset' });
+    expect(vm.state).toBe('stopped');
+    expect(vm.getPids()).toEqual([]);
+  });
+
   it('stopVM interrupts pending operations and concurrent stops share one result', async () => {
     const vm = track(new QemuHypervisor());
     await vm.createVM(guestConfig());
@@ -290,7 +323,7 @@ describe('QEMU lifecycle on the default guest', () => {
     await vm.stopVM({ gracefulTimeoutMs: 30_000 });
     // The guest shut itself down (its acpid ran poweroff): QEMU exited 0 without quit or a signal.
     expect(shutdowns.map((e) => e.data)).toEqual([{ guest: true, reason: 'guest-shutdown' }]);
-    expect(vm.exitInfo).toMatchObject({ expected: true, exitCode: 0, signal: undefined });
+    expect(vm.exitInfo).toMatchObject({ expected: true, exitCode: 0, signal: undefined, reason: 'guest-shutdown' });
   });
 
   it('a guest that cannot answer the power button is stopped with quit once the grace period ends', async () => {

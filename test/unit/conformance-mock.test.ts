@@ -26,9 +26,18 @@ for (const accel of ['kvm', 'tcg'] as const) {
     { describe, it, beforeAll, afterAll },
     {
       name: `mock (${accel})`,
-      create: (settings) => new MockHypervisor({ deviceRemovalTimeoutMs: settings.deviceRemovalTimeoutMs }),
+      // Its guest opens the agent's channel, as the test guest does, and never the other one.
+      create: (settings) => new MockHypervisor({ deviceRemovalTimeoutMs: settings.deviceRemovalTimeoutMs, guestOpensChannels: ['agent'] }),
       // The mock checks the host like QEMU: the kernel and the disk images must exist.
-      config: () => ({ boot: { kernel }, machine: { accel } }),
+      config: () => ({
+        boot: { kernel },
+        machine: { accel },
+        devices: [
+          { type: 'channel', id: 'agent', name: 'agent.0' },
+          { type: 'channel', id: 'silent', name: 'silent.0' },
+        ],
+      }),
+      channels: { opened: 'agent', neverOpened: 'silent' },
       disk: (name) => {
         const path = join(dir, `${accel}-${name}.img`);
         writeFileSync(path, '');
@@ -42,6 +51,7 @@ for (const accel of ['kvm', 'tcg'] as const) {
       faults: {
         crash: (vm) => (vm as MockHypervisor).crashVmm(),
         panic: async (vm) => void (await (vm as MockHypervisor).panicGuest()),
+        resetGuest: (vm) => (vm as MockHypervisor).endGuest('guest-reset'),
         ejectDevice: async (vm, id) => {
           if (!(await (vm as MockHypervisor).ejectGuestDevice(id))) throw new Error(`the mock guest did not eject ${id}`);
         },

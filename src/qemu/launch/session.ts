@@ -136,6 +136,26 @@ export class VmSession {
     await this.#qmp?.close();
   }
 
+  /**
+   * Waits up to `ms` for QMP to close after QEMU exited: by then every event QEMU sent (its SHUTDOWN
+   * with the reason) has been read.
+   */
+  async qmpDrained(ms: number): Promise<void> {
+    const qmp = this.#qmp;
+    if (!qmp || qmp.closed) return;
+    let unsubscribe = () => {};
+    const closed = new Promise<void>((resolve) => {
+      unsubscribe = qmp.onClose(() => resolve());
+    });
+    const timer = new AbortController();
+    try {
+      await Promise.race([closed, sleep(ms, timer.signal).catch(() => {})]);
+    } finally {
+      unsubscribe();
+      timer.abort();
+    }
+  }
+
   /** Waits up to `ms` for QEMU's exit to be reaped (a lost QMP connection usually means it is exiting). */
   async exitWithin(ms: number): Promise<ProcessExit | undefined> {
     return Promise.race([this.process.exited, sleep(ms).then(() => undefined)]);

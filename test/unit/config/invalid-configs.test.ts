@@ -65,7 +65,7 @@ const cases: Case[] = [
   { name: 'boot memory not a multiple of 2 MiB', input: { boot, memory: { bootMiB: 1025 } }, paths: ['memory.bootMiB'] },
   { name: 'a virtio-mem max not a multiple of 2 MiB', input: { boot, memory: { bootMiB: 1024, maxMiB: 2049, hotplug: 'virtio-mem' } }, paths: ['memory.maxMiB'] },
   { name: 'a dimm range not a multiple of 128 MiB', input: { boot, memory: { bootMiB: 1024, maxMiB: 1124, hotplug: 'dimm' } }, paths: ['memory.maxMiB'] },
-  { name: 'boot memory under 64 MiB', input: { boot, memory: { bootMiB: 32 } }, paths: ['memory.bootMiB'] },
+  { name: 'boot memory under 128 MiB', input: { boot, memory: { bootMiB: 126 } }, paths: ['memory.bootMiB'] },
   { name: 'zero DIMM slots', input: { boot, memory: { bootMiB: 1024, maxMiB: 2048, hotplug: 'dimm', slots: 0 } }, paths: ['memory.slots'] },
   { name: 'an unknown memory backing', input: { boot, memory: { backing: { type: 'tmpfs' } } }, paths: ['memory.backing.type'] },
   { name: 'prealloc given as a string', input: { boot, memory: { prealloc: 'yes' } }, paths: ['memory.prealloc'] },
@@ -176,7 +176,7 @@ describe('invalid sandbox configs', () => {
   it('accepts a quoted kernel parameter value with spaces, and boundary values', () => {
     const config = parseSandboxConfig({
       boot: { ...boot, kernelParams: ['dyndbg="file a.c +p"', 'a=""'] },
-      memory: { bootMiB: 64, backing: { type: 'shared' } },
+      memory: { bootMiB: 128, backing: { type: 'shared' } },
       devices: [
         vfs({ socketPath: `/${'s'.repeat(106)}`, tag: 't'.repeat(36) }),
         ninep({ tag: 't'.repeat(31) }),

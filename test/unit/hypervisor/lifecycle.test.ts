@@ -11,8 +11,8 @@ describe('Lifecycle', () => {
     const lifecycle = new Lifecycle();
     const error = await lifecycle.run('pauseVM', ['running'], {}, undefined, () => Promise.resolve(1)).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InvalidStateError);
-    expect((error as InvalidStateError).state).toBe('created');
-    expect((error as Error).message).toBe('pauseVM is not allowed while the VM is created (allowed: running)');
+    expect((error as InvalidStateError).state).toBe('new');
+    expect((error as Error).message).toBe('pauseVM is not allowed while the VM is new (allowed: running): call createVM first');
   });
 
   it('reports every transition once', () => {
@@ -21,25 +21,25 @@ describe('Lifecycle', () => {
     lifecycle.to('starting');
     lifecycle.to('starting');
     lifecycle.to('running');
-    expect(seen).toEqual(['created>starting', 'starting>running']);
+    expect(seen).toEqual(['new>starting', 'starting>running']);
   });
 
   it('times out with OperationTimeoutError naming the operation', async () => {
     const lifecycle = new Lifecycle();
-    const error = await lifecycle.run('check', ['created'], { timeoutMs: 20 }, undefined, never).catch((e: unknown) => e);
+    const error = await lifecycle.run('check', ['new'], { timeoutMs: 20 }, undefined, never).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(OperationTimeoutError);
     expect((error as Error).message).toBe('check did not finish within 20 ms');
   });
 
   it('applies the default timeout when the caller gives none', async () => {
     const lifecycle = new Lifecycle();
-    await expect(lifecycle.run('check', ['created'], undefined, 10, never)).rejects.toBeInstanceOf(OperationTimeoutError);
+    await expect(lifecycle.run('check', ['new'], undefined, 10, never)).rejects.toBeInstanceOf(OperationTimeoutError);
   });
 
   it('is cancelled through the caller signal, keeping the reason as cause', async () => {
     const lifecycle = new Lifecycle();
     const controller = new AbortController();
-    const pending = lifecycle.run('resizeVCPUs', ['created'], { signal: controller.signal }, undefined, never);
+    const pending = lifecycle.run('resizeVCPUs', ['new'], { signal: controller.signal }, undefined, never);
     const reason = new Error('caller gave up');
     controller.abort(reason);
     const error = await pending.catch((e: unknown) => e);
@@ -49,19 +49,19 @@ describe('Lifecycle', () => {
 
   it('interrupts pending and later operations with VmStoppingError naming each operation', async () => {
     const lifecycle = new Lifecycle();
-    const a = lifecycle.run('hotplugAddDevice', ['created'], {}, undefined, never).catch((e: unknown) => e);
-    const b = lifecycle.run('resizeMemory', ['created'], {}, undefined, never).catch((e: unknown) => e);
+    const a = lifecycle.run('hotplugAddDevice', ['new'], {}, undefined, never).catch((e: unknown) => e);
+    const b = lifecycle.run('resizeMemory', ['new'], {}, undefined, never).catch((e: unknown) => e);
     lifecycle.interruptPending();
     const [ea, eb] = await Promise.all([a, b]);
     expect(ea).toBeInstanceOf(VmStoppingError);
     expect((ea as Error).message).toContain('hotplugAddDevice');
     expect((eb as Error).message).toContain('resizeMemory');
-    await expect(lifecycle.run('check', ['created'], {}, undefined, () => Promise.resolve(1))).rejects.toBeInstanceOf(VmStoppingError);
+    await expect(lifecycle.run('check', ['new'], {}, undefined, () => Promise.resolve(1))).rejects.toBeInstanceOf(VmStoppingError);
   });
 
   it('can interrupt with another error, e.g. the hypervisor having exited', async () => {
     const lifecycle = new Lifecycle();
-    const pending = lifecycle.run('check', ['created'], {}, undefined, never).catch((e: unknown) => e);
+    const pending = lifecycle.run('check', ['new'], {}, undefined, never).catch((e: unknown) => e);
     lifecycle.interruptPending((operation) => new VmExitedError(operation, { signal: 'SIGKILL' }));
     const error = await pending;
     expect(error).toBeInstanceOf(VmExitedError);
@@ -71,7 +71,7 @@ describe('Lifecycle', () => {
   it('passes the result through and removes its listeners', async () => {
     const lifecycle = new Lifecycle();
     const controller = new AbortController();
-    expect(await lifecycle.run('x', ['created'], { signal: controller.signal, timeoutMs: 1000 }, undefined, () => Promise.resolve(42))).toBe(42);
+    expect(await lifecycle.run('x', ['new'], { signal: controller.signal, timeoutMs: 1000 }, undefined, () => Promise.resolve(42))).toBe(42);
   });
 });
 
@@ -81,7 +81,7 @@ describe('Lifecycle deadlines and the operation’s own errors', () => {
   it('lets an operation that honours its deadline report its own, more telling error', async () => {
     const lifecycle = new Lifecycle();
     const error = await lifecycle
-      .run('resizeMemory', ['created'], { timeoutMs: 20 }, undefined, (deadline) =>
+      .run('resizeMemory', ['new'], { timeoutMs: 20 }, undefined, (deadline) =>
         new Promise((_, reject) => deadline.signal.addEventListener('abort', () => reject(new ReachedError('stopped at 512 MiB')))),
       )
       .catch((e: unknown) => e);
@@ -90,7 +90,7 @@ describe('Lifecycle deadlines and the operation’s own errors', () => {
 
   it('cuts off an operation that ignores its deadline with the deadline’s error', async () => {
     const lifecycle = new Lifecycle();
-    await expect(lifecycle.run('check', ['created'], { timeoutMs: 20 }, undefined, never)).rejects.toBeInstanceOf(OperationTimeoutError);
+    await expect(lifecycle.run('check', ['new'], { timeoutMs: 20 }, undefined, never)).rejects.toBeInstanceOf(OperationTimeoutError);
   });
 });
 

@@ -148,12 +148,12 @@ describe('memory', () => {
   });
 
   it('DIMM steps are at most 48 times the memory the guest has; a run out of slots keeps the steps already taken', async () => {
-    const vm = await running({ memory: { bootMiB: 64, maxMiB: 64 + 128 * 30, hotplug: 'dimm', slots: 1 } });
-    const error = (await rejection(vm.resizeMemory(64 + 128 * 30))) as NoFreeSlotError;
+    const vm = await running({ memory: { bootMiB: 128, maxMiB: 128 + 128 * 60, hotplug: 'dimm', slots: 1 } });
+    const error = (await rejection(vm.resizeMemory(128 + 128 * 60))) as NoFreeSlotError;
     expect(error).toBeInstanceOf(NoFreeSlotError);
     expect(error.deviceId).toBe('dimm1');
-    // The first step was 48 x 64 MiB = 3072 MiB, then no slot was left for the remaining 768.
-    expect(await vm.resizeMemory(64 + 3072)).toEqual({ previousMiB: 3136, currentMiB: 3136 });
+    // The first step was 48 x 128 MiB = 6144 MiB, then no slot was left for the remaining 1536.
+    expect(await vm.resizeMemory(128 + 6144)).toEqual({ previousMiB: 6272, currentMiB: 6272 });
   });
 
   it('memory.hotplug "none" cannot resize, and limits come first otherwise', async () => {

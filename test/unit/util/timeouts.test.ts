@@ -154,12 +154,12 @@ describe('Lifecycle.run', () => {
   it('rejects a NaN timeoutMs without running the operation', async () => {
     const lifecycle = new Lifecycle();
     const fn = vi.fn(() => new Promise<never>(() => {}));
-    expectInvalid(await lifecycle.run('check', ['created'], { timeoutMs: NaN }, 30_000, fn).catch((error: unknown) => error), 'timeoutMs');
+    expectInvalid(await lifecycle.run('check', ['new'], { timeoutMs: NaN }, 30_000, fn).catch((error: unknown) => error), 'timeoutMs');
     expect(fn).not.toHaveBeenCalled();
   });
 
   it('rejects an invalid instance default under its own name', async () => {
     const lifecycle = new Lifecycle();
-    expectInvalid(await lifecycle.run('check', ['created'], undefined, -1, () => Promise.resolve()).catch((error: unknown) => error), 'defaultTimeoutMs');
+    expectInvalid(await lifecycle.run('check', ['new'], undefined, -1, () => Promise.resolve()).catch((error: unknown) => error), 'defaultTimeoutMs');
   });
 });
