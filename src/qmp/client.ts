@@ -26,7 +26,7 @@ export interface QmpConnectOptions extends OperationOptions {
   exited?: Promise<unknown>;
   /** Timeout of commands that are given none. Default 30 s; Infinity for none. */
   commandTimeoutMs?: number;
-  /** A line longer than this is a protocol error. Default 4 MiB. */
+  /** A line longer than this is a protocol error. Default 10 MiB (DEFAULT_MAX_LINE_BYTES). */
   maxLineBytes?: number;
   /** Default 10 s when neither timeoutMs nor signal bounds the connect. */
   defaultConnectTimeoutMs?: number;

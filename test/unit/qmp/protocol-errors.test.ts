@@ -71,6 +71,20 @@ describe('protocol violations', () => {
     expect(await call).toHaveLength(1024 - prefix.length - 2);
   });
 
+  it('the default cap is 10 MiB, as in qemu.qmp and libvirt: a reply of exactly that is read, one byte more is not', async () => {
+    const TEN_MIB = 10 * 1024 * 1024;
+    const { server, client } = await startPair();
+    const fits = await pendingCommand(server, client, 'fits');
+    const prefix = JSON.stringify({ id: fits.id, return: '' }).slice(0, -2);
+    const payload = (bytes: number) => 'x'.repeat(bytes - prefix.length - 2);
+    server.sendLine(`${prefix}${payload(TEN_MIB)}"}`);
+    expect(await fits.call).toHaveLength(TEN_MIB - prefix.length - 2);
+    const over = await pendingCommand(server, client, 'over');
+    server.sendLine(`${JSON.stringify({ id: over.id, return: '' }).slice(0, -2)}${payload(TEN_MIB + 1)}"}`);
+    const error = await expectDropped(server, client, over.call);
+    expect(error.message).toContain(String(TEN_MIB));
+  });
+
   it('the messages before the bad line in the same chunk are still delivered', async () => {
     const { server, client } = await startPair({}, { maxLineBytes: 1024 });
     const first = await pendingCommand(server, client, 'first');
