@@ -14,6 +14,7 @@ export interface QmpGreeting {
 export interface QmpEvent {
   event: string;
   data: Record<string, unknown>;
+  /** When QEMU sent it; -1/-1 when unknown (QEMU could not read the clock, or the peer left it out). */
   timestamp: { seconds: number; microseconds: number };
 }
 
