@@ -149,8 +149,9 @@ export class QmpClient {
       await Promise.race([client.#handshake(deadline.signal), deadline.expired(), exit.failure]);
       return client;
     } catch (error) {
+      const stage: ConnectStage = client === undefined ? 'socket' : client.#greeting === undefined ? 'greeting' : 'negotiation';
       await client?.close();
-      throw explainConnectFailure(socketPath, error, options.signal);
+      throw explainConnectFailure(socketPath, error, options.signal, stage);
     } finally {
       deadline.dispose();
     }
@@ -465,11 +466,22 @@ export class QmpClient {
   }
 }
 
-function explainConnectFailure(path: string, error: unknown, callerSignal: AbortSignal | undefined): unknown {
+/** How far a connect got: the socket accepting, QEMU's greeting, or qmp_capabilities. */
+type ConnectStage = 'socket' | 'greeting' | 'negotiation';
+
+/** What a connect that ran out of time was waiting for, per stage. */
+const TIMEOUT_REASONS: Record<ConnectStage, (ms: number) => string> = {
+  socket: (ms) => `no QMP session within ${ms} ms (the socket did not accept a connection)`,
+  // QEMU accepts further clients on a QMP socket but greets only one at a time.
+  greeting: (ms) => `no QMP session within ${ms} ms: the socket accepted, but QEMU sent no greeting (another QMP client may hold the monitor)`,
+  negotiation: (ms) => `no QMP session within ${ms} ms: QEMU did not answer qmp_capabilities`,
+};
+
+function explainConnectFailure(path: string, error: unknown, callerSignal: AbortSignal | undefined, stage: ConnectStage): unknown {
   // The caller's cancellation wins, typed as execute() types it.
   if (callerSignal?.aborted) return abortError(`QMP connect to ${path}`, callerSignal);
   if (error instanceof QmpConnectError) return error;
-  if (error instanceof OperationTimeoutError) return new QmpConnectError(path, `no QMP session within ${error.timeoutMs} ms`, { cause: error });
+  if (error instanceof OperationTimeoutError) return new QmpConnectError(path, TIMEOUT_REASONS[stage](error.timeoutMs), { cause: error });
   if (isSandboxVmmError(error)) return error;
   return new QmpConnectError(path, error instanceof Error ? error.message : String(error), { cause: error });
 }

@@ -69,10 +69,20 @@ describe('QmpClient.connect', () => {
     await server.waitForNoClient();
   });
 
+  it('says that another client may hold the monitor when the socket accepted but no greeting came', async () => {
+    const server = await startServer({ greeting: null });
+    const error = await rejection(QmpClient.connect(server.path, { timeoutMs: 100 }), QmpConnectError);
+    expect(error.message).toContain('within 100 ms');
+    expect(error.message).toContain('no greeting');
+    expect(error.message).toContain('another QMP client may hold the monitor');
+  });
+
   it('times out with QmpConnectError when the socket never appears', async () => {
     const path = join(scratchDir(), 'never.sock');
     const error = await rejection(QmpClient.connect(path, { timeoutMs: 150 }), QmpConnectError);
     expect(error.message).toContain(path);
+    expect(error.message).toContain('did not accept');
+    expect(error.message).not.toContain('another QMP client');
   });
 
   it('uses defaultConnectTimeoutMs when neither a timeout nor a signal is given', async () => {
@@ -164,6 +174,9 @@ describe('QmpClient.connect', () => {
     silent.handle('qmp_capabilities', () => NO_REPLY);
     const error = await rejection(QmpClient.connect(silent.path, { timeoutMs: 100, commandTimeoutMs: 1 }), QmpConnectError);
     expect(error.cause).toBeInstanceOf(OperationTimeoutError);
+    // It was greeted: the monitor is ours, only negotiation is stuck.
+    expect(error.message).toContain('did not answer qmp_capabilities');
+    expect(error.message).not.toContain('another QMP client');
   });
 
   it('rejects with QmpDisconnectedError when the peer hangs up before greeting', async () => {
