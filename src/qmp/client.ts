@@ -383,9 +383,22 @@ export class QmpClient {
       this.#onReply(m, line);
     } else if ('QMP' in m) {
       this.#onGreetingMessage(m['QMP'], line);
+    } else if (typeof m['id'] === 'number' && this.#pending.has(m['id'])) {
+      this.#onBadReply(m['id'], line);
     } else {
       this.#logger.warn({ line: preview(line) }, 'ignoring a QMP message of unknown shape');
     }
+  }
+
+  /**
+   * A reply to a waiting command with neither `return` nor `error` (qemu.qmp's BadReplyError): that
+   * command fails at once instead of waiting for its timeout. The connection stays: the line was
+   * well-formed JSON, so the stream is still framed and the other commands' replies can be trusted.
+   */
+  #onBadReply(id: number, line: string): void {
+    const command = this.#pending.get(id)?.command ?? '';
+    this.#logger.warn({ command, line: preview(line) }, 'a QMP reply has neither return nor error');
+    this.#settle(id, undefined, new QmpProtocolError(`QEMU answered ${command} with neither return nor error: ${preview(line)}`));
   }
 
   #onReply(m: Record<string, unknown>, line: string): void {

@@ -40,7 +40,11 @@ export class QmpDisconnectedError extends SandboxVmmError {
   }
 }
 
-/** The peer broke the protocol: a bad greeting, a line that is not JSON, a line over the size cap. */
+/**
+ * The peer broke the protocol: a bad greeting, a line that is not JSON, a line over the size cap
+ * (the connection is dropped); or a reply with neither `return` nor `error` (only that command
+ * fails, the connection stays).
+ */
 export class QmpProtocolError extends SandboxVmmError {
   constructor(message: string, options: SandboxVmmErrorOptions = {}) {
     super('QMP_PROTOCOL', message, options);

@@ -119,9 +119,31 @@ describe('protocol violations', () => {
     const { call, id } = await pendingCommand(server, client);
     server.sendLine(JSON.stringify({ hello: 'world' }));
     server.sendLine(JSON.stringify({ event: 42 }));
-    server.sendLine(JSON.stringify({ id }));
+    // Ids no command waits for: a number that was never sent, and ids of other types.
+    server.sendLine(JSON.stringify({ id: 999 }));
+    server.sendLine(JSON.stringify({ id: String(id) }));
+    server.sendLine(JSON.stringify({ id: [id] }));
     server.sendLine(JSON.stringify({ return: 'done', id }));
     expect(await call).toBe('done');
     expect(client.closed).toBe(false);
+  });
+
+  it('a reply with a known id but neither return nor error fails that command at once, and the connection stays', async () => {
+    const { server, client } = await startPair({}, { commandTimeoutMs: Infinity });
+    const bad = await pendingCommand(server, client, 'bad');
+    const other = await pendingCommand(server, client, 'other');
+    server.sendLine(JSON.stringify({ id: bad.id, retrun: {} }));
+    const error = await rejection(bad.call, QmpProtocolError);
+    expect(error.code).toBe('QMP_PROTOCOL');
+    expect(error.message).toContain('bad');
+    expect(error.message).toContain('neither return nor error');
+    expect(client.closed).toBe(false);
+    expect(client.pendingCount).toBe(1);
+    // A late proper reply to the failed command is dropped; the other command still gets its own.
+    server.sendLine(JSON.stringify({ id: bad.id, return: 'late' }));
+    server.sendLine(JSON.stringify({ id: other.id, return: 'fine' }));
+    expect(await other.call).toBe('fine');
+    server.handle('next', () => 'next');
+    expect(await client.execute('next')).toBe('next');
   });
 });
