@@ -54,6 +54,12 @@ type ExecuteRest<C extends QmpCommandName> = undefined extends QmpArgs<C>
   ? [args?: QmpArgs<C>, options?: QmpExecuteOptions]
   : [args: QmpArgs<C>, options?: QmpExecuteOptions];
 
+/** A command's line waiting in the outbox behind a command with an fd. */
+interface QueuedLine {
+  id: number;
+  line: string;
+}
+
 /** A command waiting in the outbox to be sent with its fd. */
 interface FdSend {
   id: number;
@@ -72,6 +78,8 @@ interface PendingCommand {
   timer: NodeJS.Timeout | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  /** How many id-less errors had arrived when the command was written. */
+  idlessErrorsAtSend: number;
 }
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
@@ -99,10 +107,16 @@ export class QmpClient {
    * From a command with an fd until it has been sent: what is written meanwhile, in call order
    * (lines, and further commands with an fd), so that nothing overtakes it on the wire.
    */
-  #outbox: (string | FdSend)[] | undefined;
+  #outbox: (QueuedLine | FdSend)[] | undefined;
   /** Settles when the last command sent with an fd has its reply (or failed). */
   #lastFdReply: Promise<unknown> = Promise.resolve();
   readonly #fdSender: FdSender | undefined;
+  /**
+   * Error replies without an id (QEMU could not read the command's id, e.g. a parse error): how
+   * many came, and the latest, which a command sent before it and then timing out gets as cause.
+   */
+  #idlessErrors = 0;
+  #lastIdlessError: QmpCommandError | undefined;
 
   private constructor(socketPath: string, socket: Socket, options: QmpConnectOptions) {
     this.socketPath = socketPath;
@@ -213,7 +227,7 @@ export class QmpClient {
     if (fd !== undefined) return this.#executeWithFd(id, command, line, fd, timeoutMs, signal);
     // Written first, the bookkeeping after: QEMU starts on the command sooner (a serial caller's
     // round trip is mostly QEMU waking up). Safe, as no reply can be read before we return.
-    this.#write(line);
+    this.#write({ id, line });
     return this.#track(id, command, timeoutMs, signal);
   }
 
@@ -221,8 +235,8 @@ export class QmpClient {
   #track(id: number, command: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const startedAt = this.#logger.isLevelEnabled('debug') ? performance.now() : 0;
-      const entry: PendingCommand = { command, resolve, reject, startedAt, timer: undefined, signal, onAbort: undefined };
-      entry.timer = startTimeout(timeoutMs, () => this.#settle(id, undefined, new QmpTimeoutError(command, timeoutMs)));
+      const entry: PendingCommand = { command, resolve, reject, startedAt, timer: undefined, signal, onAbort: undefined, idlessErrorsAtSend: this.#idlessErrors };
+      entry.timer = startTimeout(timeoutMs, () => this.#settle(id, undefined, new QmpTimeoutError(command, timeoutMs, { cause: this.#idlessErrorSince(entry) })));
       if (signal) {
         entry.onAbort = () => this.#settle(id, undefined, abortError(`QMP command ${command}`, signal));
         signal.addEventListener('abort', entry.onAbort, { once: true });
@@ -247,7 +261,7 @@ export class QmpClient {
 
   async #pumpOutbox(): Promise<void> {
     for (let item = this.#outbox?.shift(); item !== undefined; item = this.#outbox?.shift()) {
-      if (typeof item === 'string') {
+      if (!('fd' in item)) {
         this.#writeNow(item);
         continue;
       }
@@ -257,6 +271,7 @@ export class QmpClient {
       try {
         const sender = this.#fdSender ?? defaultFdSender(item.command);
         await this.#flushed();
+        this.#markSent(item.id);
         await sender.send(this.#socket, item.line, item.fd, item.command);
       } catch (error) {
         this.#settle(item.id, undefined, error instanceof Error ? error : new Error(String(error)));
@@ -329,12 +344,13 @@ export class QmpClient {
    * not read, the socket's own buffer keeps them, in order, until it drains (backpressure); close()
    * discards what was never sent.
    */
-  #write(line: string): void {
-    if (this.#outbox) this.#outbox.push(line);
-    else this.#writeNow(line);
+  #write(queued: QueuedLine): void {
+    if (this.#outbox) this.#outbox.push(queued);
+    else this.#writeNow(queued);
   }
 
-  #writeNow(line: string): void {
+  #writeNow({ id, line }: QueuedLine): void {
+    this.#markSent(id);
     this.#socket.write(line);
     if (this.#corked) return;
     this.#corked = true;
@@ -405,18 +421,39 @@ export class QmpClient {
     const id = m['id'];
     const entry = typeof id === 'number' ? this.#pending.get(id) : undefined;
     if (!entry) {
-      // A reply to a command that timed out or was cancelled, or one QEMU could not attribute.
-      this.#logger.debug({ line: preview(line) }, 'dropping a QMP reply no command is waiting for');
+      if (!('id' in m) && 'error' in m) this.#onIdlessError(m['error']);
+      // A reply to a command that timed out or was cancelled (or an id-less success).
+      else this.#logger.debug({ line: preview(line) }, 'dropping a QMP reply no command is waiting for');
       return;
     }
     if ('error' in m) {
-      const error = (typeof m['error'] === 'object' && m['error'] !== null ? m['error'] : {}) as Record<string, unknown>;
-      const errorClass = typeof error['class'] === 'string' ? error['class'] : 'GenericError';
-      const desc = typeof error['desc'] === 'string' ? error['desc'] : JSON.stringify(m['error']);
-      this.#settle(id as number, undefined, new QmpCommandError(entry.command, errorClass, desc));
+      this.#settle(id as number, undefined, commandError(entry.command, m['error']));
     } else {
       this.#settle(id as number, m['return'], undefined);
     }
+  }
+
+  /**
+   * An error QEMU could not attach to a command, because it could not read the command's id (input
+   * it could not parse; one over-deep argument gives a burst of them). Blaming the oldest pending
+   * command would fail healthy ones, so it is logged, and kept as the cause for a command sent
+   * before it that then times out.
+   */
+  #onIdlessError(error: unknown): void {
+    const reported = commandError(UNATTRIBUTED, error);
+    this.#idlessErrors++;
+    this.#lastIdlessError = reported;
+    this.#logger.warn({ errorClass: reported.errorClass, desc: reported.desc }, 'QEMU reported an error without an id (input it could not parse)');
+  }
+
+  /** The latest id-less error, if one arrived after `entry` was written. */
+  #idlessErrorSince(entry: PendingCommand): QmpCommandError | undefined {
+    return this.#idlessErrors > entry.idlessErrorsAtSend ? this.#lastIdlessError : undefined;
+  }
+
+  #markSent(id: number): void {
+    const entry = this.#pending.get(id);
+    if (entry) entry.idlessErrorsAtSend = this.#idlessErrors;
   }
 
   #onGreetingMessage(qmp: unknown, line: string): void {
@@ -497,6 +534,17 @@ function explainConnectFailure(path: string, error: unknown, callerSignal: Abort
   if (error instanceof OperationTimeoutError) return new QmpConnectError(path, TIMEOUT_REASONS[stage](error.timeoutMs), { cause: error });
   if (isSandboxVmmError(error)) return error;
   return new QmpConnectError(path, error instanceof Error ? error.message : String(error), { cause: error });
+}
+
+/** The `command` of a QmpCommandError for an error reply that carried no id. */
+const UNATTRIBUTED = '(no id)';
+
+/** A QMP error object as a QmpCommandError; a missing class or desc is filled in (QEMU always sends both). */
+function commandError(command: string, error: unknown): QmpCommandError {
+  const fields = (typeof error === 'object' && error !== null ? error : {}) as Record<string, unknown>;
+  const errorClass = typeof fields['class'] === 'string' ? fields['class'] : 'GenericError';
+  const desc = typeof fields['desc'] === 'string' ? fields['desc'] : JSON.stringify(error);
+  return new QmpCommandError(command, errorClass, desc);
 }
 
 function isOpenFd(fd: number): boolean {
