@@ -12,6 +12,7 @@ import { EventHub, type ArmedEvent, type QmpEventListener, type WaitForEventOpti
 import { DEFAULT_MAX_LINE_BYTES, LineSplitter } from './framing.ts';
 import { defaultFdSender, type FdSender } from './fd-sender.ts';
 import { ExitWatch, openSocket } from './open-socket.ts';
+import { parseQmpJson, stringifyQmpJson } from './json.ts';
 import { parseGreeting, toEvent } from './messages.ts';
 import { resolveTimeoutMs, startTimeout } from '../util/timeout.ts';
 import type { QmpArgs, QmpCommandName, QmpEvent, QmpGreeting, QmpReturn } from './types.ts';
@@ -219,9 +220,10 @@ export class QmpClient {
     const id = this.#nextId++;
     let line: string;
     try {
-      line = `${JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id })}\n`;
+      // A bigint argument is written as its digits: QEMU reads 64-bit integers exactly.
+      line = `${stringifyQmpJson(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id })}\n`;
     } catch (error) {
-      // Arguments JSON cannot encode (a BigInt, a cycle): the caller's mistake, reported as a rejection.
+      // Arguments JSON cannot encode (a cycle): the caller's mistake, reported as a rejection.
       return Promise.reject(error instanceof Error ? error : new TypeError(String(error)));
     }
     if (fd !== undefined) return this.#executeWithFd(id, command, line, fd, timeoutMs, signal);
@@ -378,7 +380,8 @@ export class QmpClient {
     if (this.#disconnected) return;
     let message: unknown;
     try {
-      message = JSON.parse(line);
+      // Integers beyond 2^53 (uint64 sizes, addresses, qom-get values) come out as exact bigints.
+      message = parseQmpJson(line);
     } catch (error) {
       this.#fail(new QmpProtocolError(`QEMU sent a line that is not JSON: ${preview(line)}`, { cause: error }));
       return;

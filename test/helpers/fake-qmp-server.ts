@@ -44,6 +44,8 @@ export interface FakeQmpServerOptions {
 export class FakeQmpServer {
   readonly path: string;
   readonly received: ReceivedCommand[] = [];
+  /** The lines received, as sent (JSON.parse would round integers beyond 2^53 in `received`). */
+  readonly receivedLines: string[] = [];
   readonly #dir: string | undefined;
   readonly #server: Server;
   readonly #handlers = new Map<string, CommandHandler>();
@@ -165,7 +167,9 @@ export class FakeQmpServer {
       while ((newline = buffer.indexOf('\n')) >= 0) {
         const line = buffer.slice(0, newline);
         buffer = buffer.slice(newline + 1);
-        if (line.trim()) void this.#onCommand(socket, JSON.parse(line) as ReceivedCommand);
+        if (!line.trim()) continue;
+        this.receivedLines.push(line);
+        void this.#onCommand(socket, JSON.parse(line) as ReceivedCommand);
       }
     });
     if (!this.#reading) socket.pause();
