@@ -546,7 +546,8 @@ const UNATTRIBUTED = '(no id)';
 function commandError(command: string, error: unknown): QmpCommandError {
   const fields = (typeof error === 'object' && error !== null ? error : {}) as Record<string, unknown>;
   const errorClass = typeof fields['class'] === 'string' ? fields['class'] : 'GenericError';
-  const desc = typeof fields['desc'] === 'string' ? fields['desc'] : JSON.stringify(error);
+  // Written back exactly: the error object may hold a bigint, which JSON.stringify would throw on.
+  const desc = typeof fields['desc'] === 'string' ? fields['desc'] : stringifyQmpJson(error);
   return new QmpCommandError(command, errorClass, desc);
 }
 

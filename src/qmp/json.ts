@@ -24,9 +24,11 @@ export function parseQmpJson(text: string): unknown {
  * JSON.stringify, except that a bigint is written as its digits (an integer QEMU reads exactly).
  * Throws TypeError for a cycle, as JSON.stringify does.
  */
-export function stringifyQmpJson(value: object): string {
+export function stringifyQmpJson(value: unknown): string {
   try {
-    return JSON.stringify(value);
+    // undefined (or a function) has no JSON text: "null", as it would read inside an array.
+    const text: string | undefined = JSON.stringify(value);
+    return text ?? 'null';
   } catch (error) {
     // A bigint (or a cycle, which the writer below reports the same way JSON.stringify does).
     if (!(error instanceof TypeError)) throw error;

@@ -115,6 +115,17 @@ describe('QmpClient.execute', () => {
       const second = await rejection(client.execute('odd'), QmpCommandError);
       expect(second).toMatchObject({ errorClass: 'GenericError', desc: '"just a string"' });
     });
+
+    it('describe an error object without desc exactly, even when it holds an integer beyond 2^53', async () => {
+      const { server, client } = await startPair();
+      server.handle('odd', (_args, command) => {
+        server.sendLine(`{"error": {"class": "GenericError", "addr": 18446744073709551615}, "id": ${String(command.id)}}`);
+        return NO_REPLY;
+      });
+      const error = await rejection(client.execute('odd'), QmpCommandError);
+      expect(error.desc).toBe('{"class":"GenericError","addr":18446744073709551615}');
+      expect(client.closed).toBe(false);
+    });
   });
 
   it('rejects (never throws) when the arguments cannot be encoded, and stays usable', async () => {

@@ -159,6 +159,13 @@ describe('QMP JSON', () => {
       expect(() => stringifyQmpJson(plain)).toThrow(TypeError);
     });
 
+    it('writes a value without JSON text as null, and a lone bigint as its digits', () => {
+      expect(stringifyQmpJson(undefined)).toBe('null');
+      expect(stringifyQmpJson(() => 1)).toBe('null');
+      expect(stringifyQmpJson(-(2n ** 64n))).toBe('-18446744073709551616');
+      expect(stringifyQmpJson('text')).toBe('"text"');
+    });
+
     it('writes a shared (not cyclic) object each time it appears', () => {
       const shared = { n: 2n ** 62n };
       expect(stringifyQmpJson({ a: shared, b: [shared] })).toBe('{"a":{"n":4611686018427387904},"b":[{"n":4611686018427387904}]}');
