@@ -49,6 +49,13 @@ export interface QmpExecuteOptions {
    * returns. Such commands go one at a time, each after the previous one's reply.
    */
   fd?: number;
+  /**
+   * Sends the command with `exec-oob`: QEMU runs it at once, even while in-band commands are queued
+   * or stuck (its reply may overtake theirs). Only for commands QEMU marks `allow-oob` (`yank`,
+   * `migrate-pause`, `migrate-recover`), and only when QEMU offered the `oob` capability (see
+   * `oobEnabled`); otherwise it rejects with InvalidArgumentError before anything is sent.
+   */
+  oob?: boolean;
 }
 
 type ExecuteRest<C extends QmpCommandName> = undefined extends QmpArgs<C>
@@ -59,6 +66,15 @@ type ExecuteRest<C extends QmpCommandName> = undefined extends QmpArgs<C>
 interface QueuedLine {
   id: number;
   line: string;
+}
+
+/** An in-band command held back while MAX_IN_BAND_IN_FLIGHT others are in flight (OOB enabled). */
+interface HeldCommand {
+  id: number;
+  command: string;
+  line: string;
+  fd: number | undefined;
+  reply: Promise<unknown>;
 }
 
 /** A command waiting in the outbox to be sent with its fd. */
@@ -84,6 +100,11 @@ interface PendingCommand {
 }
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
+/**
+ * In-band commands in flight while OOB is enabled: QEMU queues up to 8 and stops reading the socket
+ * when its queue is full, so an `exec-oob` written behind more would not be read until they finish.
+ */
+export const MAX_IN_BAND_IN_FLIGHT = 8;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
 export class QmpClient {
@@ -118,6 +139,12 @@ export class QmpClient {
    */
   #idlessErrors = 0;
   #lastIdlessError: QmpCommandError | undefined;
+  /** True once `oob` was negotiated: exec-oob is possible, and in-band commands are windowed. */
+  #oob = false;
+  /** In-band commands written (or in the fd outbox) and not yet settled, while OOB is enabled. */
+  readonly #inBandInFlight = new Set<number>();
+  /** In-band commands waiting for room in that window, in call order. */
+  readonly #held: HeldCommand[] = [];
 
   private constructor(socketPath: string, socket: Socket, options: QmpConnectOptions) {
     this.socketPath = socketPath;
@@ -179,7 +206,15 @@ export class QmpClient {
   async #handshake(signal: AbortSignal): Promise<void> {
     const greeting = await this.#greetingReceived;
     this.#logger.debug({ version: greeting.version.qemu, capabilities: greeting.capabilities }, 'QMP greeting');
-    await this.execute('qmp_capabilities', undefined, { signal, timeoutMs: Infinity });
+    // Enabled when offered, as the spec asks of clients; it cannot be enabled later.
+    const oob = greeting.capabilities.includes('oob');
+    await this.execute('qmp_capabilities', oob ? { enable: ['oob'] } : undefined, { signal, timeoutMs: Infinity });
+    this.#oob = oob;
+  }
+
+  /** True when QEMU offered the `oob` capability and it was enabled: execute's `oob` option works. */
+  get oobEnabled(): boolean {
+    return this.#oob;
   }
 
   /** QEMU's greeting: its version and the capabilities it offered. */
@@ -193,7 +228,7 @@ export class QmpClient {
     return this.#disconnected !== undefined;
   }
 
-  /** Commands sent and not yet answered. */
+  /** Commands issued and not yet answered (including in-band ones held back while OOB is enabled). */
   get pendingCount(): number {
     return this.#pending.size;
   }
@@ -217,20 +252,46 @@ export class QmpClient {
     if (fd !== undefined && !isOpenFd(fd)) {
       return Promise.reject(new InvalidArgumentError('fd', `must be an open file descriptor of this process (got ${String(fd)})`));
     }
+    const oob = options?.oob === true;
+    if (oob && !this.#oob) return Promise.reject(new InvalidArgumentError('oob', `QEMU did not offer the oob capability, so ${command} cannot be sent out of band`));
+    if (oob && fd !== undefined) return Promise.reject(new InvalidArgumentError('oob', `cannot be combined with fd (${command})`));
     const id = this.#nextId++;
+    const verb = oob ? 'exec-oob' : 'execute';
     let line: string;
     try {
       // A bigint argument is written as its digits: QEMU reads 64-bit integers exactly.
-      line = `${stringifyQmpJson(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id })}\n`;
+      line = `${stringifyQmpJson(args === undefined ? { [verb]: command, id } : { [verb]: command, arguments: args, id })}\n`;
     } catch (error) {
       // Arguments JSON cannot encode (a cycle): the caller's mistake, reported as a rejection.
       return Promise.reject(error instanceof Error ? error : new TypeError(String(error)));
     }
+    const windowed = this.#oob && !oob;
+    if (windowed && (this.#held.length > 0 || this.#inBandInFlight.size >= MAX_IN_BAND_IN_FLIGHT)) {
+      const reply = this.#track(id, command, timeoutMs, signal);
+      this.#held.push({ id, command, line, fd, reply });
+      return reply;
+    }
+    if (windowed) this.#inBandInFlight.add(id);
     if (fd !== undefined) return this.#executeWithFd(id, command, line, fd, timeoutMs, signal);
     // Written first, the bookkeeping after: QEMU starts on the command sooner (a serial caller's
     // round trip is mostly QEMU waking up). Safe, as no reply can be read before we return.
     this.#write({ id, line });
     return this.#track(id, command, timeoutMs, signal);
+  }
+
+  /**
+   * Sends held in-band commands while the window has room. One that timed out or was aborted while
+   * held is dropped unsent.
+   */
+  #releaseHeld(): void {
+    while (this.#disconnected === undefined && this.#inBandInFlight.size < MAX_IN_BAND_IN_FLIGHT) {
+      const held = this.#held.shift();
+      if (held === undefined) return;
+      if (!this.#pending.has(held.id)) continue;
+      this.#inBandInFlight.add(held.id);
+      if (held.fd === undefined) this.#write({ id: held.id, line: held.line });
+      else this.#queueFdSend({ id: held.id, command: held.command, line: held.line, fd: held.fd, reply: held.reply });
+    }
   }
 
   /** The pending entry of a sent (or about to be sent) command: its reply, timeout and abort. */
@@ -255,10 +316,14 @@ export class QmpClient {
    */
   #executeWithFd(id: number, command: string, line: string, fd: number, timeoutMs: number, signal: AbortSignal | undefined): Promise<unknown> {
     const reply = this.#track(id, command, timeoutMs, signal);
-    const pumping = this.#outbox !== undefined;
-    (this.#outbox ??= []).push({ id, command, line, fd, reply });
-    if (!pumping) void this.#pumpOutbox();
+    this.#queueFdSend({ id, command, line, fd, reply });
     return reply;
+  }
+
+  #queueFdSend(send: FdSend): void {
+    const pumping = this.#outbox !== undefined;
+    (this.#outbox ??= []).push(send);
+    if (!pumping) void this.#pumpOutbox();
   }
 
   async #pumpOutbox(): Promise<void> {
@@ -477,6 +542,7 @@ export class QmpClient {
     const entry = this.#pending.get(id);
     if (!entry) return;
     this.#pending.delete(id);
+    if (this.#inBandInFlight.delete(id)) this.#releaseHeld();
     if (entry.timer) clearTimeout(entry.timer);
     if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
     if (entry.startedAt > 0 && this.#logger.isLevelEnabled('debug')) {
@@ -502,6 +568,8 @@ export class QmpClient {
     if (this.#disconnected) return;
     this.#disconnected = reason;
     this.#greetingWaiter?.reject(how.pendingError ?? reason);
+    // Held commands are pending too: they fail below, unsent.
+    this.#held.length = 0;
     for (const [id, entry] of this.#pending) {
       // QEMU answers `quit` by closing the socket, sometimes before the reply: that is success.
       if (entry.command === 'quit' && how.peerClosed === true) this.#settle(id, {}, undefined);

@@ -116,6 +116,9 @@ export interface AddfdInfo {
   fd: number;
 }
 
+/** What `yank` acts on (`query-yank` lists those that exist). */
+export type YankInstance = { type: 'chardev'; id: string } | { type: 'block-node'; 'node-name': string } | { type: 'migration' };
+
 type Empty = Record<string, never>;
 /** QEMU options objects: the keys named here are checked, everything else passes through. */
 type Props = Record<string, unknown>;
@@ -153,6 +156,9 @@ export interface QmpCommandMap {
   /** Puts the fd sent with the command into an fd set, which /dev/fdset/<id> opens by access mode. */
   'add-fd': { args: { 'fdset-id'?: number; opaque?: string } | undefined; ret: AddfdInfo };
   'remove-fd': { args: { 'fdset-id': number; fd?: number }; ret: Empty };
+  /** Drops the connections of the instances so that whatever hangs on them fails; send with `{ oob: true }`. */
+  yank: { args: { instances: YankInstance[] }; ret: Empty };
+  'query-yank': { args: undefined; ret: YankInstance[] };
 }
 
 export type QmpCommandName = keyof QmpCommandMap;

@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export interface ReceivedCommand {
+  /** The command's name, also for one sent with `exec-oob` (then `oob` is true). */
   execute: string;
+  oob?: boolean;
   arguments?: Record<string, unknown>;
   id?: unknown;
 }
@@ -169,7 +171,7 @@ export class FakeQmpServer {
         buffer = buffer.slice(newline + 1);
         if (!line.trim()) continue;
         this.receivedLines.push(line);
-        void this.#onCommand(socket, JSON.parse(line) as ReceivedCommand);
+        void this.#onCommand(socket, toCommand(JSON.parse(line) as Record<string, unknown>));
       }
     });
     if (!this.#reading) socket.pause();
@@ -199,4 +201,10 @@ export class FakeQmpServer {
     }
     if (!socket.destroyed) socket.write(`${JSON.stringify(reply)}${this.#options.eol ?? '\r\n'}`);
   }
+}
+
+/** `{"exec-oob": name, ...}` as `{ execute: name, oob: true, ... }`, so handlers see one shape. */
+function toCommand(message: Record<string, unknown>): ReceivedCommand {
+  const { 'exec-oob': oobName, ...rest } = message;
+  return (typeof oobName === 'string' ? { ...rest, execute: oobName, oob: true } : rest) as unknown as ReceivedCommand;
 }

@@ -4,7 +4,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { OperationAbortedError, SandboxVmmError } from '../../../src/errors.ts';
 import { QmpCommandError, QmpTimeoutError } from '../../../src/qmp/index.ts';
-import { NO_REPLY, QmpErrorReply, type ReceivedCommand } from '../../helpers/fake-qmp-server.ts';
+import { DEFAULT_GREETING, NO_REPLY, QmpErrorReply, type ReceivedCommand } from '../../helpers/fake-qmp-server.ts';
 import { rejection, settleIo, startPair, track } from './harness.ts';
 import { seededRandom } from '../../helpers/random.ts';
 
@@ -48,7 +48,9 @@ describe('QmpClient.execute', () => {
   });
 
   it('answers 1000 commands in flight, replied to in random order', async () => {
-    const { server, client } = await startPair();
+    // Without the oob capability there is no in-band window (oob.test.ts): all 1000 go out at once.
+    const { server, client } = await startPair({ greeting: { QMP: { ...DEFAULT_GREETING.QMP, capabilities: [] } } });
+    expect(client.oobEnabled).toBe(false);
     const received: ReceivedCommand[] = [];
     server.handle('echo', (_args, command) => {
       received.push(command);

@@ -25,7 +25,17 @@ describe('QmpClient.connect', () => {
     expect(client.socketPath).toBe(server.path);
     expect(client.closed).toBe(false);
     expect(server.received.map((c) => c.execute)).toEqual(['qmp_capabilities']);
+    // The greeting offered oob: it is enabled, as the spec asks of clients.
+    expect(server.received[0]?.arguments).toEqual({ enable: ['oob'] });
+    expect(client.oobEnabled).toBe(true);
+  });
+
+  it('enables no capability that the greeting did not offer', async () => {
+    const server = await startServer({ greeting: { QMP: { version: { qemu: { major: 6, minor: 2, micro: 0 }, package: '' }, capabilities: [] } } });
+    const client = await QmpClient.connect(server.path, { timeoutMs: 5_000 });
+    onTestFinished(() => client.close());
     expect(server.received[0]?.arguments).toBeUndefined();
+    expect(client.oobEnabled).toBe(false);
   });
 
   it('polls until the socket appears', async () => {
