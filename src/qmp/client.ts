@@ -12,6 +12,7 @@ import { EventHub, type ArmedEvent, type QmpEventListener, type WaitForEventOpti
 import { DEFAULT_MAX_LINE_BYTES, LineSplitter } from './framing.ts';
 import { defaultFdSender, type FdSender } from './fd-sender.ts';
 import { ExitWatch, openSocket } from './open-socket.ts';
+import { parseQmpJson, stringifyQmpJson } from './json.ts';
 import { parseGreeting, toEvent } from './messages.ts';
 import { resolveTimeoutMs, startTimeout } from '../util/timeout.ts';
 import type { QmpArgs, QmpCommandName, QmpEvent, QmpGreeting, QmpReturn } from './types.ts';
@@ -26,7 +27,7 @@ export interface QmpConnectOptions extends OperationOptions {
   exited?: Promise<unknown>;
   /** Timeout of commands that are given none. Default 30 s; Infinity for none. */
   commandTimeoutMs?: number;
-  /** A line longer than this is a protocol error. Default 4 MiB. */
+  /** A line longer than this is a protocol error. Default 10 MiB (DEFAULT_MAX_LINE_BYTES). */
   maxLineBytes?: number;
   /** Default 10 s when neither timeoutMs nor signal bounds the connect. */
   defaultConnectTimeoutMs?: number;
@@ -48,11 +49,33 @@ export interface QmpExecuteOptions {
    * returns. Such commands go one at a time, each after the previous one's reply.
    */
   fd?: number;
+  /**
+   * Sends the command with `exec-oob`: QEMU runs it at once, even while in-band commands are queued
+   * or stuck (its reply may overtake theirs). Only for commands QEMU marks `allow-oob` (`yank`,
+   * `migrate-pause`, `migrate-recover`), and only when QEMU offered the `oob` capability (see
+   * `oobEnabled`); otherwise it rejects with InvalidArgumentError before anything is sent.
+   */
+  oob?: boolean;
 }
 
 type ExecuteRest<C extends QmpCommandName> = undefined extends QmpArgs<C>
   ? [args?: QmpArgs<C>, options?: QmpExecuteOptions]
   : [args: QmpArgs<C>, options?: QmpExecuteOptions];
+
+/** A command's line waiting in the outbox behind a command with an fd. */
+interface QueuedLine {
+  id: number;
+  line: string;
+}
+
+/** An in-band command held back while MAX_IN_BAND_IN_FLIGHT others are in flight (OOB enabled). */
+interface HeldCommand {
+  id: number;
+  command: string;
+  line: string;
+  fd: number | undefined;
+  reply: Promise<unknown>;
+}
 
 /** A command waiting in the outbox to be sent with its fd. */
 interface FdSend {
@@ -72,9 +95,16 @@ interface PendingCommand {
   timer: NodeJS.Timeout | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  /** How many id-less errors had arrived when the command was written. */
+  idlessErrorsAtSend: number;
 }
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
+/**
+ * In-band commands in flight while OOB is enabled: QEMU queues up to 8 and stops reading the socket
+ * when its queue is full, so an `exec-oob` written behind more would not be read until they finish.
+ */
+export const MAX_IN_BAND_IN_FLIGHT = 8;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
 export class QmpClient {
@@ -99,10 +129,22 @@ export class QmpClient {
    * From a command with an fd until it has been sent: what is written meanwhile, in call order
    * (lines, and further commands with an fd), so that nothing overtakes it on the wire.
    */
-  #outbox: (string | FdSend)[] | undefined;
+  #outbox: (QueuedLine | FdSend)[] | undefined;
   /** Settles when the last command sent with an fd has its reply (or failed). */
   #lastFdReply: Promise<unknown> = Promise.resolve();
   readonly #fdSender: FdSender | undefined;
+  /**
+   * Error replies without an id (QEMU could not read the command's id, e.g. a parse error): how
+   * many came, and the latest, which a command sent before it and then timing out gets as cause.
+   */
+  #idlessErrors = 0;
+  #lastIdlessError: QmpCommandError | undefined;
+  /** True once `oob` was negotiated: exec-oob is possible, and in-band commands are windowed. */
+  #oob = false;
+  /** In-band commands written (or in the fd outbox) and not yet settled, while OOB is enabled. */
+  readonly #inBandInFlight = new Set<number>();
+  /** In-band commands waiting for room in that window, in call order. */
+  readonly #held: HeldCommand[] = [];
 
   private constructor(socketPath: string, socket: Socket, options: QmpConnectOptions) {
     this.socketPath = socketPath;
@@ -149,8 +191,9 @@ export class QmpClient {
       await Promise.race([client.#handshake(deadline.signal), deadline.expired(), exit.failure]);
       return client;
     } catch (error) {
+      const stage: ConnectStage = client === undefined ? 'socket' : client.#greeting === undefined ? 'greeting' : 'negotiation';
       await client?.close();
-      throw explainConnectFailure(socketPath, error, options.signal);
+      throw explainConnectFailure(socketPath, error, options.signal, stage);
     } finally {
       deadline.dispose();
     }
@@ -163,7 +206,15 @@ export class QmpClient {
   async #handshake(signal: AbortSignal): Promise<void> {
     const greeting = await this.#greetingReceived;
     this.#logger.debug({ version: greeting.version.qemu, capabilities: greeting.capabilities }, 'QMP greeting');
-    await this.execute('qmp_capabilities', undefined, { signal, timeoutMs: Infinity });
+    // Enabled when offered, as the spec asks of clients; it cannot be enabled later.
+    const oob = greeting.capabilities.includes('oob');
+    await this.execute('qmp_capabilities', oob ? { enable: ['oob'] } : undefined, { signal, timeoutMs: Infinity });
+    this.#oob = oob;
+  }
+
+  /** True when QEMU offered the `oob` capability and it was enabled: execute's `oob` option works. */
+  get oobEnabled(): boolean {
+    return this.#oob;
   }
 
   /** QEMU's greeting: its version and the capabilities it offered. */
@@ -177,7 +228,7 @@ export class QmpClient {
     return this.#disconnected !== undefined;
   }
 
-  /** Commands sent and not yet answered. */
+  /** Commands issued and not yet answered (including in-band ones held back while OOB is enabled). */
   get pendingCount(): number {
     return this.#pending.size;
   }
@@ -201,27 +252,54 @@ export class QmpClient {
     if (fd !== undefined && !isOpenFd(fd)) {
       return Promise.reject(new InvalidArgumentError('fd', `must be an open file descriptor of this process (got ${String(fd)})`));
     }
+    const oob = options?.oob === true;
+    if (oob && !this.#oob) return Promise.reject(new InvalidArgumentError('oob', `QEMU did not offer the oob capability, so ${command} cannot be sent out of band`));
+    if (oob && fd !== undefined) return Promise.reject(new InvalidArgumentError('oob', `cannot be combined with fd (${command})`));
     const id = this.#nextId++;
+    const verb = oob ? 'exec-oob' : 'execute';
     let line: string;
     try {
-      line = `${JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id })}\n`;
+      // A bigint argument is written as its digits: QEMU reads 64-bit integers exactly.
+      line = `${stringifyQmpJson(args === undefined ? { [verb]: command, id } : { [verb]: command, arguments: args, id })}\n`;
     } catch (error) {
-      // Arguments JSON cannot encode (a BigInt, a cycle): the caller's mistake, reported as a rejection.
+      // Arguments JSON cannot encode (a cycle): the caller's mistake, reported as a rejection.
       return Promise.reject(error instanceof Error ? error : new TypeError(String(error)));
     }
+    const windowed = this.#oob && !oob;
+    if (windowed && (this.#held.length > 0 || this.#inBandInFlight.size >= MAX_IN_BAND_IN_FLIGHT)) {
+      const reply = this.#track(id, command, timeoutMs, signal);
+      this.#held.push({ id, command, line, fd, reply });
+      return reply;
+    }
+    if (windowed) this.#inBandInFlight.add(id);
     if (fd !== undefined) return this.#executeWithFd(id, command, line, fd, timeoutMs, signal);
     // Written first, the bookkeeping after: QEMU starts on the command sooner (a serial caller's
     // round trip is mostly QEMU waking up). Safe, as no reply can be read before we return.
-    this.#write(line);
+    this.#write({ id, line });
     return this.#track(id, command, timeoutMs, signal);
+  }
+
+  /**
+   * Sends held in-band commands while the window has room. One that timed out or was aborted while
+   * held is dropped unsent.
+   */
+  #releaseHeld(): void {
+    while (this.#disconnected === undefined && this.#inBandInFlight.size < MAX_IN_BAND_IN_FLIGHT) {
+      const held = this.#held.shift();
+      if (held === undefined) return;
+      if (!this.#pending.has(held.id)) continue;
+      this.#inBandInFlight.add(held.id);
+      if (held.fd === undefined) this.#write({ id: held.id, line: held.line });
+      else this.#queueFdSend({ id: held.id, command: held.command, line: held.line, fd: held.fd, reply: held.reply });
+    }
   }
 
   /** The pending entry of a sent (or about to be sent) command: its reply, timeout and abort. */
   #track(id: number, command: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const startedAt = this.#logger.isLevelEnabled('debug') ? performance.now() : 0;
-      const entry: PendingCommand = { command, resolve, reject, startedAt, timer: undefined, signal, onAbort: undefined };
-      entry.timer = startTimeout(timeoutMs, () => this.#settle(id, undefined, new QmpTimeoutError(command, timeoutMs)));
+      const entry: PendingCommand = { command, resolve, reject, startedAt, timer: undefined, signal, onAbort: undefined, idlessErrorsAtSend: this.#idlessErrors };
+      entry.timer = startTimeout(timeoutMs, () => this.#settle(id, undefined, new QmpTimeoutError(command, timeoutMs, { cause: this.#idlessErrorSince(entry) })));
       if (signal) {
         entry.onAbort = () => this.#settle(id, undefined, abortError(`QMP command ${command}`, signal));
         signal.addEventListener('abort', entry.onAbort, { once: true });
@@ -238,15 +316,19 @@ export class QmpClient {
    */
   #executeWithFd(id: number, command: string, line: string, fd: number, timeoutMs: number, signal: AbortSignal | undefined): Promise<unknown> {
     const reply = this.#track(id, command, timeoutMs, signal);
-    const pumping = this.#outbox !== undefined;
-    (this.#outbox ??= []).push({ id, command, line, fd, reply });
-    if (!pumping) void this.#pumpOutbox();
+    this.#queueFdSend({ id, command, line, fd, reply });
     return reply;
+  }
+
+  #queueFdSend(send: FdSend): void {
+    const pumping = this.#outbox !== undefined;
+    (this.#outbox ??= []).push(send);
+    if (!pumping) void this.#pumpOutbox();
   }
 
   async #pumpOutbox(): Promise<void> {
     for (let item = this.#outbox?.shift(); item !== undefined; item = this.#outbox?.shift()) {
-      if (typeof item === 'string') {
+      if (!('fd' in item)) {
         this.#writeNow(item);
         continue;
       }
@@ -256,6 +338,7 @@ export class QmpClient {
       try {
         const sender = this.#fdSender ?? defaultFdSender(item.command);
         await this.#flushed();
+        this.#markSent(item.id);
         await sender.send(this.#socket, item.line, item.fd, item.command);
       } catch (error) {
         this.#settle(item.id, undefined, error instanceof Error ? error : new Error(String(error)));
@@ -328,12 +411,13 @@ export class QmpClient {
    * not read, the socket's own buffer keeps them, in order, until it drains (backpressure); close()
    * discards what was never sent.
    */
-  #write(line: string): void {
-    if (this.#outbox) this.#outbox.push(line);
-    else this.#writeNow(line);
+  #write(queued: QueuedLine): void {
+    if (this.#outbox) this.#outbox.push(queued);
+    else this.#writeNow(queued);
   }
 
-  #writeNow(line: string): void {
+  #writeNow({ id, line }: QueuedLine): void {
+    this.#markSent(id);
     this.#socket.write(line);
     if (this.#corked) return;
     this.#corked = true;
@@ -361,7 +445,8 @@ export class QmpClient {
     if (this.#disconnected) return;
     let message: unknown;
     try {
-      message = JSON.parse(line);
+      // Integers beyond 2^53 (uint64 sizes, addresses, qom-get values) come out as exact bigints.
+      message = parseQmpJson(line);
     } catch (error) {
       this.#fail(new QmpProtocolError(`QEMU sent a line that is not JSON: ${preview(line)}`, { cause: error }));
       return;
@@ -382,27 +467,61 @@ export class QmpClient {
       this.#onReply(m, line);
     } else if ('QMP' in m) {
       this.#onGreetingMessage(m['QMP'], line);
+    } else if (typeof m['id'] === 'number' && this.#pending.has(m['id'])) {
+      this.#onBadReply(m['id'], line);
     } else {
       this.#logger.warn({ line: preview(line) }, 'ignoring a QMP message of unknown shape');
     }
+  }
+
+  /**
+   * A reply to a waiting command with neither `return` nor `error` (qemu.qmp's BadReplyError): that
+   * command fails at once instead of waiting for its timeout. The connection stays: the line was
+   * well-formed JSON, so the stream is still framed and the other commands' replies can be trusted.
+   */
+  #onBadReply(id: number, line: string): void {
+    const command = this.#pending.get(id)?.command ?? '';
+    this.#logger.warn({ command, line: preview(line) }, 'a QMP reply has neither return nor error');
+    this.#settle(id, undefined, new QmpProtocolError(`QEMU answered ${command} with neither return nor error: ${preview(line)}`));
   }
 
   #onReply(m: Record<string, unknown>, line: string): void {
     const id = m['id'];
     const entry = typeof id === 'number' ? this.#pending.get(id) : undefined;
     if (!entry) {
-      // A reply to a command that timed out or was cancelled, or one QEMU could not attribute.
-      this.#logger.debug({ line: preview(line) }, 'dropping a QMP reply no command is waiting for');
+      if (!('id' in m) && 'error' in m) this.#onIdlessError(m['error']);
+      // A reply to a command that timed out or was cancelled (or an id-less success).
+      else this.#logger.debug({ line: preview(line) }, 'dropping a QMP reply no command is waiting for');
       return;
     }
     if ('error' in m) {
-      const error = (typeof m['error'] === 'object' && m['error'] !== null ? m['error'] : {}) as Record<string, unknown>;
-      const errorClass = typeof error['class'] === 'string' ? error['class'] : 'GenericError';
-      const desc = typeof error['desc'] === 'string' ? error['desc'] : JSON.stringify(m['error']);
-      this.#settle(id as number, undefined, new QmpCommandError(entry.command, errorClass, desc));
+      this.#settle(id as number, undefined, commandError(entry.command, m['error']));
     } else {
       this.#settle(id as number, m['return'], undefined);
     }
+  }
+
+  /**
+   * An error QEMU could not attach to a command, because it could not read the command's id (input
+   * it could not parse; one over-deep argument gives a burst of them). Blaming the oldest pending
+   * command would fail healthy ones, so it is logged, and kept as the cause for a command sent
+   * before it that then times out.
+   */
+  #onIdlessError(error: unknown): void {
+    const reported = commandError(UNATTRIBUTED, error);
+    this.#idlessErrors++;
+    this.#lastIdlessError = reported;
+    this.#logger.warn({ errorClass: reported.errorClass, desc: reported.desc }, 'QEMU reported an error without an id (input it could not parse)');
+  }
+
+  /** The latest id-less error, if one arrived after `entry` was written. */
+  #idlessErrorSince(entry: PendingCommand): QmpCommandError | undefined {
+    return this.#idlessErrors > entry.idlessErrorsAtSend ? this.#lastIdlessError : undefined;
+  }
+
+  #markSent(id: number): void {
+    const entry = this.#pending.get(id);
+    if (entry) entry.idlessErrorsAtSend = this.#idlessErrors;
   }
 
   #onGreetingMessage(qmp: unknown, line: string): void {
@@ -423,6 +542,7 @@ export class QmpClient {
     const entry = this.#pending.get(id);
     if (!entry) return;
     this.#pending.delete(id);
+    if (this.#inBandInFlight.delete(id)) this.#releaseHeld();
     if (entry.timer) clearTimeout(entry.timer);
     if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
     if (entry.startedAt > 0 && this.#logger.isLevelEnabled('debug')) {
@@ -448,6 +568,8 @@ export class QmpClient {
     if (this.#disconnected) return;
     this.#disconnected = reason;
     this.#greetingWaiter?.reject(how.pendingError ?? reason);
+    // Held commands are pending too: they fail below, unsent.
+    this.#held.length = 0;
     for (const [id, entry] of this.#pending) {
       // QEMU answers `quit` by closing the socket, sometimes before the reply: that is success.
       if (entry.command === 'quit' && how.peerClosed === true) this.#settle(id, {}, undefined);
@@ -465,13 +587,36 @@ export class QmpClient {
   }
 }
 
-function explainConnectFailure(path: string, error: unknown, callerSignal: AbortSignal | undefined): unknown {
+/** How far a connect got: the socket accepting, QEMU's greeting, or qmp_capabilities. */
+type ConnectStage = 'socket' | 'greeting' | 'negotiation';
+
+/** What a connect that ran out of time was waiting for, per stage. */
+const TIMEOUT_REASONS: Record<ConnectStage, (ms: number) => string> = {
+  socket: (ms) => `no QMP session within ${ms} ms (the socket did not accept a connection)`,
+  // QEMU accepts further clients on a QMP socket but greets only one at a time.
+  greeting: (ms) => `no QMP session within ${ms} ms: the socket accepted, but QEMU sent no greeting (another QMP client may hold the monitor)`,
+  negotiation: (ms) => `no QMP session within ${ms} ms: QEMU did not answer qmp_capabilities`,
+};
+
+function explainConnectFailure(path: string, error: unknown, callerSignal: AbortSignal | undefined, stage: ConnectStage): unknown {
   // The caller's cancellation wins, typed as execute() types it.
   if (callerSignal?.aborted) return abortError(`QMP connect to ${path}`, callerSignal);
   if (error instanceof QmpConnectError) return error;
-  if (error instanceof OperationTimeoutError) return new QmpConnectError(path, `no QMP session within ${error.timeoutMs} ms`, { cause: error });
+  if (error instanceof OperationTimeoutError) return new QmpConnectError(path, TIMEOUT_REASONS[stage](error.timeoutMs), { cause: error });
   if (isSandboxVmmError(error)) return error;
   return new QmpConnectError(path, error instanceof Error ? error.message : String(error), { cause: error });
+}
+
+/** The `command` of a QmpCommandError for an error reply that carried no id. */
+const UNATTRIBUTED = '(no id)';
+
+/** A QMP error object as a QmpCommandError; a missing class or desc is filled in (QEMU always sends both). */
+function commandError(command: string, error: unknown): QmpCommandError {
+  const fields = (typeof error === 'object' && error !== null ? error : {}) as Record<string, unknown>;
+  const errorClass = typeof fields['class'] === 'string' ? fields['class'] : 'GenericError';
+  // Written back exactly: the error object may hold a bigint, which JSON.stringify would throw on.
+  const desc = typeof fields['desc'] === 'string' ? fields['desc'] : stringifyQmpJson(error);
+  return new QmpCommandError(command, errorClass, desc);
 }
 
 function isOpenFd(fd: number): boolean {

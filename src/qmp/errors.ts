@@ -17,13 +17,18 @@ export class QmpCommandError extends SandboxVmmError {
   }
 }
 
-/** No reply within the command's timeout. The client stays usable; a late reply is dropped. */
+/**
+ * No reply within the command's timeout. The client stays usable; a late reply is dropped. When
+ * QEMU sent an error without an id after the command was written (it could not read some input),
+ * the latest such error is the `cause`: a QmpCommandError whose `command` is '(no id)'.
+ */
 export class QmpTimeoutError extends SandboxVmmError {
   readonly command: string;
   readonly timeoutMs: number;
 
-  constructor(command: string, timeoutMs: number) {
-    super('QMP_TIMEOUT', `QMP command ${command} got no reply within ${timeoutMs} ms`);
+  constructor(command: string, timeoutMs: number, options: { cause?: QmpCommandError | undefined } = {}) {
+    const meanwhile = options.cause ? ` (meanwhile QEMU reported an error without an id: ${options.cause.desc})` : '';
+    super('QMP_TIMEOUT', `QMP command ${command} got no reply within ${timeoutMs} ms${meanwhile}`, options.cause ? { cause: options.cause } : {});
     this.command = command;
     this.timeoutMs = timeoutMs;
   }
@@ -40,7 +45,11 @@ export class QmpDisconnectedError extends SandboxVmmError {
   }
 }
 
-/** The peer broke the protocol: a bad greeting, a line that is not JSON, a line over the size cap. */
+/**
+ * The peer broke the protocol: a bad greeting, a line that is not JSON, a line over the size cap
+ * (the connection is dropped); or a reply with neither `return` nor `error` (only that command
+ * fails, the connection stays).
+ */
 export class QmpProtocolError extends SandboxVmmError {
   constructor(message: string, options: SandboxVmmErrorOptions = {}) {
     super('QMP_PROTOCOL', message, options);

@@ -9,8 +9,8 @@ export const MAX_BUFFERED_EVENTS = 10_000;
 
 /**
  * Bytes of events (counted as the size of the lines they came in) a stream holds for a slow
- * consumer before it drops the oldest: with lines of up to 4 MiB, the count cap alone would let one
- * stream hold about 40 GiB.
+ * consumer before it drops the oldest: with lines of up to 10 MiB, the count cap alone would let one
+ * stream hold about 100 GiB.
  */
 export const MAX_BUFFERED_EVENT_BYTES = 16 * 1024 * 1024;
 

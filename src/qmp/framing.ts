@@ -7,7 +7,8 @@ import { QmpProtocolError } from './errors.ts';
 const NEWLINE = 0x0a;
 const CARRIAGE_RETURN = 0x0d;
 
-export const DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024;
+/** 10 MiB, as qemu.qmp and libvirt allow (QEMU 7.2's query-qmp-schema is one 207 KB line). */
+export const DEFAULT_MAX_LINE_BYTES = 10 * 1024 * 1024;
 
 export class LineSplitter {
   readonly #maxLineBytes: number;

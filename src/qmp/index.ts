@@ -1,5 +1,5 @@
 // The QMP client, usable on its own against any QEMU: `import { QmpClient } from 'sandbox-vmm/qmp'`.
-export { QmpClient, type QmpConnectOptions, type QmpExecuteOptions } from './client.ts';
+export { MAX_IN_BAND_IN_FLIGHT, QmpClient, type QmpConnectOptions, type QmpExecuteOptions } from './client.ts';
 export { QmpCommandError, QmpConnectError, QmpDisconnectedError, QmpFdPassingError, QmpProtocolError, QmpTimeoutError } from './errors.ts';
 export { NativeFdSender, type FdSender } from './fd-sender.ts';
 export type { ArmedEvent, QmpEventListener, WaitForEventOptions } from './events.ts';

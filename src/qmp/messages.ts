@@ -14,15 +14,25 @@ export function parseGreeting(qmp: unknown): QmpGreeting | undefined {
   return { version: { qemu: { major, minor, micro }, package: typeof pkg === 'string' ? pkg : '' }, capabilities };
 }
 
-/** An event message (its `event` is a string) with `data` and `timestamp` always present. */
+/**
+ * An event message (its `event` is a string) with `data` and `timestamp` always present. A
+ * timestamp member that is missing or not a number is -1, which is what QEMU itself sends when it
+ * cannot read the host's clock (the spec's "unknown"); 0 would read as the epoch.
+ */
 export function toEvent(m: Record<string, unknown>): QmpEvent {
   const data = isPlainObject(m['data']) ? m['data'] : {};
   const ts = isPlainObject(m['timestamp']) ? m['timestamp'] : {};
   return {
     event: m['event'] as string,
     data,
-    timestamp: { seconds: Number(ts['seconds'] ?? 0), microseconds: Number(ts['microseconds'] ?? 0) },
+    timestamp: { seconds: timestampPart(ts['seconds']), microseconds: timestampPart(ts['microseconds']) },
   };
+}
+
+const UNKNOWN_TIME = -1;
+
+function timestampPart(value: unknown): number {
+  return typeof value === 'number' ? value : UNKNOWN_TIME;
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -1,5 +1,13 @@
 // The QMP wire messages, and typed arguments and results for the commands the QEMU backend uses.
 // Any other command goes through the untyped overload of QmpClient.execute.
+//
+// Integers: any integer outside ±(2^53 − 1) in a reply or event is read as an exact bigint, and a
+// bigint argument is written as its digits. Fields typed QmpInt below are the 64-bit ones whose
+// values may get there (sizes and addresses); fields of small ranges (bus, slot, node, ids) are
+// typed number. Untyped values (qom-get's result, event data) may hold bigints too.
+
+/** A 64-bit QAPI integer (int64, uint64, size): a number within the safe range, else a bigint. */
+export type QmpInt = number | bigint;
 
 export interface QmpVersion {
   qemu: { major: number; minor: number; micro: number };
@@ -14,6 +22,7 @@ export interface QmpGreeting {
 export interface QmpEvent {
   event: string;
   data: Record<string, unknown>;
+  /** When QEMU sent it; -1/-1 when unknown (QEMU could not read the clock, or the peer left it out). */
   timestamp: { seconds: number; microseconds: number };
 }
 
@@ -59,8 +68,8 @@ export interface CpuInfoFast {
 }
 
 export type MemoryDeviceInfo =
-  | { type: 'dimm' | 'nvdimm'; data: { id?: string; addr: number; size: number; slot: number; node: number; memdev: string; hotplugged: boolean; hotpluggable: boolean } }
-  | { type: 'virtio-mem'; data: { id?: string; memaddr: number; 'requested-size': number; size: number; 'max-size': number; 'block-size': number; node: number; memdev: string } }
+  | { type: 'dimm' | 'nvdimm'; data: { id?: string; addr: QmpInt; size: QmpInt; slot: number; node: number; memdev: string; hotplugged: boolean; hotpluggable: boolean } }
+  | { type: 'virtio-mem'; data: { id?: string; memaddr: QmpInt; 'requested-size': QmpInt; size: QmpInt; 'max-size': QmpInt; 'block-size': QmpInt; node: number; memdev: string } }
   | { type: string; data: Record<string, unknown> };
 
 export interface PciDeviceInfo {
@@ -89,7 +98,7 @@ export interface BlockInfo {
     'node-name'?: string;
     ro: boolean;
     drv: string;
-    image: { filename: string; format: string; 'virtual-size': number };
+    image: { filename: string; format: string; 'virtual-size': QmpInt };
     cache: { writeback: boolean; direct: boolean; 'no-flush': boolean };
   };
 }
@@ -106,6 +115,9 @@ export interface AddfdInfo {
   /** QEMU's own number for the fd. */
   fd: number;
 }
+
+/** What `yank` acts on (`query-yank` lists those that exist). */
+export type YankInstance = { type: 'chardev'; id: string } | { type: 'block-node'; 'node-name': string } | { type: 'migration' };
 
 type Empty = Record<string, never>;
 /** QEMU options objects: the keys named here are checked, everything else passes through. */
@@ -128,6 +140,7 @@ export interface QmpCommandMap {
   netdev_del: { args: { id: string }; ret: Empty };
   'object-add': { args: { 'qom-type': string; id: string } & Props; ret: Empty };
   'object-del': { args: { id: string }; ret: Empty };
+  /** The property's value, of the property's type: an integer beyond 2^53 is a bigint. */
   'qom-get': { args: { path: string; property: string }; ret: unknown };
   'qom-set': { args: { path: string; property: string; value: unknown }; ret: Empty };
   'qom-list': { args: { path: string }; ret: ObjectPropertyInfo[] };
@@ -143,6 +156,9 @@ export interface QmpCommandMap {
   /** Puts the fd sent with the command into an fd set, which /dev/fdset/<id> opens by access mode. */
   'add-fd': { args: { 'fdset-id'?: number; opaque?: string } | undefined; ret: AddfdInfo };
   'remove-fd': { args: { 'fdset-id': number; fd?: number }; ret: Empty };
+  /** Drops the connections of the instances so that whatever hangs on them fails; send with `{ oob: true }`. */
+  yank: { args: { instances: YankInstance[] }; ret: Empty };
+  'query-yank': { args: undefined; ret: YankInstance[] };
 }
 
 export type QmpCommandName = keyof QmpCommandMap;

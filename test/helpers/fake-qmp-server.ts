@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export interface ReceivedCommand {
+  /** The command's name, also for one sent with `exec-oob` (then `oob` is true). */
   execute: string;
+  oob?: boolean;
   arguments?: Record<string, unknown>;
   id?: unknown;
 }
@@ -44,6 +46,8 @@ export interface FakeQmpServerOptions {
 export class FakeQmpServer {
   readonly path: string;
   readonly received: ReceivedCommand[] = [];
+  /** The lines received, as sent (JSON.parse would round integers beyond 2^53 in `received`). */
+  readonly receivedLines: string[] = [];
   readonly #dir: string | undefined;
   readonly #server: Server;
   readonly #handlers = new Map<string, CommandHandler>();
@@ -165,7 +169,9 @@ export class FakeQmpServer {
       while ((newline = buffer.indexOf('\n')) >= 0) {
         const line = buffer.slice(0, newline);
         buffer = buffer.slice(newline + 1);
-        if (line.trim()) void this.#onCommand(socket, JSON.parse(line) as ReceivedCommand);
+        if (!line.trim()) continue;
+        this.receivedLines.push(line);
+        void this.#onCommand(socket, toCommand(JSON.parse(line) as Record<string, unknown>));
       }
     });
     if (!this.#reading) socket.pause();
@@ -195,4 +201,10 @@ export class FakeQmpServer {
     }
     if (!socket.destroyed) socket.write(`${JSON.stringify(reply)}${this.#options.eol ?? '\r\n'}`);
   }
+}
+
+/** `{"exec-oob": name, ...}` as `{ execute: name, oob: true, ... }`, so handlers see one shape. */
+function toCommand(message: Record<string, unknown>): ReceivedCommand {
+  const { 'exec-oob': oobName, ...rest } = message;
+  return (typeof oobName === 'string' ? { ...rest, execute: oobName, oob: true } : rest) as unknown as ReceivedCommand;
 }

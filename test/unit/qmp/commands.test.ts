@@ -4,7 +4,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { OperationAbortedError, SandboxVmmError } from '../../../src/errors.ts';
 import { QmpCommandError, QmpTimeoutError } from '../../../src/qmp/index.ts';
-import { NO_REPLY, QmpErrorReply, type ReceivedCommand } from '../../helpers/fake-qmp-server.ts';
+import { DEFAULT_GREETING, NO_REPLY, QmpErrorReply, type ReceivedCommand } from '../../helpers/fake-qmp-server.ts';
 import { rejection, settleIo, startPair, track } from './harness.ts';
 import { seededRandom } from '../../helpers/random.ts';
 
@@ -48,7 +48,9 @@ describe('QmpClient.execute', () => {
   });
 
   it('answers 1000 commands in flight, replied to in random order', async () => {
-    const { server, client } = await startPair();
+    // Without the oob capability there is no in-band window (oob.test.ts): all 1000 go out at once.
+    const { server, client } = await startPair({ greeting: { QMP: { ...DEFAULT_GREETING.QMP, capabilities: [] } } });
+    expect(client.oobEnabled).toBe(false);
     const received: ReceivedCommand[] = [];
     server.handle('echo', (_args, command) => {
       received.push(command);
@@ -115,6 +117,17 @@ describe('QmpClient.execute', () => {
       const second = await rejection(client.execute('odd'), QmpCommandError);
       expect(second).toMatchObject({ errorClass: 'GenericError', desc: '"just a string"' });
     });
+
+    it('describe an error object without desc exactly, even when it holds an integer beyond 2^53', async () => {
+      const { server, client } = await startPair();
+      server.handle('odd', (_args, command) => {
+        server.sendLine(`{"error": {"class": "GenericError", "addr": 18446744073709551615}, "id": ${String(command.id)}}`);
+        return NO_REPLY;
+      });
+      const error = await rejection(client.execute('odd'), QmpCommandError);
+      expect(error.desc).toBe('{"class":"GenericError","addr":18446744073709551615}');
+      expect(client.closed).toBe(false);
+    });
   });
 
   it('rejects (never throws) when the arguments cannot be encoded, and stays usable', async () => {
@@ -122,8 +135,11 @@ describe('QmpClient.execute', () => {
     server.handle('stop', () => ({}));
     const cyclic: Record<string, unknown> = {};
     cyclic['self'] = cyclic;
+    // A bigint is fine (integers.test.ts); a cycle, with or without one, is not.
+    const cyclicWithBigint: Record<string, unknown> = { value: 1n };
+    cyclicWithBigint['self'] = [cyclicWithBigint];
     let call: Promise<unknown> | undefined;
-    expect(() => (call = client.execute('qom-set', { path: '/x', property: 'big', value: 1n }))).not.toThrow();
+    expect(() => (call = client.execute('qom-set', { path: '/x', property: 'big', value: cyclicWithBigint }))).not.toThrow();
     await expect(call).rejects.toBeInstanceOf(TypeError);
     await expect(client.execute('odd', cyclic)).rejects.toBeInstanceOf(TypeError);
     await expect(client.execute('stop')).resolves.toEqual({});

@@ -25,7 +25,17 @@ describe('QmpClient.connect', () => {
     expect(client.socketPath).toBe(server.path);
     expect(client.closed).toBe(false);
     expect(server.received.map((c) => c.execute)).toEqual(['qmp_capabilities']);
+    // The greeting offered oob: it is enabled, as the spec asks of clients.
+    expect(server.received[0]?.arguments).toEqual({ enable: ['oob'] });
+    expect(client.oobEnabled).toBe(true);
+  });
+
+  it('enables no capability that the greeting did not offer', async () => {
+    const server = await startServer({ greeting: { QMP: { version: { qemu: { major: 6, minor: 2, micro: 0 }, package: '' }, capabilities: [] } } });
+    const client = await QmpClient.connect(server.path, { timeoutMs: 5_000 });
+    onTestFinished(() => client.close());
     expect(server.received[0]?.arguments).toBeUndefined();
+    expect(client.oobEnabled).toBe(false);
   });
 
   it('polls until the socket appears', async () => {
@@ -69,10 +79,20 @@ describe('QmpClient.connect', () => {
     await server.waitForNoClient();
   });
 
+  it('says that another client may hold the monitor when the socket accepted but no greeting came', async () => {
+    const server = await startServer({ greeting: null });
+    const error = await rejection(QmpClient.connect(server.path, { timeoutMs: 100 }), QmpConnectError);
+    expect(error.message).toContain('within 100 ms');
+    expect(error.message).toContain('no greeting');
+    expect(error.message).toContain('another QMP client may hold the monitor');
+  });
+
   it('times out with QmpConnectError when the socket never appears', async () => {
     const path = join(scratchDir(), 'never.sock');
     const error = await rejection(QmpClient.connect(path, { timeoutMs: 150 }), QmpConnectError);
     expect(error.message).toContain(path);
+    expect(error.message).toContain('did not accept');
+    expect(error.message).not.toContain('another QMP client');
   });
 
   it('uses defaultConnectTimeoutMs when neither a timeout nor a signal is given', async () => {
@@ -164,6 +184,9 @@ describe('QmpClient.connect', () => {
     silent.handle('qmp_capabilities', () => NO_REPLY);
     const error = await rejection(QmpClient.connect(silent.path, { timeoutMs: 100, commandTimeoutMs: 1 }), QmpConnectError);
     expect(error.cause).toBeInstanceOf(OperationTimeoutError);
+    // It was greeted: the monitor is ours, only negotiation is stuck.
+    expect(error.message).toContain('did not answer qmp_capabilities');
+    expect(error.message).not.toContain('another QMP client');
   });
 
   it('rejects with QmpDisconnectedError when the peer hangs up before greeting', async () => {

@@ -24,11 +24,29 @@ describe('QMP events', () => {
     expect(all).toEqual(['STOP', 'RESUME', 'STOP', 'STOP']);
   });
 
-  it('fill in data and timestamp when the peer leaves them out', async () => {
+  it('fill in data, and a timestamp of -1/-1 (the spec\'s "unknown", not the epoch), when the peer leaves them out', async () => {
     const { server, client } = await startPair();
     const seen = client.waitForEvent('POWERDOWN', undefined, { timeoutMs: 5_000 });
     server.sendLine(JSON.stringify({ event: 'POWERDOWN' }));
-    expect(await seen).toEqual({ event: 'POWERDOWN', data: {}, timestamp: { seconds: 0, microseconds: 0 } });
+    expect(await seen).toEqual({ event: 'POWERDOWN', data: {}, timestamp: { seconds: -1, microseconds: -1 } });
+  });
+
+  it('report each timestamp member that is missing or not a number as -1, and keep the ones that are', async () => {
+    const { server, client } = await startPair();
+    const seen: QmpEvent['timestamp'][] = [];
+    client.on('*', (e) => seen.push(e.timestamp));
+    for (const timestamp of [{ seconds: 7 }, { microseconds: 8 }, { seconds: '7', microseconds: null }, 'now', { seconds: -1, microseconds: -1 }, { seconds: 0, microseconds: 0 }]) {
+      server.sendLine(JSON.stringify({ event: 'STOP', timestamp }));
+    }
+    await client.execute('qmp_capabilities');
+    expect(seen).toEqual([
+      { seconds: 7, microseconds: -1 },
+      { seconds: -1, microseconds: 8 },
+      { seconds: -1, microseconds: -1 },
+      { seconds: -1, microseconds: -1 },
+      { seconds: -1, microseconds: -1 },
+      { seconds: 0, microseconds: 0 },
+    ]);
   });
 
   it('sent between replies are delivered before the reply that follows them', async () => {

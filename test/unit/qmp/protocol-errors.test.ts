@@ -71,6 +71,20 @@ describe('protocol violations', () => {
     expect(await call).toHaveLength(1024 - prefix.length - 2);
   });
 
+  it('the default cap is 10 MiB, as in qemu.qmp and libvirt: a reply of exactly that is read, one byte more is not', async () => {
+    const TEN_MIB = 10 * 1024 * 1024;
+    const { server, client } = await startPair();
+    const fits = await pendingCommand(server, client, 'fits');
+    const prefix = JSON.stringify({ id: fits.id, return: '' }).slice(0, -2);
+    const payload = (bytes: number) => 'x'.repeat(bytes - prefix.length - 2);
+    server.sendLine(`${prefix}${payload(TEN_MIB)}"}`);
+    expect(await fits.call).toHaveLength(TEN_MIB - prefix.length - 2);
+    const over = await pendingCommand(server, client, 'over');
+    server.sendLine(`${JSON.stringify({ id: over.id, return: '' }).slice(0, -2)}${payload(TEN_MIB + 1)}"}`);
+    const error = await expectDropped(server, client, over.call);
+    expect(error.message).toContain(String(TEN_MIB));
+  });
+
   it('the messages before the bad line in the same chunk are still delivered', async () => {
     const { server, client } = await startPair({}, { maxLineBytes: 1024 });
     const first = await pendingCommand(server, client, 'first');
@@ -105,9 +119,31 @@ describe('protocol violations', () => {
     const { call, id } = await pendingCommand(server, client);
     server.sendLine(JSON.stringify({ hello: 'world' }));
     server.sendLine(JSON.stringify({ event: 42 }));
-    server.sendLine(JSON.stringify({ id }));
+    // Ids no command waits for: a number that was never sent, and ids of other types.
+    server.sendLine(JSON.stringify({ id: 999 }));
+    server.sendLine(JSON.stringify({ id: String(id) }));
+    server.sendLine(JSON.stringify({ id: [id] }));
     server.sendLine(JSON.stringify({ return: 'done', id }));
     expect(await call).toBe('done');
     expect(client.closed).toBe(false);
+  });
+
+  it('a reply with a known id but neither return nor error fails that command at once, and the connection stays', async () => {
+    const { server, client } = await startPair({}, { commandTimeoutMs: Infinity });
+    const bad = await pendingCommand(server, client, 'bad');
+    const other = await pendingCommand(server, client, 'other');
+    server.sendLine(JSON.stringify({ id: bad.id, retrun: {} }));
+    const error = await rejection(bad.call, QmpProtocolError);
+    expect(error.code).toBe('QMP_PROTOCOL');
+    expect(error.message).toContain('bad');
+    expect(error.message).toContain('neither return nor error');
+    expect(client.closed).toBe(false);
+    expect(client.pendingCount).toBe(1);
+    // A late proper reply to the failed command is dropped; the other command still gets its own.
+    server.sendLine(JSON.stringify({ id: bad.id, return: 'late' }));
+    server.sendLine(JSON.stringify({ id: other.id, return: 'fine' }));
+    expect(await other.call).toBe('fine');
+    server.handle('next', () => 'next');
+    expect(await client.execute('next')).toBe('next');
   });
 });
