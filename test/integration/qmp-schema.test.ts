@@ -1,0 +1,116 @@
+// The QMP surface the library uses, held against the installed QEMU's own schema (query-qmp-schema):
+// every command of the typed command map with the arguments it sends and the result members it
+// reads, every event it listens for with the data it reads (src/qmp/surface.ts, compile-checked
+// against QmpCommandMap), and the free-form arguments of blockdev-add, netdev_add and object-add as
+// the library's own builders produce them for every config variant. None may be missing, typed
+// otherwise, or deprecated: this is what catches the next QEMU that removes something.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { blockDeviceSchema, netDeviceSchema, parseSandboxConfig, type BlockDeviceConfig, type MemoryBacking, type NetDeviceConfig } from '../../src/hypervisor/config/index.ts';
+import { buildQemuArgv } from '../../src/qemu/argv/index.ts';
+import { blockdevProps } from '../../src/qemu/devices/block.ts';
+import type { HostProbe } from '../../src/qemu/devices/context.ts';
+import { dimmIds, memoryBackendProps } from '../../src/qemu/devices/memory.ts';
+import { netdevProps, tapFdNames } from '../../src/qemu/devices/net.ts';
+import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
+import { checkArguments, checkSurface, formatFindings, QmpSchema, type SchemaFinding } from '../../src/qmp/schema-check.ts';
+import { QMP_EVENTS, QMP_OOB_COMMANDS, QMP_SURFACE } from '../../src/qmp/surface.ts';
+import { guestAssets } from '../guest/index.ts';
+import { launchPaused, type PausedQemu } from '../helpers/paused-qemu.ts';
+
+/** Every value of a config enum: a value added to the config type and not here fails to compile. */
+const valuesOf = <T extends string>(all: Record<T, true>) => Object.keys(all) as T[];
+
+const FORMATS = valuesOf<BlockDeviceConfig['format']>({ raw: true, qcow2: true });
+const CACHES = valuesOf<BlockDeviceConfig['cache']>({ none: true, writeback: true, writethrough: true, directsync: true, unsafe: true });
+const AIOS = valuesOf<BlockDeviceConfig['aio']>({ threads: true, native: true, io_uring: true });
+const BACKINGS = valuesOf<MemoryBacking['type']>({ anonymous: true, shared: true, file: true, hugepages: true });
+
+/** A host on which every path is (or is not) a block device, so that both protocol drivers are produced. */
+const hostOf = (blockDevice: boolean): HostProbe => ({ isBlockDevice: () => blockDevice, isBlockDeviceFd: () => blockDevice });
+
+/** blockdev-add's arguments for every format, cache mode, aio mode, read-only flag, file or host device, path or fd set. */
+function blockdevVariants(): Record<string, unknown>[] {
+  const variants: Record<string, unknown>[] = [];
+  for (const format of FORMATS)
+    for (const cache of CACHES)
+      for (const aio of AIOS)
+        for (const readOnly of [false, true])
+          for (const blockDevice of [false, true])
+            for (const source of [{ path: '/srv/disk.img' }, { fd: 7 }]) {
+              const parsed = blockDeviceSchema.safeParse({ type: 'block', id: 'd0', format, cache, aio, readOnly, ...source });
+              if (!parsed.success) continue; // a combination the config refuses (aio native without O_DIRECT)
+              variants.push(blockdevProps(parsed.data, hostOf(blockDevice), 'fd' in source ? 3 : undefined));
+            }
+  return variants;
+}
+
+/** netdev_add's arguments for a tap by name (one or more queues) or by the caller's fds (with or without vhost fds). */
+function netdevVariants(): Record<string, unknown>[] {
+  const inputs = [
+    { tap: { ifname: 'tap0' } },
+    { tap: { ifname: 'tap0' }, queues: 4, vhost: true },
+    { tap: { fd: 7 } },
+    { tap: { fds: [7] }, vhost: true },
+    { tap: { fds: [7, 8], vhostFds: [9, 10] }, queues: 2, vhost: true },
+    { tap: { fds: [7, 8, 9] }, queues: 3 },
+  ];
+  return inputs.map((input) => {
+    const device: NetDeviceConfig = netDeviceSchema.parse({ type: 'net', id: 'n0', ...input });
+    return 'ifname' in device.tap ? netdevProps(device) : netdevProps(device, tapFdNames(device));
+  });
+}
+
+/** object-add's arguments of a DIMM's memory backend for every backing, with and without prealloc. */
+function memoryBackendVariants(): Record<string, unknown>[] {
+  const backing = (type: MemoryBacking['type']): MemoryBacking => (type === 'file' || type === 'hugepages' ? { type, path: '/dev/hugepages' } : { type });
+  return BACKINGS.flatMap((type) => [false, true].map((prealloc) => memoryBackendProps(dimmIds(0).backendId, 256, backing(type), prealloc)));
+}
+
+let qemu: PausedQemu;
+let runtimeDir: string;
+let schema: QmpSchema;
+
+beforeAll(async () => {
+  runtimeDir = mkdtempSync('/tmp/svmm-schema');
+  const guest = guestAssets();
+  const config = parseSandboxConfig({ id: 'vm-schema', machine: { accel: 'tcg' }, boot: { kernel: guest.kernel, initrd: guest.initrd } });
+  const paths = runtimePaths(runtimeDir);
+  const argv = buildQemuArgv(config, paths);
+  qemu = await launchPaused({ args: argv.args, fds: argv.fds, qmpSocket: paths.qmpSocket, user: undefined });
+  schema = new QmpSchema(await qemu.qmp.execute('query-qmp-schema'));
+});
+
+afterAll(async () => {
+  await qemu?.stop();
+  if (runtimeDir) rmSync(runtimeDir, { recursive: true, force: true });
+});
+
+/** Passes when nothing was found; otherwise fails listing every finding, one a line. */
+function expectNoFindings(findings: readonly SchemaFinding[]) {
+  const report = formatFindings(findings);
+  expect(report, `${report.split('\n').length} use(s) of QMP that this QEMU's schema does not back`).toBe('');
+}
+
+describe('the QMP surface against this QEMU’s query-qmp-schema', () => {
+  it('has every command with the arguments sent and the result members read (yank allowed out-of-band), and every event with the data read, none deprecated', () => {
+    expectNoFindings(checkSurface(schema, QMP_SURFACE, QMP_EVENTS, QMP_OOB_COMMANDS));
+  });
+
+  it('takes blockdev-add’s arguments (BlockdevOptions by driver) as the library builds them for every disk variant', () => {
+    const variants = blockdevVariants();
+    // Every format × cache × aio × read-only × protocol × source the config admits (native aio only with O_DIRECT).
+    expect(variants).toHaveLength(FORMATS.length * 2 * 2 * 2 * (CACHES.length * AIOS.length - (CACHES.length - 2)));
+    expectNoFindings(variants.flatMap((args) => checkArguments(schema, 'blockdev-add', args)));
+  });
+
+  it('takes netdev_add’s arguments (Netdev by type) as the library builds them for every tap variant', () => {
+    expectNoFindings(netdevVariants().flatMap((args) => checkArguments(schema, 'netdev_add', args)));
+  });
+
+  it('takes object-add’s arguments (ObjectOptions by qom-type) for every memory backing, with and without prealloc', () => {
+    const variants = memoryBackendVariants();
+    expect(new Set(variants.map((args) => args['qom-type']))).toEqual(new Set(['memory-backend-ram', 'memory-backend-memfd', 'memory-backend-file']));
+    expectNoFindings(variants.flatMap((args) => checkArguments(schema, 'object-add', args)));
+  });
+});
