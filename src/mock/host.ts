@@ -5,6 +5,7 @@ import { existsSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { DeviceConfig, HotplugDeviceConfig, SandboxConfig } from '../hypervisor/config/index.ts';
 import { netnsProblem } from '../util/netns.ts';
+import type { AccessProblemFn } from '../hypervisor/host-access.ts';
 
 export interface MockHostProbe {
   /** A file, directory or socket exists at this path. */
@@ -15,6 +16,13 @@ export interface MockHostProbe {
   netnsProblem(path: string): string | undefined;
   /** The host PCI device is bound to vfio-pci, so it can be passed through. */
   vfioReady(hostAddress: string): boolean;
+  /**
+   * Why the VM's identity could not open this path as QEMU would, if it could not. The real probe
+   * does not check by default: the mock's uids are bookkeeping that never runs, and checking real
+   * modes against them would refuse the root-made files (and the 0600 /dev/kvm) every mock user
+   * works with. Pass `host: { accessProblem }` (hypervisor/host-access.ts) to get QEMU's refusals.
+   */
+  accessProblem: AccessProblemFn;
 }
 
 export const realHostProbe: MockHostProbe = {
@@ -22,6 +30,7 @@ export const realHostProbe: MockHostProbe = {
   // Another namespace's interfaces are out of sight without entering it: taken as there.
   tapExists: (ifname, netns) => netns !== undefined || existsSync(`/sys/class/net/${ifname}`),
   netnsProblem,
+  accessProblem: () => undefined,
   vfioReady: (hostAddress) => {
     try {
       return basename(readlinkSync(`/sys/bus/pci/devices/${hostAddress}/driver`)) === 'vfio-pci';
@@ -32,7 +41,13 @@ export const realHostProbe: MockHostProbe = {
 };
 
 /** A host where everything the config names is there. */
-export const permissiveHostProbe: MockHostProbe = { exists: () => true, tapExists: () => true, netnsProblem: () => undefined, vfioReady: () => true };
+export const permissiveHostProbe: MockHostProbe = {
+  exists: () => true,
+  tapExists: () => true,
+  netnsProblem: () => undefined,
+  vfioReady: () => true,
+  accessProblem: () => undefined,
+};
 
 const noSuchFile = 'No such file or directory';
 

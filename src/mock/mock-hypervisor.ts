@@ -32,6 +32,7 @@ import { join } from 'node:path';
 import { hotplugDevice, unplugDevice } from './devices.ts';
 import { guestEjects } from './ejections.ts';
 import { MockFaults, type MockOperation } from './faults.ts';
+import { assertPathsReachable, hotplugPathNeeds, startPathNeeds } from '../hypervisor/host-access.ts';
 import { permissiveHostProbe, realHostProbe, startProblem, type MockHostProbe } from './host.ts';
 import { Listeners } from './listeners.ts';
 import { giveBackIdentity, identityOf, takeIdentity } from './identities.ts';
@@ -172,6 +173,8 @@ export class MockHypervisor implements Hypervisor {
     const config = this.#config as SandboxConfig;
     const problem = startOptionsProblem(options, config);
     if (problem) throw problem;
+    // As the QEMU backend: before anything runs, and without a state change.
+    assertPathsReachable(startPathNeeds(config), this.identity, this.#host.accessProblem);
     const channel = options.waitForChannel;
     /** Set once the guest runs and only the channel is awaited: a deadline then means the guest was not ready. */
     let awaitingGuest = false;
@@ -494,7 +497,10 @@ export class MockHypervisor implements Hypervisor {
   // ---------------------------------------------------------------- hotplug and resize
 
   hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult> {
-    return this.#run('hotplugAddDevice', ['running', 'paused'], options, (ctx) => hotplugDevice(ctx, device));
+    return this.#run('hotplugAddDevice', ['running', 'paused'], options, (ctx) => {
+      assertPathsReachable(hotplugPathNeeds(device), this.identity, this.#host.accessProblem);
+      return hotplugDevice(ctx, device);
+    });
   }
 
   hotplugRemoveDevice(id: string, options?: OperationOptions): Promise<void> {

@@ -51,6 +51,7 @@ import { UidLeaseStore } from './identity/uid-leases.ts';
 import { DEFAULT_UID_RANGE, type UidRange } from '../hypervisor/identity.ts';
 import { VmHome } from './launch/home.ts';
 import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
+import { assertPathsReachable, hotplugPathNeeds, startPathNeeds } from '../hypervisor/host-access.ts';
 import { planVm, type LaunchPlan } from './launch/plan.ts';
 import { launchVm } from './launch/launch.ts';
 import { adoptVm } from './launch/adopt.ts';
@@ -211,6 +212,8 @@ export class QemuHypervisor implements Hypervisor {
     const home = this.#home as VmHome;
     const problem = startOptionsProblem(options, plan.config);
     if (problem) throw problem;
+    // Before anything runs, and without a state change: the caller can fix the host and start again.
+    assertPathsReachable(startPathNeeds(plan.config), home.identity);
     const channel = options.waitForChannel;
     /** Set once the guest runs and only the channel is awaited: a deadline then means the guest was not ready. */
     let awaitingGuest = false;
@@ -556,6 +559,7 @@ export class QemuHypervisor implements Hypervisor {
 
   hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult> {
     return this.#run('hotplugAddDevice', ['running', 'paused'], options, async (qmp, deadline) => {
+      assertPathsReachable(hotplugPathNeeds(device), this.#home?.identity);
       const placed = await hotplugDevice(this.#hotplugContext(qmp, deadline), device);
       await this.#saveState();
       // hotplugDevice validated it already: this cannot throw.

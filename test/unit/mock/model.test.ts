@@ -121,6 +121,22 @@ describe('the host', () => {
     await expect(other.startVM()).rejects.toMatchObject({ exitCode: 1, stderrTail: expect.stringContaining('gone.img') as unknown });
   });
 
+  it("with host.accessProblem, paths the VM's uid cannot reach are refused as QEMU's backend refuses them, before anything runs", async () => {
+    // A probe that stands in for the stat-based check: every path under /locked is out of reach.
+    const accessProblem = (path: string, _mode: unknown, identity: { uid: number }) => (path.startsWith(dir) && path.endsWith('.locked') ? `uid ${identity.uid} cannot reach ${path}` : undefined);
+    const locked = image('k.locked');
+    const vm = mock({ host: { accessProblem } });
+    await vm.createVM(config({ boot: { kernel: locked } }));
+    const uid = vm.identity?.uid;
+    expect(uid).toBeDefined();
+    await expect(vm.startVM()).rejects.toMatchObject({ code: 'CONFIG_INVALID', issues: [{ path: 'boot.kernel', message: `uid ${uid} cannot reach ${locked}` }] });
+    expect(vm.state).toBe('created');
+    const ok = await running({}, { host: { accessProblem } });
+    const disk = image('d.locked');
+    await expect(ok.hotplugAddDevice({ type: 'block', id: 'd', path: disk })).rejects.toMatchObject({ code: 'CONFIG_INVALID', issues: [{ path: 'device.path' }] });
+    expect(ok.devices().some((d) => d.hotplugged)).toBe(false);
+  });
+
   it('host: false accepts whatever the config names', async () => {
     const vm = mock({ host: false });
     await vm.createVM({ boot: { kernel: '/nowhere/vmlinuz' } });
