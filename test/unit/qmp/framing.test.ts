@@ -65,6 +65,14 @@ describe('LineSplitter', () => {
     }
   });
 
+  it('skips an empty line whose \\r and \\n arrive in different chunks', () => {
+    const splitter = new LineSplitter();
+    expect(splitter.push(bytesOf('a\r\n\r'))).toEqual(['a']);
+    expect(splitter.push(bytesOf('\nb\n'))).toEqual(['b']);
+    expect(splitter.push(bytesOf('\r'))).toEqual([]);
+    expect(splitter.push(bytesOf('\n'))).toEqual([]);
+  });
+
   it('strips a \\r that arrived in an earlier chunk than its \\n', () => {
     const splitter = new LineSplitter();
     expect(splitter.push(bytesOf('abc\r'))).toEqual([]);
@@ -97,6 +105,24 @@ describe('LineSplitter', () => {
       }
       expect(error).toBeInstanceOf(QmpProtocolError);
       expect(error).toMatchObject({ code: 'QMP_PROTOCOL' });
+    });
+
+    it('rejects a line split across chunks whose whole exceeds the cap when its newline arrives', () => {
+      for (const eol of ['\n', '\r\n']) {
+        const splitter = new LineSplitter(8);
+        expect(splitter.push(bytesOf('12345'))).toEqual([]);
+        expect(() => splitter.push(bytesOf(`6789${eol}`)), JSON.stringify(eol)).toThrow(QmpProtocolError);
+        // The bytes of the oversized line are gone: the next line comes out alone.
+        expect(splitter.push(bytesOf('ab\n'))).toEqual(['ab']);
+      }
+    });
+
+    it('names the cap and the size it saw', () => {
+      expect(() => new LineSplitter(8).push(bytesOf('123456789\n'))).toThrow('a QMP line exceeded 8 bytes (at least 9 without a newline)');
+      const split = new LineSplitter(8);
+      split.push(bytesOf('12345'));
+      expect(() => split.push(bytesOf('67890\n'))).toThrow('a QMP line exceeded 8 bytes (at least 10 without a newline)');
+      expect(() => new LineSplitter(8).push(bytesOf('1234567890'))).toThrow('a QMP line exceeded 8 bytes (at least 10 without a newline)');
     });
 
     it('counts bytes, not characters', () => {
