@@ -58,6 +58,14 @@ describe('protocol violations', () => {
     expect(error.message).toBe(`QEMU sent a line that is not JSON: ${'a'.repeat(200)}…`);
   });
 
+  it('a line of exactly 200 characters is quoted whole', async () => {
+    const { server, client } = await startPair();
+    const { call } = await pendingCommand(server, client);
+    server.sendLine('a'.repeat(200));
+    const error = await expectDropped(server, client, call);
+    expect(error.message).toBe(`QEMU sent a line that is not JSON: ${'a'.repeat(200)}`);
+  });
+
   it('the lines after a bad one in the same chunk are not processed', async () => {
     const { server, client } = await startPair();
     const { call, id } = await pendingCommand(server, client);
