@@ -132,7 +132,8 @@ describe('QmpClient.connect', () => {
       await delay(50);
       markExited();
       const error = await rejection(connecting, QmpConnectError);
-      expect(error.message).toContain('exited');
+      expect(error.message).toBe(`cannot connect to QMP at ${path}: QEMU exited before QMP was up`);
+      expect(error.socketPath).toBe(path);
     });
 
     it('fails at once while waiting for the greeting, and closes the connection', async () => {
@@ -142,19 +143,22 @@ describe('QmpClient.connect', () => {
       const connecting = QmpClient.connect(server.path, { timeoutMs: 600_000, exited });
       await server.waitForClient();
       markExited();
-      await rejection(connecting, QmpConnectError);
+      const error = await rejection(connecting, QmpConnectError);
+      expect(error.message).toBe(`cannot connect to QMP at ${server.path}: QEMU exited before QMP was up`);
       await server.waitForNoClient();
     });
 
     it('fails when `exited` had already settled, even though the socket accepts', async () => {
       const server = await startServer();
-      await rejection(QmpClient.connect(server.path, { timeoutMs: 600_000, exited: Promise.resolve() }), QmpConnectError);
+      const error = await rejection(QmpClient.connect(server.path, { timeoutMs: 600_000, exited: Promise.resolve() }), QmpConnectError);
+      expect(error.message).toBe(`cannot connect to QMP at ${server.path}: QEMU exited before QMP was up`);
     });
 
     it('treats a rejected `exited` promise as an exit too (and never leaves it unhandled)', async () => {
       const path = join(scratchDir(), 'qmp.sock');
       const exited = Promise.reject(new Error('reaper failed'));
-      await rejection(QmpClient.connect(path, { timeoutMs: 600_000, exited }), QmpConnectError);
+      const error = await rejection(QmpClient.connect(path, { timeoutMs: 600_000, exited }), QmpConnectError);
+      expect(error.message).toBe(`cannot connect to QMP at ${path}: QEMU exited before QMP was up`);
     });
   });
 
