@@ -176,6 +176,19 @@ describe('QMP JSON', () => {
       expect(() => stringifyQmpJson(plain)).toThrow(TypeError);
     });
 
+    it('lets an error thrown by a toJSON through as it is, calling that toJSON once', () => {
+      let calls = 0;
+      const failure = new RangeError('cannot be written');
+      const value = {
+        toJSON: () => {
+          calls++;
+          throw failure;
+        },
+      };
+      expect(() => stringifyQmpJson({ value, n: 1n })).toThrow(failure);
+      expect(calls).toBe(1);
+    });
+
     it('writes a value without JSON text as null, and a lone bigint as its digits', () => {
       expect(stringifyQmpJson(undefined)).toBe('null');
       expect(stringifyQmpJson(() => 1)).toBe('null');
