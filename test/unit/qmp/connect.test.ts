@@ -152,6 +152,9 @@ describe('QmpClient.connect', () => {
       const server = await startServer();
       const error = await rejection(QmpClient.connect(server.path, { timeoutMs: 600_000, exited: Promise.resolve() }), QmpConnectError);
       expect(error.message).toBe(`cannot connect to QMP at ${server.path}: QEMU exited before QMP was up`);
+      // The connection that was accepted after the connect gave up is not left open.
+      await server.waitForClient();
+      await server.waitForNoClient();
     });
 
     it('treats a rejected `exited` promise as an exit too (and never leaves it unhandled)', async () => {
