@@ -91,6 +91,8 @@ describe('cleanup', () => {
     off();
     off();
     client.on('STOP', () => seen.push('second'));
+    // A stale unsubscribe, called again after the name has new listeners, leaves them alone.
+    off();
     server.sendEvent('STOP');
     server.handle('query-status', () => ({}));
     await client.execute('query-status');

@@ -117,6 +117,20 @@ describe('LineSplitter', () => {
       }
     });
 
+    it('measures each line of a chunk on its own, also lines of exactly the cap after others', () => {
+      const splitter = new LineSplitter(8);
+      expect(splitter.push(bytesOf('12345678\nabcdefgh\r\n1234567'))).toEqual(['12345678', 'abcdefgh']);
+      // The 7 bytes kept are counted as 7: one more byte and its line ending still fit.
+      expect(splitter.push(bytesOf('8\r\n'))).toEqual(['12345678']);
+    });
+
+    it('starts afresh after an oversized line, also for a line that then arrives in pieces', () => {
+      const splitter = new LineSplitter(4);
+      expect(() => splitter.push(bytesOf('123456'))).toThrow(QmpProtocolError);
+      expect(splitter.push(bytesOf('ab'))).toEqual([]);
+      expect(splitter.push(bytesOf('c\n'))).toEqual(['abc']);
+    });
+
     it('names the cap and the size it saw', () => {
       expect(() => new LineSplitter(8).push(bytesOf('123456789\n'))).toThrow('a QMP line exceeded 8 bytes (at least 9 without a newline)');
       const split = new LineSplitter(8);
@@ -148,6 +162,7 @@ describe('LineSplitter', () => {
   it('refuses a line cap that is not a whole number of bytes >= 1 (NaN would lift the cap)', () => {
     for (const bad of [NaN, 0, -1, 1.5, Infinity]) {
       expect(() => new LineSplitter(bad), String(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'maxLineBytes' }));
+      expect(() => new LineSplitter(bad), String(bad)).toThrow(`must be a whole number of bytes >= 1, not ${String(bad)}`);
     }
     expect(new LineSplitter(1).push(bytesOf('a\n'))).toEqual(['a']);
   });
