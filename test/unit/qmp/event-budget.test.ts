@@ -165,6 +165,18 @@ describe('the events() buffer', () => {
     expect(names).toEqual(['A', 'B', 'C']);
   });
 
+  it('counts every event it dropped in droppedCount', async () => {
+    const { server, client } = await startPair();
+    const events = client.events({ maxBufferedEvents: 1 }) as AsyncGenerator<QmpEvent, void, undefined> & { droppedCount: number };
+    expect(events.droppedCount).toBe(0);
+    for (const name of ['A', 'B', 'C']) server.sendEvent(name);
+    server.handle('query-status', () => ({}));
+    await client.execute('query-status');
+    expect(events.droppedCount).toBe(2);
+    expect((await events.next()).value).toMatchObject({ event: 'C' });
+    await events.return();
+  });
+
   it('refuses a budget that is not a positive integer', async () => {
     const { client } = await startPair();
     for (const options of [{ maxBufferedBytes: 0 }, { maxBufferedBytes: NaN }, { maxBufferedEvents: 1.5 }, { maxBufferedEvents: -1 }]) {
