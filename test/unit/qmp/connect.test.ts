@@ -50,24 +50,46 @@ describe('QmpClient.connect', () => {
   });
 
   describe('a bad greeting is a protocol error, and the connection is dropped', () => {
-    const badGreetings: Record<string, string> = {
-      'not JSON': 'QEMU monitor here',
-      'truncated JSON': '{"QMP": {"version": {"qemu":',
-      'a JSON array': '[{"QMP": {}}]',
-      'no version': JSON.stringify({ QMP: { capabilities: [] } }),
-      'a version without numbers': JSON.stringify({ QMP: { version: { qemu: { major: '7', minor: 2, micro: 0 } }, capabilities: [] } }),
-      'no qemu version': JSON.stringify({ QMP: { version: { package: '' }, capabilities: [] } }),
-      'no capability list': JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 } } } }),
-      'QMP is not an object': JSON.stringify({ QMP: 7 }),
+    const qemu = { major: 7, minor: 2, micro: 0 };
+    const malformed = (qmp: unknown) => [JSON.stringify({ QMP: qmp }), 'QEMU sent a malformed greeting: '] as const;
+    // Each with the complaint it must raise: a check that went missing would surface as a TypeError
+    // ("cannot read the QMP stream") and still be a QmpProtocolError.
+    const badGreetings: Record<string, readonly [greeting: string, complaint: string]> = {
+      'not JSON': ['QEMU monitor here', 'QEMU sent a line that is not JSON: '],
+      'truncated JSON': ['{"QMP": {"version": {"qemu":', 'QEMU sent a line that is not JSON: '],
+      'a JSON array': ['[{"QMP": {}}]', 'QEMU sent a line that is not a JSON object: '],
+      'no version': malformed({ capabilities: [] }),
+      'a null version': malformed({ version: null, capabilities: [] }),
+      'a version without numbers': malformed({ version: { qemu: { major: '7', minor: 2, micro: 0 } }, capabilities: [] }),
+      'a minor version that is not a number': malformed({ version: { qemu: { major: 7, minor: '2', micro: 0 } }, capabilities: [] }),
+      'a micro version that is not a number': malformed({ version: { qemu: { major: 7, minor: 2 } }, capabilities: [] }),
+      'no qemu version': malformed({ version: { package: '' }, capabilities: [] }),
+      'a null qemu version': malformed({ version: { qemu: null, package: '' }, capabilities: [] }),
+      'no capability list': malformed({ version: { qemu } }),
+      'a capability list that is an object': malformed({ version: { qemu }, capabilities: { oob: true } }),
+      'a capability that is not a string': malformed({ version: { qemu }, capabilities: ['oob', 1] }),
+      'QMP is not an object': malformed(7),
+      'QMP is null': malformed(null),
     };
-    for (const [name, greeting] of Object.entries(badGreetings)) {
+    for (const [name, [greeting, complaint]] of Object.entries(badGreetings)) {
       it(name, async () => {
         const server = await startServer({ greeting });
         const error = await rejection(QmpClient.connect(server.path, { timeoutMs: 5_000 }), QmpProtocolError);
         expect(error.code).toBe('QMP_PROTOCOL');
+        expect(error.message).toContain(complaint);
         await server.waitForNoClient();
         expect(server.received).toEqual([]);
       });
+    }
+  });
+
+  it('reads the package name when there is one, and takes a missing or non-string one as empty', async () => {
+    for (const [pkg, expected] of [['Debian 1:7.2', 'Debian 1:7.2'], [undefined, ''], [42, '']] as const) {
+      const server = await startServer({ greeting: { QMP: { version: { qemu: { major: 7, minor: 2, micro: 9 }, ...(pkg === undefined ? {} : { package: pkg }) }, capabilities: [] } } });
+      const client = await QmpClient.connect(server.path, { timeoutMs: 5_000 });
+      onTestFinished(() => client.close());
+      expect(client.greeting).toEqual({ version: { qemu: { major: 7, minor: 2, micro: 9 }, package: expected }, capabilities: [] });
+      expect(client.oobEnabled).toBe(false);
     }
   });
 
@@ -110,7 +132,8 @@ describe('QmpClient.connect', () => {
       await delay(50);
       markExited();
       const error = await rejection(connecting, QmpConnectError);
-      expect(error.message).toContain('exited');
+      expect(error.message).toBe(`cannot connect to QMP at ${path}: QEMU exited before QMP was up`);
+      expect(error.socketPath).toBe(path);
     });
 
     it('fails at once while waiting for the greeting, and closes the connection', async () => {
@@ -120,19 +143,25 @@ describe('QmpClient.connect', () => {
       const connecting = QmpClient.connect(server.path, { timeoutMs: 600_000, exited });
       await server.waitForClient();
       markExited();
-      await rejection(connecting, QmpConnectError);
+      const error = await rejection(connecting, QmpConnectError);
+      expect(error.message).toBe(`cannot connect to QMP at ${server.path}: QEMU exited before QMP was up`);
       await server.waitForNoClient();
     });
 
     it('fails when `exited` had already settled, even though the socket accepts', async () => {
       const server = await startServer();
-      await rejection(QmpClient.connect(server.path, { timeoutMs: 600_000, exited: Promise.resolve() }), QmpConnectError);
+      const error = await rejection(QmpClient.connect(server.path, { timeoutMs: 600_000, exited: Promise.resolve() }), QmpConnectError);
+      expect(error.message).toBe(`cannot connect to QMP at ${server.path}: QEMU exited before QMP was up`);
+      // The connection that was accepted after the connect gave up is not left open.
+      await server.waitForClient();
+      await server.waitForNoClient();
     });
 
     it('treats a rejected `exited` promise as an exit too (and never leaves it unhandled)', async () => {
       const path = join(scratchDir(), 'qmp.sock');
       const exited = Promise.reject(new Error('reaper failed'));
-      await rejection(QmpClient.connect(path, { timeoutMs: 600_000, exited }), QmpConnectError);
+      const error = await rejection(QmpClient.connect(path, { timeoutMs: 600_000, exited }), QmpConnectError);
+      expect(error.message).toBe(`cannot connect to QMP at ${path}: QEMU exited before QMP was up`);
     });
   });
 

@@ -32,12 +32,17 @@ describe('disconnects', () => {
       const error = await rejection(call, QmpDisconnectedError);
       expect(error.command).toBe('slow');
       expect(error.code).toBe('QMP_DISCONNECTED');
+      expect(error.message).toBe('QMP command slow failed: the QMP connection was closed by the peer');
     }
     expect(pendingWhenClosed).toBe(0);
     expect(closeReason).toBeInstanceOf(QmpDisconnectedError);
+    expect(closeReason?.message).toBe('the QMP connection was closed by the peer');
+    expect(closeReason?.cause).toBeUndefined();
     expect(client.closed).toBe(true);
     const later = await rejection(client.execute('query-status'), QmpDisconnectedError);
     expect(later.command).toBe('query-status');
+    expect(later.message).toBe('QMP command query-status failed: the QMP connection was closed by the peer');
+    expect(later.cause).toBe(closeReason);
   });
 
   it('a peer reset (ECONNRESET) fails pending commands and never crashes the process', async () => {
@@ -54,6 +59,7 @@ describe('disconnects', () => {
     const cause = errors[0]?.cause as NodeJS.ErrnoException | undefined;
     expect(['ECONNRESET', 'EPIPE']).toContain(cause?.code);
     expect(errors[0]?.message).toContain(cause?.code);
+    expect(errors[0]?.message).toMatch(/^QMP command big failed: the QMP connection was lost \(/);
     await rejection(client.execute('query-status'), QmpDisconnectedError);
   });
 
@@ -101,7 +107,7 @@ describe('disconnects', () => {
       const second = client.close();
       for (const call of calls) {
         const error = await rejection(call, QmpDisconnectedError);
-        expect(error.message).toContain('closed');
+        expect(error.message).toBe('QMP command slow failed: the QMP client was closed');
       }
       await first;
       await second;

@@ -165,11 +165,35 @@ describe('the events() buffer', () => {
     expect(names).toEqual(['A', 'B', 'C']);
   });
 
+  it('counts every event it dropped in droppedCount', async () => {
+    const { server, client } = await startPair();
+    const events = client.events({ maxBufferedEvents: 1 }) as AsyncGenerator<QmpEvent, void, undefined> & { droppedCount: number };
+    expect(events.droppedCount).toBe(0);
+    for (const name of ['A', 'B', 'C']) server.sendEvent(name);
+    server.handle('query-status', () => ({}));
+    await client.execute('query-status');
+    expect(events.droppedCount).toBe(2);
+    expect((await events.next()).value).toMatchObject({ event: 'C' });
+    await events.return();
+  });
+
   it('refuses a budget that is not a positive integer', async () => {
     const { client } = await startPair();
     for (const options of [{ maxBufferedBytes: 0 }, { maxBufferedBytes: NaN }, { maxBufferedEvents: 1.5 }, { maxBufferedEvents: -1 }]) {
       expect(() => client.events(options)).toThrow(InvalidArgumentError);
     }
+    // Each names its option and what it got; 1 is the smallest budget there is.
+    const cases: [options: object, argument: string, got: string][] = [
+      [{ maxBufferedBytes: 0 }, 'maxBufferedBytes', 'not 0'],
+      [{ maxBufferedEvents: 1.5 }, 'maxBufferedEvents', 'not 1.5'],
+      [{ maxBufferedEvents: '10' }, 'maxBufferedEvents', 'not string'],
+    ];
+    for (const [options, argument, got] of cases) {
+      expect(() => client.events(options)).toThrow(expect.objectContaining({ argument }));
+      expect(() => client.events(options)).toThrow(`must be a positive integer (Infinity for no cap), ${got}`);
+    }
+    const smallest = client.events({ maxBufferedEvents: 1, maxBufferedBytes: 1 });
+    await smallest.return();
     const uncapped = client.events({ maxBufferedBytes: Infinity });
     await uncapped.return();
   });

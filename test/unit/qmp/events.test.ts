@@ -200,6 +200,46 @@ describe('QMP events', () => {
       expect(await client.events().next()).toEqual({ done: true, value: undefined });
     });
 
+    it('throw() ends it, dropping what is buffered, and rejects with the error (a non-Error wrapped)', async () => {
+      const { server, client } = await startPair();
+      const iterator = client.events();
+      server.sendEvent('A');
+      server.handle('query-status', () => ({}));
+      await client.execute('query-status');
+      const failure = new Error('consumer gave up');
+      await expect(iterator.throw(failure)).rejects.toBe(failure);
+      expect(await iterator.next()).toEqual({ done: true, value: undefined });
+      const other = client.events();
+      await expect(other.throw('text')).rejects.toThrow(new Error('text'));
+    });
+
+    it('return() drops what is buffered and ends a pending next()', async () => {
+      const { server, client } = await startPair();
+      const buffered = client.events();
+      const waiting = client.events();
+      const pending = waiting.next();
+      server.sendEvent('A');
+      expect((await pending).value).toMatchObject({ event: 'A' });
+      const next = track(waiting.next());
+      server.handle('query-status', () => ({}));
+      await client.execute('query-status');
+      expect(await buffered.return()).toEqual({ done: true, value: undefined });
+      expect(await buffered.next()).toEqual({ done: true, value: undefined });
+      await waiting.return();
+      await settleIo(1);
+      expect(next.current).toEqual({ status: 'fulfilled', value: { done: true, value: undefined } });
+    });
+
+    it('ends on `await using` (Symbol.asyncDispose) and is its own async iterator', async () => {
+      const { server, client } = await startPair();
+      const iterator = client.events() as AsyncGenerator<QmpEvent, void, undefined> & AsyncDisposable;
+      expect(iterator[Symbol.asyncIterator]()).toBe(iterator);
+      await iterator[Symbol.asyncDispose]();
+      server.sendEvent('A');
+      await settleIo();
+      expect(await iterator.next()).toEqual({ done: true, value: undefined });
+    });
+
     it('stops listening on return(), also before the first next()', async () => {
       const { server, client } = await startPair();
       const early = client.events();

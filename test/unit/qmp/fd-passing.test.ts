@@ -62,6 +62,35 @@ describe('QmpClient.execute with an fd', () => {
     }
   });
 
+  it('calls the sender only once everything written before has left our buffers, also under backpressure', async () => {
+    // The real sender writes with sendmsg on the socket's fd, past Node's buffers: anything still
+    // buffered then would reach QEMU after the command it preceded.
+    const buffered: number[] = [];
+    const sender: FdSender = {
+      send: (socket, message) => {
+        buffered.push(socket.writableLength);
+        return new Promise((resolve) => socket.write(message, () => resolve()));
+      },
+    };
+    const { server, client } = await startPair({}, { fdSender: sender });
+    server.handle('big', () => ({}));
+    server.handle('getfd', () => ({}));
+    server.pauseReading();
+    const fd = devNull();
+    try {
+      // More than the socket buffers hold while the peer does not read.
+      const bigs = Array.from({ length: 4 }, () => client.execute('big', { blob: 'x'.repeat(256 * 1024) }));
+      const getfd = client.execute('getfd', { fdname: 'tap0' }, { fd });
+      await settleIo(10);
+      server.resumeReading();
+      await Promise.all([...bigs, getfd]);
+      expect(buffered).toEqual([0]);
+      expect(server.received.map((c) => c.execute)).toEqual(['qmp_capabilities', 'big', 'big', 'big', 'big', 'getfd']);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
   it('sends the next command with an fd only after the previous one has its reply', async () => {
     const sender = new ManualSender();
     const { server, client } = await startPair({}, { fdSender: sender });

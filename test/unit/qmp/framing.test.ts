@@ -65,6 +65,14 @@ describe('LineSplitter', () => {
     }
   });
 
+  it('skips an empty line whose \\r and \\n arrive in different chunks', () => {
+    const splitter = new LineSplitter();
+    expect(splitter.push(bytesOf('a\r\n\r'))).toEqual(['a']);
+    expect(splitter.push(bytesOf('\nb\n'))).toEqual(['b']);
+    expect(splitter.push(bytesOf('\r'))).toEqual([]);
+    expect(splitter.push(bytesOf('\n'))).toEqual([]);
+  });
+
   it('strips a \\r that arrived in an earlier chunk than its \\n', () => {
     const splitter = new LineSplitter();
     expect(splitter.push(bytesOf('abc\r'))).toEqual([]);
@@ -99,6 +107,38 @@ describe('LineSplitter', () => {
       expect(error).toMatchObject({ code: 'QMP_PROTOCOL' });
     });
 
+    it('rejects a line split across chunks whose whole exceeds the cap when its newline arrives', () => {
+      for (const eol of ['\n', '\r\n']) {
+        const splitter = new LineSplitter(8);
+        expect(splitter.push(bytesOf('12345'))).toEqual([]);
+        expect(() => splitter.push(bytesOf(`6789${eol}`)), JSON.stringify(eol)).toThrow(QmpProtocolError);
+        // The bytes of the oversized line are gone: the next line comes out alone.
+        expect(splitter.push(bytesOf('ab\n'))).toEqual(['ab']);
+      }
+    });
+
+    it('measures each line of a chunk on its own, also lines of exactly the cap after others', () => {
+      const splitter = new LineSplitter(8);
+      expect(splitter.push(bytesOf('12345678\nabcdefgh\r\n1234567'))).toEqual(['12345678', 'abcdefgh']);
+      // The 7 bytes kept are counted as 7: one more byte and its line ending still fit.
+      expect(splitter.push(bytesOf('8\r\n'))).toEqual(['12345678']);
+    });
+
+    it('starts afresh after an oversized line, also for a line that then arrives in pieces', () => {
+      const splitter = new LineSplitter(4);
+      expect(() => splitter.push(bytesOf('123456'))).toThrow(QmpProtocolError);
+      expect(splitter.push(bytesOf('ab'))).toEqual([]);
+      expect(splitter.push(bytesOf('c\n'))).toEqual(['abc']);
+    });
+
+    it('names the cap and the size it saw', () => {
+      expect(() => new LineSplitter(8).push(bytesOf('123456789\n'))).toThrow('a QMP line exceeded 8 bytes (at least 9 without a newline)');
+      const split = new LineSplitter(8);
+      split.push(bytesOf('12345'));
+      expect(() => split.push(bytesOf('67890\n'))).toThrow('a QMP line exceeded 8 bytes (at least 10 without a newline)');
+      expect(() => new LineSplitter(8).push(bytesOf('1234567890'))).toThrow('a QMP line exceeded 8 bytes (at least 10 without a newline)');
+    });
+
     it('counts bytes, not characters', () => {
       // Four characters, eight bytes.
       expect(new LineSplitter(8).push(bytesOf('éééé\n'))).toEqual(['éééé']);
@@ -122,6 +162,7 @@ describe('LineSplitter', () => {
   it('refuses a line cap that is not a whole number of bytes >= 1 (NaN would lift the cap)', () => {
     for (const bad of [NaN, 0, -1, 1.5, Infinity]) {
       expect(() => new LineSplitter(bad), String(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'maxLineBytes' }));
+      expect(() => new LineSplitter(bad), String(bad)).toThrow(`must be a whole number of bytes >= 1, not ${String(bad)}`);
     }
     expect(new LineSplitter(1).push(bytesOf('a\n'))).toEqual(['a']);
   });

@@ -76,6 +76,23 @@ describe('QMP JSON', () => {
       }
     });
 
+    it('skips every kind of JSON whitespace (space, tab, CR, LF) on the exact path', () => {
+      const text = ' \t\r\n{ \t\r\n"n" \t\r\n: \t\r\n[ \t\r\n12345678901234567890 \t\r\n, \t\r\ntrue \t\r\n] \t\r\n} \t\r\n';
+      expect(parseExact(text)).toEqual({ n: [12345678901234567890n, true] });
+    });
+
+    it('says where the exact path found what it refuses', () => {
+      const cases: [text: string, message: string][] = [
+        ['[1 2]', 'Unexpected token "2" in JSON at position 3'],
+        ['{"a" 1}', 'Unexpected token "1" in JSON at position 5'],
+        ['[1', 'Unexpected end in JSON at position 2'],
+        ['  "abc', 'Unterminated string in JSON at position 2'],
+        ['[tru]', 'Unexpected token "t" in JSON at position 1'],
+        ['{"a":1,}', 'Unexpected token "}" in JSON at position 7'],
+      ];
+      for (const [text, message] of cases) expect(() => parseExact(text), text).toThrow(new SyntaxError(message));
+    });
+
     it('refuses what JSON.parse refuses, with a SyntaxError', () => {
       const invalid = [
         '',
@@ -157,6 +174,19 @@ describe('QMP JSON', () => {
       const plain: Record<string, unknown> = {};
       plain['self'] = [plain];
       expect(() => stringifyQmpJson(plain)).toThrow(TypeError);
+    });
+
+    it('lets an error thrown by a toJSON through as it is, calling that toJSON once', () => {
+      let calls = 0;
+      const failure = new RangeError('cannot be written');
+      const value = {
+        toJSON: () => {
+          calls++;
+          throw failure;
+        },
+      };
+      expect(() => stringifyQmpJson({ value, n: 1n })).toThrow(failure);
+      expect(calls).toBe(1);
     });
 
     it('writes a value without JSON text as null, and a lone bigint as its digits', () => {

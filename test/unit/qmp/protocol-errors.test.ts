@@ -27,30 +27,62 @@ async function expectDropped(server: FakeQmpServer, client: QmpClient, call: Pro
 }
 
 describe('protocol violations', () => {
-  const garbage: Record<string, string> = {
-    'a line that is not JSON': 'this is not json',
-    'random bytes': '\u0000\u00ff\u0007}{][',
-    'truncated JSON': '{"return": {"status": "runn',
-    'a JSON number': '42',
-    'a JSON string': '"hello"',
-    'a JSON array': '[{"return": {}}]',
-    'JSON null': 'null',
+  // Each with the complaint it must raise: a check that went missing would surface as a TypeError
+  // ("cannot read the QMP stream") and still be a QmpProtocolError.
+  const garbage: Record<string, [line: string, complaint: string]> = {
+    'a line that is not JSON': ['this is not json', 'QEMU sent a line that is not JSON: this is not json'],
+    'random bytes': ['\u0000\u00ff\u0007}{][', 'QEMU sent a line that is not JSON: '],
+    'truncated JSON': ['{"return": {"status": "runn', 'QEMU sent a line that is not JSON: {"return": {"status": "runn'],
+    'a JSON number': ['42', 'QEMU sent a line that is not a JSON object: 42'],
+    'a JSON string': ['"hello"', 'QEMU sent a line that is not a JSON object: "hello"'],
+    'a JSON array': ['[{"return": {}}]', 'QEMU sent a line that is not a JSON object: [{"return": {}}]'],
+    'JSON null': ['null', 'QEMU sent a line that is not a JSON object: null'],
   };
-  for (const [name, line] of Object.entries(garbage)) {
+  for (const [name, [line, complaint]] of Object.entries(garbage)) {
     it(`${name}: pending commands fail with QmpProtocolError and the connection is dropped`, async () => {
       const { server, client } = await startPair();
       const { call } = await pendingCommand(server, client);
       server.sendLine(line);
       const error = await expectDropped(server, client, call);
       expect(error.code).toBe('QMP_PROTOCOL');
+      expect(error.message).toContain(complaint);
     });
   }
+
+  it('a line longer than 200 characters is quoted cut to its first 200', async () => {
+    const { server, client } = await startPair();
+    const { call } = await pendingCommand(server, client);
+    const line = `${'a'.repeat(200)}${'b'.repeat(50)}`;
+    server.sendLine(line);
+    const error = await expectDropped(server, client, call);
+    expect(error.message).toBe(`QEMU sent a line that is not JSON: ${'a'.repeat(200)}…`);
+  });
+
+  it('a line of exactly 200 characters is quoted whole', async () => {
+    const { server, client } = await startPair();
+    const { call } = await pendingCommand(server, client);
+    server.sendLine('a'.repeat(200));
+    const error = await expectDropped(server, client, call);
+    expect(error.message).toBe(`QEMU sent a line that is not JSON: ${'a'.repeat(200)}`);
+  });
+
+  it('the lines after a bad one in the same chunk are not processed', async () => {
+    const { server, client } = await startPair();
+    const { call, id } = await pendingCommand(server, client);
+    const events: string[] = [];
+    client.on('*', (e) => events.push(e.event));
+    const chunk = ['not json', JSON.stringify({ event: 'RESUME', timestamp: { seconds: 1, microseconds: 0 } }), JSON.stringify({ return: 'late', id })].join('\r\n');
+    server.sendRaw(`${chunk}\r\n`);
+    await expectDropped(server, client, call);
+    expect(events).toEqual([]);
+  });
 
   it('a second greeting is a protocol error', async () => {
     const { server, client } = await startPair();
     const { call } = await pendingCommand(server, client);
     server.sendLine(JSON.stringify(DEFAULT_GREETING));
-    await expectDropped(server, client, call);
+    const error = await expectDropped(server, client, call);
+    expect(error.message).toContain('QEMU sent a second greeting');
   });
 
   it('a line over maxLineBytes is a protocol error, even without its newline', async () => {
