@@ -2,31 +2,12 @@
 // not for whatever a broken or compromised QEMU sends instead.
 import { InvalidReplyError } from '../hypervisor/errors.ts';
 import type { RunState } from '../qmp/types.ts';
+import { RUN_STATES } from '../qmp/run-states.ts';
 import { describeValue } from './reply-values.ts';
 
 const COMMAND = 'query-status';
 
-/** Every RunState (QEMU's qapi/run-state.json); a state missing here fails to compile below. */
-export const RUN_STATES = [
-  'debug',
-  'inmigrate',
-  'internal-error',
-  'io-error',
-  'paused',
-  'postmigrate',
-  'prelaunch',
-  'finish-migrate',
-  'restore-vm',
-  'running',
-  'save-vm',
-  'shutdown',
-  'suspended',
-  'watchdog',
-  'guest-panicked',
-  'colo',
-] as const satisfies readonly RunState[];
-const _allRunStates: Exclude<RunState, (typeof RUN_STATES)[number]> extends never ? true : never = true;
-void _allRunStates;
+export { RUN_STATES };
 
 const KNOWN = new Set<string>(RUN_STATES);
 

@@ -9,7 +9,8 @@
 // does not match the TypeScript type. Free-form props (blockdev-add, netdev_add, object-add) are not
 // listed here: the schema test runs the real props builders and checks what they produce.
 import type { KnownEventData, KnownEventName } from '../hypervisor/events.ts';
-import type { PciDeviceInfo, QmpCommandMap, QmpCommandName, RunState } from './types.ts';
+import type { PciDeviceInfo, QmpCommandMap, QmpCommandName } from './types.ts';
+import { RUN_STATES } from './run-states.ts';
 
 /**
  * A value on the wire as the library writes or reads it ('any': passed through, not looked into). An `enum` lists the values the library
@@ -59,24 +60,6 @@ export interface CommandUse<C extends QmpCommandName> {
 
 export type QmpSurface = { readonly [C in QmpCommandName]: CommandUse<C> };
 
-const RUN_STATES = [
-  'debug',
-  'inmigrate',
-  'internal-error',
-  'io-error',
-  'paused',
-  'postmigrate',
-  'prelaunch',
-  'finish-migrate',
-  'restore-vm',
-  'running',
-  'save-vm',
-  'shutdown',
-  'suspended',
-  'watchdog',
-  'guest-panicked',
-  'colo',
-] as const satisfies readonly RunState[];
 
 const NONE = { object: {} } as const;
 
