@@ -3,7 +3,7 @@
 // must reject with a typed error (not by running into its deadline), the exit must be reported,
 // nothing may leak, and stopVM must still succeed.
 import { existsSync, readdirSync, rmSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
 import { DeviceExistsError, HotplugError, VmExitedError, VmStartError, VmUnhealthyError } from '../../src/hypervisor/errors.ts';
@@ -23,16 +23,9 @@ import {
   rawDisk,
   scratchDir,
 } from './helpers/sandbox.ts';
+import { useCleanups } from './helpers/cleanups.ts';
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-function track(vm: QemuHypervisor): QemuHypervisor {
-  cleanups.push(() => vm.stopVM());
-  return vm;
-}
+const { cleanups, track } = useCleanups();
 
 const fdCount = () => readdirSync('/proc/self/fd').length;
 const tick = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

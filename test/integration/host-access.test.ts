@@ -3,22 +3,15 @@
 // and what stands in the way. Fixed on the host, the same VM then starts and plugs.
 import { chmodSync, copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/hypervisor/config/index.ts';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import { guestAssets } from '../guest/index.ts';
 import { eventually } from './helpers/eventually.ts';
 import { connectAgent, expectLeasedIdentity, giveTo, guestConfig, rawDisk, scratchDir } from './helpers/sandbox.ts';
+import { useCleanups } from './helpers/cleanups.ts';
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-function track(vm: QemuHypervisor): QemuHypervisor {
-  cleanups.push(() => vm.stopVM());
-  return vm;
-}
+const { cleanups, track } = useCleanups();
 
 /** The ConfigError an operation rejects with. */
 async function configError(operation: Promise<unknown>): Promise<ConfigError> {

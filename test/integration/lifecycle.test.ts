@@ -4,7 +4,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
 import {
@@ -34,16 +34,9 @@ import {
   rawDisk,
   scratchDir,
 } from './helpers/sandbox.ts';
+import { useCleanups } from './helpers/cleanups.ts';
 
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-function track(vm: QemuHypervisor): QemuHypervisor {
-  cleanups.push(() => vm.stopVM());
-  return vm;
-}
+const { cleanups, track } = useCleanups();
 
 function trackAgent(agent: GuestAgent): GuestAgent {
   cleanups.push(() => agent.close());
