@@ -5,7 +5,7 @@
 // time and executable match what the VM recorded are killed.
 import { readdir } from 'node:fs/promises';
 import { lstatSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { z } from 'zod';
 import type { OperationOptions } from '../util/deadline.ts';
 import { silentLogger, type Logger } from '../util/logger.ts';
@@ -14,7 +14,7 @@ import { isOwnerAlive, processesRunningAs } from './identity/proc-uids.ts';
 import { UidLeaseStore, type LeaseRecord } from './identity/uid-leases.ts';
 import { DEFAULT_UID_RANGE, type UidRange } from '../hypervisor/identity.ts';
 import { isProcessAlive, readExe, readUids } from './process/proc-fs.ts';
-import { defaultRuntimeBase, ensureRuntimeBase, leaseDirOf } from './runtime-dir.ts';
+import { classifyEntry, defaultRuntimeBase, ensureRuntimeBase, leaseDirOf } from './runtime-dir.ts';
 import { runtimePaths } from './runtime-paths.ts';
 import { readStateFile, type SavedVmState } from './state-file.ts';
 
@@ -89,8 +89,10 @@ async function judge(dir: string): Promise<Verdict> {
   const problem = directoryProblem(stat);
   if (problem) return { kind: 'skip', reason: problem };
   const paths = runtimePaths(dir);
-  // A staging directory (.new-<id>-<random>) is named after the VM it becomes.
-  const vmId = dir.slice(dir.lastIndexOf('/') + 1).replace(/^\.new-(.*)-[0-9a-f]{12}$/, '$1');
+  const entry = classifyEntry(basename(dir));
+  const vmId = entry.vmId;
+  // Renamed for removal only once every process of the VM was gone: whatever is left is debris.
+  if (entry.kind === 'removing') return { kind: 'orphan', vmId, state: undefined, owner: undefined };
   const owner = await readJson(paths.ownerFile, ownerSchema);
   if (owner && isOwnerAlive(owner)) return { kind: 'live', vmId };
   let state: SavedVmState | undefined;

@@ -2,9 +2,10 @@
 // gets group access to traverse it (to reach virtiofsd's socket) and nothing else, so nothing in it
 // is ever QEMU's to plant, swap or replace. Its default location is short, because socket paths
 // inside it must fit in 108 bytes.
-import { lstatSync, mkdirSync } from 'node:fs';
+import { lstatSync, mkdirSync, renameSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { ConfigError } from '../hypervisor/config/index.ts';
 import { directoryProblem, ensureTrustedDir } from '../util/safe-fs.ts';
 
@@ -49,4 +50,37 @@ export function checkRuntimeDirParent(parent: string): void {
   }
   const problem = directoryProblem(stat, { owners: [process.geteuid?.() ?? 0, 0], allowSticky: true });
   if (problem) throw new ConfigError([{ path: 'runtime.dir', message: `its parent ${parent} ${problem}` }]);
+}
+
+/*
+ * Names no VM id can have (ids never start with '.'), in the VM directory's own parent so that
+ * rename(2) is atomic: `.new-<id>-<hex>` while a directory is being made, `.gone-<id>-<hex>` once it
+ * is being removed. A removal cut short (the runtime killed mid-way) then leaves a name the orphan
+ * sweep recognises, never a VM directory that has lost its owner and state files.
+ */
+const TRANSIENT_NAME = /^\.(new|gone)-(.+)-[0-9a-f]{12}$/;
+
+export function stagingPathOf(dir: string): string {
+  return join(dirname(dir), `.new-${basename(dir)}-${randomBytes(6).toString('hex')}`);
+}
+
+/**
+ * Renames a VM directory to its `.gone-` name before it is removed; returns the path to remove
+ * (the original one when it is already gone or cannot be renamed).
+ */
+export function moveAsideForRemoval(dir: string): string {
+  const doomed = join(dirname(dir), `.gone-${basename(dir)}-${randomBytes(6).toString('hex')}`);
+  try {
+    renameSync(dir, doomed);
+    return doomed;
+  } catch {
+    return dir;
+  }
+}
+
+/** What an entry of the base holds: a VM's directory, or one being made or removed (and whose). */
+export function classifyEntry(name: string): { kind: 'vm' | 'staging' | 'removing'; vmId: string } {
+  const match = TRANSIENT_NAME.exec(name);
+  if (!match) return { kind: 'vm', vmId: name };
+  return { kind: match[1] === 'new' ? 'staging' : 'removing', vmId: match[2] ?? name };
 }

@@ -3,7 +3,6 @@
 // files); taken over by attach(); given back exactly once, after the VM's processes are gone.
 import { chmodSync, chownSync, lstatSync, mkdirSync, renameSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { ConfigError, type SandboxConfig } from '../../hypervisor/config/index.ts';
 import type { VmIdentity } from '../../hypervisor/types.ts';
 import type { OperationOptions } from '../../util/deadline.ts';
@@ -17,7 +16,7 @@ import { sleep } from '../../util/deadline.ts';
 const SWEEP_ROUNDS = 20;
 const SWEEP_WAIT_MS = 50;
 import type { UidLeaseStore } from '../identity/uid-leases.ts';
-import { checkRuntimeDirParent } from '../runtime-dir.ts';
+import { checkRuntimeDirParent, moveAsideForRemoval, stagingPathOf } from '../runtime-dir.ts';
 import type { RuntimePaths } from '../runtime-paths.ts';
 import { writeStateFile } from '../state-file.ts';
 
@@ -81,11 +80,13 @@ export class VmHome {
     this.#released ??= (async () => {
       // A write under way would put a file back into the directory being removed.
       await this.#writes;
+      // Renamed first, so that a removal cut short leaves a name the sweep removes. Synchronous:
+      // a handful of root-only entries, and stopVM waits for it.
+      const doomed = moveAsideForRemoval(this.paths.dir);
       try {
-        // Synchronous: a handful of root-only entries, and stopVM waits for it.
-        removeTreeSync(this.paths.dir);
+        removeTreeSync(doomed);
       } catch (error) {
-        logger.error({ err: error, dir: this.paths.dir }, 'could not remove the runtime directory');
+        logger.error({ err: error, dir: this.paths.dir, removing: doomed }, 'could not remove the runtime directory');
       }
       if (processesGone && (await this.#noneLeftRunning(logger))) await this.#releaseLease(logger);
       else logger.error({ uid: this.identity?.uid }, 'a VM process survived SIGKILL: its uid stays leased');
@@ -156,8 +157,7 @@ function ownerRecord(vmId: string, identity: VmIdentity | undefined): string {
 function makeDirectory(paths: RuntimePaths, identity: VmIdentity | undefined, vmId: string): void {
   const parent = dirname(paths.dir);
   checkRuntimeDirParent(parent);
-  // A name no VM id can have (ids never start with '.'), in the same parent, so rename is atomic.
-  const staging = join(parent, `.new-${basename(paths.dir)}-${randomBytes(6).toString('hex')}`);
+  const staging = stagingPathOf(paths.dir);
   mkdirSync(staging, { mode: 0o700 });
   try {
     writeFileAtomicSync(join(staging, basename(paths.ownerFile)), ownerRecord(vmId, identity));

@@ -3,7 +3,7 @@
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, type Stats } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, parseSandboxConfig, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
@@ -29,7 +29,7 @@ vi.mock('node:fs', async (importOriginal) => {
       real.renameSync(from, to);
     }) as typeof real.renameSync,
     unlinkSync: ((path: Parameters<typeof real.unlinkSync>[0]) => {
-      if (String(path) === hooks.failUnlink) throw Object.assign(new Error(`EPERM: operation not permitted, unlink '${String(path)}'`), { code: 'EPERM' });
+      if (hooks.failUnlink !== undefined && String(path).endsWith(hooks.failUnlink)) throw Object.assign(new Error(`EPERM: operation not permitted, unlink '${String(path)}'`), { code: 'EPERM' });
       real.unlinkSync(path);
     }) as typeof real.unlinkSync,
   };
@@ -40,7 +40,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
   return {
     ...real,
     unlink: ((path: Parameters<typeof real.unlink>[0]) => {
-      if (String(path) === hooks.failUnlink) return Promise.reject(Object.assign(new Error(`EPERM: operation not permitted, unlink '${String(path)}'`), { code: 'EPERM' }));
+      if (hooks.failUnlink !== undefined && String(path).endsWith(hooks.failUnlink)) return Promise.reject(Object.assign(new Error(`EPERM: operation not permitted, unlink '${String(path)}'`), { code: 'EPERM' }));
       return real.unlink(path);
     }) as typeof real.unlink,
   };
@@ -239,6 +239,8 @@ describe('VmHome.release', () => {
     const released = home.release(true, logger);
     await released;
     expect(existsSync(paths.dir)).toBe(false);
+    // Nothing else is left in the parent either: not the `.gone-` name it was removed under.
+    expect(readdirSync(dirname(paths.dir)).filter((name) => name.includes('vm-a'))).toEqual([]);
     expect(await leases.list()).toEqual([]);
     expect(home.release(true, logger)).toBe(released);
     expect(home.release(false, logger)).toBe(released);
@@ -326,11 +328,16 @@ describe('VmHome.release', () => {
     const { logger, lines } = recordingLogger();
     const paths = pathsOf('vm-a');
     const home = await VmHome.create(config('vm-a'), paths, leases);
-    hooks.failUnlink = paths.ownerFile;
+    hooks.failUnlink = '/owner.json';
     await home.release(true, logger);
     expect(errorsLogged(lines)).toEqual(['could not remove the runtime directory']);
     expect(lines[0]?.['dir']).toBe(paths.dir);
-    expect(existsSync(paths.ownerFile)).toBe(true);
+    // What is left sits under the name the orphan sweep removes, not under the VM's own name.
+    const leftover = String(lines[0]?.['removing']);
+    expect(leftover).toMatch(/\/\.gone-vm-a-[0-9a-f]{12}$/);
+    expect(dirname(leftover)).toBe(dirname(paths.dir));
+    expect(existsSync(join(leftover, 'owner.json'))).toBe(true);
+    expect(existsSync(paths.dir)).toBe(false);
     expect(await leases.list()).toEqual([]);
   });
 

@@ -58,3 +58,25 @@ describe('reapOrphans, owner gone before any state was saved', () => {
     expect(readProcStat(child.pid ?? -1)?.state).toMatch(/[SR]/);
   });
 });
+
+describe('reapOrphans, a removal cut short', () => {
+  it('removes a directory renamed for removal whatever it still holds, and leaves unknown directories alone', async () => {
+    const base = mkdtempSync('/tmp/svmm-orphans-');
+    cleanups.push(() => rmSync(base, { recursive: true, force: true }));
+    chmodSync(base, 0o711);
+    const leaseDir = join(base, '.leases');
+    mkdirSync(leaseDir, { mode: 0o700 });
+    // Its owner and state files were removed before the runtime died; a socket directory was not.
+    const debris = join(base, '.gone-vm-y-0123456789ab');
+    mkdirSync(join(debris, 'sub'), { recursive: true, mode: 0o700 });
+    writeFileSync(join(debris, 'sub', 'qmp.sock'), '');
+    const unknown = join(base, 'not-a-vm');
+    mkdirSync(unknown, { mode: 0o700 });
+    const report = await reapOrphans({ base, leaseDir, uidRange: { first: UID, count: 1 } });
+    expect(report.removed).toEqual([{ vmId: 'vm-y', dir: debris }]);
+    expect(report.killed).toEqual([]);
+    expect(report.skipped).toEqual([{ dir: unknown, reason: 'neither an owner file nor a state file: not a VM directory' }]);
+    expect(existsSync(debris)).toBe(false);
+    expect(existsSync(unknown)).toBe(true);
+  });
+});

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError } from '../../../src/hypervisor/config/index.ts';
-import { checkRuntimeDirParent, defaultRuntimeBase, ensureRuntimeBase, leaseDirOf } from '../../../src/qemu/runtime-dir.ts';
+import { checkRuntimeDirParent, classifyEntry, defaultRuntimeBase, ensureRuntimeBase, leaseDirOf, moveAsideForRemoval, stagingPathOf } from '../../../src/qemu/runtime-dir.ts';
 import { UnsafePathError } from '../../../src/util/safe-fs.ts';
 
 const OTHER_UID = 4321;
@@ -225,5 +225,37 @@ describe('checkRuntimeDirParent', () => {
     expect(() => checkRuntimeDirParent(own)).not.toThrow();
     expect(() => checkRuntimeDirParent(roots)).not.toThrow();
     expect(configError(() => checkRuntimeDirParent(others)).issues[0]?.message).toBe(`its parent ${others} is owned by uid 2000, not by us or root`);
+  });
+});
+
+describe('transient names of VM directories', () => {
+  it('stages beside the directory under a name no VM id has, and classifies it back', () => {
+    const staging = stagingPathOf(join(tmp, 'vm-a'));
+    expect(staging).toMatch(new RegExp(`^${tmp}/\\.new-vm-a-[0-9a-f]{12}$`));
+    expect(stagingPathOf(join(tmp, 'vm-a'))).not.toBe(staging);
+    expect(classifyEntry(staging.slice(tmp.length + 1))).toEqual({ kind: 'staging', vmId: 'vm-a' });
+  });
+
+  it('renames a directory aside for removal, contents and all', () => {
+    mkdirSync(join(tmp, 'vm-b'));
+    writeFileSync(join(tmp, 'vm-b', 'state.json'), '{}');
+    const doomed = moveAsideForRemoval(join(tmp, 'vm-b'));
+    expect(doomed).toMatch(new RegExp(`^${tmp}/\\.gone-vm-b-[0-9a-f]{12}$`));
+    expect(lstatSync(join(tmp, 'vm-b'), { throwIfNoEntry: false })).toBeUndefined();
+    expect(lstatSync(join(doomed, 'state.json')).isFile()).toBe(true);
+    expect(classifyEntry(doomed.slice(tmp.length + 1))).toEqual({ kind: 'removing', vmId: 'vm-b' });
+  });
+
+  it('returns the path itself when there is nothing to rename', () => {
+    expect(moveAsideForRemoval(join(tmp, 'missing'))).toBe(join(tmp, 'missing'));
+  });
+
+  it('takes every other name for a VM id, including ones that only look transient', () => {
+    expect(classifyEntry('vm-c')).toEqual({ kind: 'vm', vmId: 'vm-c' });
+    expect(classifyEntry('.gone-vm-c-0123456789a')).toEqual({ kind: 'vm', vmId: '.gone-vm-c-0123456789a' });
+    expect(classifyEntry('.gone-vm-c-0123456789ag')).toEqual({ kind: 'vm', vmId: '.gone-vm-c-0123456789ag' });
+    expect(classifyEntry('x.gone-vm-c-0123456789ab')).toEqual({ kind: 'vm', vmId: 'x.gone-vm-c-0123456789ab' });
+    expect(classifyEntry('.old-vm-c-0123456789ab')).toEqual({ kind: 'vm', vmId: '.old-vm-c-0123456789ab' });
+    expect(classifyEntry('.gone-a-b-0123456789ab')).toEqual({ kind: 'removing', vmId: 'a-b' });
   });
 });
