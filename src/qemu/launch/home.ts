@@ -1,12 +1,12 @@
 // A VM's home: its root-owned directory and the identity its QEMU runs as (a leased uid under
 // root). Made by createVM, so that a runtime knows the uid before startVM (to give it taps and
 // files); taken over by attach(); given back exactly once, after the VM's processes are gone.
-import { chmodSync, chownSync, lstatSync, mkdirSync, renameSync } from 'node:fs';
+import { chmod, chown, lstat, mkdir, rename } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ConfigError, type SandboxConfig } from '../../hypervisor/config/index.ts';
 import type { VmIdentity } from '../../hypervisor/types.ts';
 import type { OperationOptions } from '../../util/deadline.ts';
-import { removeTreeSync, writeFileAtomicSync } from '../../util/safe-fs.ts';
+import { removeTree, writeFileAtomic } from '../../util/safe-fs.ts';
 import type { Logger } from '../../util/logger.ts';
 import { resolveIdentity } from '../identity/identity.ts';
 import { ownerIdentity, processesRunningAs } from '../identity/proc-uids.ts';
@@ -34,6 +34,8 @@ export class VmHome {
   #released: Promise<void> | undefined;
   /** State writes, one after another (an older state never lands after a newer one). */
   #writes: Promise<void> = Promise.resolve();
+  /** The last record queued, so that an unchanged one is not written again. */
+  #lastSaved: string | undefined;
 
   private constructor(paths: RuntimePaths, identity: VmIdentity | undefined, vmId: string, leases: UidLeaseStore | undefined, seccomp: boolean) {
     this.paths = paths;
@@ -56,7 +58,7 @@ export class VmHome {
     const { identity, lease } = await resolveIdentity(config, leases, options);
     const home = new VmHome(paths, identity, config.id, lease ? leases : undefined, config.hardening.seccomp);
     try {
-      makeDirectory(paths, identity, config.id);
+      await makeDirectory(paths, identity, config.id);
     } catch (error) {
       await home.#releaseLease();
       throw error;
@@ -67,7 +69,7 @@ export class VmHome {
   /** The home of a VM another process made: its lease (if any) and its owner file become ours. */
   static async adopt(config: SandboxConfig, paths: RuntimePaths, identity: VmIdentity | undefined, leased: boolean, leases: UidLeaseStore, options: OperationOptions = {}): Promise<VmHome> {
     if (leased && identity) await leases.adopt(identity.uid, config.id, options);
-    writeFileAtomicSync(paths.ownerFile, ownerRecord(config.id, identity));
+    await writeFileAtomic(paths.ownerFile, ownerRecord(config.id, identity));
     return new VmHome(paths, identity, config.id, leased ? leases : undefined, config.hardening.seccomp);
   }
 
@@ -80,11 +82,10 @@ export class VmHome {
     this.#released ??= (async () => {
       // A write under way would put a file back into the directory being removed.
       await this.#writes;
-      // Renamed first, so that a removal cut short leaves a name the sweep removes. Synchronous:
-      // a handful of root-only entries, and stopVM waits for it.
+      // Renamed first, so that a removal cut short leaves a name the sweep removes.
       const doomed = moveAsideForRemoval(this.paths.dir);
       try {
-        removeTreeSync(doomed);
+        await removeTree(doomed);
       } catch (error) {
         logger.error({ err: error, dir: this.paths.dir, removing: doomed }, 'could not remove the runtime directory');
       }
@@ -119,11 +120,16 @@ export class VmHome {
    * begun, nothing more is written; a write that fails is logged (re-attach will not see it).
    */
   saveState(text: string, logger: Logger): Promise<void> {
+    // The same record again (a paused start records the pids, then the same once QMP is up) is
+    // not written twice: in a start storm every write is a file created and renamed.
+    if (text === this.#lastSaved) return this.#writes;
+    this.#lastSaved = text;
     this.#writes = this.#writes.then(async () => {
       if (this.#released) return;
       try {
         await writeStateFile(this.paths.stateFile, text);
       } catch (error) {
+        if (this.#lastSaved === text) this.#lastSaved = undefined;
         logger.error({ err: error }, 'could not save the VM state (re-attach will not see this change)');
       }
     });
@@ -154,24 +160,30 @@ function ownerRecord(vmId: string, identity: VmIdentity | undefined): string {
   return JSON.stringify({ ...ownerIdentity(), vmId, uid: identity?.uid ?? null });
 }
 
-function makeDirectory(paths: RuntimePaths, identity: VmIdentity | undefined, vmId: string): void {
+function unlessMissing(error: unknown): undefined {
+  if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+  throw error;
+}
+
+/** Asynchronous throughout: a start storm makes many at once, and none of it should hold the loop. */
+async function makeDirectory(paths: RuntimePaths, identity: VmIdentity | undefined, vmId: string): Promise<void> {
   const parent = dirname(paths.dir);
   checkRuntimeDirParent(parent);
   const staging = stagingPathOf(paths.dir);
-  mkdirSync(staging, { mode: 0o700 });
+  await mkdir(staging, { mode: 0o700 });
   try {
-    writeFileAtomicSync(join(staging, basename(paths.ownerFile)), ownerRecord(vmId, identity));
+    await writeFileAtomic(join(staging, basename(paths.ownerFile)), ownerRecord(vmId, identity));
     if (identity) {
       // Root's directory, QEMU's group: it may traverse to virtiofsd's socket, not list or write.
-      chownSync(staging, process.geteuid?.() ?? 0, identity.gid);
-      chmodSync(staging, 0o710);
+      await chown(staging, process.geteuid?.() ?? 0, identity.gid);
+      await chmod(staging, 0o710);
     }
     // rename(2) replaces an empty directory: refuse any existing name first. (Another VM's
     // directory is never empty, so rename still cannot replace one that appears meanwhile.)
-    if (lstatSync(paths.dir, { throwIfNoEntry: false })) throw Object.assign(new Error(`${paths.dir} exists`), { code: 'EEXIST' });
-    renameSync(staging, paths.dir);
+    if (await lstat(paths.dir).catch(unlessMissing)) throw Object.assign(new Error(`${paths.dir} exists`), { code: 'EEXIST' });
+    await rename(staging, paths.dir);
   } catch (error) {
-    removeTreeSync(staging);
+    await removeTree(staging);
     const code = (error as NodeJS.ErrnoException).code;
     const message = code === 'EEXIST' || code === 'ENOTEMPTY' ? `runtime directory ${paths.dir} already exists` : (error as Error).message;
     throw new ConfigError([{ path: 'runtime.dir', message }], { cause: error });

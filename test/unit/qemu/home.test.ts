@@ -39,6 +39,11 @@ vi.mock('node:fs/promises', async (importOriginal) => {
   const real = await importOriginal<typeof import('node:fs/promises')>();
   return {
     ...real,
+    rename: (async (from: Parameters<typeof real.rename>[0], to: Parameters<typeof real.rename>[1]) => {
+      const stats = await real.lstat(from);
+      if (stats.isDirectory()) hooks.renamed.push({ from: String(from), to: String(to), entries: (await real.readdir(from)).sort(), stats });
+      return real.rename(from, to);
+    }) as typeof real.rename,
     unlink: ((path: Parameters<typeof real.unlink>[0]) => {
       if (hooks.failUnlink !== undefined && String(path).endsWith(hooks.failUnlink)) return Promise.reject(Object.assign(new Error(`EPERM: operation not permitted, unlink '${String(path)}'`), { code: 'EPERM' }));
       return real.unlink(path);
@@ -271,6 +276,23 @@ describe('VmHome.release', () => {
     await Promise.all([home.saveState('{"n":1}', logger), home.saveState('{"n":2}', logger), home.saveState('{"n":3}', logger)]);
     await home.settled();
     expect(readJson(paths.stateFile)).toEqual({ n: 3 });
+    await home.release(true, logger);
+  });
+
+  it('writes an unchanged record once: the file is not replaced again until it changes', async () => {
+    const { logger } = recordingLogger();
+    const paths = pathsOf('vm-a');
+    const home = await VmHome.create(config('vm-a'), paths, leases);
+    await home.saveState('{"n":1}', logger);
+    const first = lstatSync(paths.stateFile).ino;
+    await home.saveState('{"n":1}', logger);
+    expect(lstatSync(paths.stateFile).ino).toBe(first);
+    await home.saveState('{"n":2}', logger);
+    const second = lstatSync(paths.stateFile).ino;
+    expect(second).not.toBe(first);
+    await home.saveState('{"n":1}', logger);
+    expect(lstatSync(paths.stateFile).ino).not.toBe(second);
+    expect(readJson(paths.stateFile)).toEqual({ n: 1 });
     await home.release(true, logger);
   });
 
