@@ -26,6 +26,19 @@ export default defineConfig({
           globalSetup: ['test/integration/global-setup.ts'],
         },
       },
+      {
+        extends: true,
+        test: {
+          // The package as a consumer gets it: packed once (test/package/global-setup.ts), linted,
+          // installed offline into a scratch project, imported and type-checked; the README's code
+          // and the API reference's doc comments checked against it.
+          name: 'package',
+          include: ['test/package/**/*.test.ts'],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          globalSetup: ['test/package/global-setup.ts'],
+        },
+      },
     ],
   },
 });
