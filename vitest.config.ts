@@ -34,8 +34,9 @@ export default defineConfig({
           // and the API reference's doc comments checked against it.
           name: 'package',
           include: ['test/package/**/*.test.ts'],
-          testTimeout: 120_000,
-          hookTimeout: 120_000,
+          // tsc and TypeDoc check whole programs: bounds for a 2-core machine QEMU keeps busy.
+          testTimeout: 300_000,
+          hookTimeout: 300_000,
           globalSetup: ['test/package/global-setup.ts'],
         },
       },

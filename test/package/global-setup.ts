@@ -76,7 +76,10 @@ export default async function setup(project: TestProject): Promise<() => void> {
   const consumer = { name: 'consumer', version: '0.0.0', private: true, type: 'module', dependencies: { 'sandbox-vmm': 'file:sandbox-vmm.tgz' } };
   writeFileSync(join(consumerDir, 'package.json'), `${JSON.stringify(consumer, null, 2)}\n`);
   writeFileSync(join(consumerDir, 'package-lock.json'), `${JSON.stringify(consumerLock(rootLock, manifest, consumer), null, 2)}\n`);
-  await run('npm', ['ci', '--offline', '--no-audit', '--no-fund'], consumerDir);
+  await run('npm', ['ci', '--offline', '--no-audit', '--no-fund'], consumerDir).catch((error: Error) => {
+    const hint = error.message.includes('ENOTCACHED') ? "\nnpm's cache lacks a package the library needs: run `npm ci` in the repository, which fills it" : '';
+    throw new Error(`${error.message}${hint}`, { cause: error });
+  });
 
   project.provide('tarball', tarball);
   project.provide('tarballFiles', tarballFiles);
