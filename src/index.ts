@@ -1,4 +1,8 @@
-// The public surface: the Hypervisor contract and its errors, the backends, the config schema.
+/**
+ * The `Hypervisor` contract and its typed errors, the QEMU and mock backends, the registry, and the
+ * config schema.
+ * @module sandbox-vmm
+ */
 export * from './errors.ts';
 export type { OperationOptions } from './util/deadline.ts';
 export * from './hypervisor/types.ts';
