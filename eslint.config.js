@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', '.cache/', 'bench/results/', 'examples/*/dist/', 'examples/*/node_modules/', '.stryker-tmp/', 'reports/'] },
+  { ignores: ['dist/', 'node_modules/', '.cache/', 'bench/results/', 'examples/*/dist/', 'examples/*/node_modules/', '.stryker-tmp/', 'reports/', 'docs/api/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

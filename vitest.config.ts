@@ -26,6 +26,20 @@ export default defineConfig({
           globalSetup: ['test/integration/global-setup.ts'],
         },
       },
+      {
+        extends: true,
+        test: {
+          // The package as a consumer gets it: packed once (test/package/global-setup.ts), linted,
+          // installed offline into a scratch project, imported and type-checked; the README's code
+          // and the API reference's doc comments checked against it.
+          name: 'package',
+          include: ['test/package/**/*.test.ts'],
+          // tsc and TypeDoc check whole programs: bounds for a 2-core machine QEMU keeps busy.
+          testTimeout: 300_000,
+          hookTimeout: 300_000,
+          globalSetup: ['test/package/global-setup.ts'],
+        },
+      },
     ],
   },
 });

@@ -3,10 +3,15 @@
 
 const brand = Symbol.for('sandbox-vmm.error');
 
+/** Options every error of the library takes: the error that caused it, kept as the standard `cause`. */
 export interface SandboxVmmErrorOptions {
   cause?: unknown;
 }
 
+/**
+ * The root of every error this library throws: switch on `code`, which is stable across versions;
+ * the class names the kind of failure and `cause` keeps what caused it.
+ */
 export class SandboxVmmError extends Error {
   readonly code: string;
 

@@ -18,12 +18,16 @@ export interface HypervisorKinds {
   mock: { options: MockHypervisorOptions; hypervisor: MockHypervisor };
 }
 
+/** The kinds `HypervisorKinds` declares: built-in `qemu` and `mock`, and those you add to it. */
 export type KnownHypervisorKind = Extract<keyof HypervisorKinds, string>;
 /** The options of a kind: its declared ones, or an open record for an undeclared kind. */
 export type HypervisorOptionsOf<K extends string> = K extends KnownHypervisorKind ? HypervisorKinds[K]['options'] : Record<string, unknown>;
+/** What `createHypervisor(kind)` returns: the declared class of a known kind, or a `Hypervisor`. */
 export type HypervisorOf<K extends string> = K extends KnownHypervisorKind ? HypervisorKinds[K]['hypervisor'] : Hypervisor;
+/** A function that makes a hypervisor of a kind from its options, as `registerHypervisor` takes it. */
 export type HypervisorFactory<K extends string = string> = (options: HypervisorOptionsOf<K>) => HypervisorOf<K>;
 
+/** Options of `registerHypervisor`. */
 export interface RegisterOptions {
   /** Replace a kind that is already registered (built-in ones included). Default false. */
   replace?: boolean;

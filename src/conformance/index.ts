@@ -1,3 +1,7 @@
+/**
+ * The conformance suite every backend of the `Hypervisor` interface must pass.
+ * @module sandbox-vmm/conformance
+ */
 // The conformance suite every backend of the Hypervisor interface must pass, shipped with the
 // package as 'sandbox-vmm/conformance'. It registers its tests through the framework functions it
 // is given and asserts with node:assert, so it runs under vitest, jest, mocha or node:test.

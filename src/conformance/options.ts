@@ -8,9 +8,13 @@ import { DEVICE_EJECTED, type Hypervisor, type HypervisorEvent } from '../hyperv
  * describe block must run in order, one at a time, as they do by default in all of them.
  */
 export interface ConformanceTestApi {
+/** Registers a group of tests. */
   describe(name: string, fn: () => void): void;
+/** Registers one test, with its timeout. */
   it(name: string, fn: () => Promise<void>, timeoutMs?: number): void;
+/** Registers what runs before the tests of the enclosing group. */
   beforeAll?(fn: () => Promise<void>, timeoutMs?: number): void;
+/** Registers what runs after the tests of the enclosing group. */
   afterAll?(fn: () => Promise<void>, timeoutMs?: number): void;
 }
 
@@ -61,6 +65,7 @@ export interface ConformanceEvents {
   deviceEjected: (event: HypervisorEvent, id: string) => boolean;
 }
 
+/** Time bounds the suite uses; raise them for a slow backend or guest. */
 export interface ConformanceTimeouts {
   /** Per test. Default 120 s. */
   testMs?: number;
@@ -74,6 +79,7 @@ export interface ConformanceTimeouts {
   settleMs?: number;
 }
 
+/** What `defineConformanceSuite` needs to run against a backend. */
 export interface ConformanceOptions {
   /** Names the suite in the test report. */
   name: string;
@@ -106,6 +112,7 @@ export interface ConformanceOptions {
   timeouts?: ConformanceTimeouts;
 }
 
+/** How QEMU reports device removal, guest panic and ejection, for `ConformanceOptions.events`. */
 export const qemuEvents: ConformanceEvents = {
   deviceRemoved: (event, id) => event.name === 'DEVICE_DELETED' && event.data['device'] === id,
   guestPanicked: (event) => event.name === 'GUEST_PANICKED',

@@ -39,6 +39,7 @@ function whatToDo(state: VmState, allowed: readonly VmState[]): string {
   }
 }
 
+/** How the hypervisor process ended, as carried by the errors that report it. */
 export interface ExitDetails {
   exitCode?: number | undefined;
   signal?: string | undefined;
@@ -133,6 +134,7 @@ export class NoFreeSlotError extends SandboxVmmError {
   }
 }
 
+/** `DEVICE_EXISTS`: a device with that id is already plugged; ids are unique per VM. */
 export class DeviceExistsError extends SandboxVmmError {
   readonly deviceId: string;
 
@@ -142,6 +144,7 @@ export class DeviceExistsError extends SandboxVmmError {
   }
 }
 
+/** `DEVICE_NOT_FOUND`: no hot-plugged device has that id (never plugged, removed, or ejected by the guest). */
 export class DeviceNotFoundError extends SandboxVmmError {
   readonly deviceId: string;
 

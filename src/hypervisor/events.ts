@@ -14,6 +14,7 @@ export interface KnownEventData {
   DEVICE_EJECTED: DeviceEjectedData;
 }
 
+/** The names of the events whose data the library knows and checks (`KnownEventData`). */
 export type KnownEventName = keyof KnownEventData;
 
 /** The event `waitForEvent(name)` resolves with: typed data for a known name, plain data otherwise. */

@@ -95,6 +95,7 @@ export function assertPathsReachable(needs: readonly PathNeed[], identity: VmIde
   if (issues.length > 0) throw new ConfigError(issues);
 }
 
+/** How `accessProblem` reads a path's metadata (`fs.statSync` by default). */
 export type StatFn = (path: string) => Stats;
 /** accessProblem's shape, for a backend that answers from elsewhere (the mock's host probe). */
 export type AccessProblemFn = (path: string, mode: AccessMode, identity: VmIdentity) => string | undefined;

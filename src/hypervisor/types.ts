@@ -15,6 +15,7 @@ export type { GuestPciPath, ScsiAddress } from './pci-path.ts';
  */
 export type VmState = 'new' | 'created' | 'starting' | 'running' | 'paused' | 'stopping' | 'stopped';
 
+/** Options of `startVM`. */
 export interface StartOptions extends OperationOptions {
   /** Leave the vCPUs stopped once the hypervisor is up (state `paused`); resumeVM runs them. */
   paused?: boolean;
@@ -69,6 +70,7 @@ export interface VmIdentity {
 /** Devices that can be plugged into a running VM. CPUs and memory change through the resize calls. */
 export type HotplugDevice = HotplugDeviceInput;
 
+/** What `hotplugAddDevice` plugged, and where the guest finds it. */
 export interface HotplugResult {
   id: string;
   type: HotplugDevice['type'];
@@ -83,11 +85,13 @@ export interface HotplugResult {
   scsi?: ScsiAddress;
 }
 
+/** The guest memory before and after `resizeMemory`, in MiB. */
 export interface MemoryResizeResult {
   previousMiB: number;
   currentMiB: number;
 }
 
+/** The number of vCPUs before and after `resizeVCPUs`. */
 export interface VcpuResizeResult {
   previous: number;
   current: number;
@@ -96,6 +100,7 @@ export interface VcpuResizeResult {
 /** vCPU index → host thread id, for pinning. */
 export type VcpuThreadIds = Map<number, number>;
 
+/** What a backend can do with a VM of the current config; calls it cannot serve reject with `UNSUPPORTED`. */
 export interface HypervisorCapabilities {
   blockHotplug: boolean;
   netHotplug: boolean;
@@ -129,11 +134,16 @@ export interface PluggedDevice {
   socketPath?: string;
 }
 
+/**
+ * The backend-neutral contract a container runtime codes against: one instance drives one VM, once
+ * (see `VmState`). `QemuHypervisor` and `MockHypervisor` implement it; `createHypervisor` picks one by name.
+ */
 export interface Hypervisor {
   /** Backend name, e.g. 'qemu' or 'mock'. */
   readonly kind: string;
   /** The VM id (the config's id, generated when absent); undefined before createVM. */
   readonly id: string | undefined;
+/** Where the VM is in its lifecycle (see `VmState`). */
   readonly state: VmState;
   /** The validated config, with defaults filled; undefined before createVM. */
   readonly config: SandboxConfig | undefined;
@@ -148,10 +158,20 @@ export interface Hypervisor {
   startVM(options?: StartOptions): Promise<void>;
   /** Idempotent; pending operations reject with VmStoppingError. Cleans up everything. */
   stopVM(options?: StopOptions): Promise<void>;
+/** Stops the guest's vCPUs (state `paused`); the hypervisor keeps running. */
   pauseVM(options?: OperationOptions): Promise<void>;
+/** Runs the vCPUs of a paused VM again. */
   resumeVM(options?: OperationOptions): Promise<void>;
 
+/**
+ * Plugs a disk, NIC or VFIO device into the running VM, on a free reserved root port; rolls back
+ * what it did when a step fails (`HotplugError` names the step).
+ */
   hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult>;
+/**
+ * Asks the guest to let go of a hot-plugged device and deletes its backend once it has;
+ * `DeviceRemovalTimeoutError` when the guest does not in time (calling again finishes the job).
+ */
   hotplugRemoveDevice(id: string, options?: OperationOptions): Promise<void>;
   /** Sets guest memory to `targetMiB` (aligned up to what the guest needs); returns the sizes. */
   resizeMemory(targetMiB: number, options?: OperationOptions): Promise<MemoryResizeResult>;
@@ -160,10 +180,13 @@ export interface Hypervisor {
 
   /** Hypervisor pid first, helper daemons after; empty when nothing runs. */
   getPids(): number[];
+/** The host thread id of each vCPU, for pinning. */
   getThreadIds(options?: OperationOptions): Promise<VcpuThreadIds>;
   /** Resolves when healthy; rejects with VmUnhealthyError (panicked guest, internal error, gone). */
   check(options?: OperationOptions): Promise<void>;
+/** What this backend can do with the VM's config. */
   capabilities(): HypervisorCapabilities;
+/** Every device plugged now, cold and hot, with where the guest finds it. */
   devices(): PluggedDevice[];
   /** Called once when the hypervisor process ends without stopVM having asked for it. */
   onExit(listener: (info: VmExitInfo) => void): () => void;
@@ -181,6 +204,7 @@ export interface Hypervisor {
   waitForEvent<N extends string>(name: N, predicate?: (event: EventOf<N>) => boolean, options?: OperationOptions): Promise<EventOf<N>>;
 }
 
+/** An event from the hypervisor (QEMU's QMP event name and data) or from the backend itself. */
 export interface HypervisorEvent {
   name: string;
   data: Record<string, unknown>;

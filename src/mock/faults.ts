@@ -43,6 +43,7 @@ export interface MockRemovalTimeout {
   deviceId?: string;
 }
 
+/** Failures armed for the mock's coming calls; each fires once, on the first call it matches. */
 export class MockFaults {
   #starts: MockStartFailure[] = [];
   #hotplugs: MockHotplugFailure[] = [];
@@ -82,6 +83,7 @@ export class MockFaults {
     return this.#starts.length + this.#hotplugs.length + this.#removals.length + this.#hangs.length;
   }
 
+/** Disarms every fault not yet fired. */
   clear(): void {
     this.#starts = [];
     this.#hotplugs = [];
@@ -91,6 +93,7 @@ export class MockFaults {
 
   // What the mock calls to fire a fault; each removes what it fires.
 
+/** The armed start failure, removed. @internal */
   takeStartFailure(): MockStartFailure | undefined {
     return this.#starts.shift();
   }
@@ -106,6 +109,7 @@ export class MockFaults {
     return { step: failure.step ?? (steps.at(-1) as string), message: failure.message ?? 'injected failure' };
   }
 
+/** Whether a removal timeout is armed for `id`, removing it. @internal */
   takeRemovalTimeout(id: string): boolean {
     const index = this.#removals.findIndex((f) => f.deviceId === undefined || f.deviceId === id);
     if (index < 0) return false;
@@ -113,6 +117,7 @@ export class MockFaults {
     return true;
   }
 
+/** Whether a hang is armed for `operation`, removing it. @internal */
   takeHang(operation: MockOperation): boolean {
     const index = this.#hangs.indexOf(operation);
     if (index < 0) return false;

@@ -7,6 +7,7 @@ import type { DeviceConfig, HotplugDeviceConfig, SandboxConfig } from '../hyperv
 import { netnsProblem } from '../util/netns.ts';
 import type { AccessProblemFn } from '../hypervisor/host-access.ts';
 
+/** What the mock asks of the host to refuse what QEMU would (missing files, taps, namespaces, access). */
 export interface MockHostProbe {
   /** A file, directory or socket exists at this path. */
   exists(path: string): boolean;

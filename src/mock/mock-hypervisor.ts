@@ -44,6 +44,7 @@ import { resizeMemory, resizeVcpus } from './resize.ts';
 /** How long things take, in ms: each operation's commands, stopVM, and the guest's reactions. */
 export type MockLatencies = Partial<Record<MockOperation | 'stopVM' | 'guest', number>>;
 
+/** Options of `new MockHypervisor()`. */
 export interface MockHypervisorOptions {
   logger?: Logger;
   /** Default timeout of operations that were given none. Default 30 s, as QEMU's. */
@@ -67,6 +68,7 @@ export interface MockHypervisorOptions {
   processUid?: number;
 }
 
+/** How `crashVmm` ends the mock's hypervisor process. */
 export interface MockExitOptions {
   /** Default 'SIGKILL' when no exitCode is given. */
   signal?: string;
@@ -77,6 +79,10 @@ export interface MockExitOptions {
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 
+/**
+ * A `Hypervisor` with no VM behind it, following the same rules and errors as the QEMU backend (the
+ * conformance suite runs against both): for testing a runtime, with failures injected through `faults`.
+ */
 export class MockHypervisor implements Hypervisor {
   readonly kind = 'mock';
   /** Failures to inject into coming calls. */
@@ -114,6 +120,7 @@ export class MockHypervisor implements Hypervisor {
     return this.#config?.id;
   }
 
+/** Where the VM is in its lifecycle (see `VmState`). */
   get state(): VmState {
     return this.#lifecycle.state;
   }
@@ -549,6 +556,7 @@ export class MockHypervisor implements Hypervisor {
     return (typeof latency === 'number' ? latency : latency?.[what]) ?? 0;
   }
 
+/** Stops the VM (`stopVM()`), so that `await using` cleans up. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopVM();
   }

@@ -27,6 +27,7 @@ export interface ReapOptions extends OperationOptions {
   logger?: Logger;
 }
 
+/** What `reapOrphans` removed or killed. */
 export interface OrphanReport {
   /** VM directories removed: their runtime process is gone and no QEMU of theirs runs. */
   removed: { vmId: string; dir: string }[];
@@ -47,6 +48,10 @@ const ownerSchema = z.strictObject({
 });
 type Owner = z.infer<typeof ownerSchema>;
 
+/**
+ * The sweep a runtime runs at start-up: removes the directories and uid leases of VMs whose runtime
+ * process died, and kills what still ran as them; never touches a detached VM whose QEMU runs.
+ */
 export async function reapOrphans(options: ReapOptions = {}): Promise<OrphanReport> {
   const logger = options.logger ?? silentLogger;
   const base = options.base ?? defaultRuntimeBase();

@@ -60,6 +60,7 @@ import { checkVcpuThreadIds } from './vcpu-threads.ts';
 import { parseRunState } from './run-state.ts';
 import { pciPathsOf, type DeviceLocation } from './pci-paths.ts';
 
+/** Options of `new QemuHypervisor()`: apply to the one VM the instance drives. */
 export interface QemuHypervisorOptions {
   /** pino logger; each VM logs through a child carrying its id. Silent by default. */
   logger?: Logger;
@@ -96,6 +97,10 @@ function leaseStore(options: QemuHypervisorOptions, usesDefaultBase: boolean): U
   return new UidLeaseStore({ dir: options.leaseDir ?? leaseDirOf(base), range: options.uidRange ?? DEFAULT_UID_RANGE });
 }
 
+/**
+ * The QEMU backend of `Hypervisor`: builds QEMU's command line from the config, starts it through the
+ * launcher as an unprivileged uid of its own, and drives it over QMP.
+ */
 export class QemuHypervisor implements Hypervisor {
   readonly kind = 'qemu';
   readonly #options: QemuHypervisorOptions;
@@ -146,6 +151,7 @@ export class QemuHypervisor implements Hypervisor {
     return this.#plan?.config.id;
   }
 
+/** Where the VM is in its lifecycle (see `VmState`). */
   get state(): VmState {
     return this.#lifecycle.state;
   }
@@ -680,6 +686,7 @@ export class QemuHypervisor implements Hypervisor {
     );
   }
 
+/** Stops the VM (`stopVM()`), so that `await using` cleans up. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopVM();
   }

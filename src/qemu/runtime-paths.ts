@@ -25,6 +25,7 @@ export interface RuntimePaths {
   helperStderr(deviceId: string): string;
 }
 
+/** The paths of the files a VM keeps in its runtime directory `dir` (`vm.runtimeDir`). */
 export function runtimePaths(dir: string): RuntimePaths {
   return {
     dir,

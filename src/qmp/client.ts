@@ -35,6 +35,7 @@ export interface QmpConnectOptions extends OperationOptions {
   fdSender?: FdSender;
 }
 
+/** Options of one `QmpClient.execute` call. */
 export interface QmpExecuteOptions {
   signal?: AbortSignal;
   /**
@@ -107,6 +108,11 @@ const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 export const MAX_IN_BAND_IN_FLIGHT = 8;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
+/**
+ * A QMP client on QEMU's unix socket: `QmpClient.connect` negotiates capabilities, then commands are
+ * pipelined and matched to replies by id, with a timeout and an AbortSignal each; events come through
+ * `on`, `waitForEvent` and `events()`.
+ */
 export class QmpClient {
   readonly socketPath: string;
   readonly #socket: Socket;

@@ -14,6 +14,7 @@ export const MAX_BUFFERED_EVENTS = 10_000;
  */
 export const MAX_BUFFERED_EVENT_BYTES = 16 * 1024 * 1024;
 
+/** Options of `QmpClient.events()`: how much it buffers for a slow reader before dropping the oldest. */
 export interface EventStreamOptions {
   /** Ends the stream at once (what is buffered is dropped). */
   signal?: AbortSignal;

@@ -7,8 +7,10 @@ import { EventStream, type EventStreamOptions, type SizedEventListener } from '.
 import { checkTimeoutMs, startTimeout } from '../util/timeout.ts';
 import type { QmpEvent } from './types.ts';
 
+/** Called with each QMP event, in the order QEMU sent them. */
 export type QmpEventListener = (event: QmpEvent) => void;
 
+/** Options of `waitForEvent` and `armEvent`. */
 export interface WaitForEventOptions {
   signal?: AbortSignal;
   /**
@@ -21,6 +23,7 @@ export interface WaitForEventOptions {
 /** A wait already listening. `cancel()` stops it; its promise then rejects (and is never unhandled). */
 export interface ArmedEvent {
   readonly promise: Promise<QmpEvent>;
+/** Stops waiting; the promise rejects with `OperationAbortedError`. */
   cancel(): void;
 }
 

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import { builtHelperPath, nativeHelperProblem } from '../util/native-helper.ts';
 import { QmpFdPassingError } from './errors.ts';
 
+/** How the client sends a file descriptor with a command (SCM_RIGHTS), which Node's sockets cannot do. */
 export interface FdSender {
   /** Writes `message` to `socket` with `fd` attached; resolves once all of it is in the socket. */
   send(socket: Socket, message: string, fd: number, command: string): Promise<void>;
@@ -15,6 +16,7 @@ export interface FdSender {
 /** Bounded: the helper's stderr is one line. */
 const MAX_STDERR = 4096;
 
+/** The default `FdSender`: runs the native helper `build/svmm-sendfd` on the socket's fd. */
 export class NativeFdSender implements FdSender {
   constructor(readonly path: string) {}
 

@@ -10,6 +10,7 @@ const CARRIAGE_RETURN = 0x0d;
 /** 10 MiB, as qemu.qmp and libvirt allow (QEMU 7.2's query-qmp-schema is one 207 KB line). */
 export const DEFAULT_MAX_LINE_BYTES = 10 * 1024 * 1024;
 
+/** Splits a byte stream into newline-terminated lines (QMP's framing), refusing a line longer than its cap. */
 export class LineSplitter {
   readonly #maxLineBytes: number;
   /** Chunks of the line still missing its newline. */

@@ -1,4 +1,7 @@
-// The QMP client, usable on its own against any QEMU: `import { QmpClient } from 'sandbox-vmm/qmp'`.
+/**
+ * The QMP client on its own, usable against any QEMU: `import { QmpClient } from 'sandbox-vmm/qmp'`.
+ * @module sandbox-vmm/qmp
+ */
 export { MAX_IN_BAND_IN_FLIGHT, QmpClient, type QmpConnectOptions, type QmpExecuteOptions } from './client.ts';
 export { QmpCommandError, QmpConnectError, QmpDisconnectedError, QmpFdPassingError, QmpProtocolError, QmpTimeoutError } from './errors.ts';
 export { NativeFdSender, type FdSender } from './fd-sender.ts';

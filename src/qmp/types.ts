@@ -9,16 +9,19 @@
 /** A 64-bit QAPI integer (int64, uint64, size): a number within the safe range, else a bigint. */
 export type QmpInt = number | bigint;
 
+/** QEMU's version, as the greeting and `query-version` report it. */
 export interface QmpVersion {
   qemu: { major: number; minor: number; micro: number };
   package: string;
 }
 
+/** What QEMU sends first on a QMP connection: its version and the capabilities it offers (e.g. `oob`). */
 export interface QmpGreeting {
   version: QmpVersion;
   capabilities: string[];
 }
 
+/** An asynchronous event from QEMU: its name, data and time. */
 export interface QmpEvent {
   event: string;
   data: Record<string, unknown>;
@@ -45,12 +48,14 @@ export type RunState =
   | 'guest-panicked'
   | 'colo';
 
+/** The result of `query-status`. */
 export interface StatusInfo {
   running: boolean;
   singlestep?: boolean;
   status: RunState;
 }
 
+/** One vCPU slot, as `query-hotpluggable-cpus` lists it. */
 export interface HotpluggableCpu {
   type: string;
   'vcpus-count': number;
@@ -59,6 +64,7 @@ export interface HotpluggableCpu {
   'qom-path'?: string;
 }
 
+/** One vCPU, as `query-cpus-fast` lists it (its host thread id included). */
 export interface CpuInfoFast {
   'cpu-index': number;
   'qom-path': string;
@@ -67,11 +73,13 @@ export interface CpuInfoFast {
   props?: Record<string, number>;
 }
 
+/** One memory device (DIMM or virtio-mem), as `query-memory-devices` lists it. */
 export type MemoryDeviceInfo =
   | { type: 'dimm' | 'nvdimm'; data: { id?: string; addr: QmpInt; size: QmpInt; slot: number; node: number; memdev: string; hotplugged: boolean; hotpluggable: boolean } }
   | { type: 'virtio-mem'; data: { id?: string; memaddr: QmpInt; 'requested-size': QmpInt; size: QmpInt; 'max-size': QmpInt; 'block-size': QmpInt; node: number; memdev: string } }
   | { type: string; data: Record<string, unknown> };
 
+/** One PCI device, as `query-pci` lists it (a bridge with the devices behind it). */
 export interface PciDeviceInfo {
   bus: number;
   slot: number;
@@ -83,11 +91,13 @@ export interface PciDeviceInfo {
   regions: unknown[];
 }
 
+/** One PCI bus and its devices, as `query-pci` lists them. */
 export interface PciInfo {
   bus: number;
   devices: PciDeviceInfo[];
 }
 
+/** One block device, as `query-block` lists it. */
 export interface BlockInfo {
   device: string;
   qdev?: string;
@@ -103,6 +113,7 @@ export interface BlockInfo {
   };
 }
 
+/** One property of a QOM object or device type, as `qom-list` and `device-list-properties` list it. */
 export interface ObjectPropertyInfo {
   name: string;
   type: string;
@@ -110,6 +121,7 @@ export interface ObjectPropertyInfo {
   'default-value'?: unknown;
 }
 
+/** Where `add-fd` put the fd sent with it. */
 export interface AddfdInfo {
   'fdset-id': number;
   /** QEMU's own number for the fd. */
@@ -161,6 +173,9 @@ export interface QmpCommandMap {
   'query-yank': { args: undefined; ret: YankInstance[] };
 }
 
+/** The commands `QmpClient.execute` knows the arguments and result of. */
 export type QmpCommandName = keyof QmpCommandMap;
+/** The arguments of a known command. */
 export type QmpArgs<C extends QmpCommandName> = QmpCommandMap[C]['args'];
+/** The result of a known command. */
 export type QmpReturn<C extends QmpCommandName> = QmpCommandMap[C]['ret'];

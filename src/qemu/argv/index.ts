@@ -10,7 +10,9 @@ import { FdPlan } from './fd-plan.ts';
 import { PciRootBus, type PciPlan } from './pci.ts';
 import { renderOptions, type OptionProps } from './qemu-opts.ts';
 
+/** What `buildQemuArgv` returns: QEMU's arguments, the fds it expects, and the PCI plan. */
 export interface QemuArgv {
+/** QEMU's arguments, without the binary. */
   args: string[];
   /** What QEMU finds at fd 3, 4, …: caller fds passed through and listening sockets (the argv refers to them so). */
   fds: readonly LaunchFd[];
@@ -31,6 +33,10 @@ const CONSOLE_CHARDEV_ID = 'svmm-console';
 
 const opt = (name: string, props: OptionProps, head?: string): string[] => [name, renderOptions(props, head)];
 
+/**
+ * The QEMU command line for a validated config (a pure function: nothing is spawned), with the fds it
+ * expects and where each PCI device goes.
+ */
 export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: HostProbe = realHost): QemuArgv {
   const { machine, cpus, memory, boot } = config;
   const args: string[] = [];

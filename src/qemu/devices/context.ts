@@ -3,6 +3,7 @@
 import { fstatSync, statSync } from 'node:fs';
 import type { RuntimePaths } from '../runtime-paths.ts';
 
+/** What the argv builder asks of the host: whether a disk is a block device (for QEMU's driver choice). */
 export interface HostProbe {
   /** True for a host block device (QEMU's host_device driver), false for a file. */
   isBlockDevice(path: string): boolean;

@@ -22,6 +22,7 @@ import { DEFAULT_UID_RANGE, UidRangeExhaustedError, type UidRange } from '../../
 import { checkTimeoutMs } from '../../util/timeout.ts';
 import { isOwnerAlive, ownerIdentity, processIdsInUse, recentIdsInUse } from './proc-uids.ts';
 
+/** One uid lease, as its file holds it: which VM has the uid, and the runtime process answerable for it. */
 export interface LeaseRecord {
   uid: number;
   vmId: string;

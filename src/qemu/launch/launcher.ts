@@ -6,6 +6,10 @@ import { isAbsolute } from 'node:path';
 import { ConfigError } from '../../hypervisor/config/index.ts';
 import { builtHelperPath, nativeHelperProblem } from '../../util/native-helper.ts';
 
+/**
+ * An fd QEMU finds open at `fd`: one of ours passed through (`inherit`), or a unix socket the
+ * launcher creates and listens on (`listen`).
+ */
 export type LaunchFd = { fd: number; kind: 'inherit'; from: number } | { fd: number; kind: 'listen'; path: string };
 
 export interface LaunchSpec {
