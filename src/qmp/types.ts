@@ -103,6 +103,33 @@ export interface BlockInfo {
   };
 }
 
+/** A block backend's I/O counters (the fields the library reads; QEMU sends more). */
+export interface BlockDeviceStats {
+  rd_bytes: QmpInt;
+  wr_bytes: QmpInt;
+  rd_operations: QmpInt;
+  wr_operations: QmpInt;
+  flush_operations: QmpInt;
+  rd_total_time_ns: QmpInt;
+  wr_total_time_ns: QmpInt;
+  flush_total_time_ns: QmpInt;
+}
+
+export interface BlockStats {
+  /** The legacy drive name; empty for a backend made with -blockdev. */
+  device?: string;
+  /** The root node's name, when it has one (the library names every disk's: drv-<id>). */
+  'node-name'?: string;
+  /** The QOM path of the device the backend is attached to. */
+  qdev?: string;
+  stats: BlockDeviceStats;
+}
+
+export interface BalloonInfo {
+  /** The guest's memory as the balloon leaves it, in bytes. */
+  actual: QmpInt;
+}
+
 export interface ObjectPropertyInfo {
   name: string;
   type: string;
@@ -150,6 +177,8 @@ export interface QmpCommandMap {
   'query-memory-devices': { args: undefined; ret: MemoryDeviceInfo[] };
   'query-pci': { args: undefined; ret: PciInfo[] };
   'query-block': { args: undefined; ret: BlockInfo[] };
+  'query-blockstats': { args: { 'query-nodes'?: boolean } | undefined; ret: BlockStats[] };
+  'query-balloon': { args: undefined; ret: BalloonInfo };
   /** Names the fd sent with the command (execute's `fd` option), for netdev_add's fd/fds/vhostfds. */
   getfd: { args: { fdname: string }; ret: Empty };
   closefd: { args: { fdname: string }; ret: Empty };
