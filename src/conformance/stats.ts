@@ -99,7 +99,11 @@ export function defineStatsTests(t: ConformanceTestApi, h: Harness): void {
   t.it('a hot-plugged disk is counted from its hotplug until its removal, and stats() works while paused', async () => {
     const vm = await shared.get();
     const id = 'conformance-stats-disk';
+    const guestDisks = h.options.guest?.diskCount?.bind(h.options.guest);
+    const before = guestDisks ? await guestDisks(vm) : 0;
     await vm.hotplugAddDevice({ type: 'block', id, path: await h.disk(id, vm) }, h.op());
+    // The guest has the disk (a guest still booting may not answer its removal yet).
+    if (guestDisks) assert.equal(await h.eventually(() => guestDisks(vm), (n) => n === before + 1), before + 1, 'the guest sees the disk');
     const plugged = await vm.stats(h.op());
     assertExactAmounts(plugged);
     assert.deepEqual(plugged.disks.map((d) => d.id).sort(), blockIds(vm));
