@@ -79,7 +79,7 @@ async function balloonStats(qmp: QmpClient, config: SandboxConfig, signal: Abort
 async function nicStats(devices: readonly (DeviceConfig | HotplugDeviceConfig)[], netns: string | undefined, launcher: string, signal: AbortSignal): Promise<NicStats[]> {
   const named = devices.flatMap((d) => (d.type === 'net' && 'ifname' in d.tap ? [{ id: d.id, tap: d.tap.ifname }] : []));
   if (named.length === 0) return [];
-  const table = parseNetDev(await readNetDev(netns, launcher, signal));
+  const table = parseNetDev(await readNetDev(netns, launcher, signal, named.map((n) => n.id).join(', ')));
   return named.flatMap(({ id, tap }) => {
     const counters = table.get(tap);
     return counters ? [{ id, tap, ...counters }] : [];

@@ -7,7 +7,8 @@
 // QEMU is in now, and QEMU (which may be hostile) could have moved into one of its own making with
 // taps of the same names; not /sys/class/net: sysfs shows the namespace of whoever mounted it. The
 // namespace file is the caller's path (runtime.netns), never one QEMU controls.
-import { execa } from 'execa';
+import { execa, ExecaError } from 'execa';
+import { HelperError } from '../../hypervisor/errors.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import type { NicStats } from '../../hypervisor/stats.ts';
 
@@ -45,16 +46,26 @@ export function parseNetDev(text: string): Map<string, TapCounters> {
   return table;
 }
 
-/** /proc/net/dev as seen from `netns` (a network namespace file), or from this process's namespace. */
-export async function readNetDev(netns: string | undefined, launcher: string, signal: AbortSignal): Promise<string> {
+/**
+ * /proc/net/dev as seen from `netns` (a network namespace file), or from this process's namespace.
+ * `forDevices` names the NICs in a HelperError (HELPER_FAILED) when the reader fails; the
+ * deadline's own error when `signal` ends it.
+ */
+export async function readNetDev(netns: string | undefined, launcher: string, signal: AbortSignal, forDevices: string): Promise<string> {
   if (netns === undefined) return readFileSync('/proc/self/net/dev', 'utf8');
-  const result = await execa(launcher, ['--drop-caps', '--die-with-parent', '--netns', netns, '--', CAT, '/proc/self/net/dev'], {
-    env: {},
-    extendEnv: false,
-    stdin: 'ignore',
-    cancelSignal: signal,
-    maxBuffer: MAX_OUTPUT_BYTES,
-    stripFinalNewline: false,
-  });
-  return result.stdout;
+  try {
+    const result = await execa(launcher, ['--drop-caps', '--die-with-parent', '--netns', netns, '--', CAT, '/proc/self/net/dev'], {
+      env: {},
+      extendEnv: false,
+      stdin: 'ignore',
+      cancelSignal: signal,
+      maxBuffer: MAX_OUTPUT_BYTES,
+      stripFinalNewline: false,
+    });
+    return result.stdout;
+  } catch (error) {
+    if (signal.aborted) throw signal.reason;
+    const exit = error instanceof ExecaError ? { exitCode: error.exitCode, signal: error.signal, stderrTail: String(error.stderr ?? '') } : {};
+    throw new HelperError(`the tap counter reader (${CAT} in ${netns})`, forDevices, 'failed', { ...exit, cause: error });
+  }
 }

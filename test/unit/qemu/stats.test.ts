@@ -8,7 +8,9 @@ import { parseSandboxConfig } from '../../../src/hypervisor/config/index.ts';
 import { InvalidReplyError } from '../../../src/hypervisor/errors.ts';
 import { readProcStat } from '../../../src/qemu/process/proc-fs.ts';
 import { collectStats } from '../../../src/qemu/stats/collect.ts';
-import { parseNetDev } from '../../../src/qemu/stats/net-dev.ts';
+import { parseNetDev, readNetDev } from '../../../src/qemu/stats/net-dev.ts';
+import { findLauncher } from '../../../src/qemu/launch/launcher.ts';
+import { HelperError } from '../../../src/hypervisor/errors.ts';
 import { parseCpuTimes, parseSmapsRollup, readOwnProcFile, readThreadCpuTimes, uptimeMsSince } from '../../../src/qemu/stats/proc-stats.ts';
 import { parseBalloonActual, parseBalloonGuestStats, parseBlockStats, parsePluggedBytes } from '../../../src/qemu/stats/qmp-stats.ts';
 import { NO_REPLY, type FakeQmpServer } from '../../helpers/fake-qmp-server.ts';
@@ -75,6 +77,18 @@ describe('/proc parsers', () => {
       txErrors: 3n,
       txDropped: 4n,
     });
+  });
+
+  it('reads the counters of a namespace through the launcher, and says which NICs and why when it cannot', async () => {
+    const missing = '/run/netns/svmm-unit-no-such-netns';
+    const error = await readNetDev(missing, findLauncher(), new AbortController().signal, 'eth0, eth1').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(HelperError);
+    expect((error as HelperError).code).toBe('HELPER_FAILED');
+    expect((error as HelperError).message).toContain(`in ${missing}) for eth0, eth1 failed`);
+    expect((error as HelperError).stderrTail).toContain(missing);
+    // An aborted read rejects with the deadline's own reason, not as a helper failure.
+    const reason = new Error('deadline');
+    await expect(readNetDev(missing, findLauncher(), AbortSignal.abort(reason), 'eth0')).rejects.toBe(reason);
   });
 
   it("reads a process's file only while its pid has the start time we know, and a thread only if it is one of the process's", () => {
