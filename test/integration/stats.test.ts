@@ -50,13 +50,15 @@ describe('stats() on a running guest', () => {
     await vm.createVM({
       ...base,
       cpus: { boot: 1, max: 1 },
-      memory: { bootMiB: 256 },
+      // Shared memory for virtio-fs, whose virtiofsd is a helper process of the VM.
+      memory: { bootMiB: 256, backing: { type: 'shared' } },
       runtime: { netns: `/run/netns/${NETNS}` },
       devices: [
         ...(base.devices ?? []),
         { type: 'block', id: DISK.id, path: image, serial: DISK.serial },
         { type: 'net', id: NIC.id, tap: { ifname: NIC.tap }, mac: NIC.mac },
         { type: 'balloon', id: 'balloon0', statsIntervalSeconds: 1 },
+        { type: 'fs', driver: 'virtio-fs', id: 'share', tag: 'share', sharedDir: scratch.dir },
       ],
     });
     const identity = identityOf(vm);
@@ -77,11 +79,15 @@ describe('stats() on a running guest', () => {
     scratch.remove();
   });
 
-  it('reports the QEMU process, its vCPU thread, boot memory and the balloon', async () => {
+  it('reports the QEMU and virtiofsd processes, the vCPU thread, boot memory and the balloon', async () => {
     const { vm } = running();
     const stats = await vm.stats();
-    const [qemuPid] = vm.getPids();
-    expect(stats.processes[0]).toMatchObject({ pid: qemuPid, role: 'hypervisor' });
+    const [qemuPid, virtiofsdPid] = vm.getPids();
+    expect(stats.processes.map((p) => [p.pid, p.role, p.deviceId])).toEqual([
+      [qemuPid, 'hypervisor', undefined],
+      [virtiofsdPid, 'virtiofsd', 'share'],
+    ]);
+    for (const p of stats.processes) expect(p.pssBytes > 0n && p.pssBytes <= p.rssBytes).toBe(true);
     // QEMU's resident memory includes at least the guest's kernel and initramfs it loaded.
     expect((stats.processes[0]?.rssBytes ?? 0n) > 16n * MiB).toBe(true);
     expect(stats.vcpus.map((v) => [v.index, v.threadId])).toEqual([...(await vm.getThreadIds())]);
