@@ -88,7 +88,8 @@ export interface ConformanceOptions {
   /**
    * The config the backend's guest boots with (kernel, initrd, machine, devices it needs, such as a
    * guest agent channel). The suite sets cpus, memory and the hotplug root ports, and appends its
-   * own devices (an rng device with id 'conformance-rng', a pvpanic device for the panic test).
+   * own devices (an rng device with id 'conformance-rng', a pvpanic device for the panic test, a
+   * balloon with guest statistics for the statistics tests).
    */
   config(): SandboxConfigInput;
   /**

@@ -4,9 +4,21 @@ import type { HotplugDeviceInput, SandboxConfig, SandboxConfigInput } from './co
 import type { OperationOptions } from '../util/deadline.ts';
 import type { GuestPciPath, ScsiAddress } from './pci-path.ts';
 import type { EventOf } from './events.ts';
+import type { StatsOptions, VmStats } from './stats.ts';
 
 export type { EventOf, KnownEventData, KnownEventName } from './events.ts';
 export type { GuestPciPath, ScsiAddress } from './pci-path.ts';
+export type {
+  BalloonGuestStats,
+  BalloonStats,
+  DiskStats,
+  GuestMemoryStats,
+  NicStats,
+  ProcessMemoryStats,
+  StatsOptions,
+  VcpuStats,
+  VmStats,
+} from './stats.ts';
 
 /**
  * new → created → starting → running ⇄ paused → stopping → stopped.
@@ -182,6 +194,11 @@ export interface Hypervisor {
   getPids(): number[];
 /** The host thread id of each vCPU, for pinning. */
   getThreadIds(options?: OperationOptions): Promise<VcpuThreadIds>;
+  /**
+   * What the sandbox costs and what its devices moved, read now (see VmStats): vCPU time, the
+   * processes' memory, guest memory, disk and NIC counters, uptime. While running or paused.
+   */
+  stats(options?: StatsOptions): Promise<VmStats>;
   /** Resolves when healthy; rejects with VmUnhealthyError (panicked guest, internal error, gone). */
   check(options?: OperationOptions): Promise<void>;
 /** What this backend can do with the VM's config. */

@@ -11,6 +11,7 @@ export type MockOperation =
   | 'resizeMemory'
   | 'resizeVCPUs'
   | 'getThreadIds'
+  | 'stats'
   | 'check';
 
 /** The hypervisor exits while starting, the way QEMU does when it rejects its command line. */

@@ -5,6 +5,9 @@ import { sleep } from '../util/deadline.ts';
 
 export class MockGuest {
   #vcpusRunning = false;
+  /** Time its vCPUs ran before the current run, and when the current run began (ms, Date.now()). */
+  #ranMs = 0;
+  #runningSince: number | undefined;
   #panicked = false;
   #wake: (() => void)[] = [];
   readonly #reactionMs: number;
@@ -22,7 +25,18 @@ export class MockGuest {
     return this.#panicked;
   }
 
+  /** How long its vCPUs have run, in ms: what stats() reports as each vCPU's CPU time. */
+  ranMs(now = Date.now()): number {
+    return this.#ranMs + (this.#runningSince === undefined ? 0 : now - this.#runningSince);
+  }
+
   setVcpusRunning(running: boolean): void {
+    const now = Date.now();
+    if (running && this.#runningSince === undefined) this.#runningSince = now;
+    if (!running && this.#runningSince !== undefined) {
+      this.#ranMs += now - this.#runningSince;
+      this.#runningSince = undefined;
+    }
     this.#vcpusRunning = running;
     this.#wakeUp();
   }

@@ -5,6 +5,7 @@ import type { HotplugDeviceConfig, SandboxConfig } from '../hypervisor/config/in
 import type { HypervisorEvent, ScsiAddress } from '../hypervisor/types.ts';
 import { MockGuest } from './guest.ts';
 import { MockProcess, type MockExit } from './process.ts';
+import { MockDeviceCounters } from './stats.ts';
 
 /** QEMU's name for the SCSI controller the backend adds, and the bus its disks sit on. */
 export const SCSI_CONTROLLER_ID = 'scsi0';
@@ -79,6 +80,8 @@ export class MockMachine {
   readonly config: SandboxConfig;
   readonly process = new MockProcess();
   readonly guest: MockGuest;
+  /** The disk and NIC counters stats() reports. */
+  readonly counters = new MockDeviceCounters();
   readonly state: MockHotplugState = { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, virtioMemPluggedMiB: 0, dimms: [], vcpuRemoved: false };
   /** Set while the first SCSI disk adds the controller, so that concurrent disks wait for it. */
   scsiControllerReady: Promise<void> | undefined;

@@ -40,6 +40,8 @@ import { MockMachine, type MockGuestView } from './machine.ts';
 import { assertMockPciLayoutFits, locateMockDevice } from './pci.ts';
 import type { MockProcess } from './process.ts';
 import { resizeMemory, resizeVcpus } from './resize.ts';
+import { mockStats, type MockGuestIo } from './stats.ts';
+import type { StatsOptions, VmStats } from '../hypervisor/stats.ts';
 
 /** How long things take, in ms: each operation's commands, stopVM, and the guest's reactions. */
 export type MockLatencies = Partial<Record<MockOperation | 'stopVM' | 'guest', number>>;
@@ -438,9 +440,31 @@ export class MockHypervisor implements Hypervisor {
   getThreadIds(options?: OperationOptions): Promise<VcpuThreadIds> {
     return this.#run('getThreadIds', ['running', 'paused'], options, async (ctx) => {
       await ctx.delay();
-      const count = ctx.machine.config.cpus.boot + ctx.machine.state.cpus.filter((c) => !c.released).length;
-      return new Map(Array.from({ length: count }, (_, index) => [index, ctx.machine.process.threadId(index)]));
+      return new Map(Array.from({ length: vcpuCount(ctx.machine) }, (_, index) => [index, ctx.machine.process.threadId(index)]));
     });
+  }
+
+  /** The QEMU backend's figures from the simulated machine (see mock/stats.ts). */
+  stats(options?: StatsOptions): Promise<VmStats> {
+    return this.#run('stats', ['running', 'paused'], options, async (ctx) => {
+      await ctx.delay();
+      return mockStats(ctx.machine, vcpuCount(ctx.machine));
+    });
+  }
+
+  /**
+   * The guest does I/O on disk or NIC `id` (cold or hot-plugged): stats() counts it, as QEMU's block
+   * layer and the tap would. Resolves to false when no such device is plugged or no VM runs.
+   */
+  simulateGuestIo(id: string, io: MockGuestIo): Promise<boolean> {
+    const machine = this.#machine;
+    const config = this.#config;
+    if (!machine || !config || this.pid === undefined) return Promise.resolve(false);
+    const hot = machine.state.devices.filter((d) => !d.ejected).map((d) => d.device);
+    const device = [...config.devices, ...hot].find((d) => d.id === id);
+    if (device?.type !== 'block' && device?.type !== 'net') return Promise.resolve(false);
+    machine.counters.add(device.type, id, io);
+    return Promise.resolve(true);
   }
 
   check(options?: OperationOptions): Promise<void> {
@@ -572,6 +596,11 @@ function hostProbe(host: MockHypervisorOptions['host']): MockHostProbe {
 function attempt<T>(fn: () => T): Promise<T> {
   // The executor's throw becomes the rejection.
   return new Promise((resolve) => resolve(fn()));
+}
+
+/** vCPUs the machine has: the boot ones and the hot-added ones not yet released. */
+function vcpuCount(machine: MockMachine): number {
+  return machine.config.cpus.boot + machine.state.cpus.filter((c) => !c.released).length;
 }
 
 function describeExit(info: VmExitInfo): string {

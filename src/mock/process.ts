@@ -17,6 +17,8 @@ export interface MockExit {
 
 export class MockProcess {
   readonly pid: number;
+  /** When it started (Date.now()), for stats()' uptime. */
+  readonly startedAt = Date.now();
   readonly exited: Promise<MockExit>;
   #exit: MockExit | undefined;
   #resolveExit: (exit: MockExit) => void = () => {};

@@ -59,6 +59,9 @@ import type { SessionOptions, VmSession } from './launch/session.ts';
 import { checkVcpuThreadIds } from './vcpu-threads.ts';
 import { parseRunState } from './run-state.ts';
 import { pciPathsOf, type DeviceLocation } from './pci-paths.ts';
+import type { StatsOptions, VmStats } from '../hypervisor/stats.ts';
+import { collectStats } from './stats/collect.ts';
+import { enableBalloonStats } from './stats/balloon.ts';
 
 /** Options of `new QemuHypervisor()`: apply to the one VM the instance drives. */
 export interface QemuHypervisorOptions {
@@ -234,6 +237,7 @@ export class QemuHypervisor implements Hypervisor {
         const qmp = await session.connectQmp({ signal: deadline.signal });
         // Listening before `cont`: QEMU was started with -S, so the guest cannot open the port earlier.
         const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
+        await enableBalloonStats(qmp, plan.config, deadline.signal);
         if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
         await this.#saveState(options.paused === true);
         awaitingGuest = true;
@@ -483,6 +487,23 @@ export class QemuHypervisor implements Hypervisor {
       const cpus: unknown = await qmp.execute('query-cpus-fast', undefined, { signal: deadline.signal });
       const pid = this.#session?.process.pid ?? -1;
       return checkVcpuThreadIds(cpus, taskIds(pid));
+    });
+  }
+
+  /** What the VM costs and moved now: QMP for QEMU's figures, /proc for the host's (see collectStats). */
+  stats(options?: StatsOptions): Promise<VmStats> {
+    return this.#run('stats', ['running', 'paused'], options, (qmp, deadline) => {
+      const session = this.#session as VmSession; // #run's states come after start or attach
+      const plan = this.#plan as LaunchPlan;
+      return collectStats({
+        qmp,
+        signal: deadline.signal,
+        config: plan.config,
+        hotplugged: this.#hotplug.devices.filter((d) => !isEjecting(d)).map((d) => d.device),
+        qemu: { pid: session.process.pid, startTime: session.process.startTime },
+        helpers: session.helpers.saved(),
+        launcher: plan.launcherPath,
+      });
     });
   }
 

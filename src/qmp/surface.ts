@@ -161,6 +161,31 @@ export const QMP_SURFACE: QmpSurface = {
       },
     },
   },
+  'query-blockstats': {
+    args: { 'query-nodes': 'bool' },
+    ret: {
+      array: {
+        object: {
+          device: 'str',
+          'node-name': 'str',
+          qdev: 'str',
+          stats: {
+            object: {
+              rd_bytes: 'int',
+              wr_bytes: 'int',
+              rd_operations: 'int',
+              wr_operations: 'int',
+              flush_operations: 'int',
+              rd_total_time_ns: 'int',
+              wr_total_time_ns: 'int',
+              flush_total_time_ns: 'int',
+            },
+          },
+        },
+      },
+    },
+  },
+  'query-balloon': { args: null, ret: { object: { actual: 'int' } } },
   getfd: { args: { fdname: 'str' }, ret: NONE },
   closefd: { args: { fdname: 'str' }, ret: NONE },
   'add-fd': { args: { 'fdset-id': 'int', opaque: 'str' }, ret: { object: { 'fdset-id': 'int', fd: 'int' } } },

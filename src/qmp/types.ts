@@ -113,6 +113,35 @@ export interface BlockInfo {
   };
 }
 
+/** A block backend's I/O counters (the fields the library reads; QEMU sends more). */
+export interface BlockDeviceStats {
+  rd_bytes: QmpInt;
+  wr_bytes: QmpInt;
+  rd_operations: QmpInt;
+  wr_operations: QmpInt;
+  flush_operations: QmpInt;
+  rd_total_time_ns: QmpInt;
+  wr_total_time_ns: QmpInt;
+  flush_total_time_ns: QmpInt;
+}
+
+/** One entry of `query-blockstats`: a block backend and its counters. */
+export interface BlockStats {
+  /** The legacy drive name; empty for a backend made with -blockdev. */
+  device?: string;
+  /** The root node's name, when it has one (the library names every disk's: drv-<id>). */
+  'node-name'?: string;
+  /** The QOM path of the device the backend is attached to. */
+  qdev?: string;
+  stats: BlockDeviceStats;
+}
+
+/** What `query-balloon` returns. */
+export interface BalloonInfo {
+  /** The guest's memory as the balloon leaves it, in bytes. */
+  actual: QmpInt;
+}
+
 /** One property of a QOM object or device type, as `qom-list` and `device-list-properties` list it. */
 export interface ObjectPropertyInfo {
   name: string;
@@ -162,6 +191,8 @@ export interface QmpCommandMap {
   'query-memory-devices': { args: undefined; ret: MemoryDeviceInfo[] };
   'query-pci': { args: undefined; ret: PciInfo[] };
   'query-block': { args: undefined; ret: BlockInfo[] };
+  'query-blockstats': { args: { 'query-nodes'?: boolean } | undefined; ret: BlockStats[] };
+  'query-balloon': { args: undefined; ret: BalloonInfo };
   /** Names the fd sent with the command (execute's `fd` option), for netdev_add's fd/fds/vhostfds. */
   getfd: { args: { fdname: string }; ret: Empty };
   closefd: { args: { fdname: string }; ret: Empty };

@@ -21,6 +21,24 @@ const pod = `shim-${randomBytes(3).toString('hex')}`;
 const interruptedPod = `${pod}-b`;
 const net = { guestAddress: '10.88.0.2/24', hostAddress: '10.88.0.1/24', mac: '52:54:00:5e:00:02' };
 const timings: Record<string, string> = {};
+/** Every metric the shim exports for a running VM with a NIC and disks (src/metrics.ts in the example). */
+const METRICS = [
+  'sandbox_uptime_seconds',
+  'sandbox_vcpu_cpu_seconds_total',
+  'sandbox_process_resident_memory_bytes',
+  'sandbox_process_proportional_memory_bytes',
+  'sandbox_guest_memory_boot_bytes',
+  'sandbox_guest_memory_plugged_bytes',
+  'sandbox_disk_read_bytes_total',
+  'sandbox_disk_written_bytes_total',
+  'sandbox_disk_read_operations_total',
+  'sandbox_disk_write_operations_total',
+  'sandbox_disk_flush_operations_total',
+  'sandbox_network_tap_receive_bytes_total',
+  'sandbox_network_tap_transmit_bytes_total',
+  'sandbox_network_tap_receive_packets_total',
+  'sandbox_network_tap_transmit_packets_total',
+];
 
 /** Runs a command to completion, timing it; nested npm runs get none of `npm test`'s own settings. */
 async function run(label: string, file: string, args: string[], cwd: string): Promise<string> {
@@ -118,6 +136,7 @@ describe('examples/pod-shim, built against the packed library', () => {
       network: net,
       rootfs: { image: rootfs },
       volumes: [{ name: 'data', sizeMiB: 8 }],
+      metrics: { host: '127.0.0.1', port: 0 },
       command: [
         'for d in /sys/block/vd*; do echo "disk $(cat $d/serial) ro=$(cat $d/ro)"; done',
         'echo "rootfs says $(head -c 15 /dev/pod/rootfs)"',
@@ -204,6 +223,33 @@ describe('examples/pod-shim, built against the packed library', () => {
     expect(fromNetns.stdout).toContain('1 packets received');
     const hostTaps = readdirSync('/sys/class/net').filter((name) => existsSync(`/sys/class/net/${name}/owner`) && readFileSync(`/sys/class/net/${name}/owner`, 'utf8').trim() === String(uid));
     expect(hostTaps).toEqual([]);
+  });
+
+  it("serves the VM's statistics for Prometheus: every metric, labelled with the sandbox and its devices", async () => {
+    if (!shim) throw new Error('the shim did not start');
+    const { url } = (await shim.event('metrics-listening')) as ShimEvent & { url: string };
+    const response = await fetch(url);
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toContain('text/plain');
+    const text = await response.text();
+    const types = new Map([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => [m[1], m[2]]));
+    expect([...types.keys()]).toEqual(expect.arrayContaining(METRICS));
+    for (const name of METRICS) expect(types.get(name), name).toBe(name.endsWith('_total') ? 'counter' : 'gauge');
+    const sandbox = `sandbox_id="pod-${pod}"`;
+    /** The value of one series, found by its labels. */
+    const value = (name: string, labels: string): number => {
+      const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(sandbox) && l.includes(labels));
+      if (!line) throw new Error(`no ${name} series with ${labels} in:\n${text}`);
+      return Number(line.slice(line.lastIndexOf(' ') + 1));
+    };
+    expect(value('sandbox_vcpu_cpu_seconds_total', 'vcpu="0"')).toBeGreaterThan(0);
+    expect(value('sandbox_process_resident_memory_bytes', 'role="hypervisor"')).toBeGreaterThan(0);
+    expect(value('sandbox_guest_memory_boot_bytes', '')).toBe(256 * 1024 * 1024);
+    // The pod's command read its rootfs and pinged the namespace's side of the tap.
+    expect(value('sandbox_disk_read_bytes_total', 'device="rootfs"')).toBeGreaterThan(0);
+    expect(value('sandbox_disk_written_bytes_total', 'device="data"')).toBeGreaterThanOrEqual(0);
+    expect(value('sandbox_network_tap_receive_packets_total', 'device="eth0",tap="tap0"')).toBeGreaterThan(0);
+    expect(value('sandbox_network_tap_transmit_packets_total', 'device="eth0",tap="tap0"')).toBeGreaterThan(0);
   });
 
   it('resizes the VM to the spec on SIGHUP, as the guest sees it', async () => {

@@ -6,6 +6,7 @@
 //            in the namespace owned by that uid; the VM started inside the namespace; the rootfs
 //            and volume disks hot-plugged; the NIC given its address; the pod's command run
 //            through the guest agent, its output on stdout
+//   metrics  with `metrics` in the spec, the VM's statistics for Prometheus at GET /metrics
 //   SIGHUP   the spec file is read again and the VM resized to its vCPUs and memory
 //   SIGTERM  everything undone, newest first (VM, tap, files, namespace), and exit 0
 //
@@ -15,6 +16,7 @@ import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { isSandboxVmmError, QemuHypervisor, type HotplugResult, type SandboxConfigInput } from 'sandbox-vmm';
 import { Agent } from './agent.js';
+import { SandboxMetrics } from './metrics.js';
 import { createNetns, createPodDir, createTap, createVolume, type Undo } from './host.js';
 import { readPodSpec, type PodSpec } from './spec.js';
 
@@ -72,6 +74,11 @@ class PodShim {
       void this.shutdown(1);
     });
     report('started', { pod: spec.name, qemuPid: this.#vm.getPids()[0], uid: identity.uid, netns: netns.path, tap: TAP, mac });
+    if (spec.metrics) {
+      const { server, address } = await new SandboxMetrics(this.#vm).serve(spec.metrics.host, spec.metrics.port);
+      this.#onShutdown('metrics endpoint', () => new Promise<void>((resolve) => server.close(() => resolve())));
+      report('metrics-listening', { url: `http://${address.address}:${address.port}/metrics` });
+    }
 
     const channel = this.#vm.devices().find((d) => d.id === AGENT_CHANNEL.id)?.socketPath;
     if (!channel) throw new Error('the agent channel has no socket');

@@ -31,6 +31,11 @@ export interface PodSpec {
   volumes: { name: string; sizeMiB: number }[];
   /** One shell line run in the guest; its disks are /dev/pod/rootfs and /dev/pod/<volume name>. */
   command: string;
+  /**
+   * Serve the VM's statistics for Prometheus at http://<host>:<port>/metrics (port 0: any free
+   * port, reported in the 'metrics-listening' event). Absent: no metrics endpoint.
+   */
+  metrics?: { host: string; port: number };
 }
 
 /** Reads and checks a spec file; throws an Error naming the first bad field. */
@@ -57,5 +62,9 @@ export function readPodSpec(path: string): PodSpec {
     if (!count(volume.sizeMiB)) bad(`volumes[${i}].sizeMiB`, 'must be a positive integer');
   });
   if (typeof spec.command !== 'string' || spec.command.includes('\n')) bad('command', 'must be one line of shell');
+  if (spec.metrics !== undefined) {
+    if (typeof spec.metrics.host !== 'string' || spec.metrics.host === '') bad('metrics.host', 'must be an address to listen on (127.0.0.1)');
+    if (!Number.isInteger(spec.metrics.port) || spec.metrics.port < 0 || spec.metrics.port > 65535) bad('metrics.port', 'must be a port number (0: any free one)');
+  }
   return spec;
 }

@@ -167,6 +167,11 @@ export const balloonDeviceSchema = z.strictObject({
   deflateOnOom: z.boolean().default(true),
   /** Free page reporting: the guest hands freed pages back to the host. */
   freePageReporting: z.boolean().default(false),
+  /**
+   * Ask the guest's balloon driver for its memory statistics every this many seconds, for
+   * stats().memory.balloon.guest. Absent: the guest is not asked.
+   */
+  statsIntervalSeconds: z.int().min(1).max(3600).optional(),
 });
 
 /** A virtio-serial port backed by a unix socket in the runtime directory (an agent channel). */
