@@ -2,7 +2,7 @@
 // <!-- bench-table --> markers, so the README always shows figures from real runs: a column group
 // per QEMU version, each with its ratios against the raw baseline measured in the same run.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { resultFile, resultsDir, type Comparison } from './stats.ts';
 
 const README = join(resultsDir, '..', '..', 'README.md');
@@ -41,9 +41,9 @@ interface VmResult {
 }
 
 /** The QEMU versions ("7.2", "10.0") with results under bench/results/, oldest first. */
-function benchmarkedVersions(): string[] {
+function benchmarkedVersions(dir: string): string[] {
   const versions = new Set<string>();
-  for (const file of existsSync(resultsDir) ? readdirSync(resultsDir) : []) {
+  for (const file of existsSync(dir) ? readdirSync(dir) : []) {
     const match = /^(?:qmp|vm)\.qemu-(\d+\.\d+)\.json$/.exec(file);
     if (match?.[1]) versions.add(match[1]);
   }
@@ -51,8 +51,8 @@ function benchmarkedVersions(): string[] {
   return [...versions].sort((a, b) => key(a)[0] - key(b)[0] || key(a)[1] - key(b)[1]);
 }
 
-function read<T>(name: string, version: string): T | undefined {
-  const path = resultFile(name, version);
+function read<T>(dir: string, name: string, version: string): T | undefined {
+  const path = join(dir, basename(resultFile(name, version)));
   return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as T) : undefined;
 }
 
@@ -69,29 +69,29 @@ function ratioCell(figure: string, ratio: number): string {
 }
 
 /** Figure name → version → cells, in the order the figures are first met. */
-function figuresByVersion(versions: string[]): Map<string, Map<string, Cells>> {
+function figuresByVersion(dir: string, versions: string[]): Map<string, Map<string, Cells>> {
   const figures = new Map<string, Map<string, Cells>>();
   const add = (figure: string, version: string, cells: Cells) => {
     if (!figures.has(figure)) figures.set(figure, new Map());
     figures.get(figure)?.set(version, cells);
   };
   for (const version of versions) {
-    const qmp = read<QmpResult>('qmp', version);
+    const qmp = read<QmpResult>(dir, 'qmp', version);
     if (qmp) {
       add('QMP round trip, serial', version, { lib: `${qmp.libSerialUs.toFixed(0)} µs`, raw: `${qmp.rawSerialUs.toFixed(0)} µs`, ratio: qmp.serialRatio });
       add('QMP round trip, pipelined', version, { lib: `${qmp.libPipelinedUs.toFixed(0)} µs`, raw: `${qmp.rawPipelinedUs.toFixed(0)} µs`, ratio: qmp.pipelinedRatio });
     }
-    for (const [figure, c] of Object.entries(read<VmResult>('vm', version)?.figures ?? {})) {
+    for (const [figure, c] of Object.entries(read<VmResult>(dir, 'vm', version)?.figures ?? {})) {
       add(figure, version, { lib: `${c.libMs.toFixed(1)} ms`, raw: `${c.rawMs.toFixed(1)} ms`, ratio: c.ratio });
     }
   }
   return figures;
 }
 
-function notesOf(version: string): string[] {
+function notesOf(dir: string, version: string): string[] {
   const notes: string[] = [];
-  const qmp = read<QmpResult>('qmp', version);
-  const vm = read<VmResult>('vm', version);
+  const qmp = read<QmpResult>(dir, 'qmp', version);
+  const vm = read<VmResult>(dir, 'vm', version);
   if (qmp) notes.push(`QEMU ${version}, QMP: medians of ${qmp.rounds} alternated rounds (${qmp.date.slice(0, 10)}).`);
   if (vm) {
     notes.push(`QEMU ${version}, VM figures: medians of ${vm.fastRounds} alternated rounds for start, stop and hotplug, ${vm.rounds} for boot, resize and scale; under TCG (${vm.date.slice(0, 10)}).`);
@@ -109,13 +109,13 @@ function notesOf(version: string): string[] {
 }
 
 /** One column group (library, raw baseline, ratio) per QEMU version benchmarked, ratios within each version's own run. */
-export function renderTable(): string | undefined {
-  const versions = benchmarkedVersions();
+export function renderTable(dir: string = resultsDir): string | undefined {
+  const versions = benchmarkedVersions(dir);
   if (versions.length === 0) return undefined;
   const header = ['figure', 'target', ...versions.flatMap((v) => [`QEMU ${v} library`, 'raw baseline', 'ratio'])];
   const align = ['---', '---', ...versions.flatMap(() => ['---:', '---:', '---:'])];
   const lines = [`| ${header.join(' | ')} |`, `| ${align.join(' | ')} |`];
-  for (const [figure, byVersion] of figuresByVersion(versions)) {
+  for (const [figure, byVersion] of figuresByVersion(dir, versions)) {
     const target = TARGETS[figure];
     const cells = versions.flatMap((v) => {
       const c = byVersion.get(v);
@@ -123,7 +123,7 @@ export function renderTable(): string | undefined {
     });
     lines.push(`| ${[figure, target === undefined ? '' : `≤ ${target}`, ...cells].join(' | ')} |`);
   }
-  return [...lines, '', ...versions.flatMap(notesOf)].join('\n');
+  return [...lines, '', ...versions.flatMap((v) => notesOf(dir, v))].join('\n');
 }
 
 /** Replaces the table in the README (or appends the markers after the first one). */
