@@ -1,4 +1,5 @@
 import { defineConfig, type TestProjectInlineConfiguration } from 'vitest/config';
+import { qemusUnderTest } from './scripts/qemu-versions.mjs';
 
 /** The fast suite: fake QMP servers and pure functions, no QEMU. Also what mutation testing runs. */
 export const unitProject: TestProjectInlineConfiguration = {
@@ -10,22 +11,43 @@ export const unitProject: TestProjectInlineConfiguration = {
   },
 };
 
+/** Every integration project's name begins with this; the QEMU version follows (.ci/run counts per project). */
+export const INTEGRATION_PROJECT_PREFIX = 'integration · qemu ';
+
+/**
+ * The integration suite (the conformance suite included) once per QEMU of the version matrix
+ * (scripts/qemu-versions.mjs: Debian's 7.2 and the side-by-side 10.0, or SANDBOX_VMM_QEMU alone),
+ * each project named by the version its binary reports and handed that binary in SANDBOX_VMM_QEMU.
+ * Real QEMU under TCG on a shared 2-core machine: one file at a time, and each version in a
+ * sequence group of its own (after the unit tests), so two versions never run at once.
+ */
+function integrationProjects(): TestProjectInlineConfiguration[] {
+  const seen = new Set<string>();
+  return qemusUnderTest(import.meta.dirname).map(({ binary, label }, i) => {
+    const name = seen.has(label) ? `${INTEGRATION_PROJECT_PREFIX}${label} (${binary})` : `${INTEGRATION_PROJECT_PREFIX}${label}`;
+    seen.add(label);
+    return {
+      extends: true,
+      test: {
+        name,
+        include: ['test/integration/**/*.test.ts'],
+        env: { SANDBOX_VMM_QEMU: binary },
+        testTimeout: 120_000,
+        hookTimeout: 120_000,
+        fileParallelism: false,
+        maxWorkers: 1,
+        sequence: { groupOrder: i + 1 },
+        globalSetup: ['test/integration/global-setup.ts'],
+      },
+    };
+  });
+}
+
 export default defineConfig({
   test: {
     projects: [
       unitProject,
-      {
-        extends: true,
-        test: {
-          name: 'integration',
-          include: ['test/integration/**/*.test.ts'],
-          // Real QEMU under TCG on a shared 2-core machine: generous bounds, one file at a time.
-          testTimeout: 120_000,
-          hookTimeout: 120_000,
-          fileParallelism: false,
-          globalSetup: ['test/integration/global-setup.ts'],
-        },
-      },
+      ...integrationProjects(),
       {
         extends: true,
         test: {

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { resolveBinary } from '../src/qemu/binaries.ts';
 import { findLauncher, launcherArgs, launcherStdio, type LaunchSpec } from '../src/qemu/launch/launcher.ts';
 import { QmpClient } from '../src/qmp/index.ts';
+import { BENCH_QEMU, benchQemuLabel } from './qemu.ts';
 import { median, round, writeResult } from './stats.ts';
 
 const ROUNDS = Number(process.env['BENCH_QMP_ROUNDS'] ?? 9);
@@ -96,7 +97,7 @@ function startQemu(): Qemu {
   const monitors = sockets.flatMap((_, i) => ['-chardev', `socket,id=qmp${i},fd=${3 + i},server=on,wait=off`, '-mon', `chardev=qmp${i},mode=control`]);
   const args = ['-S', '-nodefaults', '-no-user-config', '-display', 'none', '-machine', 'q35', '-accel', 'tcg', ...monitors];
   const spec: LaunchSpec = {
-    program: resolveBinary('qemu-system-x86_64', 'qemuPath'),
+    program: resolveBinary(BENCH_QEMU, 'qemuPath'),
     args,
     fds: sockets.map((path, i) => ({ fd: 3 + i, kind: 'listen', path })),
     user: { uid: QEMU_UID, gid: QEMU_UID, groups: [] },
@@ -252,7 +253,7 @@ export async function run(): Promise<void> {
     console.log(`serial     library ${result.libSerialUs.toFixed(2)}  raw ${result.rawSerialUs.toFixed(2)}  ratio ${result.serialRatio.toFixed(3)}`);
     console.log(`pipelined  library ${result.libPipelinedUs.toFixed(2)}  raw ${result.rawPipelinedUs.toFixed(2)}  ratio ${result.pipelinedRatio.toFixed(3)}`);
     console.log(`Node CPU µs per command: serial library ${cpuUs.libSerial} raw ${cpuUs.rawSerial}; pipelined library ${cpuUs.libPipelined} raw ${cpuUs.rawPipelined}`);
-    console.log(`wrote ${writeResult('qmp', result)}`);
+    console.log(`wrote ${writeResult('qmp', benchQemuLabel(), result)}`);
   } finally {
     await stopQemu(qemu);
   }

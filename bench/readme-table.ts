@@ -1,8 +1,9 @@
 // Renders the latest results under bench/results/ as the README's summary table, between the
-// <!-- bench-table --> markers, so the README always shows figures from one real run.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { resultsDir, type Comparison } from './stats.ts';
+// <!-- bench-table --> markers, so the README always shows figures from real runs: a column group
+// per QEMU version, each with its ratios against the raw baseline measured in the same run.
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { resultFile, resultsDir, type Comparison } from './stats.ts';
 
 const README = join(resultsDir, '..', '..', 'README.md');
 const START = '<!-- bench-table -->';
@@ -39,36 +40,64 @@ interface VmResult {
   date: string;
 }
 
-function read<T>(name: string): T | undefined {
-  const path = join(resultsDir, `${name}.json`);
+/** The QEMU versions ("7.2", "10.0") with results under bench/results/, oldest first. */
+function benchmarkedVersions(dir: string): string[] {
+  const versions = new Set<string>();
+  for (const file of existsSync(dir) ? readdirSync(dir) : []) {
+    const match = /^(?:qmp|vm)\.qemu-(\d+\.\d+)\.json$/.exec(file);
+    if (match?.[1]) versions.add(match[1]);
+  }
+  const key = (v: string) => v.split('.').map(Number) as [number, number];
+  return [...versions].sort((a, b) => key(a)[0] - key(b)[0] || key(a)[1] - key(b)[1]);
+}
+
+function read<T>(dir: string, name: string, version: string): T | undefined {
+  const path = join(dir, basename(resultFile(name, version)));
   return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as T) : undefined;
 }
 
-function row(figure: string, lib: string, raw: string, ratio: number): string {
-  const target = TARGETS[figure];
-  const verdict = target === undefined ? '' : ratio <= target ? `≤ ${target} ✓` : `≤ ${target} ✗`;
-  return `| ${figure} | ${lib} | ${raw} | ${ratio.toFixed(3)} | ${verdict} |`;
+/** One version's cells of a figure: library, raw baseline, and the ratio judged against its target. */
+interface Cells {
+  lib: string;
+  raw: string;
+  ratio: number;
 }
 
-export function renderTable(): string | undefined {
-  const qmp = read<QmpResult>('qmp');
-  const vm = read<VmResult>('vm');
-  if (!qmp && !vm) return undefined;
-  const lines = ['| figure | library | raw baseline | ratio | target |', '| --- | ---: | ---: | ---: | --- |'];
-  if (qmp) {
-    lines.push(row('QMP round trip, serial', `${qmp.libSerialUs.toFixed(0)} µs`, `${qmp.rawSerialUs.toFixed(0)} µs`, qmp.serialRatio));
-    lines.push(row('QMP round trip, pipelined', `${qmp.libPipelinedUs.toFixed(0)} µs`, `${qmp.rawPipelinedUs.toFixed(0)} µs`, qmp.pipelinedRatio));
+function ratioCell(figure: string, ratio: number): string {
+  const target = TARGETS[figure];
+  return target === undefined ? ratio.toFixed(3) : `${ratio.toFixed(3)} ${ratio <= target ? '✓' : '✗'}`;
+}
+
+/** Figure name → version → cells, in the order the figures are first met. */
+function figuresByVersion(dir: string, versions: string[]): Map<string, Map<string, Cells>> {
+  const figures = new Map<string, Map<string, Cells>>();
+  const add = (figure: string, version: string, cells: Cells) => {
+    if (!figures.has(figure)) figures.set(figure, new Map());
+    figures.get(figure)?.set(version, cells);
+  };
+  for (const version of versions) {
+    const qmp = read<QmpResult>(dir, 'qmp', version);
+    if (qmp) {
+      add('QMP round trip, serial', version, { lib: `${qmp.libSerialUs.toFixed(0)} µs`, raw: `${qmp.rawSerialUs.toFixed(0)} µs`, ratio: qmp.serialRatio });
+      add('QMP round trip, pipelined', version, { lib: `${qmp.libPipelinedUs.toFixed(0)} µs`, raw: `${qmp.rawPipelinedUs.toFixed(0)} µs`, ratio: qmp.pipelinedRatio });
+    }
+    for (const [figure, c] of Object.entries(read<VmResult>(dir, 'vm', version)?.figures ?? {})) {
+      add(figure, version, { lib: `${c.libMs.toFixed(1)} ms`, raw: `${c.rawMs.toFixed(1)} ms`, ratio: c.ratio });
+    }
   }
-  for (const [figure, c] of Object.entries(vm?.figures ?? {})) {
-    lines.push(row(figure, `${c.libMs.toFixed(1)} ms`, `${c.rawMs.toFixed(1)} ms`, c.ratio));
-  }
+  return figures;
+}
+
+function notesOf(dir: string, version: string): string[] {
   const notes: string[] = [];
-  if (qmp) notes.push(`QMP: medians of ${qmp.rounds} alternated rounds (${qmp.date.slice(0, 10)}).`);
+  const qmp = read<QmpResult>(dir, 'qmp', version);
+  const vm = read<VmResult>(dir, 'vm', version);
+  if (qmp) notes.push(`QEMU ${version}, QMP: medians of ${qmp.rounds} alternated rounds (${qmp.date.slice(0, 10)}).`);
   if (vm) {
-    notes.push(`VM figures: medians of ${vm.fastRounds} alternated rounds for start, stop and hotplug, ${vm.rounds} for boot, resize and scale; under TCG (${vm.date.slice(0, 10)}).`);
+    notes.push(`QEMU ${version}, VM figures: medians of ${vm.fastRounds} alternated rounds for start, stop and hotplug, ${vm.rounds} for boot, resize and scale; under TCG (${vm.date.slice(0, 10)}).`);
     const s = vm.scale;
     notes.push(
-      `Scale: ${String(s['vms'])} paused VMs from one Node process started in ${String(s['totalStartMs'])} ms ` +
+      `QEMU ${version}, scale: ${String(s['vms'])} paused VMs from one Node process started in ${String(s['totalStartMs'])} ms ` +
         `(raw ${String(s['rawTotalStartMs'])} ms, ratio ${String(s['startRatio'])}; medians of ${String(s['rounds'])} alternated storms), stopped in ${String(s['totalStopMs'])} ms; ` +
         `Node heap ${String(s['heapPerVmKiB'])} KiB per VM; event-loop delay p99 ${String(s['eventLoopDelayP99Ms'])} ms during the start storm ` +
         `(${String(s['rawEventLoopDelayP99Ms'])} ms during the raw one: both are the storm's burst of spawns, each fork waiting ` +
@@ -76,7 +105,25 @@ export function renderTable(): string | undefined {
         `processes or runtime directories left behind: ${String(s['leakedProcessesAndDirs'])}.`,
     );
   }
-  return [...lines, '', ...notes].join('\n');
+  return notes;
+}
+
+/** One column group (library, raw baseline, ratio) per QEMU version benchmarked, ratios within each version's own run. */
+export function renderTable(dir: string = resultsDir): string | undefined {
+  const versions = benchmarkedVersions(dir);
+  if (versions.length === 0) return undefined;
+  const header = ['figure', 'target', ...versions.flatMap((v) => [`QEMU ${v} library`, 'raw baseline', 'ratio'])];
+  const align = ['---', '---', ...versions.flatMap(() => ['---:', '---:', '---:'])];
+  const lines = [`| ${header.join(' | ')} |`, `| ${align.join(' | ')} |`];
+  for (const [figure, byVersion] of figuresByVersion(dir, versions)) {
+    const target = TARGETS[figure];
+    const cells = versions.flatMap((v) => {
+      const c = byVersion.get(v);
+      return c ? [c.lib, c.raw, ratioCell(figure, c.ratio)] : ['', '', ''];
+    });
+    lines.push(`| ${[figure, target === undefined ? '' : `≤ ${target}`, ...cells].join(' | ')} |`);
+  }
+  return [...lines, '', ...versions.flatMap((v) => notesOf(dir, v))].join('\n');
 }
 
 /** Replaces the table in the README (or appends the markers after the first one). */

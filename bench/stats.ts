@@ -17,9 +17,14 @@ export function round(value: number, digits = 3): number {
   return Math.round(value * f) / f;
 }
 
-export function writeResult(name: string, result: object): string {
+/** The result file of benchmark `name` on QEMU `qemuLabel` ("7.2"): results are kept per version. */
+export function resultFile(name: string, qemuLabel: string): string {
+  return join(resultsDir, `${name}.qemu-${qemuLabel}.json`);
+}
+
+export function writeResult(name: string, qemuLabel: string, result: object): string {
   mkdirSync(resultsDir, { recursive: true });
-  const path = join(resultsDir, `${name}.json`);
+  const path = resultFile(name, qemuLabel);
   writeFileSync(path, `${JSON.stringify({ ...result, date: new Date().toISOString() }, null, 2)}\n`);
   return path;
 }

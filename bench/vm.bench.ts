@@ -20,6 +20,7 @@ import { findLauncher, launcherArgs, launcherStdio } from '../src/qemu/launch/la
 import { runtimePaths } from '../src/qemu/runtime-paths.ts';
 import { isProcessAlive } from '../src/qemu/process/proc-fs.ts';
 import { GuestAgent, guestAssets } from '../test/guest/index.ts';
+import { BENCH_QEMU, benchQemuLabel } from './qemu.ts';
 import { RawQmp } from './raw/raw-qmp.ts';
 import { compare, median, printComparisons, round, timeIt, writeResult, type Comparison } from './stats.ts';
 
@@ -47,6 +48,8 @@ function config(extra: Partial<SandboxConfigInput> = {}): SandboxConfigInput {
     memory: { bootMiB: 256, maxMiB: 1280, hotplug: 'virtio-mem' },
     hotplug: { rootPorts: 2 },
     devices: [{ type: 'channel', id: 'agent', name: 'agent.0' }],
+    // The raw baseline runs the same binary (rawCommand).
+    runtime: { qemuPath: BENCH_QEMU },
     ...extra,
   };
 }
@@ -82,7 +85,7 @@ let rawBinaries: { launcher: string; qemu: string } | undefined;
  * library builds (qemuLaunchSpec) from the same argv, for this VM's identity, computed as data.
  */
 function rawCommand(input: SandboxConfigInput, dir: string, uid: number): { identity: VmIdentity; file: string; args: string[]; stdio: ReturnType<typeof launcherStdio> } {
-  rawBinaries ??= { launcher: findLauncher(), qemu: resolveBinary('qemu-system-x86_64', 'runtime.qemuPath') };
+  rawBinaries ??= { launcher: findLauncher(), qemu: resolveBinary(BENCH_QEMU, 'runtime.qemuPath') };
   const config = parseSandboxConfig({ ...input, runtime: { dir } });
   // The identity a leased uid gets (its own group, plus kvm under kvm).
   const identity = identityOfLease(uid, config.machine.accel);
@@ -448,7 +451,7 @@ export async function scaleFigure(): Promise<Record<string, number | boolean>> {
   };
 }
 
-function svgChart(rows: Record<string, Comparison>): string {
+function svgChart(rows: Record<string, Comparison>, qemuLabel: string): string {
   const entries = Object.entries(rows);
   const width = 760;
   const rowHeight = 34;
@@ -467,7 +470,7 @@ function svgChart(rows: Record<string, Comparison>): string {
     })
     .join('\n');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">
-<text x="10" y="20" font-size="14" font-weight="bold">sandbox-vmm vs raw QEMU scripting (median ms; blue = library, grey = raw)</text>
+<text x="10" y="20" font-size="14" font-weight="bold">sandbox-vmm vs raw QEMU scripting, QEMU ${qemuLabel} (median ms; blue = library, grey = raw)</text>
 ${bars}
 </svg>
 `;
@@ -502,9 +505,11 @@ export async function run(): Promise<void> {
     printComparisons(`QEMU backend vs raw baseline (medians of ${FAST_ROUNDS} alternated rounds for start, stop and hotplug, ${ROUNDS} for the others)`, figures);
     const scale = await scaleFigure();
     console.log('\nscale:', scale);
-    const path = writeResult('vm', { rounds: ROUNDS, fastRounds: FAST_ROUNDS, figures, scale });
-    writeFileSync(join(path, '..', 'vm.svg'), svgChart(figures));
-    console.log(`\nwrote ${path} and vm.svg`);
+    const label = benchQemuLabel();
+    const path = writeResult('vm', label, { rounds: ROUNDS, fastRounds: FAST_ROUNDS, figures, scale });
+    const svg = join(path, '..', `vm.qemu-${label}.svg`);
+    writeFileSync(svg, svgChart(figures, label));
+    console.log(`\nwrote ${path} and ${svg}`);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
     if (rawBaseDir) rmSync(rawBaseDir, { recursive: true, force: true });

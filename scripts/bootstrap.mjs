@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // Entry point of `npm test`, `npm run demo` and `npm run bench`: installs what a fresh clone on a
-// fresh machine lacks (npm dependencies, QEMU, a C compiler, the guest image), builds the launcher
-// QEMU is started through (build/svmm-launch), then runs the real command.
+// fresh machine lacks (npm dependencies, QEMU, a C compiler, the guest image, the side-by-side
+// QEMUs of the version matrix), builds the launcher QEMU is started through (build/svmm-launch),
+// then runs the real command.
 // Plain Node with no dependencies, because node_modules may not exist yet.
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensureSideBySideQemus } from './qemu-side-by-side.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const [task, ...rest] = process.argv.slice(2);
@@ -85,6 +87,16 @@ function ensureGuest() {
   }
 }
 
+/**
+ * The QEMU versions of the matrix (scripts/qemu-versions.mjs) beside the system one, unless
+ * SANDBOX_VMM_QEMU names the one QEMU to run against. Installing needs root (the binaries must be
+ * root's, as the library runs them for a VM's unprivileged uid).
+ */
+function ensureQemuMatrix() {
+  if (process.env.SANDBOX_VMM_QEMU) return;
+  ensureSideBySideQemus(root, say);
+}
+
 const bin = (name) => join(root, 'node_modules', '.bin', name);
 
 try {
@@ -95,6 +107,7 @@ try {
     case 'test':
       ensureTunAccess();
       ensureGuest();
+      ensureQemuMatrix();
       process.exit(run(bin('vitest'), ['run', ...rest]));
       break;
     case 'demo':
@@ -104,14 +117,19 @@ try {
     case 'bench':
       ensureTunAccess();
       ensureGuest();
+      ensureQemuMatrix();
       // --expose-gc: the scale benchmark measures heap per VM after a collection.
       process.exit(run(process.execPath, ['--expose-gc', '--import', 'tsx', join(root, 'bench', 'run.ts'), ...rest]));
       break;
     case 'deps':
       ensureGuest();
+      ensureQemuMatrix();
+      break;
+    case 'qemu':
+      ensureQemuMatrix();
       break;
     default:
-      say(`unknown task '${task ?? ''}': use test, demo, bench or deps`);
+      say(`unknown task '${task ?? ''}': use test, demo, bench, deps or qemu`);
       process.exit(2);
   }
 } catch (error) {

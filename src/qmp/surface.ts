@@ -97,7 +97,7 @@ export const QMP_SURFACE: QmpSurface = {
     args: null,
     ret: { object: { qemu: { object: { major: 'int', minor: 'int', micro: 'int' } }, package: 'str' } },
   },
-  'query-status': { args: null, ret: { object: { running: 'bool', singlestep: 'bool', status: { enum: RUN_STATES } } } },
+  'query-status': { args: null, ret: { object: { running: 'bool', status: { enum: RUN_STATES } } } },
   stop: { args: null, ret: NONE },
   cont: { args: null, ret: NONE },
   quit: { args: null, ret: NONE },

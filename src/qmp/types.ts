@@ -48,10 +48,9 @@ export type RunState =
   | 'guest-panicked'
   | 'colo';
 
-/** The result of `query-status`. */
+/** query-status's result as read (QEMU 10 no longer has `singlestep`, deprecated since 8.1: not read). */
 export interface StatusInfo {
   running: boolean;
-  singlestep?: boolean;
   status: RunState;
 }
 

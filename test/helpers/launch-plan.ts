@@ -94,8 +94,8 @@ export async function unconfirmedClaims(qmp: QmpClient, substitutions: readonly 
 
 /** Whether an option value can be of a QOM property type: on/off for booleans, digits for integers, else a string or enum. */
 export function valueFitsType(property: string, value: string, type: string): boolean {
-  // A PCI address is an int32 property parsed from "slot[.function]".
-  if (property === 'addr') return type === 'int32' && /^0x[0-9a-f]+(\.[0-7])?$/.test(value);
+  // A PCI address, parsed from "slot[.function]": QEMU 7.2 reports the property as int32, QEMU 10 as str.
+  if (property === 'addr') return (type === 'int32' || type === 'str') && /^0x[0-9a-f]+(\.[0-7])?$/.test(value);
   if (value === 'on' || value === 'off') return type === 'bool' || type === 'OnOffAuto';
   if (/^\d+$/.test(value)) return /^(u?int(8|16|32|64)?|size)$/.test(type);
   return !/^(u?int\d*|bool|size)$/.test(type);

@@ -9,6 +9,7 @@ import type { VmIdentity } from '../../src/hypervisor/types.ts';
 import { resolveBinary } from '../../src/qemu/binaries.ts';
 import { findLauncher, launcherArgs, launcherStdio, type LaunchFd, type LaunchSpec } from '../../src/qemu/launch/launcher.ts';
 import { QmpClient } from '../../src/qmp/index.ts';
+import { QEMU_UNDER_TEST } from './qemu-under-test.ts';
 
 /**
  * A fixed identity for QEMUs the tests launch themselves, where the library would lease one: no
@@ -33,6 +34,7 @@ export interface LaunchOptions {
    * Each is attached here (Node cannot issue TUNSETIFF) and placed at the fd QEMU expects it at.
    */
   fdTaps?: readonly string[];
+  /** Default: the QEMU of this run of the version matrix (QEMU_UNDER_TEST). */
   qemuPath?: string;
 }
 
@@ -74,7 +76,7 @@ exec { $ARGV[0] } @ARGV or die "exec $ARGV[0]: $!";
 
 export async function launchPaused(options: LaunchOptions): Promise<PausedQemu> {
   const spec: LaunchSpec = {
-    program: resolveBinary(options.qemuPath ?? 'qemu-system-x86_64', 'qemuPath'),
+    program: resolveBinary(options.qemuPath ?? QEMU_UNDER_TEST, 'qemuPath'),
     args: options.args,
     fds: options.fds,
     user: options.user,

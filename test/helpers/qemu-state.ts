@@ -90,8 +90,19 @@ export interface MachineMemory {
  */
 export async function machineMemory(qmp: QmpClient): Promise<MachineMemory> {
   const memory = (await qomGet(qmp, '/machine', 'memory')) as { size: number; slots?: number; 'max-size'?: number };
-  const region = (await qomGet(qmp, '/machine', 'device-memory-region-size')) as number;
-  return { size: memory.size, slots: memory.slots ?? 0, maxSize: memory['max-size'] ?? memory.size + region };
+  return { size: memory.size, slots: memory.slots ?? 0, maxSize: memory['max-size'] ?? memory.size + (await deviceMemoryRegionSize(qmp)) };
+}
+
+/**
+ * The size of the machine's device memory region. QEMU 7.2's q35 has a machine property for it
+ * (device-memory-region-size), which QEMU 10 dropped; both have the region itself as the child
+ * device-memory[0] of /machine (a MemoryRegion with a size), present only when maxmem is given.
+ */
+async function deviceMemoryRegionSize(qmp: QmpClient): Promise<number> {
+  const names = new Set((await qmp.execute('qom-list', { path: '/machine' })).map((p) => p.name));
+  if (names.has('device-memory-region-size')) return (await qomGet(qmp, '/machine', 'device-memory-region-size')) as number;
+  if (names.has('device-memory[0]')) return (await qomGet(qmp, '/machine/device-memory[0]', 'size')) as number;
+  return 0;
 }
 
 export async function qomGet(qmp: QmpClient, path: string, property: string): Promise<unknown> {

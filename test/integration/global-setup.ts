@@ -1,14 +1,18 @@
-// Runs once before the integration project. QEMU, the launcher and the guest image are installed by
-// `npm test` (scripts/bootstrap.mjs); here we only fail early, with a clear message, if they are not.
+// Runs once before each integration project (one per QEMU of the version matrix, see
+// vitest.config.ts). QEMU, the launcher and the guest image are installed by `npm test`
+// (scripts/bootstrap.mjs); here we only fail early, with a clear message, if they are not.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { QEMU_UNDER_TEST } from '../helpers/qemu-under-test.ts';
 
-export default function setup(): void {
+export default function setup(project: TestProject): void {
+  const qemu = project.config.env['SANDBOX_VMM_QEMU'] ?? QEMU_UNDER_TEST;
   try {
-    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' });
+    execFileSync(qemu, ['--version'], { stdio: 'ignore' });
   } catch {
-    throw new Error('qemu-system-x86_64 is not installed: run `npm test`, which installs it');
+    throw new Error(`${qemu} (project ${project.name}) does not run: run \`npm test\`, which installs the QEMUs of the version matrix`);
   }
   // QEMU and virtiofsd are exec'd through the launcher; the library refuses to start without it.
   if (!existsSync(join(process.cwd(), 'build', 'svmm-launch'))) {

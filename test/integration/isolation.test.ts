@@ -15,6 +15,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  realpathSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -52,6 +53,10 @@ import {
   type ProbeOp,
 } from './fixtures/isolation-support.ts';
 import { connectAgent, guestConfig } from './helpers/sandbox.ts';
+import { QEMU_UNDER_TEST } from '../helpers/qemu-under-test.ts';
+
+/** `text` matched literally inside a RegExp. */
+const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 const BASE = '/run/sandbox-vmm';
 const LEASES = DEFAULT_LEASE_DIR;
@@ -85,7 +90,7 @@ function vmConfig(options: { fs?: boolean; detached?: boolean } = {}): SandboxCo
       ...(base.devices ?? []),
       ...(fs ? [{ type: 'fs' as const, driver: 'virtio-fs' as const, id: 'share', tag: 'hostshare', sharedDir: join(scratch, 'share') }] : []),
     ],
-    ...(options.detached ? { runtime: { detached: true } } : {}),
+    ...(options.detached ? { runtime: { ...base.runtime, detached: true } } : {}),
   };
 }
 
@@ -544,7 +549,7 @@ describe('an escaped guest holds only its own QEMU\'s credentials and reaches no
         ['a helper entry naming sleep as its binary, and a sleep', /helper virtiofsd for share .*names \/usr\/bin\/sleep/, () =>
           writeState(withHelper({ pid: s2.pid, startTime: s2.startTime, binary: '/usr/bin/sleep' }))],
         ['a helper entry for a device the config lacks', /helper virtiofsd for other .*no such virtio-fs device/, () => writeState(withHelper({ deviceId: 'other', pid: s2.pid, startTime: s2.startTime }))],
-        ['a helper entry naming another VM\'s QEMU', /helper virtiofsd for share .*it runs \/usr\/bin\/qemu-system/, () => writeState(withHelper({ pid: b.pid, startTime: startTimeOf(b.pid) }))],
+        ['a helper entry naming another VM\'s QEMU', new RegExp(`helper virtiofsd for share .*it runs ${escapeRegExp(realpathSync(QEMU_UNDER_TEST))}`), () => writeState(withHelper({ pid: b.pid, startTime: startTimeOf(b.pid) }))],
       );
     }
     const bStart = startTimeOf(b.pid);

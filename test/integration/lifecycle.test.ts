@@ -2,7 +2,7 @@
 // guest where the guest is involved, and from /proc where the host is.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readlinkSync, realpathSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
@@ -35,6 +35,7 @@ import {
   scratchDir,
 } from './helpers/sandbox.ts';
 import { useCleanups } from './helpers/cleanups.ts';
+import { QEMU_UNDER_TEST } from '../helpers/qemu-under-test.ts';
 
 const { cleanups, track } = useCleanups();
 
@@ -72,6 +73,8 @@ describe('QEMU lifecycle on the default guest', () => {
     const [pid] = vm.getPids();
     expect(pid).toBeGreaterThan(0);
     expect(isProcessAlive(pid ?? -1)).toBe(true);
+    // The QEMU of this run of the version matrix, not whichever one PATH finds.
+    expect(readlinkSync(`/proc/${pid}/exe`)).toBe(realpathSync(QEMU_UNDER_TEST));
     // QEMU runs as the VM's uid, with no capability at all, and holds the sockets root created for
     // it as fds 3, 4, 5 (QMP, console, agent channel); there is no pidfile.
     expectRunsAs(pid ?? -1, identity);

@@ -71,7 +71,7 @@ describe('runtime.netns: QEMU inside the pod network namespace', () => {
     const share = scratch.dir;
     await vm.createVM({
       ...base,
-      runtime: { netns },
+      runtime: { ...base.runtime, netns },
       memory: { ...base.memory, backing: { type: 'shared' } },
       devices: [...(base.devices ?? []), { type: 'net', id: 'eth-cold', tap: { ifname: COLD.tap }, mac: COLD.mac }, { type: 'fs', driver: 'virtio-fs', id: 'share', tag: 'share', sharedDir: share }],
     });

@@ -57,7 +57,7 @@ function config(id: string, options: { fs?: boolean; detached?: boolean } = {}):
     id,
     memory: fs ? { bootMiB: 256, backing: { type: 'shared' } } : { bootMiB: 256 },
     devices: [...(guest.devices ?? []), ...(fs ? [{ type: 'fs' as const, driver: 'virtio-fs' as const, id: 'share', tag: 'hostshare', sharedDir: share }] : [])],
-    runtime: { dir: join(base, id), detached: options.detached === true },
+    runtime: { ...guest.runtime, dir: join(base, id), detached: options.detached === true },
   };
 }
 

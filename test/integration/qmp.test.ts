@@ -1,4 +1,4 @@
-// The QMP client against a real QEMU 7.2, started paused (-S) by the test itself, under TCG, the way
+// The QMP client against a real QEMU (the version matrix's: QEMU_UNDER_TEST), started paused (-S) by the test itself, under TCG, the way
 // the library starts it: through svmm-launch, which binds the monitor's socket as root and hands it
 // to QEMU as fd 3, and runs QEMU as an unprivileged identity (a fixed test uid: nothing here
 // depends on which) with no capability and no environment.
@@ -9,7 +9,17 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { resolveBinary } from '../../src/qemu/binaries.ts';
 import { findLauncher, launcherArgs, launcherStdio, type LaunchSpec } from '../../src/qemu/launch/launcher.ts';
 import { QmpClient, QmpCommandError, QmpDisconnectedError, type QmpEvent } from '../../src/qmp/index.ts';
+import { qemuVersionOf } from '../../scripts/qemu-versions.mjs';
 import { testIdentity } from '../helpers/paused-qemu.ts';
+import { QEMU_UNDER_TEST } from '../helpers/qemu-under-test.ts';
+
+/** What the binary itself says it is (`--version`), which QMP must agree with. */
+function versionOfBinary(): { major: number; minor: number; micro: number } {
+  const text = qemuVersionOf(QEMU_UNDER_TEST);
+  if (text === undefined) throw new Error(`${QEMU_UNDER_TEST} --version names no version`);
+  const [major, minor, micro] = text.split('.').map(Number) as [number, number, number];
+  return { major, minor, micro };
+}
 
 interface Qemu {
   dir: string;
@@ -26,7 +36,7 @@ function startQemu(): Qemu {
   const args = ['-S', '-nodefaults', '-no-user-config', '-display', 'none', '-machine', 'q35', '-accel', 'tcg'];
   args.push('-chardev', 'socket,id=qmp,fd=3,server=on,wait=off', '-mon', 'chardev=qmp,mode=control');
   const spec: LaunchSpec = {
-    program: resolveBinary('qemu-system-x86_64', 'qemuPath'),
+    program: resolveBinary(QEMU_UNDER_TEST, 'qemuPath'),
     args,
     fds: [{ fd: 3, kind: 'listen', path: socket }],
     user: testIdentity(),
@@ -44,7 +54,7 @@ function isRunning(child: ChildProcess): boolean {
   return child.exitCode === null && child.signalCode === null;
 }
 
-describe('QMP client against QEMU 7.2', () => {
+describe(`QMP client against ${QEMU_UNDER_TEST}`, () => {
   let qemu: Qemu;
   let qmp: QmpClient | undefined;
 
@@ -70,9 +80,9 @@ describe('QMP client against QEMU 7.2', () => {
     return qmp;
   }
 
-  it('negotiates, and QEMU reports version 7.x in its greeting and in query-version', async () => {
+  it('negotiates, and QEMU reports the version its binary names in its greeting and in query-version', async () => {
     const { version, capabilities } = client().greeting;
-    expect(version.qemu.major).toBe(7);
+    expect(version.qemu).toEqual(versionOfBinary());
     expect(capabilities).toContain('oob');
     expect(await client().execute('query-version')).toMatchObject({ qemu: version.qemu });
   });
@@ -116,6 +126,8 @@ describe('QMP client against QEMU 7.2', () => {
 
   it('answers many pipelined commands, each with its own reply', async () => {
     const qmp = client();
+    // q35's versioned machine type: the default q35 of this QEMU's own version.
+    const { major, minor } = versionOfBinary();
     const calls = Array.from({ length: 600 }, (_, i) => {
       if (i % 3 === 0) return qmp.execute('query-status').then((s) => ({ i, status: s.status }));
       if (i % 3 === 1) return qmp.execute('qom-get', { path: '/machine', property: 'type' }).then((type) => ({ i, type }));
@@ -127,7 +139,7 @@ describe('QMP client against QEMU 7.2', () => {
     const results = await Promise.all(calls);
     results.forEach((result, i) => {
       if (i % 3 === 0) expect(result).toEqual({ i, status: 'prelaunch' });
-      else if (i % 3 === 1) expect(result).toEqual({ i, type: 'pc-q35-7.2-machine' });
+      else if (i % 3 === 1) expect(result).toEqual({ i, type: `pc-q35-${major}.${minor}-machine` });
       else expect(result).toEqual({ i, error: `no-such-command-${i} CommandNotFound` });
     });
     expect(qmp.pendingCount).toBe(0);

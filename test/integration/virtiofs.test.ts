@@ -131,7 +131,8 @@ describe('virtio-fs', () => {
 
   it('a process that re-attaches to a detached VM lists and stops its virtiofsd too', async () => {
     const owner = join(process.cwd(), 'test', 'integration', 'fixtures', 'owner.ts');
-    const config = { ...sharedConfig({ sharedDir: shareDir() }), runtime: { detached: true } };
+    const base = sharedConfig({ sharedDir: shareDir() });
+    const config = { ...base, runtime: { ...base.runtime, detached: true } };
     const child = spawn(process.execPath, ['--import', 'tsx', owner, JSON.stringify(config), 'exit'], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, expect } from 'vitest';
 import { QemuHypervisor, type QemuHypervisorOptions } from '../../../src/qemu/qemu-hypervisor.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
 import { GuestAgent, guestAssets } from '../../guest/index.ts';
+import { QEMU_UNDER_TEST } from '../../helpers/qemu-under-test.ts';
 
 export const AGENT_DEVICE_ID = 'agent';
 /** Where VMs' directories live when the tests run as root (the library's default base). */
@@ -34,6 +35,8 @@ export function guestConfig(overrides: Partial<SandboxConfigInput> = {}): Sandbo
     hotplug: { rootPorts: 4 },
     devices: [{ type: 'channel', id: AGENT_DEVICE_ID, name: 'agent.0' }],
     ...overrides,
+    // The QEMU of this run of the version matrix; a test's own runtime settings add to it.
+    runtime: { qemuPath: QEMU_UNDER_TEST, ...overrides.runtime },
   };
 }
 

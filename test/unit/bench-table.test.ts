@@ -1,0 +1,40 @@
+// The README's benchmark table (bench/readme-table.ts): a column group per QEMU version with
+// results, oldest version first, each ratio judged against its figure's target.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { renderTable } from '../../bench/readme-table.ts';
+
+let dir = '';
+beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'svmm-bench-table-'))));
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+function qmpResult(serialUs: number, rawSerialUs: number): object {
+  const pipelined = { libPipelinedUs: 100, rawPipelinedUs: 100, pipelinedRatio: 1 };
+  return { libSerialUs: serialUs, rawSerialUs, serialRatio: serialUs / rawSerialUs, ...pipelined, rounds: 9, date: '2026-12-02T00:00:00.000Z' };
+}
+
+function write(name: string, result: object): void {
+  writeFileSync(join(dir, name), JSON.stringify(result));
+}
+
+describe('the README benchmark table', () => {
+  it('is absent without results', () => {
+    expect(renderTable(dir)).toBeUndefined();
+  });
+
+  it('has a column group per version, 7.2 before 10.0, with empty cells where a version lacks a figure', () => {
+    write('qmp.qemu-10.0.json', qmpResult(120, 100));
+    write('qmp.qemu-7.2.json', qmpResult(100, 100));
+    const stop = { libMs: 9, rawMs: 10, ratio: 0.9, rounds: 15 };
+    const scale = { vms: 2, rounds: 1, totalStartMs: 1, rawTotalStartMs: 1, startRatio: 1, totalStopMs: 1, heapPerVmKiB: 1, eventLoopDelayP99Ms: 1, rawEventLoopDelayP99Ms: 1, leakedProcessesAndDirs: 0 };
+    write('vm.qemu-10.0.json', { rounds: 5, fastRounds: 15, figures: { 'stop (reaped, dir removed)': stop }, scale, date: '2026-12-02T00:00:00.000Z' });
+    const lines = (renderTable(dir) ?? '').split('\n');
+    expect(lines[0]).toBe('| figure | target | QEMU 7.2 library | raw baseline | ratio | QEMU 10.0 library | raw baseline | ratio |');
+    expect(lines).toContain('| QMP round trip, serial | ≤ 1.1 | 100 µs | 100 µs | 1.000 ✓ | 120 µs | 100 µs | 1.200 ✗ |');
+    expect(lines).toContain('| stop (reaped, dir removed) |  |  |  |  | 9.0 ms | 10.0 ms | 0.900 |');
+    expect(lines.filter((line) => line.startsWith('QEMU 10.0, '))).toHaveLength(3);
+    expect(lines.filter((line) => line.startsWith('QEMU 7.2, '))).toHaveLength(1);
+  });
+});
