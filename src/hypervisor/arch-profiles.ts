@@ -79,3 +79,8 @@ export function archProfile(arch: Architecture): ArchProfile {
 export function profileOf(config: { machine?: { arch?: Architecture } } | undefined): ArchProfile {
   return archProfile(config?.machine?.arch ?? 'x86_64');
 }
+
+/** How long a removal waits for the guest: the backend's configured timeout, else the machine's default. */
+export function deviceRemovalTimeoutMs(configured: number | undefined, config: { machine?: { arch?: Architecture } }): number {
+  return configured ?? profileOf(config).deviceRemovalTimeoutMs;
+}

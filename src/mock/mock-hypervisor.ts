@@ -4,7 +4,7 @@
 import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import { capabilitiesOf } from '../hypervisor/capabilities.ts';
-import { profileOf } from '../hypervisor/arch-profiles.ts';
+import { deviceRemovalTimeoutMs, profileOf } from '../hypervisor/arch-profiles.ts';
 import { AttachError, GuestNotReadyError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
 import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import { nextEvent, type EventOf } from '../hypervisor/events.ts';
@@ -528,7 +528,7 @@ export class MockHypervisor implements Hypervisor {
         deadline,
         faults: this.faults,
         host: this.#host,
-        removalTimeoutMs: this.#removalTimeoutMs ?? profileOf(machine.config).deviceRemovalTimeoutMs,
+        removalTimeoutMs: deviceRemovalTimeoutMs(this.#removalTimeoutMs, machine.config),
         delay: () => sleep(latency, deadline.signal),
       });
     });

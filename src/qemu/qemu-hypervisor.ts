@@ -47,7 +47,7 @@ import type { HotplugContext } from './hotplug/context.ts';
 import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
 import { capabilitiesOf } from '../hypervisor/capabilities.ts';
-import { profileOf } from '../hypervisor/arch-profiles.ts';
+import { deviceRemovalTimeoutMs } from '../hypervisor/arch-profiles.ts';
 import { UidLeaseStore } from './identity/uid-leases.ts';
 import { DEFAULT_UID_RANGE, type UidRange } from '../hypervisor/identity.ts';
 import { VmHome } from './launch/home.ts';
@@ -601,7 +601,7 @@ export class QemuHypervisor implements Hypervisor {
 
   #hotplugContext(qmp: QmpClient, deadline: Deadline): HotplugContext {
     const config = this.config as SandboxConfig; // set by createVM or attach; #run's states come after
-    const removalTimeoutMs = this.#removalTimeoutMs ?? profileOf(config).deviceRemovalTimeoutMs;
+    const removalTimeoutMs = deviceRemovalTimeoutMs(this.#removalTimeoutMs, config);
     return { qmp, config, state: this.#hotplug, deadline, logger: this.#log, removalTimeoutMs };
   }
 
