@@ -5,8 +5,7 @@
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { QemuHypervisor, UnsupportedOperationError } from '../src/index.ts';
-import { ARCHITECTURES, archProfile, type Architecture } from '../src/hypervisor/arch-profiles.ts';
+import { ARCHITECTURES, archProfile, QemuHypervisor, UnsupportedOperationError, type Architecture } from '../src/index.ts';
 import { runtimePaths } from '../src/qemu/runtime-paths.ts';
 import { isProcessAlive } from '../src/qemu/process/proc-fs.ts';
 import { GuestAgent, guestAssets, type GuestAssets } from '../test/guest/index.ts';
