@@ -2,17 +2,21 @@
 // DIMMs grow in whole guest memory blocks, one slot each, never shrink; a device the guest does not
 // release stays plugged and keeps its slot.
 import assert from 'node:assert/strict';
+import type { ConfigError } from '../hypervisor/config/index.ts';
 import type { DeviceRemovalTimeoutError, ResourceLimitError } from '../hypervisor/errors.ts';
+import type { HypervisorCapabilities } from '../hypervisor/types.ts';
 import { rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
 import { assertCapabilitiesFollowConfig } from './lifecycle.ts';
 import type { ConformanceTestApi } from './options.ts';
 import { SharedVm } from './shared-vm.ts';
 
-const spec: VmSpec = {
+/** DIMMs where the machine has them (capabilities().dimmHotplug); else no memory hotplug at all. */
+const dimmMemory: VmSpec['memory'] = { bootMiB: 256, maxMiB: 1024, hotplug: 'dimm', slots: 2 };
+const spec = (caps: HypervisorCapabilities): VmSpec => ({
   cpus: { boot: 1, max: 1 },
-  memory: { bootMiB: 256, maxMiB: 1024, hotplug: 'dimm', slots: 2 },
+  memory: caps.dimmHotplug ? dimmMemory : { bootMiB: 256, hotplug: 'none' },
   rootPorts: 1,
-};
+});
 
 export function defineDimmTests(t: ConformanceTestApi, h: Harness): void {
   const ms = h.timeouts.testMs;
@@ -20,9 +24,18 @@ export function defineDimmTests(t: ConformanceTestApi, h: Harness): void {
   const memory = h.options.guest?.memoryMiB?.bind(h.options.guest);
   shared.registerHooks(t);
 
-  t.it('DIMMs grow in 128 MiB blocks, one slot each, never shrink, and run out of slots with NoFreeSlotError', async () => {
+  t.it('DIMMs grow in 128 MiB blocks, one slot each, never shrink, and run out of slots with NoFreeSlotError (a machine without DIMMs refuses them by field)', async () => {
     const vm = await shared.get();
     const caps = assertCapabilitiesFollowConfig(vm);
+    if (!caps.dimmHotplug) {
+      // A machine without DIMMs refuses the config that asks for them, by field.
+      await h.withVm(async (other) => {
+        const error = await rejectsWithCode<ConfigError>(other.createVM(h.config({ ...spec(caps), memory: dimmMemory }), h.op()), 'CONFIG_INVALID', 'memory.hotplug "dimm" where capabilities() says dimmHotplug is false');
+        assert.deepEqual(error.paths, ['memory.hotplug'], 'the refusal names memory.hotplug');
+      });
+      await rejectsWithCode(vm.resizeMemory(384, h.op()), 'UNSUPPORTED', 'resizeMemory without memory hotplug');
+      return;
+    }
     assert.equal(caps.memoryHotplug, true);
     const base = memory ? await memory(vm) : 0;
     assert.deepEqual(await vm.resizeMemory(300, h.op()), { previousMiB: 256, currentMiB: 384 }, 'aligned up to a 128 MiB block');

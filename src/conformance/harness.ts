@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { isSandboxVmmError, type SandboxVmmError } from '../errors.ts';
 import type { DeviceConfigInput, SandboxConfigInput } from '../hypervisor/config/index.ts';
-import type { Hypervisor, HypervisorEvent } from '../hypervisor/types.ts';
+import type { Hypervisor, HypervisorCapabilities, HypervisorEvent } from '../hypervisor/types.ts';
 import type { OperationOptions } from '../util/deadline.ts';
 import type { ResolvedConformanceOptions } from './options.ts';
 
@@ -19,9 +19,13 @@ export interface VmSpec {
   devices?: DeviceConfigInput[];
 }
 
+/** The smallest VM every backend can make: what capabilities() says of the machine is read from it. */
+const PROBE_SPEC: VmSpec = { cpus: { boot: 1, max: 1 }, memory: { bootMiB: 256, hotplug: 'none' }, rootPorts: 0 };
+
 export class Harness {
   readonly options: ResolvedConformanceOptions;
   #disks = 0;
+  #capabilities: Promise<HypervisorCapabilities> | undefined;
 
   constructor(options: ResolvedConformanceOptions) {
     this.options = options;
@@ -46,6 +50,24 @@ export class Harness {
 
   async create(): Promise<Hypervisor> {
     return this.options.create({ deviceRemovalTimeoutMs: this.timeouts.removalMs });
+  }
+
+  /**
+   * What the backend's machine can do (vCPU and DIMM hotplug), from a VM of the backend's config
+   * that is created, asked and stopped, once: the groups that need a capability test its refusal
+   * where it is missing, so that they are gated on capabilities(), never on an architecture.
+   */
+  capabilities(): Promise<HypervisorCapabilities> {
+    this.#capabilities ??= (async () => {
+      const vm = await this.create();
+      try {
+        await vm.createVM(this.config(PROBE_SPEC), this.op());
+        return vm.capabilities();
+      } finally {
+        await this.dispose(vm);
+      }
+    })();
+    return this.#capabilities;
   }
 
   /** A disk image path no other test uses, for `vm` (see ConformanceOptions.disk). */

@@ -7,7 +7,7 @@ import { basename } from 'node:path';
 import type { ConfigError, DeviceConfigInput } from '../hypervisor/config/index.ts';
 import { DEVICE_TYPES, HOTPLUGGABLE_DEVICE_TYPES } from '../hypervisor/config/index.ts';
 import type { HotplugError, NoFreeSlotError, ResourceLimitError } from '../hypervisor/errors.ts';
-import type { HotplugDevice, HotplugResult, Hypervisor } from '../hypervisor/types.ts';
+import type { HotplugDevice, HotplugResult, Hypervisor, HypervisorCapabilities } from '../hypervisor/types.ts';
 import { assertCode, COLD_DEVICE_ID, range, rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
 import { assertCapabilitiesFollowConfig } from './lifecycle.ts';
 import type { ConformanceTestApi } from './options.ts';
@@ -15,11 +15,12 @@ import { assertBehindRootPort, assertDistinctPciPaths } from './pci-paths.ts';
 import { SharedVm } from './shared-vm.ts';
 
 const ROOT_PORTS = 3;
-const spec: VmSpec = {
-  cpus: { boot: 1, max: 3 },
+/** Room for vCPUs where the machine can add them. */
+const spec = (caps: HypervisorCapabilities): VmSpec => ({
+  cpus: { boot: 1, max: caps.cpuHotplug ? 3 : 1 },
   memory: { bootMiB: 256, maxMiB: 1280, hotplug: 'virtio-mem' },
   rootPorts: ROOT_PORTS,
-};
+});
 
 type ColdOnlyType = Exclude<(typeof DEVICE_TYPES)[number], (typeof HOTPLUGGABLE_DEVICE_TYPES)[number]>;
 

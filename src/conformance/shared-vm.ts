@@ -1,19 +1,20 @@
 // One VM for a group of tests that build on each other's clean-up (hotplug, resize): booted once,
 // by beforeAll when the framework has it, else by the first test that needs it.
 import assert from 'node:assert/strict';
-import type { Hypervisor, HypervisorEvent } from '../hypervisor/types.ts';
+import type { Hypervisor, HypervisorCapabilities, HypervisorEvent } from '../hypervisor/types.ts';
 import { recordEvents, type Harness, type VmSpec } from './harness.ts';
 import { assertStoppedAndClean } from './lifecycle.ts';
 import type { ConformanceTestApi } from './options.ts';
 
 export class SharedVm {
   readonly #harness: Harness;
-  readonly #spec: VmSpec;
+  readonly #spec: VmSpec | ((capabilities: HypervisorCapabilities) => VmSpec);
   #booting: Promise<Hypervisor> | undefined;
   #vm: Hypervisor | undefined;
   #events: HypervisorEvent[] = [];
 
-  constructor(harness: Harness, spec: VmSpec) {
+  /** `spec` may depend on what the backend's machine can do (Harness.capabilities). */
+  constructor(harness: Harness, spec: VmSpec | ((capabilities: HypervisorCapabilities) => VmSpec)) {
     this.#harness = harness;
     this.#spec = spec;
   }
@@ -33,7 +34,8 @@ export class SharedVm {
     const vm = await this.#harness.create();
     this.#vm = vm;
     this.#events = recordEvents(vm);
-    await this.#harness.boot(vm, this.#spec);
+    const spec = typeof this.#spec === 'function' ? this.#spec(await this.#harness.capabilities()) : this.#spec;
+    await this.#harness.boot(vm, spec);
     return vm;
   }
 

@@ -1,15 +1,19 @@
 // vCPU resize conformance on one running VM: vCPUs come within the config's limits, seen in
 // getThreadIds and by the guest; they go (newest first, a removal the guest cannot complete being
-// a typed timeout) where capabilities() says so, and are refused with a typed error where not. The
+// a typed timeout) where capabilities() says so, and are refused with a typed error where not. A
+// machine without vCPU hotplug (cpuHotplug false, as aarch64's virt) refuses both, and a config
+// asking for more possible than boot vCPUs. The
 // group has a VM of its own and changes nothing after the first vCPU unplug: QEMU 7.2 under TCG
 // crashes on any device_add or device_del after one, which is why it refuses it by default.
 import assert from 'node:assert/strict';
+import type { ConfigError } from '../hypervisor/config/index.ts';
 import type { DeviceRemovalTimeoutError, ResourceLimitError } from '../hypervisor/errors.ts';
+import type { Hypervisor, HypervisorCapabilities } from '../hypervisor/types.ts';
 import { rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
 import type { ConformanceTestApi } from './options.ts';
 import { SharedVm } from './shared-vm.ts';
 
-const spec: VmSpec = { cpus: { boot: 1, max: 3 }, memory: { bootMiB: 256, hotplug: 'none' }, rootPorts: 1 };
+const spec = (caps: HypervisorCapabilities): VmSpec => ({ cpus: { boot: 1, max: caps.cpuHotplug ? 3 : 1 }, memory: { bootMiB: 256, hotplug: 'none' }, rootPorts: 1 });
 
 export function defineVcpuTests(t: ConformanceTestApi, h: Harness): void {
   const ms = h.timeouts.testMs;
@@ -17,8 +21,26 @@ export function defineVcpuTests(t: ConformanceTestApi, h: Harness): void {
   const online = h.options.guest?.onlineCpus?.bind(h.options.guest);
   shared.registerHooks(t);
 
+  /** Where the machine cannot hot-plug vCPUs: every other count is UNSUPPORTED and the boot vCPU stays. */
+  const assertRefused = async (vm: Hypervisor): Promise<void> => {
+    const caps = vm.capabilities();
+    assert.equal(caps.cpuHotUnplug, false, 'no vCPU unplug without vCPU hotplug');
+    for (const count of [2, 0]) await rejectsWithCode(vm.resizeVCPUs(count, h.op()), 'UNSUPPORTED', `resizeVCPUs(${count}) where capabilities() says cpuHotplug is false`);
+    assert.deepEqual(await vm.resizeVCPUs(1, h.op()), { previous: 1, current: 1 }, 'the boot count is no change');
+    assert.deepEqual([...(await vm.getThreadIds(h.op())).keys()], [0], 'a refused resize keeps the boot vCPU only');
+    if (online) assert.equal(await online(vm), 1, 'the guest keeps its one vCPU');
+  };
+
   t.it('vCPUs are added within the limits, and seen by getThreadIds and the guest', async () => {
     const vm = await shared.get();
+    if (!vm.capabilities().cpuHotplug) {
+      await assertRefused(vm);
+      await h.withVm(async (other) => {
+        const error = await rejectsWithCode<ConfigError>(other.createVM(h.config({ ...spec(vm.capabilities()), cpus: { boot: 1, max: 2 } }), h.op()), 'CONFIG_INVALID', 'cpus.max > cpus.boot on a machine without vCPU hotplug');
+        assert.deepEqual(error.paths, ['cpus.max'], 'the refusal names cpus.max');
+      });
+      return;
+    }
     assert.deepEqual(await vm.resizeVCPUs(3, h.op()), { previous: 1, current: 3 });
     assert.deepEqual([...(await vm.getThreadIds(h.op())).keys()].sort(), [0, 1, 2]);
     if (online) assert.equal(await h.eventually(() => online(vm), (n) => n === 3), 3, 'the guest has 3 vCPUs online');
@@ -33,6 +55,7 @@ export function defineVcpuTests(t: ConformanceTestApi, h: Harness): void {
   // No vCPU or device is added after the first unplug: see the note at the top.
   t.it('vCPUs go as capabilities() says: removed newest first once the guest lets go (a paused guest times out until a retry), or refused with every vCPU kept', async () => {
     const vm = await shared.get();
+    if (!vm.capabilities().cpuHotplug) return assertRefused(vm);
     if (!vm.capabilities().cpuHotUnplug) {
       await rejectsWithCode(vm.resizeVCPUs(1, h.op()), 'UNSUPPORTED', 'vCPU removal where capabilities() says it is not supported');
       assert.equal((await vm.getThreadIds(h.op())).size, 3, 'a refused removal keeps every vCPU');

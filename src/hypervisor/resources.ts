@@ -3,6 +3,7 @@
 // mock so that both refuse and round the same way.
 import { GUEST_MEMORY_BLOCK_MiB, type SandboxConfig } from './config/index.ts';
 import { NoFreeSlotError, ResourceLimitError, UnsupportedOperationError } from './errors.ts';
+import { profileOf } from './arch-profiles.ts';
 
 /**
  * Onlining N MiB costs the guest about N/64 MiB of struct pages taken from memory it already has;
@@ -20,6 +21,15 @@ export function pickFreeRootPort(used: ReadonlySet<string>, rootPorts: number, d
   const free = rootPortIds(rootPorts).find((port) => !used.has(port));
   if (!free) throw new NoFreeSlotError(deviceId, `PCIe root port (all ${rootPorts} reserved ports are in use)`);
   return free;
+}
+
+/**
+ * A machine without vCPU hotplug (aarch64's virt) keeps its boot vCPUs: any other count is
+ * UNSUPPORTED, which says more than the cpus.max it would otherwise hit.
+ */
+export function assertVcpuResizeSupported(config: Pick<SandboxConfig, 'machine'>, count: number, current: number): void {
+  const profile = profileOf(config);
+  if (!profile.cpuHotplug && count !== current) throw new UnsupportedOperationError('resizeVCPUs', profile.cpuHotplugMissing);
 }
 
 /** The vCPU count must be a whole number between the boot count and the maximum. */

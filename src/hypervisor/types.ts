@@ -117,10 +117,14 @@ export interface HypervisorCapabilities {
   blockHotplug: boolean;
   netHotplug: boolean;
   vfioHotplug: boolean;
+  /** The machine can hot-add vCPUs (false on aarch64's virt: resizeVCPUs is then UNSUPPORTED). */
   cpuHotplug: boolean;
   cpuHotUnplug: boolean;
+  /** This VM's memory can grow (its config has memory.hotplug). */
   memoryHotplug: boolean;
   memoryHotUnplug: boolean;
+  /** The machine offers memory.hotplug "dimm" (false on aarch64's virt without ACPI). */
+  dimmHotplug: boolean;
   /** virtio-fs / 9p file sharing with the host. */
   fsSharing: boolean;
   pause: boolean;

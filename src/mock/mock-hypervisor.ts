@@ -3,7 +3,8 @@
 // it runs, and armed failures, so that a runtime can test its sandbox lifecycle and its error paths.
 import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
-import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
+import { capabilitiesOf } from '../hypervisor/capabilities.ts';
+import { deviceRemovalTimeoutMs, profileOf } from '../hypervisor/arch-profiles.ts';
 import { AttachError, GuestNotReadyError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
 import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import { nextEvent, type EventOf } from '../hypervisor/events.ts';
@@ -51,7 +52,7 @@ export interface MockHypervisorOptions {
   logger?: Logger;
   /** Default timeout of operations that were given none. Default 30 s, as QEMU's. */
   defaultTimeoutMs?: number;
-  /** How long a removal waits for the guest to let go. Default 10 s, as QEMU's. */
+  /** How long a removal waits for the guest to let go. Default: the machine's, as QEMU's (10 s on x86_64, 20 s on aarch64). */
   deviceRemovalTimeoutMs?: number;
   /** One latency for every operation, or one per operation. Default 0 (the guest still reacts a tick later). */
   latencyMs?: number | MockLatencies;
@@ -91,7 +92,8 @@ export class MockHypervisor implements Hypervisor {
   readonly faults = new MockFaults();
   readonly #options: MockHypervisorOptions;
   readonly #defaultTimeoutMs: number;
-  readonly #removalTimeoutMs: number;
+  /** The caller's; undefined: the machine's default. */
+  readonly #removalTimeoutMs: number | undefined;
   readonly #host: MockHostProbe;
   readonly #logger: Logger;
   readonly #lifecycle: Lifecycle;
@@ -111,7 +113,7 @@ export class MockHypervisor implements Hypervisor {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
     this.#defaultTimeoutMs = resolveTimeoutMs(options.defaultTimeoutMs, DEFAULT_TIMEOUT_MS, 'defaultTimeoutMs');
-    this.#removalTimeoutMs = resolveTimeoutMs(options.deviceRemovalTimeoutMs, 10_000, 'deviceRemovalTimeoutMs');
+    this.#removalTimeoutMs = resolveTimeoutMs(options.deviceRemovalTimeoutMs, undefined, 'deviceRemovalTimeoutMs');
     this.#host = hostProbe(options.host);
     this.#lifecycle = new Lifecycle((from, to) => this.#logger.info({ from, to }, 'vm state'));
     this.#exitListeners = new Listeners(this.#logger, 'exit');
@@ -230,7 +232,7 @@ export class MockHypervisor implements Hypervisor {
       proc.writeStderr(failure.stderr ?? 'mock hypervisor: injected start failure');
       proc.end({ exitCode: failure.signal ? undefined : (failure.exitCode ?? 1), signal: failure.signal });
     } else if (problem) {
-      proc.writeStderr(`qemu-system-x86_64: ${problem}`);
+      proc.writeStderr(`${profileOf(machine.config).qemuBinary}: ${problem}`);
       proc.end({ exitCode: 1, signal: undefined });
     }
   }
@@ -480,19 +482,7 @@ export class MockHypervisor implements Hypervisor {
 
   /** The same as the QEMU backend's for the same config. */
   capabilities(): HypervisorCapabilities {
-    const hotplug = this.#config?.memory.hotplug ?? 'none';
-    return {
-      blockHotplug: true,
-      netHotplug: true,
-      vfioHotplug: true,
-      cpuHotplug: true,
-      cpuHotUnplug: this.#config ? vcpuUnplugAllowed(this.#config) : true,
-      memoryHotplug: hotplug !== 'none',
-      memoryHotUnplug: hotplug === 'virtio-mem',
-      fsSharing: true,
-      pause: true,
-      reattach: true,
-    };
+    return capabilitiesOf(this.#config);
   }
 
   devices(): PluggedDevice[] {
@@ -569,7 +559,7 @@ export class MockHypervisor implements Hypervisor {
         deadline,
         faults: this.faults,
         host: this.#host,
-        removalTimeoutMs: this.#removalTimeoutMs,
+        removalTimeoutMs: deviceRemovalTimeoutMs(this.#removalTimeoutMs, machine.config),
         delay: () => sleep(latency, deadline.signal),
       });
     });

@@ -9,6 +9,7 @@ import {
   assertDeviceChangesSafe,
   assertMemoryTarget,
   assertVcpuRemovalAllowed,
+  assertVcpuResizeSupported,
   assertVcpuTarget,
   dimmSteps,
   noFreeDimmSlot,
@@ -61,8 +62,9 @@ function growDimms(ctx: MockContext, targetMiB: number): void {
 
 export async function resizeVcpus(ctx: MockContext, count: number): Promise<VcpuResizeResult> {
   const { machine } = ctx;
-  assertVcpuTarget(machine.config.cpus, count);
   const previous = machine.vcpuCount();
+  assertVcpuResizeSupported(machine.config, count, previous);
+  assertVcpuTarget(machine.config.cpus, count);
   if (count < previous) assertVcpuRemovalAllowed(machine.config);
   if (count > previous) assertDeviceChangesSafe('resizeVCPUs', machine.config, machine.state.vcpuRemoved);
   await ctx.delay();

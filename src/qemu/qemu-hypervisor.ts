@@ -46,7 +46,8 @@ import { EjectionReconciler } from './hotplug/ejections.ts';
 import type { HotplugContext } from './hotplug/context.ts';
 import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
-import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
+import { capabilitiesOf } from '../hypervisor/capabilities.ts';
+import { deviceRemovalTimeoutMs } from '../hypervisor/arch-profiles.ts';
 import { UidLeaseStore } from './identity/uid-leases.ts';
 import { DEFAULT_UID_RANGE, type UidRange } from '../hypervisor/identity.ts';
 import { VmHome } from './launch/home.ts';
@@ -69,7 +70,10 @@ export interface QemuHypervisorOptions {
   logger?: Logger;
   /** Default timeout of operations that were given none. */
   defaultTimeoutMs?: number;
-  /** How long a removal waits for the guest to release a device. */
+  /**
+   * How long a removal waits for the guest to release a device. Default: the machine's (10 s on
+   * x86_64's q35, 20 s on aarch64's virt, where native PCIe hotplug takes about 6 s).
+   */
   deviceRemovalTimeoutMs?: number;
   /**
    * The uids (and equal gids) VMs' QEMUs get, one each, when this process is root. Choose a range
@@ -81,7 +85,6 @@ export interface QemuHypervisorOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
-const DEFAULT_REMOVAL_TIMEOUT_MS = 10_000;
 const QUIT_WAIT_MS = 3_000;
 const RECONNECT_TIMEOUT_MS = 5_000;
 const ATTACH_TIMEOUT_MS = 10_000;
@@ -109,7 +112,8 @@ export class QemuHypervisor implements Hypervisor {
   readonly #options: QemuHypervisorOptions;
   readonly #logger: Logger;
   readonly #defaultTimeoutMs: number;
-  readonly #removalTimeoutMs: number;
+  /** The caller's; undefined: the machine's default. */
+  readonly #removalTimeoutMs: number | undefined;
   #log: Logger;
   readonly #lifecycle: Lifecycle;
   #plan: LaunchPlan | undefined;
@@ -146,7 +150,7 @@ export class QemuHypervisor implements Hypervisor {
     this.#logger = options.logger ?? silentLogger;
     this.#log = this.#logger;
     this.#defaultTimeoutMs = resolveTimeoutMs(options.defaultTimeoutMs, DEFAULT_TIMEOUT_MS, 'defaultTimeoutMs');
-    this.#removalTimeoutMs = resolveTimeoutMs(options.deviceRemovalTimeoutMs, DEFAULT_REMOVAL_TIMEOUT_MS, 'deviceRemovalTimeoutMs');
+    this.#removalTimeoutMs = resolveTimeoutMs(options.deviceRemovalTimeoutMs, undefined, 'deviceRemovalTimeoutMs');
     this.#lifecycle = new Lifecycle((from, to) => this.#log.info({ from, to }, 'vm state'));
   }
 
@@ -534,20 +538,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   capabilities(): HypervisorCapabilities {
-    const config = this.config;
-    const hotplug = config?.memory.hotplug ?? 'none';
-    return {
-      blockHotplug: true,
-      netHotplug: true,
-      vfioHotplug: true,
-      cpuHotplug: true,
-      cpuHotUnplug: config ? vcpuUnplugAllowed(config) : true,
-      memoryHotplug: hotplug !== 'none',
-      memoryHotUnplug: hotplug === 'virtio-mem',
-      fsSharing: true,
-      pause: true,
-      reattach: true,
-    };
+    return capabilitiesOf(this.config);
   }
 
   devices(): PluggedDevice[] {
@@ -637,7 +628,8 @@ export class QemuHypervisor implements Hypervisor {
 
   #hotplugContext(qmp: QmpClient, deadline: Deadline): HotplugContext {
     const config = this.config as SandboxConfig; // set by createVM or attach; #run's states come after
-    return { qmp, config, state: this.#hotplug, deadline, logger: this.#log, removalTimeoutMs: this.#removalTimeoutMs };
+    const removalTimeoutMs = deviceRemovalTimeoutMs(this.#removalTimeoutMs, config);
+    return { qmp, config, state: this.#hotplug, deadline, logger: this.#log, removalTimeoutMs };
   }
 
   // ---------------------------------------------------------------- plumbing

@@ -10,6 +10,7 @@ import type { QmpClient } from '../../src/qmp/index.ts';
 import { structureArgv, type StructuredOption } from './qemu-options.ts';
 import {
   blockNodes,
+  boardSerialPorts,
   boundUnixSockets,
   chardevs,
   machineMemory,
@@ -23,6 +24,12 @@ import {
   type BlockNode,
   type PciFunction,
 } from './qemu-state.ts';
+
+/** QEMU's CPU type names by target: max-x86_64-cpu, max-arm-cpu. */
+const CPU_TYPE_TARGET: Readonly<Record<string, string>> = { x86_64: 'x86_64', aarch64: 'arm' };
+
+/** The RAM backend each machine makes from -m when given none. */
+const DEFAULT_RAM_BACKEND: Readonly<Record<string, string>> = { q35: 'pc.ram', virt: 'mach-virt.ram' };
 
 /** Options QEMU accepted but does not report back; accepting them is all there is to check. */
 const ACCEPTED_ONLY = new Set(['-no-user-config', '-nodefaults', '-no-reboot', '-action', '-rtc', '-fsdev']);
@@ -67,16 +74,36 @@ async function checkOption(ctx: Context, option: StructuredOption, all: Structur
     case '-uuid':
       return expect('uuid', ((await ctx.qmp.execute('query-uuid')) as { UUID: string }).UUID, raw);
     case '-machine': {
-      expect('type', String(await qomGet(ctx.qmp, '/machine', 'type')).startsWith(`pc-${props.get('type')}-`), true);
-      // Without one of ours, QEMU makes its own (pc.ram) from -m.
-      const backend = props.get('memory-backend') ?? 'pc.ram';
+      // q35 is pc-q35-<version>, virt virt-<version>-machine.
+      const machineType = String(await qomGet(ctx.qmp, '/machine', 'type'));
+      expect('type', machineType.startsWith(`pc-${props.get('type')}-`) || machineType.startsWith(`${props.get('type')}-`), true);
+      for (const [key, value] of props) {
+        if (key !== 'type' && key !== 'memory-backend') expect(key, await qomGet(ctx.qmp, '/machine', key), value);
+      }
+      // Without one of ours, QEMU makes its own from -m (q35: pc.ram, virt: mach-virt.ram).
+      const backend = props.get('memory-backend') ?? DEFAULT_RAM_BACKEND[props.get('type') ?? ''];
       return expect('memory-backend', await qomGet(ctx.qmp, '/machine', 'memory-backend'), `/objects/${backend}`);
     }
     case '-accel':
       return expect('kvm enabled', ((await ctx.qmp.execute('query-kvm')) as { enabled: boolean }).enabled, props.get('accel') === 'kvm');
     case '-cpu': {
-      const [cpu] = (await ctx.qmp.execute('query-cpus-fast')) as { 'qom-path': string }[];
-      return expect('vCPU type', await qomGet(ctx.qmp, cpu?.['qom-path'] ?? '', 'type'), `${raw}-x86_64-cpu`);
+      // The model, then properties: every vCPU is of the model's type and has each property.
+      const [model = '', ...cpuProps] = (raw ?? '').split(',');
+      const cpus = (await ctx.qmp.execute('query-cpus-fast')) as { 'qom-path': string; target: string }[];
+      for (const cpu of cpus) {
+        expect('vCPU type', await qomGet(ctx.qmp, cpu['qom-path'], 'type'), `${model}-${CPU_TYPE_TARGET[cpu.target] ?? cpu.target}-cpu`);
+        for (const prop of cpuProps) {
+          const [key = '', value = ''] = prop.split('=');
+          expect(`vCPU ${key}`, await qomGet(ctx.qmp, cpu['qom-path'], key), value === 'on' ? true : value === 'off' ? false : value);
+        }
+      }
+      return;
+    }
+    case '-serial': {
+      // chardev:<id>: the board's own serial port (virt's PL011) is attached to that chardev.
+      const chardev = /^chardev:(.+)$/.exec(raw ?? '')?.[1];
+      const ports = await boardSerialPorts(ctx.qmp);
+      return expect('serial ports attached', ports.map((p) => p.chardev), [chardev]);
     }
     case '-smp': {
       const smp = (await qomGet(ctx.qmp, '/machine', 'smp')) as Record<string, number>;

@@ -5,9 +5,12 @@ import { existsSync, statSync } from 'node:fs';
 import type { DeviceConfig, SandboxConfig } from '../../src/hypervisor/config/index.ts';
 import type { RuntimePaths } from '../../src/qemu/runtime-paths.ts';
 import type { QmpClient } from '../../src/qmp/index.ts';
-import { blockDevice, listeningPathsHeld, machineMemory, pciFunctions, procStatus, qomGet, tapQueues, type PciFunction } from './qemu-state.ts';
+import { profileOf, type Architecture } from '../../src/hypervisor/arch-profiles.ts';
+import { blockDevice, boardSerialPorts, listeningPathsHeld, machineMemory, pciFunctions, procStatus, qomGet, tapQueues, type PciFunction } from './qemu-state.ts';
 
 const MiB = 1024 * 1024;
+/** The serial port the console is on: x86_64's 16550 on ISA (ttyS0), aarch64's PL011 (ttyAMA0). */
+const CONSOLE_SERIAL: Readonly<Record<Architecture, string>> = { x86_64: 'isa-serial', aarch64: 'pl011' };
 
 export interface RealizedOptions {
   /** Device ids deliberately left out of this QEMU (no host support); they are checked elsewhere. */
@@ -25,7 +28,14 @@ export async function configMismatches(qmp: QmpClient, pid: number, config: Sand
 
   expect('id', ((await q('query-name')) as { name: string }).name, config.id);
   expect('boot vCPUs', ((await q('query-cpus-fast')) as unknown[]).length, config.cpus.boot);
-  expect('possible vCPUs', ((await q('query-hotpluggable-cpus')) as unknown[]).length, config.cpus.max);
+  if (profileOf(config).cpuHotplug) {
+    expect('possible vCPUs', ((await q('query-hotpluggable-cpus')) as unknown[]).length, config.cpus.max);
+  } else {
+    // A machine without vCPU hotplug refuses the query (capabilities().cpuHotplug is false for it).
+    const refused = await q('query-hotpluggable-cpus').then(() => false, () => true);
+    expect('query-hotpluggable-cpus refused', refused, true);
+    expect('possible vCPUs', ((await qomGet(qmp, '/machine', 'smp')) as { maxcpus: number }).maxcpus, config.cpus.max);
+  }
 
   const { memory } = config;
   expect('boot memory', ((await q('query-memory-size-summary')) as { 'base-memory': number })['base-memory'], memory.bootMiB * MiB);
@@ -64,8 +74,8 @@ export async function configMismatches(qmp: QmpClient, pid: number, config: Sand
     expect('console socket held by QEMU', listening.includes(paths.consoleSocket), true);
   }
   if (config.console.logFile) expect('console log file', existsSync(config.console.logFile), true);
-  const serial = await qomGet(qmp, '/machine/peripheral/serial0', 'type').catch(() => undefined);
-  expect('serial port', serial, config.console.socket || config.console.logFile ? 'isa-serial' : undefined);
+  const serials = (await boardSerialPorts(qmp)).map((port) => ({ type: port.type, chardev: port.chardev }));
+  expect('serial ports with a chardev', serials, config.console.socket || config.console.logFile ? [{ type: CONSOLE_SERIAL[config.machine.arch], chardev: 'svmm-console' }] : []);
 
   expect('seccomp mode', procStatus(pid, 'Seccomp'), config.hardening.seccomp ? '2' : '0');
   const ids = (field: string) => procStatus(pid, field).split(/\s+/).filter(Boolean).map(Number);

@@ -3,6 +3,7 @@
 // (device properties, QOM types) a paused QEMU must confirm.
 import { splitArgv, optionMap, IMPLIED_KEY } from './qemu-options.ts';
 import type { QmpClient } from '../../src/qmp/index.ts';
+import type { Architecture } from '../../src/hypervisor/arch-profiles.ts';
 import { deviceProperties, qomTypes } from './qemu-state.ts';
 
 /** Devices that need host support missing here. */
@@ -12,6 +13,14 @@ export const UNRUNNABLE_DEVICES: Readonly<Record<string, string>> = {
 };
 
 const KVM_REASON = 'KVM guests hang on this machine: the rest runs under TCG';
+/** An emulator for another architecture than the host's is built without KVM: nothing of it exists to check. */
+const FOREIGN_KVM_REASON = 'qemu-system-aarch64 on an x86_64 host has no KVM: the rest runs under TCG';
+
+/** What stands in for the KVM-only parts of an argv, per guest architecture. */
+const KVM_STAND_INS: Readonly<Record<Architecture, { reason: string; accelTypes: string[]; hostCpuTypes: string[] }>> = {
+  x86_64: { reason: KVM_REASON, accelTypes: ['kvm-accel'], hostCpuTypes: ['host-x86_64-cpu'] },
+  aarch64: { reason: FOREIGN_KVM_REASON, accelTypes: [], hostCpuTypes: [] },
+};
 
 export interface PropertyClaim {
   /** A device type (device-list-properties). */
@@ -39,12 +48,12 @@ export interface LaunchPlan {
   substitutions: Substitution[];
 }
 
-export function planLaunch(args: readonly string[]): LaunchPlan {
+export function planLaunch(args: readonly string[], arch: Architecture = 'x86_64'): LaunchPlan {
   const out: string[] = [];
   const substitutions: Substitution[] = [];
   for (const { flag, raw } of splitArgv(args)) {
     const original = raw === undefined ? [flag] : [flag, raw];
-    const change = substitutionFor(flag, raw);
+    const change = substitutionFor(flag, raw, KVM_STAND_INS[arch]);
     if (change) {
       substitutions.push({ original, ...change });
       out.push(...change.replacement);
@@ -55,7 +64,7 @@ export function planLaunch(args: readonly string[]): LaunchPlan {
   return { args: out, substitutions };
 }
 
-function substitutionFor(flag: string, raw: string | undefined): Omit<Substitution, 'original'> | undefined {
+function substitutionFor(flag: string, raw: string | undefined, kvm: (typeof KVM_STAND_INS)[Architecture]): Omit<Substitution, 'original'> | undefined {
   if (flag === '-device' && raw !== undefined) {
     const props = optionMap(raw, IMPLIED_KEY['-device']);
     const driver = props.get('driver') ?? '';
@@ -65,8 +74,10 @@ function substitutionFor(flag: string, raw: string | undefined): Omit<Substituti
     const properties = [...props].filter(([key]) => key !== 'driver' && key !== 'id' && key !== 'bus').map(([property, value]) => ({ typename: driver, property, value }));
     return { replacement: [], reason, properties, types: [driver], deviceId: props.get('id') as string };
   }
-  if (flag === '-accel' && raw === 'kvm') return { replacement: ['-accel', 'tcg'], reason: KVM_REASON, properties: [], types: ['kvm-accel'] };
-  if (flag === '-cpu' && raw === 'host') return { replacement: ['-cpu', 'max'], reason: KVM_REASON, properties: [], types: ['host-x86_64-cpu'] };
+  if (flag === '-accel' && raw === 'kvm') return { replacement: ['-accel', 'tcg'], reason: kvm.reason, properties: [], types: kvm.accelTypes };
+  if (flag === '-cpu' && raw === 'host') return { replacement: ['-cpu', 'max'], reason: kvm.reason, properties: [], types: kvm.hostCpuTypes };
+  // virt's GIC as the host has it exists only under KVM; TCG emulates GICv3.
+  if (flag === '-machine' && raw?.includes('gic-version=host')) return { replacement: ['-machine', raw.replace('gic-version=host', 'gic-version=3')], reason: kvm.reason, properties: [], types: [] };
   if (flag === '-global' && raw !== undefined) {
     const [target = '', value = ''] = raw.split('=');
     const [typename = '', property = ''] = target.split('.');
@@ -94,7 +105,7 @@ export async function unconfirmedClaims(qmp: QmpClient, substitutions: readonly 
 
 /** Whether an option value can be of a QOM property type: on/off for booleans, digits for integers, else a string or enum. */
 export function valueFitsType(property: string, value: string, type: string): boolean {
-  // A PCI address, parsed from "slot[.function]": QEMU 7.2 reports the property as int32, QEMU 10 as str.
+  // A PCI address is parsed from "slot[.function]": an int32 property in QEMU 7.2, listed as a str in 10.
   if (property === 'addr') return (type === 'int32' || type === 'str') && /^0x[0-9a-f]+(\.[0-7])?$/.test(value);
   if (value === 'on' || value === 'off') return type === 'bool' || type === 'OnOffAuto';
   if (/^\d+$/.test(value)) return /^(u?int(8|16|32|64)?|size)$/.test(type);

@@ -77,7 +77,7 @@ export const IMPLIED_KEY: Readonly<Record<string, string>> = {
 };
 
 /** Flags whose argument QEMU takes verbatim (a file name, the kernel command line), not as options. */
-export const VERBATIM_FLAGS: ReadonlySet<string> = new Set(['-kernel', '-initrd', '-append', '-pidfile', '-uuid', '-cpu']);
+export const VERBATIM_FLAGS: ReadonlySet<string> = new Set(['-kernel', '-initrd', '-append', '-pidfile', '-uuid', '-cpu', '-serial']);
 
 /** An option string as a map; throws if a key repeats (ours never do, and QEMU would take the last). */
 export function optionMap(text: string, impliedKey?: string): Map<string, string> {

@@ -90,19 +90,16 @@ export interface MachineMemory {
  */
 export async function machineMemory(qmp: QmpClient): Promise<MachineMemory> {
   const memory = (await qomGet(qmp, '/machine', 'memory')) as { size: number; slots?: number; 'max-size'?: number };
-  return { size: memory.size, slots: memory.slots ?? 0, maxSize: memory['max-size'] ?? memory.size + (await deviceMemoryRegionSize(qmp)) };
+  const region = await deviceMemoryRegionSize(qmp);
+  return { size: memory.size, slots: memory.slots ?? 0, maxSize: memory['max-size'] ?? memory.size + region };
 }
 
-/**
- * The size of the machine's device memory region. QEMU 7.2's q35 has a machine property for it
- * (device-memory-region-size), which QEMU 10 dropped; both have the region itself as the child
- * device-memory[0] of /machine (a MemoryRegion with a size), present only when maxmem is given.
- */
+/** q35 has a property for it; virt only the region itself (/machine/device-memory[0], absent without maxmem). */
 async function deviceMemoryRegionSize(qmp: QmpClient): Promise<number> {
-  const names = new Set((await qmp.execute('qom-list', { path: '/machine' })).map((p) => p.name));
-  if (names.has('device-memory-region-size')) return (await qomGet(qmp, '/machine', 'device-memory-region-size')) as number;
-  if (names.has('device-memory[0]')) return (await qomGet(qmp, '/machine/device-memory[0]', 'size')) as number;
-  return 0;
+  const properties = (await qmp.execute('qom-list', { path: '/machine' })) as { name: string; type: string }[];
+  if (properties.some((p) => p.name === 'device-memory-region-size')) return (await qomGet(qmp, '/machine', 'device-memory-region-size')) as number;
+  const region = properties.find((p) => p.name === 'device-memory[0]' && p.type === 'child<memory-region>');
+  return region ? ((await qomGet(qmp, '/machine/device-memory[0]', 'size')) as number) : 0;
 }
 
 export async function qomGet(qmp: QmpClient, path: string, property: string): Promise<unknown> {
@@ -176,4 +173,20 @@ export function boundUnixSockets(): UnixSocket[] {
 export function listeningPathsHeld(pid: number): string[] {
   const held = new Set(readdirSync(`/proc/${pid}/fd`).flatMap((fd) => socketInode(pid, Number(fd)) ?? []));
   return boundUnixSockets().flatMap((s) => (s.listening && held.has(s.inode) ? [s.path] : []));
+}
+
+/** The serial ports of the board that have a chardev: the QOM type of each, and the chardev it is attached to. */
+export async function boardSerialPorts(qmp: QmpClient): Promise<{ path: string; type: string; chardev: unknown }[]> {
+  const out: { path: string; type: string; chardev: unknown }[] = [];
+  for (const container of ['/machine/peripheral', '/machine/unattached']) {
+    const children = (await qmp.execute('qom-list', { path: container })) as { name: string; type: string }[];
+    for (const child of children) {
+      const type = /^child<(isa-serial|pl011)>$/.exec(child.type)?.[1];
+      if (type === undefined) continue;
+      const path = `${container}/${child.name}`;
+      const chardev = await qomGet(qmp, path, 'chardev');
+      if (chardev !== '' && chardev !== null) out.push({ path, type, chardev });
+    }
+  }
+  return out;
 }

@@ -19,19 +19,25 @@ function guestOf(vm: Hypervisor): MockGuestView {
   return guest;
 }
 
-// Once as under KVM (everything allowed) and once as under TCG (vCPU removal refused, as QEMU 7.2
-// would otherwise corrupt itself): the mock must answer like QEMU in both.
-for (const accel of ['kvm', 'tcg'] as const) {
+// Once as under KVM (everything allowed), once as under TCG (vCPU removal refused, as QEMU 7.2
+// would otherwise corrupt itself), and once as aarch64's virt (no vCPU or DIMM hotplug): the mock
+// must answer like QEMU in each.
+const machines = [
+  { label: 'kvm', machine: { accel: 'kvm' } },
+  { label: 'tcg', machine: { accel: 'tcg' } },
+  { label: 'aarch64 tcg', machine: { arch: 'aarch64', accel: 'tcg' } },
+] as const;
+for (const { label, machine } of machines) {
   defineConformanceSuite(
     { describe, it, beforeAll, afterAll },
     {
-      name: `mock (${accel})`,
+      name: `mock (${label})`,
       // Its guest opens the agent's channel, as the test guest does, and never the other one.
       create: (settings) => new MockHypervisor({ deviceRemovalTimeoutMs: settings.deviceRemovalTimeoutMs, guestOpensChannels: ['agent'] }),
       // The mock checks the host like QEMU: the kernel and the disk images must exist.
       config: () => ({
         boot: { kernel },
-        machine: { accel },
+        machine,
         devices: [
           { type: 'channel', id: 'agent', name: 'agent.0' },
           { type: 'channel', id: 'silent', name: 'silent.0' },
@@ -39,7 +45,7 @@ for (const accel of ['kvm', 'tcg'] as const) {
       }),
       channels: { opened: 'agent', neverOpened: 'silent' },
       disk: (name) => {
-        const path = join(dir, `${accel}-${name}.img`);
+        const path = join(dir, `${label.replace(' ', '-')}-${name}.img`);
         writeFileSync(path, '');
         return path;
       },

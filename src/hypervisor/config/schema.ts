@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { v4 as uuidv4 } from 'uuid';
 import { deviceListSchema } from './devices.ts';
 import { absolutePath, noControl, positiveInt } from './fields.ts';
+import { ARCHITECTURES, archProfile, MACHINE_TYPES } from '../arch-profiles.ts';
 
 /** The device id the root filesystem image (boot.image) gets. */
 const ROOTFS_ID = 'rootfs';
@@ -15,20 +16,28 @@ export const GUEST_MEMORY_BLOCK_MiB = 128;
 /** Boot and virtio-mem sizes must be multiples of this (huge pages, virtio-mem's default block). */
 export const MEMORY_ALIGN_MiB = 2;
 
-const machineSchema = z.strictObject({
-  /** Only x86_64/q35 today; aarch64/virt would be a second variant of this object. */
-  arch: z.literal('x86_64').default('x86_64'),
-  type: z.literal('q35').default('q35'),
-  /** kvm in production; tcg (software emulation) where KVM is unavailable. */
-  accel: z.enum(['kvm', 'tcg']).default('kvm'),
-  /** QEMU's -cpu model. Default: host under kvm, max under tcg. */
-  cpuModel: z
-    .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9_.+-]*$/, 'must be a QEMU CPU model name such as host, max or Skylake-Server')
-    // `-cpu help` lists the models and exits instead of starting a VM.
-    .refine((model) => model !== 'help', 'must be a QEMU CPU model name such as host, max or Skylake-Server')
-    .optional(),
-});
+const machineSchema = z
+  .strictObject({
+    /** The guest architecture; it decides the machine and what it can do (hypervisor/arch-profiles.ts). */
+    arch: z.enum(ARCHITECTURES).default('x86_64'),
+    /** The architecture's machine: q35 on x86_64, virt on aarch64. Default: that one. */
+    type: z.enum(MACHINE_TYPES).optional(),
+    /** kvm in production; tcg (software emulation) where KVM is unavailable. */
+    accel: z.enum(['kvm', 'tcg']).default('kvm'),
+    /** QEMU's -cpu model. Default: host under kvm, max under tcg. */
+    cpuModel: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.+-]*$/, 'must be a QEMU CPU model name such as host, max or Skylake-Server')
+      // `-cpu help` lists the models and exits instead of starting a VM.
+      .refine((model) => model !== 'help', 'must be a QEMU CPU model name such as host, max or Skylake-Server')
+      .optional(),
+  })
+  .superRefine((machine, ctx) => {
+    const expected = archProfile(machine.arch).machineType;
+    if (machine.type !== undefined && machine.type !== expected) {
+      ctx.addIssue({ code: 'custom', path: ['type'], message: `must be "${expected}" for machine.arch "${machine.arch}"` });
+    }
+  });
 
 const bootSchema = z
   .strictObject({
@@ -165,7 +174,8 @@ const runtimeSchema = z.strictObject({
   /** The VM's private directory (sockets, pidfile, state). Default: <base>/<id>, kept short. */
   dir: absolutePath.optional(),
   /** The QEMU binary: a path, or a name looked up in PATH once, at createVM. */
-  qemuPath: z.string().min(1).refine(noControl, 'must not contain NUL, newline or carriage return').default('qemu-system-x86_64'),
+  /** Default: the architecture's (qemu-system-x86_64, qemu-system-aarch64). */
+  qemuPath: z.string().min(1).refine(noControl, 'must not contain NUL, newline or carriage return').optional(),
   /** QEMU outlives this process (for re-attach) instead of dying with it. */
   detached: z.boolean().default(false),
   /** The virtiofsd run for virtio-fs sharedDir devices. Default: the first of the usual locations. */
@@ -222,10 +232,35 @@ export const sandboxConfigSchema = z
     // mistake elsewhere does not hide them.
     { when: sectionsParsed('boot', 'memory', 'devices') },
   )
+  .superRefine(
+    (config, ctx) => {
+      const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+      const profile = archProfile(config.machine.arch);
+      const on = `on machine.arch "${profile.arch}"`;
+      if (!profile.cpuHotplug && config.cpus.max !== undefined && config.cpus.max > config.cpus.boot) {
+        issue(['cpus', 'max'], `must equal cpus.boot ${on}: ${profile.cpuHotplugMissing}`);
+      }
+      if (!profile.cpuHotplug && config.hotplug.tcgVcpuUnplug) issue(['hotplug', 'tcgVcpuUnplug'], `does not apply ${on}: ${profile.cpuHotplugMissing}`);
+      const kind = config.memory.hotplug;
+      if (kind !== 'none' && !profile.memoryHotplug.includes(kind)) issue(['memory', 'hotplug'], `"${kind}" is not available ${on}: ${profile.memoryHotplugMissing}`);
+      config.boot.kernelParams.forEach((param, index) => {
+        const tty = /^console=([^,]*)/.exec(param)?.[1];
+        if (tty !== undefined && profile.foreignConsoleTty.test(tty)) {
+          issue(['boot', 'kernelParams', index], `names ${tty}, a serial port ${on} has not: its console is ${profile.consoleTty}`);
+        }
+      });
+    },
+    { when: sectionsParsed('machine', 'boot', 'cpus', 'memory', 'hotplug') },
+  )
   .transform((config) => ({
     ...config,
     id: config.id ?? uuidv4(),
-    machine: { ...config.machine, cpuModel: config.machine.cpuModel ?? (config.machine.accel === 'kvm' ? 'host' : 'max') },
+    machine: {
+      ...config.machine,
+      type: archProfile(config.machine.arch).machineType,
+      cpuModel: config.machine.cpuModel ?? (config.machine.accel === 'kvm' ? 'host' : 'max'),
+    },
+    runtime: { ...config.runtime, qemuPath: config.runtime.qemuPath ?? archProfile(config.machine.arch).qemuBinary },
     cpus: { boot: config.cpus.boot, max: config.cpus.max ?? config.cpus.boot },
     memory: { ...config.memory, maxMiB: config.memory.maxMiB ?? config.memory.bootMiB },
   }));

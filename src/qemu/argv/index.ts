@@ -9,6 +9,7 @@ import type { LaunchFd } from '../launch/launcher.ts';
 import { FdPlan } from './fd-plan.ts';
 import { PciRootBus, type PciPlan } from './pci.ts';
 import { renderOptions, type OptionProps } from './qemu-opts.ts';
+import { qemuArchProfile } from '../arch/profiles.ts';
 
 /** What `buildQemuArgv` returns: QEMU's arguments, the fds it expects, and the PCI plan. */
 export interface QemuArgv {
@@ -42,14 +43,15 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
   const args: string[] = [];
   const pci = new PciRootBus();
   const fds = new FdPlan();
+  const arch = qemuArchProfile(machine.arch);
 
   // Identity, machine, CPUs.
   args.push(...opt('-name', { guest: config.id, 'debug-threads': true }));
   if (isUuid(config.id)) args.push('-uuid', config.id);
   const bootBackend = needsBootBackend(memory.backing, memory.prealloc);
-  args.push(...opt('-machine', { type: machine.type, 'memory-backend': bootBackend ? BOOT_MEMORY_ID : undefined }, 'type'));
+  args.push(...opt('-machine', { type: machine.type, ...arch.machineProps(machine.accel), 'memory-backend': bootBackend ? BOOT_MEMORY_ID : undefined }, 'type'));
   args.push('-accel', machine.accel);
-  args.push('-cpu', machine.cpuModel);
+  args.push(...opt('-cpu', { model: machine.cpuModel, ...arch.cpuProps(machine.accel, machine.cpuModel) }, 'model'));
   // One socket, one core per possible vCPU: hot-pluggable CPUs are then socket-id 0, core-id N.
   args.push(...opt('-smp', { cpus: cpus.boot, maxcpus: cpus.max, sockets: 1, dies: 1, cores: cpus.max, threads: 1 }));
 
@@ -73,8 +75,8 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
   args.push('-no-user-config', '-nodefaults', '-display', 'none', '-no-reboot');
   // A panicked guest is kept (paused, status guest-panicked) for the runtime to inspect or stop.
   args.push('-action', 'panic=pause');
-  if (machine.accel === 'kvm') args.push('-global', 'kvm-pit.lost_tick_policy=discard');
-  args.push('-rtc', 'base=utc,driftfix=slew');
+  if (machine.accel === 'kvm') args.push(...arch.kvmOptions);
+  args.push(...opt('-rtc', arch.rtc));
   // No -pidfile: the launcher execs QEMU, so the pid we spawn is QEMU's, and QEMU needs no
   // writable directory at all.
   args.push('-S');
@@ -90,7 +92,7 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
   const params = [...rootDefaults, ...boot.kernelParams];
   if (params.length > 0) args.push('-append', params.join(' '));
 
-  // The guest serial console (ttyS0).
+  // The guest serial console (ttyS0 on x86_64, ttyAMA0 on aarch64).
   const { console } = config;
   if (console.socket) {
     args.push(
@@ -103,7 +105,7 @@ export function buildQemuArgv(config: SandboxConfig, paths: RuntimePaths, host: 
   } else if (console.logFile) {
     args.push(...opt('-chardev', { backend: 'file', id: CONSOLE_CHARDEV_ID, path: console.logFile, append: true }, 'backend'));
   }
-  if (console.socket || console.logFile) args.push(...opt('-device', { driver: 'isa-serial', id: 'serial0', chardev: CONSOLE_CHARDEV_ID }, 'driver'));
+  if (console.socket || console.logFile) args.push(...arch.consoleArgs(CONSOLE_CHARDEV_ID));
 
   // PCI devices, each at an explicit address. The root image comes first so that it is /dev/vda.
   let virtioSerialBus: string | undefined;

@@ -1,8 +1,9 @@
-// Explicit PCI addresses on q35's root bus, so the layout is deterministic and never depends on the
-// order in which QEMU auto-assigns slots. Slot 0 is the host bridge and 0x1f the ICH9 functions;
-// everything else, root ports included, takes a slot of its own at function 0, so that every
-// device's guest PCI path is in Kata's form (a slot per hop, function 0 implied). What goes where
-// is recorded as the PCI plan, from which guest PCI paths are derived (src/qemu/pci-paths.ts).
+// Explicit PCI addresses on the root bus, so the layout is deterministic and never depends on the
+// order in which QEMU auto-assigns slots. Slot 0 is the host bridge (q35's and virt's) and 0x1f
+// q35's ICH9 functions (left free on virt as well, so both have the same budget); everything else,
+// root ports included, takes a slot of its own at function 0, so that every device's guest PCI
+// path is in Kata's form (a slot per hop, function 0 implied). What goes where is recorded as the
+// PCI plan, from which guest PCI paths are derived (src/qemu/pci-paths.ts).
 import { FIRST_DEVICE_SLOT, LAST_DEVICE_SLOT, rootBusFullError, type RootBusSlot } from '../../hypervisor/pci-path.ts';
 
 /** Where the builder put each PCI device, by the qdev id QEMU knows it by. */

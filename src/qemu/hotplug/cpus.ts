@@ -1,7 +1,7 @@
 // vCPU hotplug: add with exactly the topology props QEMU offers in query-hotpluggable-cpus (never
 // guessed ones), remove in reverse order of addition. Boot vCPUs are not removable.
 import { HotplugError } from '../../hypervisor/errors.ts';
-import { assertDeviceChangesSafe, assertVcpuRemovalAllowed, assertVcpuTarget } from '../../hypervisor/resources.ts';
+import { assertDeviceChangesSafe, assertVcpuRemovalAllowed, assertVcpuResizeSupported, assertVcpuTarget } from '../../hypervisor/resources.ts';
 import type { VcpuResizeResult } from '../../hypervisor/types.ts';
 import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
 import { within, type HotplugContext } from './context.ts';
@@ -12,8 +12,9 @@ export function currentVcpus(ctx: Pick<HotplugContext, 'config' | 'state'>): num
 }
 
 export async function resizeVcpus(ctx: HotplugContext, count: number): Promise<VcpuResizeResult> {
-  assertVcpuTarget(ctx.config.cpus, count);
   const previous = currentVcpus(ctx);
+  assertVcpuResizeSupported(ctx.config, count, previous);
+  assertVcpuTarget(ctx.config.cpus, count);
   if (count < previous) assertVcpuRemovalAllowed(ctx.config);
   if (count > previous) assertDeviceChangesSafe('resizeVCPUs', ctx.config, ctx.state.vcpuRemoved);
   while (currentVcpus(ctx) < count) await addOne(ctx);

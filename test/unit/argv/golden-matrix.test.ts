@@ -7,12 +7,15 @@ import { describe, expect, it } from 'vitest';
 import { parseSandboxConfig } from '../../../src/hypervisor/config/index.ts';
 import { buildQemuArgv, type QemuArgv } from '../../../src/qemu/argv/index.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
-import { GOLDEN_ENV, GOLDEN_RUNTIME_DIR, goldenHost, MATRIX, type MatrixEntry } from '../../helpers/argv-matrix.ts';
+import { GOLDEN_ENV, GOLDEN_RUNTIME_DIR, goldenHost, MATRIX as X86_64_MATRIX, type MatrixEntry } from '../../helpers/argv-matrix.ts';
+import { ARM64_MATRIX } from '../../helpers/argv-matrix-arm64.ts';
 import { structureArgv } from '../../helpers/qemu-options.ts';
 import { argsFromGolden, renderGolden } from './golden-format.ts';
 
 const GOLDEN_DIR = join(dirname(fileURLToPath(import.meta.url)), 'golden');
 const UPDATE = process.env['UPDATE_GOLDEN'] === '1';
+/** Both architectures' configs: one golden file each. */
+const MATRIX: readonly MatrixEntry[] = [...X86_64_MATRIX, ...ARM64_MATRIX];
 
 function build(entry: MatrixEntry): QemuArgv {
   return buildQemuArgv(parseSandboxConfig(entry.config(GOLDEN_ENV)), runtimePaths(GOLDEN_RUNTIME_DIR), goldenHost);
@@ -77,8 +80,10 @@ describe('golden argv', () => {
   });
 
   // Last, so that an UPDATE_GOLDEN run has written the files of new entries by then.
-  it('covers at least 12 configs, each with its golden file and no file left over', () => {
-    expect(MATRIX.length).toBeGreaterThanOrEqual(12);
+  it('covers at least 12 x86_64 and 6 aarch64 configs, each with its golden file and no file left over', () => {
+    expect(X86_64_MATRIX.length).toBeGreaterThanOrEqual(12);
+    expect(ARM64_MATRIX.length).toBeGreaterThanOrEqual(6);
+    expect(ARM64_MATRIX.every((entry) => parseSandboxConfig(entry.config(GOLDEN_ENV)).machine.arch === 'aarch64')).toBe(true);
     const files = readdirSync(GOLDEN_DIR).filter((f) => f.endsWith('.txt')).sort();
     expect(files).toEqual(MATRIX.map((e) => `${e.name}.txt`).sort());
   });
