@@ -3,11 +3,9 @@
 // qemu-system-x86_64 (argv-matrix.test.ts): QEMU must accept the command line, then confirm over
 // QMP and /proc that each option took effect and that the config reached it. No guest is needed:
 // the kernel and initramfs are only loaded, never run.
-// The binary: SANDBOX_VMM_QEMU_AARCH64, else /usr/bin/qemu-system-aarch64 (Debian's 7.2) when
-// installed, else the QEMU 10.0.2 unpacked in .cache/qemu.
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+// The binary: the qemu-system-aarch64 of the version under test (test/helpers/qemu-under-test.ts).
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseSandboxConfig, type SandboxConfig } from '../../src/hypervisor/config/index.ts';
 import { identityRequest } from '../../src/hypervisor/identity.ts';
@@ -18,15 +16,13 @@ import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
 import { virtioFsSourceDir, type MatrixEntry, type MatrixEnv } from '../helpers/argv-matrix.ts';
 import { ARM64_MATRIX } from '../helpers/argv-matrix-arm64.ts';
 import { argvMismatches } from '../helpers/argv-realized.ts';
+import { AARCH64_QEMU_UNDER_TEST } from '../helpers/qemu-under-test.ts';
 import { configMismatches } from '../helpers/config-realized.ts';
 import { HostResources } from '../helpers/host-resources.ts';
 import { planLaunch, unconfirmedClaims } from '../helpers/launch-plan.ts';
 import { launchPaused, TEST_QEMU_UID } from '../helpers/paused-qemu.ts';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const SYSTEM_QEMU = '/usr/bin/qemu-system-aarch64';
-const CACHED_QEMU = join(root, '.cache', 'qemu', '10.0.2', 'root', 'usr', 'bin', 'qemu-system-aarch64');
-const QEMU = process.env['SANDBOX_VMM_QEMU_AARCH64'] ?? (existsSync(SYSTEM_QEMU) ? SYSTEM_QEMU : CACHED_QEMU);
+const QEMU = AARCH64_QEMU_UNDER_TEST;
 
 /** What each config cannot run here; every other config runs exactly as built. */
 const NOT_RUN_HERE: Readonly<Record<string, string[]>> = {
