@@ -102,6 +102,12 @@ export interface HypervisorCapabilities {
   vfioHotplug: boolean;
   cpuHotplug: boolean;
   cpuHotUnplug: boolean;
+  /**
+   * Present when vCPU hot-adds are capped over the VM's life (under tcg on QEMU >= 10: a removed
+   * vCPU never returns its TCG context). `limit` is cpus.max - cpus.boot, `used` the adds so far,
+   * removed vCPUs included; resizeVCPUs refuses to go past it with RESOURCE_LIMIT.
+   */
+  cpuHotAddBudget?: { limit: number; used: number };
   memoryHotplug: boolean;
   memoryHotUnplug: boolean;
   /** virtio-fs / 9p file sharing with the host. */

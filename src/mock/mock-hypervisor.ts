@@ -3,7 +3,8 @@
 // it runs, and armed failures, so that a runtime can test its sandbox lifecycle and its error paths.
 import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
-import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
+import type { QemuVersion } from '../hypervisor/version-rules.ts';
+import { vcpuRules } from '../hypervisor/resources.ts';
 import { AttachError, GuestNotReadyError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
 import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import { nextEvent, type EventOf } from '../hypervisor/events.ts';
@@ -65,6 +66,12 @@ export interface MockHypervisorOptions {
   host?: boolean | Partial<MockHostProbe>;
   /** The uid the mock behaves as if it ran as, for the identity rules. Default 0 (root, as a runtime runs). */
   processUid?: number;
+  /**
+   * The QEMU version the mock pretends to run, for the version rules (hypervisor/version-rules.ts;
+   * the accel is the config's machine.accel). Default: unknown, judged as the oldest (QEMU 7.2's
+   * rules). A VM keeps the version it started with across detach and attach.
+   */
+  qemuVersion?: QemuVersion;
 }
 
 export interface MockExitOptions {
@@ -181,7 +188,7 @@ export class MockHypervisor implements Hypervisor {
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
-        const machine = new MockMachine(config, this.#latency('guest'), this.#options.guestOpensChannels);
+        const machine = new MockMachine(config, this.#latency('guest'), this.#options.guestOpensChannels, this.#options.qemuVersion);
         this.#machine = machine;
         this.#owned = true;
         machine.connect((event) => this.#eventListeners.call(event));
@@ -450,12 +457,14 @@ export class MockHypervisor implements Hypervisor {
   /** The same as the QEMU backend's for the same config. */
   capabilities(): HypervisorCapabilities {
     const hotplug = this.#config?.memory.hotplug ?? 'none';
+    const rules = this.#machine?.vcpuRules ?? (this.#config ? vcpuRules(this.#config, this.#options.qemuVersion) : undefined);
     return {
       blockHotplug: true,
       netHotplug: true,
       vfioHotplug: true,
       cpuHotplug: true,
-      cpuHotUnplug: this.#config ? vcpuUnplugAllowed(this.#config) : true,
+      cpuHotUnplug: rules ? rules.unplug : true,
+      ...(rules?.addBudget === undefined ? {} : { cpuHotAddBudget: { limit: rules.addBudget, used: this.#machine?.state.vcpuAdds ?? 0 } }),
       memoryHotplug: hotplug !== 'none',
       memoryHotUnplug: hotplug === 'virtio-mem',
       fsSharing: true,

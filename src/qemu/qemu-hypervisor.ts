@@ -46,7 +46,12 @@ import { EjectionReconciler } from './hotplug/ejections.ts';
 import type { HotplugContext } from './hotplug/context.ts';
 import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
-import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
+import { vcpuRules, type VcpuRules } from '../hypervisor/resources.ts';
+import type { QemuVersion } from '../hypervisor/version-rules.ts';
+import { MissingFeatureError } from '../hypervisor/errors.ts';
+import { qemuFeatures } from './features/store.ts';
+import { featureNeeds, DEVICE_OPTION_KEYS } from './features/needs.ts';
+import { assertDevice, assertFeatures } from './features/qemu-features.ts';
 import { UidLeaseStore } from './identity/uid-leases.ts';
 import { DEFAULT_UID_RANGE, type UidRange } from '../hypervisor/identity.ts';
 import { VmHome } from './launch/home.ts';
@@ -110,6 +115,11 @@ export class QemuHypervisor implements Hypervisor {
   /** QEMU, QMP and the helpers, from startVM (or attach) on. */
   #session: VmSession | undefined;
   #hotplug: HotplugState = emptyHotplugState();
+  /**
+   * QEMU's version as probed before the guest first ran (or as the state file recorded it): the
+   * version rules' input. Undefined: unknown, judged as the oldest.
+   */
+  #qemuVersion: QemuVersion | undefined;
   /**
    * QEMU's run state leaves guest-panicked on `cont`, but the guest kernel is still dead: once a
    * panic is seen, the VM stays unhealthy until it is stopped.
@@ -220,12 +230,20 @@ export class QemuHypervisor implements Hypervisor {
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
+        const needs = featureNeeds(plan);
+        // What an earlier VM learned of this binary refuses a missing feature before QEMU runs.
+        const known = qemuFeatures.known(plan.qemuPath);
+        if (known) assertFeatures(plan.qemuPath, known, needs, true);
         const session = await launchVm(plan, home, { ...this.#sessionOptions(), signal: deadline.signal });
         this.#session = session;
         // Recorded at once, landing while QMP connects: should this process die now, the sweep
         // (and attach) know the pids. The home queues it before the final one.
         void this.#saveState(true);
         const qmp = await session.connectQmp({ signal: deadline.signal });
+        // QEMU waits at -S: no guest code has run, so what it says of itself is the binary's.
+        const features = await qemuFeatures.learn(plan.qemuPath, qmp, needs, deadline.signal);
+        assertFeatures(plan.qemuPath, features, needs);
+        this.#qemuVersion = features.version;
         // Listening before `cont`: QEMU was started with -S, so the guest cannot open the port earlier.
         const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
         if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
@@ -288,6 +306,8 @@ export class QemuHypervisor implements Hypervisor {
       cause: error,
     };
     if (channel !== undefined && !exitedOnItsOwn) throw new GuestNotReadyError(channel, details);
+    // It names what the binary lacks: more use to the caller than a generic start failure.
+    if (error instanceof MissingFeatureError) throw error;
     // QEMU's own exit says more than the QMP error it caused.
     throw new VmStartError(exitedOnItsOwn ? 'QEMU exited during start' : error instanceof Error ? error.message : String(error), details);
   }
@@ -442,6 +462,7 @@ export class QemuHypervisor implements Hypervisor {
     vm.#home = session.home;
     vm.#session = session;
     vm.#hotplug = saved.hotplug;
+    vm.#qemuVersion = saved.qemuVersion ?? undefined;
     vm.#log = vm.#logger.child({ vmId: saved.id });
     let qmp: QmpClient;
     try {
@@ -508,13 +529,15 @@ export class QemuHypervisor implements Hypervisor {
 
   capabilities(): HypervisorCapabilities {
     const config = this.config;
+    const rules = config ? this.#vcpuRules(config) : undefined;
     const hotplug = config?.memory.hotplug ?? 'none';
     return {
       blockHotplug: true,
       netHotplug: true,
       vfioHotplug: true,
       cpuHotplug: true,
-      cpuHotUnplug: config ? vcpuUnplugAllowed(config) : true,
+      cpuHotUnplug: rules ? rules.unplug : true,
+      ...(rules?.addBudget === undefined ? {} : { cpuHotAddBudget: { limit: rules.addBudget, used: this.#hotplug.vcpuAdds } }),
       memoryHotplug: hotplug !== 'none',
       memoryHotUnplug: hotplug === 'virtio-mem',
       fsSharing: true,
@@ -610,7 +633,26 @@ export class QemuHypervisor implements Hypervisor {
 
   #hotplugContext(qmp: QmpClient, deadline: Deadline): HotplugContext {
     const config = this.config as SandboxConfig; // set by createVM or attach; #run's states come after
-    return { qmp, config, state: this.#hotplug, deadline, logger: this.#log, removalTimeoutMs: this.#removalTimeoutMs };
+    const binary = (this.#plan as LaunchPlan).qemuPath;
+    return {
+      qmp,
+      config,
+      state: this.#hotplug,
+      vcpuRules: this.#vcpuRules(config),
+      deadline,
+      logger: this.#log,
+      removalTimeoutMs: this.#removalTimeoutMs,
+      checkDevice: (props) => {
+        // Only what was probed before a guest ran is trusted; an attached VM's binary may be unprobed.
+        const features = qemuFeatures.known(binary);
+        if (features?.devices.has(props.driver)) assertDevice(binary, features, props.driver, Object.keys(props).filter((key) => !DEVICE_OPTION_KEYS.has(key)));
+      },
+    };
+  }
+
+  /** The vCPU rules of this VM's accel on its QEMU version (hypervisor/version-rules.ts). */
+  #vcpuRules(config: SandboxConfig): VcpuRules {
+    return vcpuRules(config, this.#qemuVersion);
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -668,6 +710,7 @@ export class QemuHypervisor implements Hypervisor {
         pid: session.process.pid,
         startTime: session.process.startTime ?? -1,
         qemuPath: plan.qemuPath,
+        qemuVersion: this.#qemuVersion ?? null,
         detached: plan.config.runtime.detached,
         identity: home.identity ?? null,
         leased: home.leased,
