@@ -295,7 +295,7 @@ export class MissingFeatureError extends SandboxVmmError {
 
   constructor(binary: string, kind: MissingFeatureError['kind'], feature: string, version?: string) {
     const what = { command: 'the QMP command', device: 'the device', 'device-property': 'the device property', 'machine-property': 'the machine property' }[kind];
-    super('FEATURE_MISSING', `${binary}${version ? ` (QEMU ${version})` : ''} has no ${what} ${feature}, which this VM needs`);
+    super('FEATURE_MISSING', `${binary}${version ? ` (QEMU ${version})` : ''} lacks ${what} ${feature}, which this VM needs`);
     this.binary = binary;
     this.kind = kind;
     this.feature = feature;
