@@ -19,15 +19,22 @@ function guestOf(vm: Hypervisor): MockGuestView {
   return guest;
 }
 
-// Once as under KVM (everything allowed) and once as under TCG (vCPU removal refused, as QEMU 7.2
-// would otherwise corrupt itself): the mock must answer like QEMU in both.
-for (const accel of ['kvm', 'tcg'] as const) {
+// As under KVM (everything allowed), as under TCG on QEMU 7.2 (vCPU removal refused, as QEMU would
+// otherwise corrupt itself) and as under TCG on QEMU 10 (removal allowed, hot-adds within the
+// lifetime budget): the mock must answer like QEMU in each.
+const variants = [
+  { accel: 'kvm', qemuVersion: undefined, label: 'kvm' },
+  { accel: 'tcg', qemuVersion: { major: 7, minor: 2, micro: 22 }, label: 'tcg, QEMU 7.2' },
+  { accel: 'tcg', qemuVersion: { major: 10, minor: 0, micro: 2 }, label: 'tcg, QEMU 10.0' },
+] as const;
+for (const { accel, qemuVersion, label } of variants) {
   defineConformanceSuite(
     { describe, it, beforeAll, afterAll },
     {
-      name: `mock (${accel})`,
+      name: `mock (${label})`,
       // Its guest opens the agent's channel, as the test guest does, and never the other one.
-      create: (settings) => new MockHypervisor({ deviceRemovalTimeoutMs: settings.deviceRemovalTimeoutMs, guestOpensChannels: ['agent'] }),
+      create: (settings) =>
+        new MockHypervisor({ deviceRemovalTimeoutMs: settings.deviceRemovalTimeoutMs, guestOpensChannels: ['agent'], ...(qemuVersion ? { qemuVersion } : {}) }),
       // The mock checks the host like QEMU: the kernel and the disk images must exist.
       config: () => ({
         boot: { kernel },
@@ -39,7 +46,7 @@ for (const accel of ['kvm', 'tcg'] as const) {
       }),
       channels: { opened: 'agent', neverOpened: 'silent' },
       disk: (name) => {
-        const path = join(dir, `${accel}-${name}.img`);
+        const path = join(dir, `${label.replace(/\W+/g, '-')}-${name}.img`);
         writeFileSync(path, '');
         return path;
       },
