@@ -5,11 +5,12 @@
 import { existsSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UnsupportedOperationError, VcpuAddBudgetError } from '../../src/hypervisor/errors.ts';
+import { MissingFeatureError, UnsupportedOperationError, VcpuAddBudgetError } from '../../src/hypervisor/errors.ts';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import { qemuFeatures } from '../../src/qemu/features/store.ts';
 import type { GuestAgent } from '../guest/index.ts';
-import { connectAgent, guestConfig } from './helpers/sandbox.ts';
+import { connectAgent, fakeQemu, guestConfig, leasesOnDisk, scratchDir } from './helpers/sandbox.ts';
+import { useCleanups } from './helpers/cleanups.ts';
 import { eventually } from './helpers/eventually.ts';
 
 const QEMU_10 = join(process.cwd(), '.cache', 'qemu', '10.0.2', 'root', 'usr', 'bin', 'qemu-system-x86_64');
@@ -74,6 +75,26 @@ describe('QEMU 10.0.2 under tcg: vCPU removal with the lifetime add budget', () 
     expect(await eventually(() => (agent as GuestAgent).onlineCpus(), (n) => n === 1)).toBe(1);
     await expect(vm.resizeVCPUs(2)).rejects.toBeInstanceOf(VcpuAddBudgetError);
     expect(await (agent as GuestAgent).runOk('echo still-here')).toBe('still-here\n');
+  });
+});
+
+describe('a QEMU lacking a command the library sends (as an older one would)', () => {
+  const { cleanups, track } = useCleanups();
+
+  it('fails startVM with MissingFeatureError naming the command and the binary, leaving nothing behind', async () => {
+    const scratch = scratchDir();
+    cleanups.push(scratch.remove);
+    const qemu = fakeQemu(scratch.dir, [], ['query-hotpluggable-cpus']);
+    const vm = track(new QemuHypervisor());
+    await vm.createVM({ ...guestConfig(), runtime: { qemuPath: qemu } });
+    const dir = vm.runtimeDir as string;
+    const error = await vm.startVM().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(MissingFeatureError);
+    expect(error).toMatchObject({ code: 'FEATURE_MISSING', kind: 'command', feature: 'query-hotpluggable-cpus', binary: realpathSync(qemu) });
+    expect((error as Error).message).toBe(`${realpathSync(qemu)} (QEMU 7.2.0) lacks the QMP command query-hotpluggable-cpus, which this VM needs`);
+    expect(vm.state).toBe('stopped');
+    expect(existsSync(dir)).toBe(false);
+    expect(leasesOnDisk(vm.id)).toEqual([]);
   });
 });
 
