@@ -2,7 +2,9 @@
 // ids already taken, and device changes after a vCPU was removed under tcg. Each refusal is a typed
 // error, no QMP command goes out, and the state (ports included) is left as it was.
 import { describe, expect, it } from 'vitest';
-import { DeviceExistsError, NoFreeSlotError, UnsupportedOperationError } from '../../../src/hypervisor/errors.ts';
+import { DeviceExistsError, MissingFeatureError, NoFreeSlotError, UnsupportedOperationError } from '../../../src/hypervisor/errors.ts';
+import { DEVICE_OPTION_KEYS } from '../../../src/qemu/features/needs.ts';
+import { assertDevice, type QemuFeatures } from '../../../src/qemu/features/qemu-features.ts';
 import type { HotplugDevice } from '../../../src/hypervisor/types.ts';
 import type { HotplugContext } from '../../../src/qemu/hotplug/context.ts';
 import { resizeVcpus } from '../../../src/qemu/hotplug/cpus.ts';
@@ -218,5 +220,35 @@ describe('removing vCPUs under tcg', () => {
     expect(h.sent()).toEqual([]);
     expect(ctx.state.cpus).toEqual([{ qemuId: 'vcpu1', coreId: 1 }]);
     expect(ctx.state.vcpuRemoved).toBe(false);
+  });
+});
+
+describe('devices this QEMU cannot plug (the feature probe)', () => {
+  const binary = '/usr/bin/qemu-system-x86_64';
+  const features: QemuFeatures = {
+    version: { major: 6, minor: 2, micro: 0 },
+    commands: new Set(),
+    devices: new Map([
+      ['virtio-blk-pci', new Set(['drive', 'addr', 'write-cache'])],
+      ['virtio-net-pci', new Set(['netdev', 'addr'])],
+      ['vfio-pci', null],
+    ]),
+    machines: new Map(),
+  };
+
+  function probedContext(): HotplugContext {
+    return { ...h.context(), checkDevice: (props) => assertDevice(binary, features, props.driver, Object.keys(props).filter((key) => !DEVICE_OPTION_KEYS.has(key))) };
+  }
+
+  it('a driver QEMU lacks is refused before anything is sent, naming it and the binary', async () => {
+    const error = await refusal(probedContext(), { type: 'vfio', id: 'gpu', hostAddress: '0000:01:00.0' });
+    expect(error).toBeInstanceOf(MissingFeatureError);
+    expect(error).toMatchObject({ kind: 'device', feature: 'vfio-pci', binary });
+  });
+
+  it('a property the device would be given that QEMU lacks is refused the same way', async () => {
+    const error = await refusal(probedContext(), { type: 'net', id: 'n0', tap: { ifname: 'tap0' }, mac: '52:54:00:12:34:56' });
+    expect(error).toMatchObject({ kind: 'device-property', feature: 'virtio-net-pci.mac' });
+    expect((error as Error).message).toBe(`${binary} (QEMU 6.2.0) lacks the device property virtio-net-pci.mac, which this VM needs`);
   });
 });
