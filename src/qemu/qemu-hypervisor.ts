@@ -650,9 +650,15 @@ export class QemuHypervisor implements Hypervisor {
     };
   }
 
-  /** The vCPU rules of this VM's accel on its QEMU version (hypervisor/version-rules.ts). */
+  /**
+   * The vCPU rules of this VM's accel on its QEMU version (hypervisor/version-rules.ts). Before
+   * QEMU runs, what an earlier VM learned of the binary stands in; never for a running QEMU whose
+   * version is unknown (an adopted one may predate the binary now at its path).
+   */
   #vcpuRules(config: SandboxConfig): VcpuRules {
-    return vcpuRules(config, this.#qemuVersion);
+    const plan = this.#plan;
+    const beforeStart = this.#session === undefined && plan !== undefined;
+    return vcpuRules(config, this.#qemuVersion ?? (beforeStart ? qemuFeatures.known(plan.qemuPath)?.version : undefined));
   }
 
   // ---------------------------------------------------------------- plumbing
