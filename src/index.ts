@@ -18,6 +18,7 @@ export type { HostProbe } from './qemu/devices/context.ts';
 export { runtimePaths, type RuntimePaths } from './qemu/runtime-paths.ts';
 export { reapOrphans, type OrphanReport, type ReapOptions } from './qemu/orphans.ts';
 export { DEFAULT_UID_RANGE, UidRangeExhaustedError, type UidRange } from './hypervisor/identity.ts';
+export { VERSION_RULES, type QemuVersion, type VersionRule } from './hypervisor/version-rules.ts';
 export { accessProblem, type AccessMode, type AccessProblemFn, type StatFn } from './hypervisor/host-access.ts';
 export { UidLeaseNotHeldError, LeaseDirError, type LeaseRecord } from './qemu/identity/uid-leases.ts';
 export { UnsafePathError } from './util/safe-fs.ts';

@@ -4,10 +4,11 @@
 // machine without vCPU hotplug (cpuHotplug false, as aarch64's virt) refuses both, and a config
 // asking for more possible than boot vCPUs. The
 // group has a VM of its own and changes nothing after the first vCPU unplug: QEMU 7.2 under TCG
-// crashes on any device_add or device_del after one, which is why it refuses it by default.
+// crashes on any device_add or device_del after one, which is why it refuses it by default. Where a
+// backend reports a lifetime vCPU add budget (QEMU >= 10 under TCG), the last test spends none of it.
 import assert from 'node:assert/strict';
 import type { ConfigError } from '../hypervisor/config/index.ts';
-import type { DeviceRemovalTimeoutError, ResourceLimitError } from '../hypervisor/errors.ts';
+import type { DeviceRemovalTimeoutError, ResourceLimitError, VcpuAddBudgetError } from '../hypervisor/errors.ts';
 import type { Hypervisor, HypervisorCapabilities } from '../hypervisor/types.ts';
 import { rejectsWithCode, type Harness, type VmSpec } from './harness.ts';
 import type { ConformanceTestApi } from './options.ts';
@@ -78,6 +79,21 @@ export function defineVcpuTests(t: ConformanceTestApi, h: Harness): void {
     assert.deepEqual([...(await vm.getThreadIds(h.op())).keys()], [0]);
     if (online) assert.equal(await h.eventually(() => online(vm), (n) => n === 1), 1, 'the guest is back to 1 vCPU');
     assert.deepEqual(await vm.resizeVCPUs(1, h.op()), { previous: 1, current: 1 });
+  }, ms);
+
+  // Nothing is sent: the refusal comes before any add (a budgeted backend is QEMU >= 10 under tcg).
+  t.it('where capabilities() reports a vCPU add budget, the adds it counted (removed vCPUs too) refuse another with RESOURCE_LIMIT naming it', async () => {
+    const vm = await shared.get();
+    const budget = vm.capabilities().cpuHotAddBudget;
+    if (!budget) return;
+    // The tests above added two vCPUs (1 to 3) and, where removal is allowed, removed them again.
+    assert.deepEqual(budget, { limit: 2, used: 2 }, 'both hot-adds of cpus.max - cpus.boot are spent');
+    const before = (await vm.getThreadIds(h.op())).size;
+    const refused = await rejectsWithCode<VcpuAddBudgetError>(vm.resizeVCPUs(before + 1, h.op()), 'RESOURCE_LIMIT', 'a vCPU add past the lifetime budget');
+    assert.deepEqual([refused.resource, refused.budget, refused.used, refused.limit], ['cpus', 2, 2, before]);
+    assert.equal((await vm.getThreadIds(h.op())).size, before, 'the refusal added nothing');
+    if (online) assert.equal(await online(vm), before, 'the guest kept its vCPUs');
+    await vm.check(h.op());
   }, ms);
 
   shared.defineStopTest(t);

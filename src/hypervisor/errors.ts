@@ -188,15 +188,35 @@ export class ResourceLimitError extends SandboxVmmError {
   readonly requested: number;
   readonly limit: number;
 
-  constructor(resource: 'memory' | 'cpus', requested: number, limit: number, bound: 'max' | 'min') {
+  constructor(resource: 'memory' | 'cpus', requested: number, limit: number, bound: 'max' | 'min', reason?: string) {
     const unit = resource === 'memory' ? ' MiB' : '';
-    super(
-      'RESOURCE_LIMIT',
-      `cannot resize ${resource} to ${requested}${unit}: the ${bound === 'max' ? 'maximum' : 'minimum'} is ${limit}${unit}`,
-    );
+    super('RESOURCE_LIMIT', `cannot resize ${resource} to ${requested}${unit}: ${reason ?? `the ${bound === 'max' ? 'maximum' : 'minimum'} is ${limit}${unit}`}`);
     this.resource = resource;
     this.requested = requested;
     this.limit = limit;
+  }
+}
+
+/**
+ * Under tcg on QEMU >= 10 a VM can hot-add at most `budget` (cpus.max - cpus.boot) vCPUs over its
+ * whole life, removed ones included (see hypervisor/version-rules.ts); `used` of them are spent.
+ * `limit` is the highest vCPU count still reachable.
+ */
+export class VcpuAddBudgetError extends ResourceLimitError {
+  readonly budget: number;
+  readonly used: number;
+
+  constructor(requested: number, reachable: number, budget: number, used: number) {
+    super(
+      'cpus',
+      requested,
+      reachable,
+      'max',
+      `the lifetime vCPU hot-add budget under tcg is ${budget} (cpus.max - cpus.boot) and ${used} of it ${used === 1 ? 'is' : 'are'} used, ` +
+        `so at most ${reachable} vCPUs can be reached (QEMU never returns a removed vCPU's TCG context; one more add would abort it)`,
+    );
+    this.budget = budget;
+    this.used = used;
   }
 }
 
@@ -262,5 +282,25 @@ export class InvalidReplyError extends SandboxVmmError {
   constructor(command: string, problem: string, options: SandboxVmmErrorOptions = {}) {
     super('INVALID_REPLY', `the hypervisor's reply to ${command} is invalid: ${problem}`, options);
     this.command = command;
+  }
+}
+
+/**
+ * The hypervisor binary lacks something the VM needs: a QMP command, a device, a property of a
+ * device or of the machine type (an older QEMU than the library was proven with, e.g. 6.2), found
+ * by the feature probe. `feature` names it as QEMU would (`device_add`, `virtio-mem-pci`,
+ * `virtio-blk-pci.queue-size`, `machine pc-q35-6.2-machine.memory-backend`).
+ */
+export class MissingFeatureError extends SandboxVmmError {
+  readonly binary: string;
+  readonly kind: 'command' | 'device' | 'device-property' | 'machine-property';
+  readonly feature: string;
+
+  constructor(binary: string, kind: MissingFeatureError['kind'], feature: string, version?: string) {
+    const what = { command: 'the QMP command', device: 'the device', 'device-property': 'the device property', 'machine-property': 'the machine property' }[kind];
+    super('FEATURE_MISSING', `${binary}${version ? ` (QEMU ${version})` : ''} lacks ${what} ${feature}, which this VM needs`);
+    this.binary = binary;
+    this.kind = kind;
+    this.feature = feature;
   }
 }

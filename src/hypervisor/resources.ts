@@ -2,7 +2,8 @@
 // allows, and how memory growth is cut into steps. Pure functions, shared by the QEMU backend and the
 // mock so that both refuse and round the same way.
 import { GUEST_MEMORY_BLOCK_MiB, type SandboxConfig } from './config/index.ts';
-import { NoFreeSlotError, ResourceLimitError, UnsupportedOperationError } from './errors.ts';
+import { NoFreeSlotError, ResourceLimitError, UnsupportedOperationError, VcpuAddBudgetError } from './errors.ts';
+import { applicableRules, formatVersion, type QemuVersion } from './version-rules.ts';
 import { profileOf } from './arch-profiles.ts';
 
 /**
@@ -89,27 +90,57 @@ export function noFreeDimmSlot(memory: SandboxConfig['memory'], used: number): N
 }
 
 /**
- * QEMU 7.2 under TCG corrupts its own memory when a vCPU is unplugged: the next device_add or
- * device_del crashes it (SIGSEGV or SIGABRT), whatever the device. Found by this project's
- * conformance run and reproduced by hand; KVM is not affected. So under tcg, removing vCPUs needs
- * the config's consent, and after it every device change is refused rather than crash QEMU.
+ * What may be done with vCPUs on this VM, from the version rules (version-rules.ts) for its accel
+ * and QEMU version:
+ * - below QEMU 10 under tcg a vCPU unplug corrupts QEMU's heap: removal needs the config's consent
+ *   (hotplug.tcgVcpuUnplug), and after one every device change is refused rather than crash QEMU;
+ * - from QEMU 10 on under tcg removal is fine, but hot-adds are capped over the VM's life;
+ * - KVM has neither problem.
  */
-export function vcpuUnplugAllowed(config: Pick<SandboxConfig, 'machine' | 'hotplug'>): boolean {
-  return config.machine.accel !== 'tcg' || config.hotplug.tcgVcpuUnplug;
+export interface VcpuRules {
+  /** The QEMU version the rules were chosen for (undefined: unknown, judged as the oldest). */
+  version: QemuVersion | undefined;
+  /** vCPUs may be removed. */
+  unplug: boolean;
+  /** After a vCPU removal, device changes crash QEMU: refuse them. */
+  changesUnsafeAfterUnplug: boolean;
+  /** At most this many vCPU hot-adds over the VM's life (removed ones count); undefined: no cap. */
+  addBudget: number | undefined;
 }
 
-export function assertVcpuRemovalAllowed(config: Pick<SandboxConfig, 'machine' | 'hotplug'>): void {
-  if (!vcpuUnplugAllowed(config)) {
+export function vcpuRules(config: Pick<SandboxConfig, 'machine' | 'hotplug' | 'cpus'>, version: QemuVersion | undefined): VcpuRules {
+  const rules = applicableRules(config.machine.accel, version);
+  const corrupts = rules.has('tcg-vcpu-unplug-corrupts-heap');
+  return {
+    version,
+    unplug: !corrupts || config.hotplug.tcgVcpuUnplug,
+    changesUnsafeAfterUnplug: corrupts,
+    addBudget: rules.has('tcg-vcpu-contexts-never-returned') ? config.cpus.max - config.cpus.boot : undefined,
+  };
+}
+
+export function assertVcpuRemovalAllowed(rules: VcpuRules): void {
+  if (!rules.unplug) {
     throw new UnsupportedOperationError(
       'resizeVCPUs',
-      'removing vCPUs under tcg corrupts QEMU 7.2 (a later device_add or device_del crashes it); use kvm, or set hotplug.tcgVcpuUnplug for a VM whose devices will not change afterwards',
+      `removing vCPUs under tcg corrupts QEMU ${formatVersion(rules.version)} (below 10, a later device_add or device_del crashes it); use kvm or QEMU >= 10, or set hotplug.tcgVcpuUnplug for a VM whose devices will not change afterwards`,
     );
   }
 }
 
-/** After a vCPU was removed under tcg, no device may be added or removed (see vcpuUnplugAllowed). */
-export function assertDeviceChangesSafe(operation: string, config: Pick<SandboxConfig, 'machine'>, vcpuRemoved: boolean): void {
-  if (config.machine.accel === 'tcg' && vcpuRemoved) {
-    throw new UnsupportedOperationError(operation, 'a vCPU was removed from this VM under tcg, after which QEMU 7.2 crashes on any device_add or device_del');
+/** After a vCPU was removed under tcg below QEMU 10, no device may be added or removed (see vcpuRules). */
+export function assertDeviceChangesSafe(operation: string, rules: VcpuRules, vcpuRemoved: boolean): void {
+  if (rules.changesUnsafeAfterUnplug && vcpuRemoved) {
+    throw new UnsupportedOperationError(operation, `a vCPU was removed from this VM under tcg, after which QEMU ${formatVersion(rules.version)} (below 10) crashes on any device_add or device_del`);
   }
+}
+
+/**
+ * Going from `current` to `requested` vCPUs takes `requested - current` hot-adds: refused as a whole,
+ * before any is made, when the lifetime budget cannot pay for them (`used` were spent already).
+ */
+export function assertVcpuAddBudget(rules: VcpuRules, used: number, current: number, requested: number): void {
+  const budget = rules.addBudget;
+  if (budget === undefined || requested <= current) return;
+  if (used + (requested - current) > budget) throw new VcpuAddBudgetError(requested, current + Math.max(0, budget - used), budget, used);
 }

@@ -120,6 +120,12 @@ export interface HypervisorCapabilities {
   /** The machine can hot-add vCPUs (false on aarch64's virt: resizeVCPUs is then UNSUPPORTED). */
   cpuHotplug: boolean;
   cpuHotUnplug: boolean;
+  /**
+   * Present when vCPU hot-adds are capped over the VM's life (under tcg on QEMU >= 10: a removed
+   * vCPU never returns its TCG context). `limit` is cpus.max - cpus.boot, `used` the adds so far,
+   * removed vCPUs included; resizeVCPUs refuses to go past it with RESOURCE_LIMIT.
+   */
+  cpuHotAddBudget?: { limit: number; used: number };
   /** This VM's memory can grow (its config has memory.hotplug). */
   memoryHotplug: boolean;
   memoryHotUnplug: boolean;

@@ -25,7 +25,7 @@ export async function hotplugDevice(ctx: MockContext, input: HotplugDevice): Pro
     throw new UnsupportedOperationError('hotplugAddDevice', `${type} devices can only be cold-plugged (list them in the config's devices)`);
   }
   const device = validateHotplugDevice(input);
-  assertDeviceChangesSafe('hotplugAddDevice', ctx.machine.config, ctx.machine.state.vcpuRemoved);
+  assertDeviceChangesSafe('hotplugAddDevice', ctx.machine.vcpuRules, ctx.machine.state.vcpuRemoved);
   assertCallerFdsUsable(device, 'device.');
   const { machine } = ctx;
   assertIdFree(machine, device.id);
@@ -134,7 +134,7 @@ export async function unplugDevice(ctx: MockContext, id: string): Promise<void> 
   const record = machine.state.devices.find((d) => d.id === id);
   // A device the guest already ejected is gone for the caller too (see ejections.ts).
   if (!record || record.ejected) throw new DeviceNotFoundError(id);
-  assertDeviceChangesSafe('hotplugRemoveDevice', machine.config, machine.state.vcpuRemoved);
+  assertDeviceChangesSafe('hotplugRemoveDevice', machine.vcpuRules, machine.state.vcpuRemoved);
   // From here the guest letting go of it, asked or not, ends this removal.
   record.removalRequested = true;
   await ctx.delay();

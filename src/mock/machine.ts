@@ -1,6 +1,8 @@
 // The simulated VM behind a MockHypervisor: one hypervisor process, its run state, the guest, and
 // what has been plugged. The MockHypervisor drives it as QemuHypervisor drives QEMU over QMP; a
 // detached machine can be taken over by another MockHypervisor, as a running QEMU can.
+import { vcpuRules, type VcpuRules } from '../hypervisor/resources.ts';
+import type { QemuVersion } from '../hypervisor/version-rules.ts';
 import type { HotplugDeviceConfig, SandboxConfig } from '../hypervisor/config/index.ts';
 import type { HypervisorEvent, ScsiAddress } from '../hypervisor/types.ts';
 import { MockGuest } from './guest.ts';
@@ -66,8 +68,10 @@ export interface MockHotplugState {
   virtioMemPluggedMiB: number;
   /** DIMM sizes, in slot order. */
   dimms: number[];
-  /** A vCPU has been removed (which, under tcg, rules out further device changes, as on QEMU). */
+  /** A vCPU has been removed (which, under tcg below QEMU 10, rules out further device changes, as on QEMU). */
   vcpuRemoved: boolean;
+  /** vCPU hot-adds over the machine's life, removed ones included (the tcg add budget). */
+  vcpuAdds: number;
 }
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
@@ -82,7 +86,7 @@ export class MockMachine {
   readonly guest: MockGuest;
   /** The disk and NIC counters stats() reports. */
   readonly counters = new MockDeviceCounters();
-  readonly state: MockHotplugState = { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, virtioMemPluggedMiB: 0, dimms: [], vcpuRemoved: false };
+  readonly state: MockHotplugState = { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, virtioMemPluggedMiB: 0, dimms: [], vcpuRemoved: false, vcpuAdds: 0 };
   /** Set while the first SCSI disk adds the controller, so that concurrent disks wait for it. */
   scsiControllerReady: Promise<void> | undefined;
   #status: MockRunStatus = 'prelaunch';
@@ -99,8 +103,12 @@ export class MockMachine {
   /** Aborted when the process ends: whatever the guest was about to do will not happen. */
   readonly #alive = new AbortController();
 
-  constructor(config: SandboxConfig, guestReactionMs: number, opensChannels?: readonly string[]) {
+  /** What may be done with vCPUs, for the QEMU version the mock pretends (hypervisor/version-rules.ts). */
+  readonly vcpuRules: VcpuRules;
+
+  constructor(config: SandboxConfig, guestReactionMs: number, opensChannels?: readonly string[], qemuVersion?: QemuVersion) {
     this.config = config;
+    this.vcpuRules = vcpuRules(config, qemuVersion);
     this.#opensChannels = opensChannels;
     this.guest = new MockGuest(guestReactionMs);
     void this.process.exited.then(() => {

@@ -5,6 +5,8 @@ import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import { capabilitiesOf } from '../hypervisor/capabilities.ts';
 import { deviceRemovalTimeoutMs, profileOf } from '../hypervisor/arch-profiles.ts';
+import type { QemuVersion } from '../hypervisor/version-rules.ts';
+import { vcpuRules } from '../hypervisor/resources.ts';
 import { AttachError, GuestNotReadyError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
 import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import { nextEvent, type EventOf } from '../hypervisor/events.ts';
@@ -69,6 +71,12 @@ export interface MockHypervisorOptions {
   host?: boolean | Partial<MockHostProbe>;
   /** The uid the mock behaves as if it ran as, for the identity rules. Default 0 (root, as a runtime runs). */
   processUid?: number;
+  /**
+   * The QEMU version the mock pretends to run, for the version rules (hypervisor/version-rules.ts;
+   * the accel is the config's machine.accel). Default: unknown, judged as the oldest (QEMU 7.2's
+   * rules). A VM keeps the version it started with across detach and attach.
+   */
+  qemuVersion?: QemuVersion;
 }
 
 /** How `crashVmm` ends the mock's hypervisor process. */
@@ -192,7 +200,7 @@ export class MockHypervisor implements Hypervisor {
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
-        const machine = new MockMachine(config, this.#latency('guest'), this.#options.guestOpensChannels);
+        const machine = new MockMachine(config, this.#latency('guest'), this.#options.guestOpensChannels, this.#options.qemuVersion);
         this.#machine = machine;
         this.#owned = true;
         machine.connect((event) => this.#eventListeners.call(event));
@@ -482,7 +490,8 @@ export class MockHypervisor implements Hypervisor {
 
   /** The same as the QEMU backend's for the same config. */
   capabilities(): HypervisorCapabilities {
-    return capabilitiesOf(this.#config);
+    const rules = this.#machine?.vcpuRules ?? (this.#config ? vcpuRules(this.#config, this.#options.qemuVersion) : undefined);
+    return capabilitiesOf(this.#config, rules, this.#machine?.state.vcpuAdds ?? 0);
   }
 
   devices(): PluggedDevice[] {

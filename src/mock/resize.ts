@@ -8,6 +8,7 @@ import { HotplugError, ResizeIncompleteError } from '../hypervisor/errors.ts';
 import {
   assertDeviceChangesSafe,
   assertMemoryTarget,
+  assertVcpuAddBudget,
   assertVcpuRemovalAllowed,
   assertVcpuResizeSupported,
   assertVcpuTarget,
@@ -50,7 +51,7 @@ function growDimms(ctx: MockContext, targetMiB: number): void {
   const { machine } = ctx;
   const { memory } = machine.config;
   const steps = dimmSteps(memory, machine.memoryMiB(), targetMiB);
-  if (steps.length > 0) assertDeviceChangesSafe('resizeMemory', machine.config, machine.state.vcpuRemoved);
+  if (steps.length > 0) assertDeviceChangesSafe('resizeMemory', machine.vcpuRules, machine.state.vcpuRemoved);
   for (const size of steps) {
     const slot = machine.state.dimms.length;
     if (slot >= memory.slots) throw noFreeDimmSlot(memory, slot);
@@ -65,8 +66,9 @@ export async function resizeVcpus(ctx: MockContext, count: number): Promise<Vcpu
   const previous = machine.vcpuCount();
   assertVcpuResizeSupported(machine.config, count, previous);
   assertVcpuTarget(machine.config.cpus, count);
-  if (count < previous) assertVcpuRemovalAllowed(machine.config);
-  if (count > previous) assertDeviceChangesSafe('resizeVCPUs', machine.config, machine.state.vcpuRemoved);
+  if (count < previous) assertVcpuRemovalAllowed(machine.vcpuRules);
+  if (count > previous) assertDeviceChangesSafe('resizeVCPUs', machine.vcpuRules, machine.state.vcpuRemoved);
+  assertVcpuAddBudget(machine.vcpuRules, machine.state.vcpuAdds, previous, count);
   await ctx.delay();
   while (machine.vcpuCount() < count) addCpu(ctx);
   while (machine.vcpuCount() > count) await removeNewestCpu(ctx);
@@ -81,6 +83,7 @@ function addCpu(ctx: MockContext): void {
   const id = `vcpu${cpu.coreId}`;
   const failure = ctx.faults.takeHotplugFailure(id, ['device_add']);
   if (failure) throw new HotplugError(id, failure.step, { cause: new Error(failure.message) });
+  machine.state.vcpuAdds += 1;
   machine.state.cpus.push(cpu);
   machine.announceCpu(cpu);
 }

@@ -48,6 +48,12 @@ import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
 import { capabilitiesOf } from '../hypervisor/capabilities.ts';
 import { deviceRemovalTimeoutMs } from '../hypervisor/arch-profiles.ts';
+import { vcpuRules, type VcpuRules } from '../hypervisor/resources.ts';
+import type { QemuVersion } from '../hypervisor/version-rules.ts';
+import { MissingFeatureError } from '../hypervisor/errors.ts';
+import { qemuFeatures } from './features/store.ts';
+import { featureNeeds, DEVICE_OPTION_KEYS } from './features/needs.ts';
+import { assertDevice, assertFeatures } from './features/qemu-features.ts';
 import { UidLeaseStore } from './identity/uid-leases.ts';
 import { DEFAULT_UID_RANGE, type UidRange } from '../hypervisor/identity.ts';
 import { VmHome } from './launch/home.ts';
@@ -122,6 +128,11 @@ export class QemuHypervisor implements Hypervisor {
   /** QEMU, QMP and the helpers, from startVM (or attach) on. */
   #session: VmSession | undefined;
   #hotplug: HotplugState = emptyHotplugState();
+  /**
+   * QEMU's version as probed before the guest first ran (or as the state file recorded it): the
+   * version rules' input. Undefined: unknown, judged as the oldest.
+   */
+  #qemuVersion: QemuVersion | undefined;
   /**
    * QEMU's run state leaves guest-panicked on `cont`, but the guest kernel is still dead: once a
    * panic is seen, the VM stays unhealthy until it is stopped.
@@ -233,12 +244,20 @@ export class QemuHypervisor implements Hypervisor {
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
+        const needs = featureNeeds(plan);
+        // What an earlier VM learned of this binary refuses a missing feature before QEMU runs.
+        const known = qemuFeatures.known(plan.qemuPath);
+        if (known) assertFeatures(plan.qemuPath, known, needs, true);
         const session = await launchVm(plan, home, { ...this.#sessionOptions(), signal: deadline.signal });
         this.#session = session;
         // Recorded at once, landing while QMP connects: should this process die now, the sweep
         // (and attach) know the pids. The home queues it before the final one.
         void this.#saveState(true);
         const qmp = await session.connectQmp({ signal: deadline.signal });
+        // QEMU waits at -S: no guest code has run, so what it says of itself is the binary's.
+        const features = await qemuFeatures.learn(plan.qemuPath, qmp, needs, deadline.signal);
+        assertFeatures(plan.qemuPath, features, needs);
+        this.#qemuVersion = features.version;
         // Listening before `cont`: QEMU was started with -S, so the guest cannot open the port earlier.
         const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
         await enableBalloonStats(qmp, plan.config, deadline.signal);
@@ -302,6 +321,8 @@ export class QemuHypervisor implements Hypervisor {
       cause: error,
     };
     if (channel !== undefined && !exitedOnItsOwn) throw new GuestNotReadyError(channel, details);
+    // It names what the binary lacks: more use to the caller than a generic start failure.
+    if (error instanceof MissingFeatureError) throw error;
     // QEMU's own exit says more than the QMP error it caused.
     throw new VmStartError(exitedOnItsOwn ? 'QEMU exited during start' : error instanceof Error ? error.message : String(error), details);
   }
@@ -456,6 +477,7 @@ export class QemuHypervisor implements Hypervisor {
     vm.#home = session.home;
     vm.#session = session;
     vm.#hotplug = saved.hotplug;
+    vm.#qemuVersion = saved.qemuVersion ?? undefined;
     vm.#log = vm.#logger.child({ vmId: saved.id });
     let qmp: QmpClient;
     try {
@@ -538,7 +560,8 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   capabilities(): HypervisorCapabilities {
-    return capabilitiesOf(this.config);
+    const config = this.config;
+    return capabilitiesOf(config, config ? this.#vcpuRules(config) : undefined, this.#hotplug.vcpuAdds);
   }
 
   devices(): PluggedDevice[] {
@@ -628,8 +651,32 @@ export class QemuHypervisor implements Hypervisor {
 
   #hotplugContext(qmp: QmpClient, deadline: Deadline): HotplugContext {
     const config = this.config as SandboxConfig; // set by createVM or attach; #run's states come after
-    const removalTimeoutMs = deviceRemovalTimeoutMs(this.#removalTimeoutMs, config);
-    return { qmp, config, state: this.#hotplug, deadline, logger: this.#log, removalTimeoutMs };
+    const binary = (this.#plan as LaunchPlan).qemuPath;
+    return {
+      qmp,
+      config,
+      state: this.#hotplug,
+      vcpuRules: this.#vcpuRules(config),
+      deadline,
+      logger: this.#log,
+      removalTimeoutMs: deviceRemovalTimeoutMs(this.#removalTimeoutMs, config),
+      checkDevice: (props) => {
+        // Only what was probed before a guest ran is trusted; an attached VM's binary may be unprobed.
+        const features = qemuFeatures.known(binary);
+        if (features?.devices.has(props.driver)) assertDevice(binary, features, props.driver, Object.keys(props).filter((key) => !DEVICE_OPTION_KEYS.has(key)));
+      },
+    };
+  }
+
+  /**
+   * The vCPU rules of this VM's accel on its QEMU version (hypervisor/version-rules.ts). Before
+   * QEMU runs, what an earlier VM learned of the binary stands in; never for a running QEMU whose
+   * version is unknown (an adopted one may predate the binary now at its path).
+   */
+  #vcpuRules(config: SandboxConfig): VcpuRules {
+    const plan = this.#plan;
+    const beforeStart = this.#session === undefined && plan !== undefined;
+    return vcpuRules(config, this.#qemuVersion ?? (beforeStart ? qemuFeatures.known(plan.qemuPath)?.version : undefined));
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -687,6 +734,7 @@ export class QemuHypervisor implements Hypervisor {
         pid: session.process.pid,
         startTime: session.process.startTime ?? -1,
         qemuPath: plan.qemuPath,
+        qemuVersion: this.#qemuVersion ?? null,
         detached: plan.config.runtime.detached,
         identity: home.identity ?? null,
         leased: home.leased,

@@ -5,11 +5,14 @@
 import { z } from 'zod';
 import { hotplugDeviceSchema, parseSandboxConfig, type SandboxConfig } from '../hypervisor/config/index.ts';
 import type { VmIdentity } from '../hypervisor/types.ts';
+import type { QemuVersion } from '../hypervisor/version-rules.ts';
 import { readRegularFile, writeFileAtomic } from '../util/safe-fs.ts';
 import type { HotplugState } from './hotplug/state.ts';
 import type { SavedHelper } from './helpers/helper-set.ts';
 
-export const STATE_FILE_VERSION = 2;
+export const STATE_FILE_VERSION = 3;
+/** Version 2 lacks qemuVersion and hotplug.vcpuAdds: read with the conservative defaults (see readStateFile). */
+const OLDEST_READABLE_VERSION = 2;
 /** A state file is a few KiB; anything far larger is not one of ours. */
 const MAX_STATE_BYTES = 1024 * 1024;
 
@@ -42,15 +45,20 @@ const hotplugSchema = z.strictObject({
   virtioMemMiB: z.int().min(0),
   dimms: z.array(z.strictObject({ qemuId, backendId: qemuId, sizeMiB: z.int().min(1) })),
   vcpuRemoved: z.boolean(),
+  vcpuAdds: z.int().min(0).max(4096).optional(),
 });
 
+const qemuVersionSchema = z.strictObject({ major: z.int().min(0).max(999), minor: z.int().min(0).max(999), micro: z.int().min(0).max(99999) });
+
 const stateSchema = z.strictObject({
-  version: z.literal(STATE_FILE_VERSION),
+  version: z.union([z.literal(STATE_FILE_VERSION), z.literal(OLDEST_READABLE_VERSION)]),
   id,
   pid,
   startTime,
   /** QEMU's executable as resolved at createVM: /proc/<pid>/exe must name it. */
   qemuPath: z.string().startsWith('/'),
+  /** As probed before the guest first ran (query-version): the version rules' input. Null: unknown. */
+  qemuVersion: qemuVersionSchema.nullable().optional(),
   detached: z.boolean(),
   identity: identitySchema.nullable(),
   /** Whether the identity is a lease (released when the VM is gone). */
@@ -67,6 +75,8 @@ export interface SavedVmState {
   pid: number;
   startTime: number;
   qemuPath: string;
+  /** As probed at startVM, before the guest ran; null when unknown (judged as the oldest by the version rules). */
+  qemuVersion: QemuVersion | null;
   detached: boolean;
   identity: VmIdentity | null;
   leased: boolean;
@@ -97,5 +107,11 @@ export async function readStateFile(path: string): Promise<SavedVmState> {
   const state = parsed.data;
   const config = parseSandboxConfig(state.config);
   if (config.id !== state.id) throw new Error(`the saved config is for VM ${config.id}, not ${state.id}`);
-  return { ...state, config };
+  if (state.version === STATE_FILE_VERSION) {
+    const absent = state.qemuVersion === undefined ? 'qemuVersion' : state.hotplug.vcpuAdds === undefined ? 'hotplug.vcpuAdds' : undefined;
+    if (absent) throw new Error(`not a sandbox-vmm state file of version ${STATE_FILE_VERSION}: ${absent} is required`);
+  }
+  // A version 2 file (an older library): the vCPUs it holds are the adds known, the version unknown.
+  const hotplug = { ...state.hotplug, vcpuAdds: state.hotplug.vcpuAdds ?? state.hotplug.cpus.length };
+  return { ...state, version: STATE_FILE_VERSION, qemuVersion: state.qemuVersion ?? null, hotplug, config };
 }

@@ -115,6 +115,9 @@ export const QMP_SURFACE: QmpSurface = {
   'qom-set': { args: { path: 'str', property: 'str', value: 'any' }, ret: NONE },
   'qom-list': { args: { path: 'str' }, ret: OBJECT_PROPERTY_INFO },
   'device-list-properties': { args: { typename: 'str' }, ret: OBJECT_PROPERTY_INFO },
+  // The feature probe (src/qemu/features/): a machine type's properties, and every command's name.
+  'qom-list-properties': { args: { typename: 'str' }, ret: OBJECT_PROPERTY_INFO },
+  'query-qmp-schema': { args: null, ret: { array: { object: { name: 'str', 'meta-type': 'str' } } } },
   'query-hotpluggable-cpus': {
     args: null,
     ret: { array: { object: { type: 'str', 'vcpus-count': 'int', props: { object: {} }, 'qom-path': 'str' } } },

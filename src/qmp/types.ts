@@ -141,6 +141,13 @@ export interface BalloonInfo {
   actual: QmpInt;
 }
 
+/** One entry of query-qmp-schema: only its name and kind are typed, the rest is read where needed. */
+export interface SchemaInfo {
+  name: string;
+  'meta-type': string;
+  [member: string]: unknown;
+}
+
 /** One property of a QOM object or device type, as `qom-list` and `device-list-properties` list it. */
 export interface ObjectPropertyInfo {
   name: string;
@@ -185,6 +192,9 @@ export interface QmpCommandMap {
   'qom-set': { args: { path: string; property: string; value: unknown }; ret: Empty };
   'qom-list': { args: { path: string }; ret: ObjectPropertyInfo[] };
   'device-list-properties': { args: { typename: string }; ret: ObjectPropertyInfo[] };
+  'qom-list-properties': { args: { typename: string }; ret: ObjectPropertyInfo[] };
+  /** The introspected schema: entries with opaque type names (src/qmp/schema-check.ts reads them). */
+  'query-qmp-schema': { args: undefined; ret: SchemaInfo[] };
   'query-hotpluggable-cpus': { args: undefined; ret: HotpluggableCpu[] };
   'query-cpus-fast': { args: undefined; ret: CpuInfoFast[] };
   'query-memory-devices': { args: undefined; ret: MemoryDeviceInfo[] };

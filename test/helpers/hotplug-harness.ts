@@ -1,5 +1,7 @@
 // One fake QEMU for the hotplug unit tests: a fake QMP server on a real unix socket, a client
 // connected to it, and HotplugContexts over that client whose log lines are kept for assertions.
+import { vcpuRules } from '../../src/hypervisor/resources.ts';
+import type { QemuVersion } from '../../src/hypervisor/version-rules.ts';
 import { afterEach, beforeEach, expect } from 'vitest';
 import { pino } from 'pino';
 import { parseSandboxConfig, type SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
@@ -32,6 +34,8 @@ export function recordingLogger(): { logger: Logger; records: LogRecord[] } {
 
 export interface ContextOptions {
   timeoutMs?: number;
+  /** The QEMU version the vCPU rules are chosen for (hypervisor/version-rules.ts). Default: unknown (the oldest's rules). */
+  qemuVersion?: QemuVersion;
   removalTimeoutMs?: number;
 }
 
@@ -93,10 +97,12 @@ export function useHotplugHarness(): HotplugHarness {
       deadlines.push(deadline);
       const recorded = recordingLogger();
       logs = recorded.records;
+      const parsed = parseSandboxConfig({ boot: { kernel: '/k' }, hotplug: { rootPorts: 2 }, ...config });
       return {
         qmp: qmp as QmpClient,
-        config: parseSandboxConfig({ boot: { kernel: '/k' }, hotplug: { rootPorts: 2 }, ...config }),
+        config: parsed,
         state: emptyHotplugState(),
+        vcpuRules: vcpuRules(parsed, options.qemuVersion),
         deadline,
         logger: recorded.logger,
         removalTimeoutMs: options.removalTimeoutMs ?? 2_000,

@@ -19,21 +19,23 @@ function guestOf(vm: Hypervisor): MockGuestView {
   return guest;
 }
 
-// Once as under KVM (everything allowed), once as under TCG (vCPU removal refused, as QEMU 7.2
-// would otherwise corrupt itself), and once as aarch64's virt (no vCPU or DIMM hotplug): the mock
-// must answer like QEMU in each.
-const machines = [
-  { label: 'kvm', machine: { accel: 'kvm' } },
-  { label: 'tcg', machine: { accel: 'tcg' } },
-  { label: 'aarch64 tcg', machine: { arch: 'aarch64', accel: 'tcg' } },
+// As under KVM (everything allowed), as under TCG on QEMU 7.2 (vCPU removal refused, as QEMU would
+// otherwise corrupt itself), as under TCG on QEMU 10 (removal allowed, hot-adds within the lifetime
+// budget), and as aarch64's virt (no vCPU or DIMM hotplug): the mock must answer like QEMU in each.
+const variants = [
+  { label: 'kvm', machine: { accel: 'kvm' }, qemuVersion: undefined },
+  { label: 'tcg, QEMU 7.2', machine: { accel: 'tcg' }, qemuVersion: { major: 7, minor: 2, micro: 22 } },
+  { label: 'tcg, QEMU 10.0', machine: { accel: 'tcg' }, qemuVersion: { major: 10, minor: 0, micro: 2 } },
+  { label: 'aarch64 tcg', machine: { arch: 'aarch64', accel: 'tcg' }, qemuVersion: undefined },
 ] as const;
-for (const { label, machine } of machines) {
+for (const { label, machine, qemuVersion } of variants) {
   defineConformanceSuite(
     { describe, it, beforeAll, afterAll },
     {
       name: `mock (${label})`,
       // Its guest opens the agent's channel, as the test guest does, and never the other one.
-      create: (settings) => new MockHypervisor({ deviceRemovalTimeoutMs: settings.deviceRemovalTimeoutMs, guestOpensChannels: ['agent'] }),
+      create: (settings) =>
+        new MockHypervisor({ deviceRemovalTimeoutMs: settings.deviceRemovalTimeoutMs, guestOpensChannels: ['agent'], ...(qemuVersion ? { qemuVersion } : {}) }),
       // The mock checks the host like QEMU: the kernel and the disk images must exist.
       config: () => ({
         boot: { kernel },
@@ -45,7 +47,7 @@ for (const { label, machine } of machines) {
       }),
       channels: { opened: 'agent', neverOpened: 'silent' },
       disk: (name) => {
-        const path = join(dir, `${label.replace(' ', '-')}-${name}.img`);
+        const path = join(dir, `${label.replace(/\W+/g, '-')}-${name}.img`);
         writeFileSync(path, '');
         return path;
       },

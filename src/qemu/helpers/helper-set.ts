@@ -9,6 +9,7 @@ import { AdoptedProcess, killAndWait, type ProcessExit, type VmmProcess } from '
 import type { RuntimePaths } from '../runtime-paths.ts';
 import type { VmIdentity } from '../../hypervisor/types.ts';
 import { isManagedVirtioFs, removeVirtiofsdPidFile, startVirtiofsd } from './virtiofsd.ts';
+import { virtiofsdFlavour } from './virtiofsd-flavour.ts';
 
 /** What the state file keeps of a helper. */
 export interface SavedHelper {
@@ -54,6 +55,7 @@ export class HelperSet {
           device,
           paths,
           binary,
+          flavour: await virtiofsdFlavour(binary),
           launcher: launch.launcher,
           qemuUser: launch.qemuUser,
           detached: config.runtime.detached,

@@ -12,6 +12,7 @@ import type { RuntimePaths } from '../runtime-paths.ts';
 import { SpawnedProcess, type VmmProcess } from '../process/vmm-process.ts';
 import type { VmIdentity } from '../../hypervisor/types.ts';
 import type { LaunchSpec } from '../launch/launcher.ts';
+import { virtiofsdArgs, type VirtiofsdFlavour } from './virtiofsd-flavour.ts';
 
 /** Where distributions put it: the Rust virtiofsd in /usr/libexec, Debian 12's C one with QEMU. */
 const CANDIDATES = ['/usr/libexec/virtiofsd', '/usr/lib/qemu/virtiofsd', '/usr/bin/virtiofsd'];
@@ -23,6 +24,8 @@ export interface VirtiofsdSpec {
   paths: RuntimePaths;
   /** Its absolute path, resolved at createVM. */
   binary: string;
+  /** Which virtiofsd it is (its --help tells): the form its options take. */
+  flavour: VirtiofsdFlavour;
   launcher: string;
   /** QEMU's user, who must be able to connect to the socket. */
   qemuUser: VmIdentity | undefined;
@@ -37,10 +40,6 @@ export function isManagedVirtioFs(device: { type: string; driver?: string; share
   return device.type === 'fs' && device.driver === 'virtio-fs' && device.sharedDir !== undefined;
 }
 
-/** The options both the C and the Rust virtiofsd accept. */
-export function virtiofsdArgs(device: VirtiofsdSpec['device'], socket: string): string[] {
-  return [`--socket-path=${socket}`, '-o', `source=${device.sharedDir}`, '-o', `cache=${device.cache ?? 'auto'}`];
-}
 
 /** The configured binary (a path or a name), else the first usual location that exists. */
 export function findVirtiofsd(configured: string | undefined): string | undefined {
@@ -50,10 +49,10 @@ export function findVirtiofsd(configured: string | undefined): string | undefine
 export const VIRTIOFSD_CANDIDATES: readonly string[] = CANDIDATES;
 
 /** How the launcher starts virtiofsd: as root, in the pod's network namespace like QEMU. */
-export function virtiofsdLaunchSpec(spec: Pick<VirtiofsdSpec, 'device' | 'paths' | 'binary' | 'detached' | 'netns'>): LaunchSpec {
+export function virtiofsdLaunchSpec(spec: Pick<VirtiofsdSpec, 'device' | 'paths' | 'binary' | 'flavour' | 'detached' | 'netns'>): LaunchSpec {
   const socket = spec.paths.virtiofsSocket(spec.device.id);
   // It keeps root's capabilities: it needs them to build its own sandbox (namespaces, seccomp).
-  return { program: spec.binary, args: virtiofsdArgs(spec.device, socket), fds: [], user: undefined, dropCapabilities: false, dieWithParent: !spec.detached, netns: spec.netns };
+  return { program: spec.binary, args: virtiofsdArgs(spec.device, socket, spec.flavour), fds: [], user: undefined, dropCapabilities: false, dieWithParent: !spec.detached, netns: spec.netns };
 }
 
 /** Starts virtiofsd and resolves once its socket exists and QEMU's user may use it. */
@@ -87,15 +86,17 @@ export async function startVirtiofsd(spec: VirtiofsdSpec): Promise<VmmProcess> {
 }
 
 /**
- * Debian's C virtiofsd leaves /run/virtiofsd/<socket path, '/' as '.'>.pid behind; remove it once
- * the daemon is gone (a root-only directory: nothing there is QEMU's to plant).
+ * Once the daemon is gone, its pid file: Debian's C virtiofsd leaves /run/virtiofsd/<socket path,
+ * '/' as '.'>.pid, the Rust one <socket>.pid beside the socket, in the VM's own directory. Both
+ * directories are root's alone (nothing there is QEMU's to plant); only a regular file is removed.
  */
 export function removeVirtiofsdPidFile(socket: string): void {
-  const pidFile = join(C_VIRTIOFSD_PID_DIR, `${socket.replaceAll('/', '.')}.pid`);
-  try {
-    if (lstatSync(pidFile).isFile()) unlinkSync(pidFile);
-  } catch {
-    // None: the Rust virtiofsd writes its pid file beside the socket, in the VM's directory.
+  for (const pidFile of [join(C_VIRTIOFSD_PID_DIR, `${socket.replaceAll('/', '.')}.pid`), `${socket}.pid`]) {
+    try {
+      if (lstatSync(pidFile).isFile()) unlinkSync(pidFile);
+    } catch {
+      // None: this flavour did not write one there.
+    }
   }
 }
 

@@ -1,7 +1,7 @@
 // vCPU hotplug: add with exactly the topology props QEMU offers in query-hotpluggable-cpus (never
 // guessed ones), remove in reverse order of addition. Boot vCPUs are not removable.
 import { HotplugError } from '../../hypervisor/errors.ts';
-import { assertDeviceChangesSafe, assertVcpuRemovalAllowed, assertVcpuResizeSupported, assertVcpuTarget } from '../../hypervisor/resources.ts';
+import { assertDeviceChangesSafe, assertVcpuAddBudget, assertVcpuRemovalAllowed, assertVcpuResizeSupported, assertVcpuTarget } from '../../hypervisor/resources.ts';
 import type { VcpuResizeResult } from '../../hypervisor/types.ts';
 import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
 import { within, type HotplugContext } from './context.ts';
@@ -15,8 +15,9 @@ export async function resizeVcpus(ctx: HotplugContext, count: number): Promise<V
   const previous = currentVcpus(ctx);
   assertVcpuResizeSupported(ctx.config, count, previous);
   assertVcpuTarget(ctx.config.cpus, count);
-  if (count < previous) assertVcpuRemovalAllowed(ctx.config);
-  if (count > previous) assertDeviceChangesSafe('resizeVCPUs', ctx.config, ctx.state.vcpuRemoved);
+  if (count < previous) assertVcpuRemovalAllowed(ctx.vcpuRules);
+  if (count > previous) assertDeviceChangesSafe('resizeVCPUs', ctx.vcpuRules, ctx.state.vcpuRemoved);
+  assertVcpuAddBudget(ctx.vcpuRules, ctx.state.vcpuAdds, previous, count);
   while (currentVcpus(ctx) < count) await addOne(ctx);
   while (currentVcpus(ctx) > count) await removeNewest(ctx);
   ctx.logger.info({ previous, current: currentVcpus(ctx) }, 'vcpus resized');
@@ -31,10 +32,16 @@ async function addOne(ctx: HotplugContext): Promise<void> {
   if (!free) throw new HotplugError('vcpu', 'query-hotpluggable-cpus (no free vCPU slot)');
   const coreId = free.props['core-id'] ?? ctx.state.cpus.length + ctx.config.cpus.boot;
   const qemuId = `vcpu${coreId}`;
+  // Counted before it is sent: an add whose outcome is unknown (timeout, lost connection) may have
+  // taken a TCG context. Only QEMU's refusal gives it back.
+  ctx.state.vcpuAdds += 1;
   try {
     await ctx.qmp.execute('device_add', { driver: free.type, id: qemuId, ...free.props }, within(ctx));
   } catch (error) {
-    if (error instanceof QmpCommandError) throw new HotplugError(qemuId, 'device_add', { cause: error });
+    if (error instanceof QmpCommandError) {
+      ctx.state.vcpuAdds -= 1;
+      throw new HotplugError(qemuId, 'device_add', { cause: error });
+    }
     throw error;
   }
   ctx.state.cpus.push({ qemuId, coreId });

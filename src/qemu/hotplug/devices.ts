@@ -26,9 +26,10 @@ export async function hotplugDevice(ctx: HotplugContext, input: HotplugDevice): 
     throw new UnsupportedOperationError('hotplugAddDevice', `${type} devices can only be cold-plugged (list them in the config's devices)`);
   }
   const device = validateHotplugDevice(input);
-  assertDeviceChangesSafe('hotplugAddDevice', ctx.config, ctx.state.vcpuRemoved);
+  assertDeviceChangesSafe('hotplugAddDevice', ctx.vcpuRules, ctx.state.vcpuRemoved);
   assertCallerFdsUsable(device, 'device.');
   assertIdFree(ctx, device.id);
+  assertQemuCanPlug(ctx, device);
   // Claim the id and the port synchronously, before the first await, so that concurrent hotplugs
   // can neither reuse the id nor be handed the same port.
   const isScsi = device.type === 'block' && device.driver === 'virtio-scsi';
@@ -46,6 +47,19 @@ export async function hotplugDevice(ctx: HotplugContext, input: HotplugDevice): 
   }
   ctx.logger.info({ device: device.id, type: device.type, bus }, 'device hot-added');
   return { id: device.id, type: device.type, bus };
+}
+
+/** Before anything is sent: the frontends this device needs exist in this QEMU with the properties set (feature probe). */
+function assertQemuCanPlug(ctx: HotplugContext, device: HotplugDeviceConfig): void {
+  const check = ctx.checkDevice;
+  if (!check) return;
+  const placement = { bus: 'probe' };
+  if (device.type === 'vfio') check(vfioProps(device, placement.bus) as { driver: string });
+  if (device.type === 'net') check(netFrontendProps(device, placement) as { driver: string });
+  if (device.type === 'block') {
+    if (device.driver === 'virtio-scsi') check(scsiControllerProps(placement) as { driver: string });
+    check(blockFrontendProps(device, placement) as { driver: string });
+  }
 }
 
 function isColdOnly(type: string): boolean {
@@ -163,7 +177,7 @@ export async function unplugDevice(ctx: HotplugContext, id: string): Promise<voi
   const record = ctx.state.devices.find((d) => d.id === id);
   // A device the guest already ejected is gone for the caller too (see ejections.ts).
   if (!record || isEjecting(record)) throw new DeviceNotFoundError(id);
-  assertDeviceChangesSafe('hotplugRemoveDevice', ctx.config, ctx.state.vcpuRemoved);
+  assertDeviceChangesSafe('hotplugRemoveDevice', ctx.vcpuRules, ctx.state.vcpuRemoved);
   // Set before device_del: its DEVICE_DELETED, however late, ends this removal and is no ejection.
   record.removalRequested = true;
   try {

@@ -73,7 +73,7 @@ async function resizeVirtioMem(ctx: HotplugContext, targetMiB: number): Promise<
 
 async function growDimms(ctx: HotplugContext, targetMiB: number): Promise<void> {
   const steps = dimmSteps(ctx.config.memory, currentMemoryMiB(ctx), targetMiB);
-  if (steps.length > 0) assertDeviceChangesSafe('resizeMemory', ctx.config, ctx.state.vcpuRemoved);
+  if (steps.length > 0) assertDeviceChangesSafe('resizeMemory', ctx.vcpuRules, ctx.state.vcpuRemoved);
   for (const step of steps) {
     if (ctx.state.dimms.length >= ctx.config.memory.slots) throw noFreeDimmSlot(ctx.config.memory, ctx.state.dimms.length);
     await addDimm(ctx, step);

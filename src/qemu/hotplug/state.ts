@@ -39,12 +39,14 @@ export interface HotplugState {
   /** virtio-mem: the size requested from the device, beyond boot memory. */
   virtioMemMiB: number;
   dimms: HotpluggedDimm[];
-  /** A vCPU has been removed (which, under tcg, rules out further device changes). */
+  /** A vCPU has been removed (which, under tcg below QEMU 10, rules out further device changes). */
   vcpuRemoved: boolean;
+  /** vCPU hot-adds over the VM's life, removed ones included (the tcg add budget, VcpuRules.addBudget). */
+  vcpuAdds: number;
 }
 
 export function emptyHotplugState(): HotplugState {
-  return { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, dimms: [], vcpuRemoved: false };
+  return { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, dimms: [], vcpuRemoved: false, vcpuAdds: 0 };
 }
 
 /**

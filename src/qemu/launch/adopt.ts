@@ -8,7 +8,8 @@ import { directoryProblem } from '../../util/safe-fs.ts';
 import type { OperationOptions } from '../../util/deadline.ts';
 import type { SavedHelper } from '../helpers/helper-set.ts';
 import { HelperSet } from '../helpers/helper-set.ts';
-import { isManagedVirtioFs, virtiofsdArgs } from '../helpers/virtiofsd.ts';
+import { isManagedVirtioFs } from '../helpers/virtiofsd.ts';
+import { virtiofsdArgs } from '../helpers/virtiofsd-flavour.ts';
 import { isProcessAlive, readCmdline, readExe, readNetnsInode, readUids } from '../process/proc-fs.ts';
 import { AdoptedProcess } from '../process/vmm-process.ts';
 import type { UidLeaseStore } from '../identity/uid-leases.ts';
@@ -104,5 +105,10 @@ function helperMismatch(helper: SavedHelper, plan: LaunchPlan): string | undefin
   if (plan.virtiofsdPath !== helper.binary) return `the state file names ${helper.binary}, the config resolves to ${plan.virtiofsdPath ?? 'nothing'}`;
   if (!isProcessAlive(helper.pid, helper.startTime)) return 'it is no longer running';
   // virtiofsd runs as root (the user the library runs as): its own sandbox drops what it must.
-  return processMismatch(helper.pid, helper.binary, [helper.binary, ...virtiofsdArgs(device, plan.paths.virtiofsSocket(device.id))], process.geteuid?.());
+  // Started with the options of its flavour: either form is this device's daemon (an upgrade may
+  // have replaced the binary's flavour since).
+  const socket = plan.paths.virtiofsSocket(device.id);
+  const mismatch = (flavour: 'rust' | 'c') => processMismatch(helper.pid, helper.binary, [helper.binary, ...virtiofsdArgs(device, socket, flavour)], process.geteuid?.());
+  const asC = mismatch('c');
+  return asC === undefined ? undefined : mismatch('rust') === undefined ? undefined : asC;
 }

@@ -4,6 +4,7 @@
 // then on as `vm.identity`. The fixtures follow the flow a runtime follows: create the VM, read its
 // identity, then hand it the disks and taps it may use (owned by that uid, mode 0600: no other VM's
 // QEMU can open them).
+import { QMP_SURFACE } from '../../../src/qmp/surface.ts';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -115,13 +116,19 @@ export const FAKE_QEMU = join(process.cwd(), 'test', 'fixtures', 'fake-qemu.mjs'
 
 /**
  * An executable for runtime.qemuPath that runs the fake QEMU, never answering the commands in
- * `silent`. The library starts QEMU with an empty environment, so the setting lives in this
+ * `silent` and lacking those in `withoutCommands` (as an older QEMU would). The library starts QEMU with an empty environment, so the setting lives in this
  * wrapper (root's, 0755, in `dir`: every VM's uid may run it, none may change it).
  */
-export function fakeQemu(dir: string, silent: readonly string[] = []): string {
+export function fakeQemu(dir: string, silent: readonly string[] = [], withoutCommands: readonly string[] = []): string {
   const quote = (text: string) => `'${text.replaceAll("'", "'\\''")}'`;
-  const path = join(dir, `fake-qemu-${silent.join('-') || 'plain'}`);
-  writeFileSync(path, `#!/bin/sh\nFAKE_QEMU_SILENT=${quote(silent.join(','))} exec ${quote(process.execPath)} ${quote(FAKE_QEMU)} "$@"\n`, { mode: 0o755 });
+  const path = join(dir, `fake-qemu-${silent.join('-') || 'plain'}${withoutCommands.length > 0 ? `-without-${withoutCommands.join('-')}` : ''}`);
+  // The feature probe asks for the schema: the stand-in offers every command the library sends, but those `withoutCommands` names.
+  const commands = Object.keys(QMP_SURFACE)
+    .filter((name) => !withoutCommands.includes(name))
+    .join(',');
+  writeFileSync(path, `#!/bin/sh\nFAKE_QEMU_SILENT=${quote(silent.join(','))} FAKE_QEMU_COMMANDS=${quote(commands)} exec ${quote(process.execPath)} ${quote(FAKE_QEMU)} "$@"\n`, {
+    mode: 0o755,
+  });
   chmodSync(path, 0o755);
   return path;
 }

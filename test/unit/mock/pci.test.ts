@@ -55,6 +55,7 @@ describe('mock guest PCI paths', () => {
       virtioMemPluggedMiB: 0,
       dimms: [],
       vcpuRemoved: false,
+      vcpuAdds: 0,
     };
     for (const { device } of placed) expect(locateMockDevice(device, config, mockState), device.id).toEqual(qemu.locate(device, qemuState));
     expect(locateMockDevice(disk('a', 'virtio-blk'), config, mockState).pci).toEqual({ path: '0a/00', sysfs: '0000:00:0a.0/0000:0a:00.0' });

@@ -1,6 +1,7 @@
 // A guest that ejects a hot-plugged device on its own, against a fake QMP server: which
 // DEVICE_DELETED events count as an ejection, what is sent to QEMU to settle it, and how it meets a
 // removal the caller asked for.
+import { vcpuRules } from '../../../src/hypervisor/resources.ts';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseSandboxConfig, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
 import { DeviceNotFoundError, DeviceRemovalTimeoutError, HotplugError, InvalidReplyError } from '../../../src/hypervisor/errors.ts';
@@ -61,6 +62,7 @@ function rig(config: Partial<SandboxConfigInput> = {}, options: RigOptions = {})
     qmp,
     config: parseSandboxConfig({ boot: { kernel: '/k' }, hotplug: { rootPorts: 2 }, ...config }),
     state: emptyHotplugState(),
+    vcpuRules: vcpuRules(parseSandboxConfig({ boot: { kernel: '/k' }, hotplug: { rootPorts: 2 }, ...config }), undefined),
     deadline,
     logger,
     removalTimeoutMs,

@@ -1,6 +1,7 @@
 // Hotplug from the caller's file descriptors, command by command against a fake QMP server (the fds
 // really go through build/svmm-sendfd; the fake only sees the bytes): taps as getfd names taken by
 // netdev_add, disks as fd sets, every name and set released on rollback and removal, in order.
+import { vcpuRules } from '../../../src/hypervisor/resources.ts';
 import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,6 +63,7 @@ function context(timeoutMs = 5_000): HotplugContext {
     qmp,
     config: parseSandboxConfig({ boot: { kernel: '/k' }, hotplug: { rootPorts: 2 } }),
     state: emptyHotplugState(),
+    vcpuRules: vcpuRules(parseSandboxConfig({ boot: { kernel: '/k' }, hotplug: { rootPorts: 2 } }), undefined),
     deadline,
     logger: recorded.logger,
     removalTimeoutMs: 2_000,

@@ -2,7 +2,9 @@
 // ids already taken, and device changes after a vCPU was removed under tcg. Each refusal is a typed
 // error, no QMP command goes out, and the state (ports included) is left as it was.
 import { describe, expect, it } from 'vitest';
-import { DeviceExistsError, NoFreeSlotError, UnsupportedOperationError } from '../../../src/hypervisor/errors.ts';
+import { DeviceExistsError, MissingFeatureError, NoFreeSlotError, UnsupportedOperationError } from '../../../src/hypervisor/errors.ts';
+import { DEVICE_OPTION_KEYS } from '../../../src/qemu/features/needs.ts';
+import { assertDevice, type QemuFeatures } from '../../../src/qemu/features/qemu-features.ts';
 import type { HotplugDevice } from '../../../src/hypervisor/types.ts';
 import type { HotplugContext } from '../../../src/qemu/hotplug/context.ts';
 import { resizeVcpus } from '../../../src/qemu/hotplug/cpus.ts';
@@ -20,6 +22,9 @@ async function refusal(ctx: HotplugContext, device: unknown): Promise<unknown> {
   expect(ctx.state).toEqual(before);
   return error;
 }
+
+/** The version the tcg refusals were found on (hypervisor/version-rules.ts). */
+const QEMU_7_2 = { major: 7, minor: 2, micro: 22 };
 
 describe('cold-plug-only device types', () => {
   it.each([
@@ -121,7 +126,7 @@ describe('root ports', () => {
 describe('device changes after a vCPU was removed under tcg', () => {
   /** A tcg VM that has just lost its hot-added vCPU (the config allows it), with one disk plugged before. */
   async function afterVcpuRemoval(config: Parameters<typeof h.context>[0] = {}): Promise<HotplugContext> {
-    const ctx = h.context({ machine: { accel: 'tcg' }, cpus: { boot: 1, max: 2 }, hotplug: { rootPorts: 2, tcgVcpuUnplug: true }, ...config });
+    const ctx = h.context({ machine: { accel: 'tcg' }, cpus: { boot: 1, max: 2 }, hotplug: { rootPorts: 2, tcgVcpuUnplug: true }, ...config }, { qemuVersion: QEMU_7_2 });
     let plugged = false;
     h.server.handle('query-hotpluggable-cpus', () => [
       { type: 'max-x86_64-cpu', 'vcpus-count': 1, props: { 'core-id': 1 }, ...(plugged ? { 'qom-path': '/machine/peripheral/vcpu1' } : {}) },
@@ -146,7 +151,7 @@ describe('device changes after a vCPU was removed under tcg', () => {
 
   const tcgRefusal = (operation: string) => ({
     operation,
-    message: `${operation} is not supported: a vCPU was removed from this VM under tcg, after which QEMU 7.2 crashes on any device_add or device_del`,
+    message: `${operation} is not supported: a vCPU was removed from this VM under tcg, after which QEMU 7.2.22 (below 10) crashes on any device_add or device_del`,
   });
 
   it('hotplugAddDevice, hotplugRemoveDevice and growing vCPUs are refused, with nothing sent', async () => {
@@ -180,7 +185,7 @@ describe('device changes after a vCPU was removed under tcg', () => {
   });
 
   it('a fresh VM under tcg has removed no vCPU, so devices come and go', async () => {
-    const ctx = h.context({ machine: { accel: 'tcg' } });
+    const ctx = h.context({ machine: { accel: 'tcg' } }, { qemuVersion: QEMU_7_2 });
     expect(ctx.state).toEqual(emptyHotplugState());
     h.server.handle('device_add', () => ({}));
     h.server.handle('device_del', () => {
@@ -195,7 +200,7 @@ describe('device changes after a vCPU was removed under tcg', () => {
 
 describe('removing vCPUs under tcg', () => {
   it('is refused without the config’s consent, before anything is sent; growing is still allowed', async () => {
-    const ctx = h.context({ machine: { accel: 'tcg' }, cpus: { boot: 1, max: 3 } });
+    const ctx = h.context({ machine: { accel: 'tcg' }, cpus: { boot: 1, max: 3 } }, { qemuVersion: QEMU_7_2 });
     let plugged = false;
     h.server.handle('query-hotpluggable-cpus', () => [
       { type: 'max-x86_64-cpu', 'vcpus-count': 1, props: { 'core-id': 0 }, 'qom-path': '/machine/unattached/device[0]' },
@@ -215,5 +220,35 @@ describe('removing vCPUs under tcg', () => {
     expect(h.sent()).toEqual([]);
     expect(ctx.state.cpus).toEqual([{ qemuId: 'vcpu1', coreId: 1 }]);
     expect(ctx.state.vcpuRemoved).toBe(false);
+  });
+});
+
+describe('devices this QEMU cannot plug (the feature probe)', () => {
+  const binary = '/usr/bin/qemu-system-x86_64';
+  const features: QemuFeatures = {
+    version: { major: 6, minor: 2, micro: 0 },
+    commands: new Set(),
+    devices: new Map([
+      ['virtio-blk-pci', new Set(['drive', 'addr', 'write-cache'])],
+      ['virtio-net-pci', new Set(['netdev', 'addr'])],
+      ['vfio-pci', null],
+    ]),
+    machines: new Map(),
+  };
+
+  function probedContext(): HotplugContext {
+    return { ...h.context(), checkDevice: (props) => assertDevice(binary, features, props.driver, Object.keys(props).filter((key) => !DEVICE_OPTION_KEYS.has(key))) };
+  }
+
+  it('a driver QEMU lacks is refused before anything is sent, naming it and the binary', async () => {
+    const error = await refusal(probedContext(), { type: 'vfio', id: 'gpu', hostAddress: '0000:01:00.0' });
+    expect(error).toBeInstanceOf(MissingFeatureError);
+    expect(error).toMatchObject({ kind: 'device', feature: 'vfio-pci', binary });
+  });
+
+  it('a property the device would be given that QEMU lacks is refused the same way', async () => {
+    const error = await refusal(probedContext(), { type: 'net', id: 'n0', tap: { ifname: 'tap0' }, mac: '52:54:00:12:34:56' });
+    expect(error).toMatchObject({ kind: 'device-property', feature: 'virtio-net-pci.mac' });
+    expect((error as Error).message).toBe(`${binary} (QEMU 6.2.0) lacks the device property virtio-net-pci.mac, which this VM needs`);
   });
 });

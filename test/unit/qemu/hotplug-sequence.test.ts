@@ -1,6 +1,7 @@
 // The QMP sequences of hotplug, unplug and resize, checked command by command against a fake QMP
 // server: what a real QEMU cannot show here (no VFIO device), rollback after each failing step, and
 // the event orderings QEMU allows (DEVICE_DELETED before the device_del reply).
+import { vcpuRules } from '../../../src/hypervisor/resources.ts';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseSandboxConfig, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
 import { DeviceRemovalTimeoutError, HotplugError, NoFreeSlotError, ResizeIncompleteError } from '../../../src/hypervisor/errors.ts';
@@ -36,6 +37,7 @@ function context(config: Partial<SandboxConfigInput> = {}, options: { timeoutMs?
     qmp,
     config: parseSandboxConfig({ boot: { kernel: '/k' }, hotplug: { rootPorts: 2 }, ...config }),
     state: emptyHotplugState(),
+    vcpuRules: vcpuRules(parseSandboxConfig({ boot: { kernel: '/k' }, hotplug: { rootPorts: 2 }, ...config }), undefined),
     deadline,
     logger: silentLogger,
     removalTimeoutMs: options.removalTimeoutMs ?? 2_000,

@@ -93,7 +93,7 @@ describe('how QEMU is launched (qemuLaunchSpec through svmm-launch)', () => {
     expect(launcherArgs(qemuLaunchSpec(plan(), undefined))).not.toContain('--netns');
 
     const device = { type: 'fs', driver: 'virtio-fs', id: 'share', tag: 'share', sharedDir: '/srv/share', queueSize: 1024 } as const;
-    const helper = { device, paths, binary: '/usr/lib/qemu/virtiofsd', detached: false };
+    const helper = { device, paths, binary: '/usr/lib/qemu/virtiofsd', flavour: 'c' as const, detached: false };
     expect(virtiofsdLaunchSpec({ ...helper, netns: '/run/netns/pod-a' })).toMatchObject({ program: '/usr/lib/qemu/virtiofsd', netns: '/run/netns/pod-a', user: undefined });
     expect(virtiofsdLaunchSpec({ ...helper, netns: undefined }).netns).toBeUndefined();
   });

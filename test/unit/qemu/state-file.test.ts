@@ -31,6 +31,7 @@ function sampleState(): SavedVmState {
     pid: 1234,
     startTime: 98765,
     qemuPath: '/usr/bin/qemu-system-x86_64',
+    qemuVersion: { major: 10, minor: 0, micro: 2 },
     detached: true,
     identity: { uid: 1_900_000_003, gid: 1_900_000_003, groups: [993] },
     leased: true,
@@ -56,6 +57,7 @@ function sampleState(): SavedVmState {
       virtioMemMiB: 256,
       dimms: [{ qemuId: 'dimm0', backendId: 'mem-dimm0', sizeMiB: 128 }],
       vcpuRemoved: false,
+      vcpuAdds: 1,
     },
     helpers: [{ name: 'virtiofsd', deviceId: 'fs0', pid: 4321, startTime: 55, binary: '/usr/lib/qemu/virtiofsd' }],
   };
@@ -134,7 +136,8 @@ describe('serializeState / writeStateFile / readStateFile', () => {
     ['64 groups', (raw) => (raw['identity'] = { uid: 5, gid: 5, groups: Array.from({ length: 64 }, (_, i) => i) })],
     ['no helpers', (raw) => (raw['helpers'] = [])],
     ['a helper with startTime 0', (raw) => (first(raw['helpers'])['startTime'] = 0)],
-    ['an empty hotplug state', (raw) => (raw['hotplug'] = { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, dimms: [], vcpuRemoved: true })],
+    ['an empty hotplug state', (raw) => (raw['hotplug'] = { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, dimms: [], vcpuRemoved: true, vcpuAdds: 0 })],
+    ['an unknown QEMU version (null)', (raw) => (raw['qemuVersion'] = null)],
     ['coreId 0', (raw) => (first(hotplug(raw)['cpus'])['coreId'] = 0)],
     ['a device whose removal was asked for', (raw) => (first(hotplug(raw)['devices'])['removalRequested'] = true)],
     ['a 64-character id', (raw) => {
@@ -148,8 +151,13 @@ describe('serializeState / writeStateFile / readStateFile', () => {
   });
 
   it.each<[string, (raw: Raw) => void, string]>([
-    ['another version', (raw) => (raw['version'] = STATE_FILE_VERSION - 1), 'version'],
-    ['version 3', (raw) => (raw['version'] = STATE_FILE_VERSION + 1), 'version'],
+    ['version 1', (raw) => (raw['version'] = 1), 'version'],
+    ['a newer version', (raw) => (raw['version'] = STATE_FILE_VERSION + 1), 'version'],
+    ['no qemuVersion', (raw) => delete raw['qemuVersion'], 'qemuVersion'],
+    ['a qemuVersion without micro', (raw) => (raw['qemuVersion'] = { major: 10, minor: 0 }), 'qemuVersion.micro'],
+    ['a qemuVersion given as a string', (raw) => (raw['qemuVersion'] = '10.0.2'), 'qemuVersion'],
+    ['no vcpuAdds', (raw) => delete hotplug(raw)['vcpuAdds'], 'hotplug.vcpuAdds'],
+    ['a negative vcpuAdds', (raw) => (hotplug(raw)['vcpuAdds'] = -1), 'hotplug.vcpuAdds'],
     ['no id', (raw) => delete raw['id'], 'id'],
     ['an id starting with a dot', (raw) => (raw['id'] = '.vm'), 'id'],
     ['a 65-character id', (raw) => (raw['id'] = 'a'.repeat(65)), 'id'],
@@ -205,6 +213,25 @@ describe('serializeState / writeStateFile / readStateFile', () => {
     const error = await readError();
     expect(error.message.startsWith(`${PREFIX}${path} `)).toBe(true);
     expect(error).not.toBeInstanceOf(ConfigError);
+  });
+
+  it('reads a version 2 file (an older library): the QEMU version unknown, each hot-added vCPU one add', async () => {
+    writeRaw((raw) => {
+      raw['version'] = 2;
+      delete raw['qemuVersion'];
+      delete hotplug(raw)['vcpuAdds'];
+    });
+    const state = await readStateFile(file);
+    expect(state.version).toBe(STATE_FILE_VERSION);
+    expect(state.qemuVersion).toBeNull();
+    expect(state.hotplug.vcpuAdds).toBe(1);
+  });
+
+  it('keeps the saved vCPU add count and QEMU version', async () => {
+    writeRaw((raw) => (hotplug(raw)['vcpuAdds'] = 7));
+    const state = await readStateFile(file);
+    expect(state.hotplug.vcpuAdds).toBe(7);
+    expect(state.qemuVersion).toEqual({ major: 10, minor: 0, micro: 2 });
   });
 
   it('refuses a JSON value that is not an object', async () => {
