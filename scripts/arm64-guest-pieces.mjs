@@ -7,7 +7,8 @@
 // packages are only unpacked (dpkg-deb -x), never installed. .cache is shared by every worktree of
 // a clone: the tree is assembled in a directory of its own, its stamp written last, then renamed
 // into place, so a present stamp means a complete install and a second run returns at once.
-// Plain Node with no dependencies: scripts/bootstrap.mjs and test/guest/build.sh run it.
+// Plain Node with no dependencies: `test/guest/build.sh aarch64` runs it (and so `npm test`, whose
+// scripts/bootstrap.mjs builds both guests).
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
