@@ -67,9 +67,10 @@ function aptOptions(apt) {
 function runLocked(apt, command, args, cwd) {
   const result = spawnSync('flock', [join(apt, 'lock'), command, ...args], { cwd, encoding: 'utf8' });
   if (result.error) throw new FetchError(`cannot run ${command}: ${result.error.message}`);
+  // apt's errors (E:, Err: and their indented details), without its progress lines.
   const output = `${result.stdout}${result.stderr}`
     .split('\n')
-    .filter((line) => line && !line.includes('Download is performed unsandboxed'))
+    .filter((line) => /^(E:|Err:| {2})/.test(line))
     .join('\n');
   return { ok: result.status === 0, output };
 }
@@ -86,7 +87,7 @@ function download(apt, into) {
   const update = runLocked(apt, 'apt-get', [...aptOptions(apt), 'update'], into);
   if (!update.ok) {
     throw new FetchError(
-      `cannot download the Debian 12 arm64 package lists (${SOURCES.map((s) => s.split(' ')[0]).join(', ')}); ` +
+      `cannot download the Debian 12 arm64 package lists from ${[...new Set(SOURCES.map((s) => new URL(s.split(' ')[0] ?? '').host))].join(', ')}; ` +
         `is the network reachable?\napt-get update said:\n${update.output}`,
     );
   }
