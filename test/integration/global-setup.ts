@@ -5,10 +5,13 @@ import { chmodSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 export default function setup(): void {
-  try {
-    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' });
-  } catch {
-    throw new Error('qemu-system-x86_64 is not installed: run `npm test`, which installs it');
+  // x86-64 for most files; aarch64 for the arm64 guest (Debian's qemu-system-arm provides it).
+  for (const qemu of ['qemu-system-x86_64', 'qemu-system-aarch64']) {
+    try {
+      execFileSync(qemu, ['--version'], { stdio: 'ignore' });
+    } catch {
+      throw new Error(`${qemu} is not installed: run \`npm test\`, which installs it`);
+    }
   }
   // QEMU and virtiofsd are exec'd through the launcher; the library refuses to start without it.
   if (!existsSync(join(process.cwd(), 'build', 'svmm-launch'))) {
