@@ -113,7 +113,7 @@ cp "$busybox" "$initramfs/bin/busybox"
 # /init is a shell script: its interpreter must exist before busybox installs its applets.
 ln -s busybox "$initramfs/bin/sh"
 cp "$here/rootfs/init" "$initramfs/init"
-cp "$here/rootfs/agent" "$here/rootfs/on-uevent" "$initramfs/bin/"
+cp "$here/rootfs/agent" "$here/rootfs/on-uevent" "$here/rootfs/on-power-gpio" "$initramfs/bin/"
 # busybox acpid runs /etc/acpi/PWRF/00000080 when the power button is pressed.
 mkdir -p "$initramfs/etc/acpi/PWRF"
 cp "$here/rootfs/on-power-button" "$initramfs/etc/acpi/PWRF/00000080"

@@ -31,6 +31,7 @@ interface ArmGuest {
   /** What the guest wrote on its serial console so far. */
   console: () => string;
   stderr: () => string;
+  exited: Promise<Exit>;
   bootToAgentMs: number;
 }
 
@@ -117,7 +118,7 @@ describe('the arm64 test guest on qemu-system-aarch64 (virt, GICv3, TCG)', () =>
     undo.push(() => agent.close());
     const version = qmp.greeting.version.qemu;
     console.info(`arm64 guest: boot to agent ${bootToAgentMs.toFixed(0)} ms (QEMU ${version.major}.${version.minor}.${version.micro}, -cpu max,pauth-impdef=on, TCG)`);
-    guest = { qmp, agent, console: () => consoleText, stderr: () => stderr, bootToAgentMs };
+    guest = { qmp, agent, console: () => consoleText, stderr: () => stderr, exited, bootToAgentMs };
   });
 
   afterAll(async () => {
@@ -162,5 +163,14 @@ describe('the arm64 test guest on qemu-system-aarch64 (virt, GICv3, TCG)', () =>
     const gone = await eventually(() => guest.agent.run('test -e /sys/block/vda'), (result) => result.exitCode !== 0, 10_000);
     expect(gone.exitCode).not.toBe(0);
     await guest.qmp.execute('blockdev-del', { 'node-name': 'drv-hp0' });
+  });
+
+  // Last: it ends the VM.
+  it("powers off cleanly when the host presses virt's power button (a GPIO line; system_powerdown)", async () => {
+    const shutdown = guest.qmp.waitForEvent('SHUTDOWN', undefined, { timeoutMs: 60_000 });
+    await guest.qmp.execute('system_powerdown');
+    expect((await shutdown).data).toEqual({ guest: true, reason: 'guest-shutdown' });
+    expect(await guest.exited).toEqual({ code: 0, signal: null });
+    expect(guest.console()).toContain('init: power button: powering off');
   });
 });
