@@ -30,9 +30,7 @@ interface ArmGuest {
   agent: GuestAgent;
   /** What the guest wrote on its serial console so far. */
   console: () => string;
-  stderr: () => string;
   exited: Promise<Exit>;
-  bootToAgentMs: number;
 }
 
 /**
@@ -89,7 +87,13 @@ describe('the arm64 test guest on qemu-system-aarch64 (virt, GICv3, TCG)', () =>
     const child = spawn(findLauncher(), launcherArgs(spec), { stdio: launcherStdio(spec, 'pipe'), env: {} });
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    const exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    const exited = new Promise<Exit>((resolve) => {
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+      child.once('error', (error) => {
+        stderr += `${error.message}\n`;
+        resolve({ code: null, signal: null });
+      });
+    });
     undo.push(async () => {
       // Cleanup, not an assertion: a QEMU that has not left after quit is killed.
       const killTimer = setTimeout(() => child.kill('SIGKILL'), 10_000);
@@ -113,12 +117,17 @@ describe('the arm64 test guest on qemu-system-aarch64 (virt, GICv3, TCG)', () =>
 
     const started = performance.now();
     await qmp.execute('cont');
-    const agent = await GuestAgent.connect(sockets.agent, { timeoutMs: 90_000 });
+    let agent: GuestAgent;
+    try {
+      agent = await GuestAgent.connect(sockets.agent, { timeoutMs: 90_000 });
+    } catch (error) {
+      throw new Error(`the arm64 guest's agent never answered. Console:\n${consoleText}\nQEMU: ${stderr.trim()}`, { cause: error });
+    }
     const bootToAgentMs = performance.now() - started;
     undo.push(() => agent.close());
     const version = qmp.greeting.version.qemu;
     console.info(`arm64 guest: boot to agent ${bootToAgentMs.toFixed(0)} ms (QEMU ${version.major}.${version.minor}.${version.micro}, -cpu max,pauth-impdef=on, TCG)`);
-    guest = { qmp, agent, console: () => consoleText, stderr: () => stderr, exited, bootToAgentMs };
+    guest = { qmp, agent, console: () => consoleText, exited };
   });
 
   afterAll(async () => {
