@@ -20,7 +20,8 @@ say() { echo "[guest $arch] $*" >&2; }
 # What differs between architectures, and only that.
 # modules: what the guest loads (the build adds their dependencies); builtins are skipped.
 #   button + evdev: the ACPI power button, so that a graceful powerdown (system_powerdown) works.
-#   The arm64 cloud kernel has no pvpanic and no gpio-keys (virt's power button), so neither there.
+#   The arm64 cloud kernel has neither pvpanic nor gpio-keys: virt's power button (a GPIO line) is
+#   watched by rootfs/on-power-gpio instead, and a guest panic cannot be reported there.
 # params: the kernel command line; the console is the machine's serial port (PL011 on virt).
 case "$arch" in
   x86_64)
