@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Entry point of `npm test`, `npm run demo` and `npm run bench`: installs what a fresh clone on a
-// fresh machine lacks (npm dependencies, QEMU, a C compiler, the guest image, the side-by-side
-// QEMUs of the version matrix), builds the launcher QEMU is started through (build/svmm-launch),
-// then runs the real command.
+// fresh machine lacks (npm dependencies, QEMU, a C compiler, the x86-64 and arm64 guest images, the
+// side-by-side QEMUs of the version matrix), builds the launcher QEMU is started through
+// (build/svmm-launch), then runs the real command.
 // Plain Node with no dependencies, because node_modules may not exist yet.
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, statSync } from 'node:fs';
@@ -13,9 +13,11 @@ import { ensureSideBySideQemus } from './qemu-side-by-side.mjs';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const [task, ...rest] = process.argv.slice(2);
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-// Debian packages the tests and the demo need: QEMU itself, what builds the guest, and a C
-// compiler for the launcher (native/svmm-launch.c).
-const debianPackages = ['qemu-system-x86', 'qemu-utils', 'busybox-static', 'cpio', 'util-linux', 'iproute2', 'gcc', 'libc6-dev'];
+// Debian packages the tests and the demo need: QEMU itself (x86-64, and aarch64 for the arm64
+// guest), what builds the guest, and a C compiler for the launcher (native/svmm-launch.c). The
+// arm64 guest's own kernel and busybox are not installed: test/guest/build.sh aarch64 fetches them
+// into .cache/arm64 with a private apt setup (scripts/arm64-guest-pieces.mjs).
+const debianPackages = ['qemu-system-x86', 'qemu-system-arm', 'qemu-utils', 'busybox-static', 'cpio', 'util-linux', 'iproute2', 'gcc', 'libc6-dev'];
 
 function say(message) {
   process.stderr.write(`[bootstrap] ${message}\n`);
@@ -43,6 +45,7 @@ function ensureNodeModules() {
 function ensureDebianPackages() {
   const missing = [];
   if (!onPath('qemu-system-x86_64')) missing.push('qemu-system-x86');
+  if (!onPath('qemu-system-aarch64')) missing.push('qemu-system-arm');
   if (!onPath('qemu-img')) missing.push('qemu-utils');
   if (!existsSync('/bin/busybox') && !existsSync('/usr/bin/busybox')) missing.push('busybox-static');
   if (!onPath('cpio')) missing.push('cpio');
@@ -81,9 +84,14 @@ function ensureTunAccess() {
   chmodSync(tun, 0o666);
 }
 
+/** The architectures the test guest is built for (test/guest/build.sh takes one as its argument). */
+const guestArchitectures = ['x86_64', 'aarch64'];
+
 function ensureGuest() {
-  if (run('bash', [join(root, 'test', 'guest', 'build.sh')]) !== 0) {
-    throw new Error('building the guest image failed (test/guest/build.sh)');
+  for (const arch of guestArchitectures) {
+    if (run('bash', [join(root, 'test', 'guest', 'build.sh'), arch]) !== 0) {
+      throw new Error(`building the ${arch} guest image failed (test/guest/build.sh ${arch}; its message is above)`);
+    }
   }
 }
 

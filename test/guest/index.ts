@@ -8,6 +8,9 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
+/** The architectures build.sh builds the guest for; QEMU's names (qemu-system-<arch>). */
+export type GuestArch = 'x86_64' | 'aarch64';
+
 export interface GuestAssets {
   kernel: string;
   initrd: string;
@@ -15,14 +18,17 @@ export interface GuestAssets {
   kernelVersion: string;
 }
 
-/** The built guest; `npm test` and `npm run demo` build it first (scripts/bootstrap.mjs). */
-export function guestAssets(): GuestAssets {
-  const manifest = join(root, '.cache', 'guest', 'current.json');
+/**
+ * The built guest of one architecture (x86_64 unless told); `npm test` and `npm run demo` build
+ * both first (scripts/bootstrap.mjs).
+ */
+export function guestAssets(arch: GuestArch = 'x86_64'): GuestAssets {
+  const manifest = join(root, '.cache', 'guest', arch, 'current.json');
   let text: string;
   try {
     text = readFileSync(manifest, 'utf8');
   } catch {
-    throw new Error(`the test guest is not built (${manifest} is missing): run \`bash test/guest/build.sh\` or \`npm test\``);
+    throw new Error(`the ${arch} test guest is not built (${manifest} is missing): run \`bash test/guest/build.sh ${arch}\` or \`npm test\``);
   }
   const parsed = JSON.parse(text) as GuestAssets;
   return { kernel: parsed.kernel, initrd: parsed.initrd, kernelParams: parsed.kernelParams, kernelVersion: parsed.kernelVersion };

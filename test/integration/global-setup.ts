@@ -3,16 +3,19 @@
 // (scripts/bootstrap.mjs); here we only fail early, with a clear message, if they are not.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { QEMU_UNDER_TEST } from '../helpers/qemu-under-test.ts';
 
 export default function setup(project: TestProject): void {
   const qemu = project.config.env['SANDBOX_VMM_QEMU'] ?? QEMU_UNDER_TEST;
-  try {
-    execFileSync(qemu, ['--version'], { stdio: 'ignore' });
-  } catch {
-    throw new Error(`${qemu} (project ${project.name}) does not run: run \`npm test\`, which installs the QEMUs of the version matrix`);
+  // x86-64 for most files; the aarch64 binary of the same version for the arm64 files.
+  for (const binary of [qemu, join(dirname(qemu), 'qemu-system-aarch64')]) {
+    try {
+      execFileSync(binary, ['--version'], { stdio: 'ignore' });
+    } catch {
+      throw new Error(`${binary} (project ${project.name}) does not run: run \`npm test\`, which installs the QEMUs of the version matrix (Debian's qemu-system-x86 and qemu-system-arm, and the side-by-side ones)`);
+    }
   }
   // QEMU and virtiofsd are exec'd through the launcher; the library refuses to start without it.
   if (!existsSync(join(process.cwd(), 'build', 'svmm-launch'))) {

@@ -13,7 +13,7 @@ import type { VmIdentity } from '../../../src/hypervisor/types.ts';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { QemuHypervisor, type QemuHypervisorOptions } from '../../../src/qemu/qemu-hypervisor.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
-import { GuestAgent, guestAssets } from '../../guest/index.ts';
+import { GuestAgent, guestAssets, type GuestArch } from '../../guest/index.ts';
 import { QEMU_UNDER_TEST } from '../../helpers/qemu-under-test.ts';
 
 export const AGENT_DEVICE_ID = 'agent';
@@ -26,11 +26,16 @@ export const LEASED_UIDS = { first: 1_900_000_000, count: 65_536 } as const;
 /** Who owns a file or a tap given to a VM: its identity, or another uid (to prove it is refused). */
 export type Owner = Pick<VmIdentity, 'uid' | 'gid'>;
 
+/** The boot section for the test guest of `arch` (test/guest/build.sh builds one per architecture). */
+export function guestBoot(arch: GuestArch = 'x86_64'): SandboxConfigInput['boot'] {
+  const guest = guestAssets(arch);
+  return { kernel: guest.kernel, initrd: guest.initrd, kernelParams: guest.kernelParams };
+}
+
 export function guestConfig(overrides: Partial<SandboxConfigInput> = {}): SandboxConfigInput {
-  const guest = guestAssets();
   return {
     machine: { accel: 'tcg' },
-    boot: { kernel: guest.kernel, initrd: guest.initrd, kernelParams: guest.kernelParams },
+    boot: guestBoot(),
     cpus: { boot: 1, max: 4 },
     memory: { bootMiB: 256, maxMiB: 1280, hotplug: 'virtio-mem' },
     hotplug: { rootPorts: 4 },
