@@ -7,6 +7,7 @@ import { Harness } from './harness.ts';
 import { defineHotplugTests } from './hotplug.ts';
 import { defineLifecycleTests } from './lifecycle.ts';
 import { defineReadinessTests } from './readiness.ts';
+import { defineTemplateTests } from './templates.ts';
 import { defineVcpuTests } from './vcpus.ts';
 import { resolveOptions, type ConformanceOptions, type ConformanceTestApi } from './options.ts';
 
@@ -34,5 +35,6 @@ export function defineConformanceSuite(api: ConformanceTestApi, options: Conform
     api.describe('hotplug and resize (virtio-mem)', () => defineHotplugTests(api, harness));
     api.describe('DIMM memory and stuck removals', () => defineDimmTests(api, harness));
     api.describe('vCPU resize', () => defineVcpuTests(api, harness));
+    api.describe('templates', () => defineTemplateTests(api, harness));
   });
 }

@@ -3,3 +3,4 @@ export { MockHypervisor, type MockExitOptions, type MockHypervisorOptions, type 
 export type { MockGuestView } from './machine.ts';
 export { MockFaults, type MockHotplugFailure, type MockOperation, type MockRemovalTimeout, type MockStartFailure } from './faults.ts';
 export type { MockHostProbe } from './host.ts';
+export { corruptMockTemplate, deleteMockTemplate } from './templates.ts';

@@ -4,7 +4,9 @@
 import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
-import { AttachError, GuestNotReadyError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
+import { AttachError, GuestNotReadyError, InvalidStateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
+import { templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
+import { checkMockClone, releaseTemplateDir, reserveTemplateDir, saveMockTemplate } from './templates.ts';
 import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import { nextEvent, type EventOf } from '../hypervisor/events.ts';
 import type {
@@ -96,6 +98,8 @@ export class MockHypervisor implements Hypervisor {
   #exitInfo: VmExitInfo | undefined;
   #stopPromise: Promise<void> | undefined;
   #expectingExit = false;
+  /** What createVM's template options made of this VM: a template to be saved, or a clone. */
+  #template: { kind: 'source' | 'clone'; dir: string } | undefined;
   readonly #exitListeners: Listeners<VmExitInfo>;
   readonly #eventListeners: Listeners<HypervisorEvent>;
 
@@ -150,16 +154,25 @@ export class MockHypervisor implements Hypervisor {
 
   // ---------------------------------------------------------------- lifecycle
 
-  createVM(input: SandboxConfigInput, _options?: OperationOptions): Promise<void> {
+  createVM(input: SandboxConfigInput, options: CreateOptions = {}): Promise<void> {
     return attempt(() => {
       this.#lifecycle.require('createVM', ['new']);
+      const role = templateRole(options);
       const config = parseSandboxConfig(input);
       const netnsIssue = config.runtime.netns === undefined ? undefined : this.#host.netnsProblem(config.runtime.netns);
       // As the QEMU backend's createVM: the namespace must be there before anything is made.
       if (netnsIssue) throw new ConfigError([{ path: 'runtime.netns', message: netnsIssue }]);
       assertConfigFdsUsable(config);
       assertMockPciLayoutFits(config);
-      takeIdentity(config, this.#options.processUid ?? 0);
+      if (role?.kind === 'clone') checkMockClone(config, role.dir);
+      if (role?.kind === 'source') reserveTemplateDir(config, role.dir);
+      try {
+        takeIdentity(config, this.#options.processUid ?? 0);
+      } catch (error) {
+        if (role?.kind === 'source') releaseTemplateDir(role.dir);
+        throw error;
+      }
+      this.#template = role;
       this.#config = config;
       this.#lifecycle.to('created');
     });
@@ -302,6 +315,8 @@ export class MockHypervisor implements Hypervisor {
     }
     machine?.disconnect();
     if (this.#config && !this.#handedOver) giveBackIdentity(this.#config.id);
+    // A template VM stopped before it was saved leaves no directory behind.
+    if (this.#template?.kind === 'source') releaseTemplateDir(this.#template.dir);
     this.#logger.info('vm stopped');
   }
 
@@ -421,6 +436,25 @@ export class MockHypervisor implements Hypervisor {
     return guestEjects(machine, id);
   }
 
+  /** As the QEMU backend's: pause, save, stop; the template exists once this resolves. */
+  async saveTemplate(options?: OperationOptions): Promise<TemplateInfo> {
+    const template = this.#template;
+    if (template?.kind !== 'source') {
+      this.#lifecycle.require('saveTemplate', ['running', 'paused']);
+      throw new InvalidStateError('saveTemplate', this.state, [], 'the VM was not created with templateDir');
+    }
+    await this.#run('saveTemplate', ['running', 'paused'], options, async (ctx) => {
+      ctx.machine.stop();
+      this.#lifecycle.to('paused');
+      await ctx.delay();
+      ctx.deadline.throwIfDone();
+    });
+    const config = this.#config as SandboxConfig;
+    await this.stopVM();
+    if (this.#exitInfo && !this.#exitInfo.expected) throw new VmExitedError('saveTemplate', this.#exitInfo);
+    return saveMockTemplate(config, template.dir);
+  }
+
   // ---------------------------------------------------------------- queries
 
   getPids(): number[] {
@@ -461,6 +495,7 @@ export class MockHypervisor implements Hypervisor {
       fsSharing: true,
       pause: true,
       reattach: true,
+      templates: true,
     };
   }
 

@@ -35,6 +35,7 @@ import type {
   VmIdentity,
   VmState,
 } from '../hypervisor/types.ts';
+import type { TemplateInfo } from '../hypervisor/templates.ts';
 import { QmpClient, QmpConnectError, QmpDisconnectedError, QmpProtocolError, type QmpEvent, type RunState } from '../qmp/index.ts';
 import type { ProcessExit } from './process/vmm-process.ts';
 import { taskIds } from './process/proc-fs.ts';
@@ -412,6 +413,10 @@ export class QemuHypervisor implements Hypervisor {
     });
   }
 
+  saveTemplate(): Promise<TemplateInfo> {
+    return Promise.reject(new InvalidStateError('saveTemplate', this.state, [], 'the VM was not created with templateDir'));
+  }
+
   /**
    * Gives up control without stopping the VM: closes QMP (QEMU serves one client at a time) so that
    * another process can attach. An owner-bound QEMU still dies when this Node process does. The
@@ -520,6 +525,7 @@ export class QemuHypervisor implements Hypervisor {
       fsSharing: true,
       pause: true,
       reattach: true,
+      templates: false,
     };
   }
 
