@@ -35,7 +35,11 @@ import type {
   VmIdentity,
   VmState,
 } from '../hypervisor/types.ts';
-import type { TemplateInfo } from '../hypervisor/templates.ts';
+import { templateConfigRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
+import { TemplateError } from '../hypervisor/errors.ts';
+import { TemplateSource } from './template/source.ts';
+import { TemplateClone } from './template/clone.ts';
+import { isDeepStrictEqual } from 'node:util';
 import { QmpClient, QmpConnectError, QmpDisconnectedError, QmpProtocolError, type QmpEvent, type RunState } from '../qmp/index.ts';
 import type { ProcessExit } from './process/vmm-process.ts';
 import { taskIds } from './process/proc-fs.ts';
@@ -111,6 +115,8 @@ export class QemuHypervisor implements Hypervisor {
   /** QEMU, QMP and the helpers, from startVM (or attach) on. */
   #session: VmSession | undefined;
   #hotplug: HotplugState = emptyHotplugState();
+  /** createVM's template role: a VM to be saved as a template, or a clone of one. */
+  #template: TemplateSource | TemplateClone | undefined;
   /**
    * QEMU's run state leaves guest-panicked on `cont`, but the guest kernel is still dead: once a
    * panic is seen, the VM stays unhealthy until it is stopped.
@@ -179,16 +185,27 @@ export class QemuHypervisor implements Hypervisor {
   // ---------------------------------------------------------------- lifecycle
 
   /** Validates the config, resolves every program, leases QEMU's uid and makes the VM's directory. */
-  async createVM(input: SandboxConfigInput, options: OperationOptions = {}): Promise<void> {
+  async createVM(input: SandboxConfigInput, options: CreateOptions = {}): Promise<void> {
     this.#lifecycle.require('createVM', ['new']);
     if (this.#plan) throw new InvalidStateError('createVM', this.state, [], `createVM was already called; ${SINGLE_USE}`);
+    const role = templateRole(options);
     const plan = planVm(input);
     assertConfigFdsUsable(plan.config);
+    const refusal = role?.kind === 'source' ? templateConfigRefusal(plan.config, role.dir) : undefined;
+    if (refusal) throw refusal;
     // Claimed before the first await: a second concurrent createVM is refused, not raced.
     this.#plan = plan;
     let home: VmHome;
     try {
+      // A template that cannot be used is refused before anything is made.
+      const clone = role?.kind === 'clone' ? await TemplateClone.open(role.dir, plan.config, plan.qemuPath) : undefined;
       home = await VmHome.create(plan.config, plan.paths, leaseStore(this.#options, plan.config.runtime.dir === undefined), options);
+      try {
+        this.#template = role?.kind === 'source' ? TemplateSource.make(role.dir, plan.config, home.identity) : clone;
+      } catch (error) {
+        await home.release(true, this.#log);
+        throw error;
+      }
     } catch (error) {
       this.#plan = undefined;
       throw error;
@@ -196,6 +213,7 @@ export class QemuHypervisor implements Hypervisor {
     if (this.state !== 'new') {
       // stopVM ran while the home was being made: nothing may outlive it.
       await home.release(true, this.#log);
+      await this.#template?.afterStop(this.#log);
       throw new VmStoppingError('createVM');
     }
     this.#home = home;
@@ -221,12 +239,20 @@ export class QemuHypervisor implements Hypervisor {
     this.#lifecycle.to('starting');
     try {
       await this.#lifecycle.run('startVM', ['starting'], options, this.#defaultTimeoutMs, async (deadline) => {
-        const session = await launchVm(plan, home, { ...this.#sessionOptions(), signal: deadline.signal });
+        const template = this.#template;
+        const launchPlan = template ? await template.launchPlan(plan, home.identity) : plan;
+        let session: VmSession;
+        try {
+          session = await launchVm(launchPlan, home, { ...this.#sessionOptions(), signal: deadline.signal });
+        } finally {
+          template?.afterSpawn();
+        }
         this.#session = session;
         // Recorded at once, landing while QMP connects: should this process die now, the sweep
         // (and attach) know the pids. The home queues it before the final one.
         void this.#saveState(true);
         const qmp = await session.connectQmp({ signal: deadline.signal });
+        if (template instanceof TemplateClone) await template.restore(qmp, deadline.signal);
         // Listening before `cont`: QEMU was started with -S, so the guest cannot open the port earlier.
         const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
         if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
@@ -276,6 +302,7 @@ export class QemuHypervisor implements Hypervisor {
     if (exitedOnItsOwn) await session?.qmpDrained(EXIT_GRACE_MS);
     const exit = session ? await session.teardown('start failed') : undefined;
     if (!session) await this.#home?.release(true, this.#log);
+    await this.#template?.afterStop(this.#log);
     const stderrTail = proc?.stderrTail() ?? '';
     const why = this.#endReason(session?.helperFailure);
     this.#exitInfo = { expected: !exitedOnItsOwn, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail, ...(why ? { reason: why } : {}) };
@@ -335,6 +362,7 @@ export class QemuHypervisor implements Hypervisor {
     this.#log.error(info, 'qemu exited unexpectedly');
     this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
     await session.teardown(helperFailure ?? 'QEMU exited on its own');
+    await this.#template?.afterStop(this.#log);
     this.#lifecycle.to('stopped');
     for (const listener of this.#exitListeners) {
       try {
@@ -379,6 +407,7 @@ export class QemuHypervisor implements Hypervisor {
       // Created, never started (or its start already cleaned up): only the home is left.
       await this.#home?.release(true, this.#log);
     }
+    await this.#template?.afterStop(this.#log);
     this.#log.info('vm stopped');
   }
 
@@ -413,8 +442,39 @@ export class QemuHypervisor implements Hypervisor {
     });
   }
 
-  saveTemplate(): Promise<TemplateInfo> {
-    return Promise.reject(new InvalidStateError('saveTemplate', this.state, [], 'the VM was not created with templateDir'));
+  /**
+   * Saves a VM created with templateDir as a template: pauses the guest, saves its device state
+   * next to its RAM file, stops QEMU, then seals the directory (see template/source.ts).
+   */
+  async saveTemplate(options?: OperationOptions): Promise<TemplateInfo> {
+    const source = this.#template;
+    if (!(source instanceof TemplateSource)) {
+      this.#lifecycle.require('saveTemplate', ['running', 'paused']);
+      throw new InvalidStateError('saveTemplate', this.state, [], 'the VM was not created with templateDir');
+    }
+    if (!isDeepStrictEqual(this.#hotplug, emptyHotplugState())) {
+      throw new TemplateError('device', source.dir, 'devices were hot-plugged or CPUs or memory resized since boot: a template holds the guest as its config booted it');
+    }
+    try {
+      await this.#run('saveTemplate', ['running', 'paused'], options, async (qmp, deadline) => {
+        await source.save(qmp, deadline.signal);
+        this.#lifecycle.to('paused');
+      });
+    } catch (error) {
+      await this.stopVM();
+      throw error;
+    }
+    await this.stopVM();
+    if (this.#exitInfo && !this.#exitInfo.expected) {
+      await source.discard(this.#log);
+      throw new VmExitedError('saveTemplate', this.#exitInfo);
+    }
+    try {
+      return await source.seal();
+    } catch (error) {
+      await source.discard(this.#log);
+      throw error;
+    }
   }
 
   /**
@@ -525,7 +585,7 @@ export class QemuHypervisor implements Hypervisor {
       fsSharing: true,
       pause: true,
       reattach: true,
-      templates: false,
+      templates: true,
     };
   }
 
