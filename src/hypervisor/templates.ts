@@ -55,12 +55,13 @@ export function templateRole(options: CreateOptions): { kind: 'source' | 'clone'
  * disks, a vsock CID), and a memory backing of its own (the template's RAM file is the backing).
  */
 export function templateConfigRefusal(config: SandboxConfig, dir: string): TemplateError | undefined {
-  if (config.memory.backing.type !== 'anonymous') {
-    return new TemplateError('config', dir, 'memory.backing must be left anonymous: a template VM\'s RAM is the template\'s own file', { field: 'memory.backing' });
-  }
+  // Devices first: virtio-fs needs a backing of its own, and is what the caller must hear about.
   for (const [index, device] of config.devices.entries()) {
     const why = deviceRefusal(device);
     if (why) return new TemplateError('device', dir, `devices[${index}] ('${device.id}'): ${why}`, { field: `devices.${index}` });
+  }
+  if (config.memory.backing.type !== 'anonymous') {
+    return new TemplateError('config', dir, 'memory.backing must be left anonymous: a template VM\'s RAM is the template\'s own file', { field: 'memory.backing' });
   }
   return undefined;
 }

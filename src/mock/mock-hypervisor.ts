@@ -4,7 +4,7 @@
 import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
-import { AttachError, GuestNotReadyError, InvalidStateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
+import { AttachError, GuestNotReadyError, InvalidStateError, TemplateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
 import { templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
 import { checkMockClone, releaseTemplateDir, reserveTemplateDir, saveMockTemplate } from './templates.ts';
 import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
@@ -442,6 +442,10 @@ export class MockHypervisor implements Hypervisor {
     if (template?.kind !== 'source') {
       this.#lifecycle.require('saveTemplate', ['running', 'paused']);
       throw new InvalidStateError('saveTemplate', this.state, [], 'the VM was not created with templateDir');
+    }
+    const hot = this.#machine?.state;
+    if (hot && (hot.devices.length > 0 || hot.cpus.length > 0 || hot.dimms.length > 0 || hot.virtioMemMiB > 0 || hot.vcpuRemoved)) {
+      throw new TemplateError('device', template.dir, 'devices were hot-plugged or CPUs or memory resized since boot: a template holds the guest as its config booted it');
     }
     await this.#run('saveTemplate', ['running', 'paused'], options, async (ctx) => {
       ctx.machine.stop();
