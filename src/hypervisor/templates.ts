@@ -50,6 +50,15 @@ export function templateRole(options: CreateOptions): { kind: 'source' | 'clone'
 }
 
 /**
+ * A template VM or a clone is started with a command line its config alone does not build, so a
+ * restarted runtime could not check and re-attach it: neither may be detached.
+ */
+export function detachedRefusal(config: SandboxConfig, dir: string): TemplateError | undefined {
+  if (!config.runtime.detached) return undefined;
+  return new TemplateError('config', dir, 'a template VM or a clone cannot be detached (re-attaching one is not supported)', { field: 'runtime.detached' });
+}
+
+/**
  * Why `config` cannot be a template's, if it cannot: devices whose state cannot be saved with the
  * guest (vfio, vhost-user-fs, 9p), or that must differ per sandbox (NICs, writable or caller-fd
  * disks, a vsock CID), and a memory backing of its own (the template's RAM file is the backing).

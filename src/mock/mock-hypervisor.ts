@@ -5,7 +5,7 @@ import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
 import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import { vcpuUnplugAllowed } from '../hypervisor/resources.ts';
 import { AttachError, GuestNotReadyError, InvalidStateError, TemplateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
-import { templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
+import { detachedRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
 import { checkMockClone, releaseTemplateDir, reserveTemplateDir, saveMockTemplate } from './templates.ts';
 import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import { nextEvent, type EventOf } from '../hypervisor/events.ts';
@@ -164,6 +164,8 @@ export class MockHypervisor implements Hypervisor {
       if (netnsIssue) throw new ConfigError([{ path: 'runtime.netns', message: netnsIssue }]);
       assertConfigFdsUsable(config);
       assertMockPciLayoutFits(config);
+      const detached = role && detachedRefusal(config, role.dir);
+      if (detached) throw detached;
       if (role?.kind === 'clone') checkMockClone(config, role.dir);
       if (role?.kind === 'source') reserveTemplateDir(config, role.dir);
       try {

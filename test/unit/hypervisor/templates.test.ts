@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseSandboxConfig, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
 import { TemplateError } from '../../../src/hypervisor/errors.ts';
-import { cloneConfigRefusal, templateConfigRefusal, templateRole } from '../../../src/hypervisor/templates.ts';
+import { cloneConfigRefusal, detachedRefusal, templateConfigRefusal, templateRole } from '../../../src/hypervisor/templates.ts';
 import { buildQemuArgv } from '../../../src/qemu/argv/index.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
 import { incomingFd, templateArgv } from '../../../src/qemu/template/argv.ts';
@@ -60,6 +60,13 @@ describe('templateConfigRefusal', () => {
     expect(refused?.message).toMatch(/vhost-user-fs/);
     const shared = parseSandboxConfig({ ...input, memory: { bootMiB: 256, backing: { type: 'shared' } } });
     expect(templateConfigRefusal(shared, '/t')).toMatchObject({ problem: 'config', field: 'memory.backing' });
+  });
+});
+
+describe('detachedRefusal', () => {
+  it('refuses a detached template VM or clone (its command line could not be re-attached), naming the field', () => {
+    expect(detachedRefusal(config, '/t')).toBeUndefined();
+    expect(detachedRefusal(parseSandboxConfig({ ...input, runtime: { detached: true } }), '/t')).toMatchObject({ problem: 'config', field: 'runtime.detached' });
   });
 });
 
