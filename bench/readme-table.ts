@@ -18,6 +18,8 @@ const TARGETS: Record<string, number> = {
   'hotplug block (remove)': 1.1,
   'hotplug NIC (add)': 1.1,
   'hotplug NIC (remove)': 1.1,
+  'template clone: start to agent (vs cold boot)': 0.15,
+  'template clones: PSS each (vs cold-booted)': 0.3,
 };
 
 interface QmpResult {
@@ -39,6 +41,14 @@ interface VmResult {
   date: string;
 }
 
+interface TemplateResult {
+  qemu: string;
+  cloneRam: string;
+  startToAgent: { cloneMs: number; coldMs: number; ratio: number; rounds: number };
+  pss: { vms: number; cloneMiB: number; coldMiB: number; ratio: number };
+  date: string;
+}
+
 function read<T>(name: string): T | undefined {
   const path = join(resultsDir, `${name}.json`);
   return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as T) : undefined;
@@ -53,7 +63,8 @@ function row(figure: string, lib: string, raw: string, ratio: number): string {
 export function renderTable(): string | undefined {
   const qmp = read<QmpResult>('qmp');
   const vm = read<VmResult>('vm');
-  if (!qmp && !vm) return undefined;
+  const template = read<TemplateResult>('template');
+  if (!qmp && !vm && !template) return undefined;
   const lines = ['| figure | library | raw baseline | ratio | target |', '| --- | ---: | ---: | ---: | --- |'];
   if (qmp) {
     lines.push(row('QMP round trip, serial', `${qmp.libSerialUs.toFixed(0)} µs`, `${qmp.rawSerialUs.toFixed(0)} µs`, qmp.serialRatio));
@@ -61,6 +72,11 @@ export function renderTable(): string | undefined {
   }
   for (const [figure, c] of Object.entries(vm?.figures ?? {})) {
     lines.push(row(figure, `${c.libMs.toFixed(1)} ms`, `${c.rawMs.toFixed(1)} ms`, c.ratio));
+  }
+  if (template) {
+    // Here "library" is the clone and "raw baseline" the cold boot of the same config.
+    lines.push(row('template clone: start to agent (vs cold boot)', `${template.startToAgent.cloneMs.toFixed(0)} ms`, `${template.startToAgent.coldMs.toFixed(0)} ms`, template.startToAgent.ratio));
+    lines.push(row('template clones: PSS each (vs cold-booted)', `${template.pss.cloneMiB.toFixed(1)} MiB`, `${template.pss.coldMiB.toFixed(1)} MiB`, template.pss.ratio));
   }
   const notes: string[] = [];
   if (qmp) notes.push(`QMP: medians of ${qmp.rounds} alternated rounds (${qmp.date.slice(0, 10)}).`);
@@ -74,6 +90,12 @@ export function renderTable(): string | undefined {
         `(${String(s['rawEventLoopDelayP99Ms'])} ms during the raw one: both are the storm's burst of spawns, each fork waiting ` +
         `for its child's exec while the QEMUs already started hold both cores; the monitor starts a tick before either storm); ` +
         `processes or runtime directories left behind: ${String(s['leakedProcessesAndDirs'])}.`,
+    );
+  }
+  if (template) {
+    notes.push(
+      `Templates: a clone against a cold boot of the same config (library both), medians of ${template.startToAgent.rounds} alternated rounds, ` +
+        `PSS medians of ${template.pss.vms} running VMs each; QEMU ${template.qemu}, clones' RAM: ${template.cloneRam} (${template.date.slice(0, 10)}).`,
     );
   }
   return [...lines, '', ...notes].join('\n');
