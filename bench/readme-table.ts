@@ -19,6 +19,8 @@ const TARGETS: Record<string, number> = {
   'hotplug block (remove)': 1.1,
   'hotplug NIC (add)': 1.1,
   'hotplug NIC (remove)': 1.1,
+  'template clone: start to agent (vs cold boot)': 0.15,
+  'template clones: PSS each (vs cold-booted)': 0.3,
 };
 
 interface QmpResult {
@@ -29,6 +31,15 @@ interface QmpResult {
   rawPipelinedUs: number;
   pipelinedRatio: number;
   rounds: number;
+  date: string;
+}
+
+/** bench/template.bench.ts: here "library" is the clone and "raw baseline" a cold boot of the same config. */
+interface TemplateResult {
+  qemu: string;
+  cloneRam: string;
+  startToAgent: { cloneMs: number; coldMs: number; ratio: number; rounds: number };
+  pss: { vms: number; cloneMiB: number; coldMiB: number; ratio: number };
   date: string;
 }
 
@@ -44,7 +55,7 @@ interface VmResult {
 function benchmarkedVersions(dir: string): string[] {
   const versions = new Set<string>();
   for (const file of existsSync(dir) ? readdirSync(dir) : []) {
-    const match = /^(?:qmp|vm)\.qemu-(\d+\.\d+)\.json$/.exec(file);
+    const match = /^(?:qmp|vm|template)\.qemu-(\d+\.\d+)\.json$/.exec(file);
     if (match?.[1]) versions.add(match[1]);
   }
   const key = (v: string) => v.split('.').map(Number) as [number, number];
@@ -84,6 +95,12 @@ function figuresByVersion(dir: string, versions: string[]): Map<string, Map<stri
     for (const [figure, c] of Object.entries(read<VmResult>(dir, 'vm', version)?.figures ?? {})) {
       add(figure, version, { lib: `${c.libMs.toFixed(1)} ms`, raw: `${c.rawMs.toFixed(1)} ms`, ratio: c.ratio });
     }
+    const template = read<TemplateResult>(dir, 'template', version);
+    if (template) {
+      const { startToAgent: start, pss } = template;
+      add('template clone: start to agent (vs cold boot)', version, { lib: `${start.cloneMs.toFixed(0)} ms`, raw: `${start.coldMs.toFixed(0)} ms`, ratio: start.ratio });
+      add('template clones: PSS each (vs cold-booted)', version, { lib: `${pss.cloneMiB.toFixed(1)} MiB`, raw: `${pss.coldMiB.toFixed(1)} MiB`, ratio: pss.ratio });
+    }
   }
   return figures;
 }
@@ -103,6 +120,13 @@ function notesOf(dir: string, version: string): string[] {
         `(${String(s['rawEventLoopDelayP99Ms'])} ms during the raw one: both are the storm's burst of spawns, each fork waiting ` +
         `for its child's exec while the QEMUs already started hold both cores; the monitor starts a tick before either storm); ` +
         `processes or runtime directories left behind: ${String(s['leakedProcessesAndDirs'])}.`,
+    );
+  }
+  const template = read<TemplateResult>(dir, 'template', version);
+  if (template) {
+    notes.push(
+      `QEMU ${version}, templates: a clone against a cold boot of the same config (the library both), medians of ${template.startToAgent.rounds} alternated rounds, ` +
+        `PSS medians of ${template.pss.vms} running VMs each; clones' RAM: ${template.cloneRam} (${template.date.slice(0, 10)}).`,
     );
   }
   return notes;

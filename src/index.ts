@@ -7,6 +7,7 @@ export * from './errors.ts';
 export type { OperationOptions } from './util/deadline.ts';
 export * from './hypervisor/types.ts';
 export * from './hypervisor/errors.ts';
+export { templateConfigRefusal, cloneConfigRefusal } from './hypervisor/templates.ts';
 export * from './hypervisor/config/index.ts';
 export { ARCHITECTURES, archProfile, type Architecture, type ArchProfile, type MachineType, type MemoryHotplugKind } from './hypervisor/arch-profiles.ts';
 export { QemuHypervisor, type QemuHypervisorOptions } from './qemu/qemu-hypervisor.ts';

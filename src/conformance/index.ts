@@ -12,6 +12,7 @@ import { defineHotplugTests } from './hotplug.ts';
 import { defineLifecycleTests } from './lifecycle.ts';
 import { defineReadinessTests } from './readiness.ts';
 import { defineStatsTests } from './stats.ts';
+import { defineTemplateTests } from './templates.ts';
 import { defineVcpuTests } from './vcpus.ts';
 import { resolveOptions, type ConformanceOptions, type ConformanceTestApi } from './options.ts';
 
@@ -40,5 +41,6 @@ export function defineConformanceSuite(api: ConformanceTestApi, options: Conform
     api.describe('DIMM memory and stuck removals', () => defineDimmTests(api, harness));
     api.describe('vCPU resize', () => defineVcpuTests(api, harness));
     api.describe('statistics', () => defineStatsTests(api, harness));
+    api.describe('templates', () => defineTemplateTests(api, harness));
   });
 }

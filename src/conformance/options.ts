@@ -53,6 +53,8 @@ export interface ConformanceFaults {
    * guest has done it.
    */
   ejectDevice?: (vm: Hypervisor, id: string) => Promise<void> | void;
+  /** Damage the saved template in `dir` (its device state), so that using it must be refused. */
+  corruptTemplate?: (dir: string) => Promise<void> | void;
 }
 
 /** How the backend reports events the suite checks; false checks none. */
@@ -106,6 +108,12 @@ export interface ConformanceOptions {
    * one it never opens. Given, they add the tests of startVM's waitForChannel.
    */
   channels?: { opened: string; neverOpened: string };
+  /**
+   * A fresh path for a template directory, distinct for each `name`, that does not exist (its
+   * parent does). Given, it adds the template tests; a backend whose capabilities() says templates
+   * must give it.
+   */
+  templateDir?: (name: string) => string | Promise<string>;
   /** Whether the backend has virtio-scsi disks. Default true. */
   scsi?: boolean;
   /** Default: QEMU's event names and shapes. */

@@ -304,3 +304,40 @@ export class MissingFeatureError extends SandboxVmmError {
     this.feature = feature;
   }
 }
+
+/** Why a template was refused (see TemplateError). */
+export type TemplateProblem =
+  /** The directory holds no template (no manifest), or createVM's templateDir already exists. */
+  | 'not-a-template'
+  | 'exists'
+  /** The manifest, the device state or the RAM file is not what the template recorded. */
+  | 'corrupt'
+  | 'ram-file-missing'
+  /** The directory or a file in it could be changed by someone other than root (or is a link). */
+  | 'unsafe'
+  /** Made by another hypervisor version or machine type than the one that would restore it. */
+  | 'hypervisor-version'
+  | 'machine-type'
+  /** The clone's config differs from the template's where the guest's layout is decided. */
+  | 'config'
+  /** A device that cannot be saved with the guest, or must differ per sandbox. */
+  | 'device'
+  /** The backend (or its hypervisor version) cannot make or restore templates. */
+  | 'unsupported';
+
+/**
+ * A template cannot be made or used: `problem` says why, `field` names the config field when one is
+ * to blame. Nothing was started and nothing is left behind.
+ */
+export class TemplateError extends SandboxVmmError {
+  readonly problem: TemplateProblem;
+  readonly templateDir: string;
+  readonly field: string | undefined;
+
+  constructor(problem: TemplateProblem, templateDir: string, detail: string, options: SandboxVmmErrorOptions & { field?: string } = {}) {
+    super('TEMPLATE_REFUSED', `template ${templateDir} refused (${problem}): ${detail}`, options);
+    this.problem = problem;
+    this.templateDir = templateDir;
+    this.field = options.field;
+  }
+}

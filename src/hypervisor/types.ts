@@ -5,6 +5,7 @@ import type { OperationOptions } from '../util/deadline.ts';
 import type { GuestPciPath, ScsiAddress } from './pci-path.ts';
 import type { EventOf } from './events.ts';
 import type { StatsOptions, VmStats } from './stats.ts';
+import type { CreateOptions, TemplateInfo } from './templates.ts';
 
 export type { EventOf, KnownEventData, KnownEventName } from './events.ts';
 export type { GuestPciPath, ScsiAddress } from './pci-path.ts';
@@ -19,6 +20,7 @@ export type {
   VcpuStats,
   VmStats,
 } from './stats.ts';
+export type { CreateOptions, TemplateInfo } from './templates.ts';
 
 /**
  * new → created → starting → running ⇄ paused → stopping → stopped.
@@ -136,6 +138,8 @@ export interface HypervisorCapabilities {
   pause: boolean;
   /** A new process can take over the running VM from its runtime directory. */
   reattach: boolean;
+  /** createVM's templateDir and fromTemplate, and saveTemplate (see CreateOptions). */
+  templates: boolean;
 }
 
 /** One device the backend currently knows to be plugged, cold or hot. */
@@ -174,8 +178,12 @@ export interface Hypervisor {
   /** Who the hypervisor runs as, known from createVM on; undefined when it runs as this process's user. */
   readonly identity: VmIdentity | undefined;
 
-  /** Validates the config and prepares the VM; nothing starts. */
-  createVM(config: SandboxConfigInput, options?: OperationOptions): Promise<void>;
+  /**
+   * Validates the config and prepares the VM; nothing starts. With `templateDir` the VM is booted
+   * to become a template; with `fromTemplate` startVM restores the template's guest (TemplateError
+   * when the template cannot be used, before anything is made).
+   */
+  createVM(config: SandboxConfigInput, options?: CreateOptions): Promise<void>;
   /** Launches the hypervisor and runs the guest (or leaves it paused). */
   startVM(options?: StartOptions): Promise<void>;
   /** Idempotent; pending operations reject with VmStoppingError. Cleans up everything. */
@@ -184,6 +192,12 @@ export interface Hypervisor {
   pauseVM(options?: OperationOptions): Promise<void>;
 /** Runs the vCPUs of a paused VM again. */
   resumeVM(options?: OperationOptions): Promise<void>;
+  /**
+   * Turns a VM created with `templateDir` into a template there: pauses the guest, saves its device
+   * state, stops the VM (state `stopped`) and seals the directory (root's, read-only to everyone
+   * else). On failure the VM is stopped and the directory removed.
+   */
+  saveTemplate(options?: OperationOptions): Promise<TemplateInfo>;
 
 /**
  * Plugs a disk, NIC or VFIO device into the running VM, on a free reserved root port; rolls back

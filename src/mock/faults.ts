@@ -6,6 +6,7 @@ export type MockOperation =
   | 'startVM'
   | 'pauseVM'
   | 'resumeVM'
+  | 'saveTemplate'
   | 'hotplugAddDevice'
   | 'hotplugRemoveDevice'
   | 'resizeMemory'

@@ -4,3 +4,4 @@ export type { MockGuestView } from './machine.ts';
 export type { MockGuestIo } from './stats.ts';
 export { MockFaults, type MockHotplugFailure, type MockOperation, type MockRemovalTimeout, type MockStartFailure } from './faults.ts';
 export type { MockHostProbe } from './host.ts';
+export { corruptMockTemplate, deleteMockTemplate } from './templates.ts';

@@ -7,7 +7,9 @@ import { capabilitiesOf } from '../hypervisor/capabilities.ts';
 import { deviceRemovalTimeoutMs, profileOf } from '../hypervisor/arch-profiles.ts';
 import type { QemuVersion } from '../hypervisor/version-rules.ts';
 import { vcpuRules } from '../hypervisor/resources.ts';
-import { AttachError, GuestNotReadyError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
+import { AttachError, GuestNotReadyError, InvalidStateError, TemplateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
+import { detachedRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
+import { checkMockClone, releaseTemplateDir, reserveTemplateDir, saveMockTemplate } from './templates.ts';
 import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import { nextEvent, type EventOf } from '../hypervisor/events.ts';
 import type {
@@ -114,6 +116,8 @@ export class MockHypervisor implements Hypervisor {
   #exitInfo: VmExitInfo | undefined;
   #stopPromise: Promise<void> | undefined;
   #expectingExit = false;
+  /** What createVM's template options made of this VM: a template to be saved, or a clone. */
+  #template: { kind: 'source' | 'clone'; dir: string } | undefined;
   readonly #exitListeners: Listeners<VmExitInfo>;
   readonly #eventListeners: Listeners<HypervisorEvent>;
 
@@ -169,16 +173,27 @@ export class MockHypervisor implements Hypervisor {
 
   // ---------------------------------------------------------------- lifecycle
 
-  createVM(input: SandboxConfigInput, _options?: OperationOptions): Promise<void> {
+  createVM(input: SandboxConfigInput, options: CreateOptions = {}): Promise<void> {
     return attempt(() => {
       this.#lifecycle.require('createVM', ['new']);
+      const role = templateRole(options);
       const config = parseSandboxConfig(input);
       const netnsIssue = config.runtime.netns === undefined ? undefined : this.#host.netnsProblem(config.runtime.netns);
       // As the QEMU backend's createVM: the namespace must be there before anything is made.
       if (netnsIssue) throw new ConfigError([{ path: 'runtime.netns', message: netnsIssue }]);
       assertConfigFdsUsable(config);
       assertMockPciLayoutFits(config);
-      takeIdentity(config, this.#options.processUid ?? 0);
+      const detached = role && detachedRefusal(config, role.dir);
+      if (detached) throw detached;
+      if (role?.kind === 'clone') checkMockClone(config, role.dir);
+      if (role?.kind === 'source') reserveTemplateDir(config, role.dir);
+      try {
+        takeIdentity(config, this.#options.processUid ?? 0);
+      } catch (error) {
+        if (role?.kind === 'source') releaseTemplateDir(role.dir);
+        throw error;
+      }
+      this.#template = role;
       this.#config = config;
       this.#lifecycle.to('created');
     });
@@ -321,6 +336,8 @@ export class MockHypervisor implements Hypervisor {
     }
     machine?.disconnect();
     if (this.#config && !this.#handedOver) giveBackIdentity(this.#config.id);
+    // A template VM stopped before it was saved leaves no directory behind.
+    if (this.#template?.kind === 'source') releaseTemplateDir(this.#template.dir);
     this.#logger.info('vm stopped');
   }
 
@@ -438,6 +455,29 @@ export class MockHypervisor implements Hypervisor {
     const machine = this.#machine;
     if (!machine || machine.process.hasExited) return Promise.resolve(false);
     return guestEjects(machine, id);
+  }
+
+  /** As the QEMU backend's: pause, save, stop; the template exists once this resolves. */
+  async saveTemplate(options?: OperationOptions): Promise<TemplateInfo> {
+    const template = this.#template;
+    if (template?.kind !== 'source') {
+      this.#lifecycle.require('saveTemplate', ['running', 'paused']);
+      throw new InvalidStateError('saveTemplate', this.state, [], 'the VM was not created with templateDir');
+    }
+    const hot = this.#machine?.state;
+    if (hot && (hot.devices.length > 0 || hot.cpus.length > 0 || hot.dimms.length > 0 || hot.virtioMemMiB > 0 || hot.vcpuRemoved)) {
+      throw new TemplateError('device', template.dir, 'devices were hot-plugged or CPUs or memory resized since boot: a template holds the guest as its config booted it');
+    }
+    await this.#run('saveTemplate', ['running', 'paused'], options, async (ctx) => {
+      ctx.machine.stop();
+      this.#lifecycle.to('paused');
+      await ctx.delay();
+      ctx.deadline.throwIfDone();
+    });
+    const config = this.#config as SandboxConfig;
+    await this.stopVM();
+    if (this.#exitInfo && !this.#exitInfo.expected) throw new VmExitedError('saveTemplate', this.#exitInfo);
+    return saveMockTemplate(config, template.dir);
   }
 
   // ---------------------------------------------------------------- queries

@@ -35,6 +35,11 @@ import type {
   VmIdentity,
   VmState,
 } from '../hypervisor/types.ts';
+import { detachedRefusal, templateConfigRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
+import { TemplateError } from '../hypervisor/errors.ts';
+import { TemplateSource } from './template/source.ts';
+import { TemplateClone } from './template/clone.ts';
+import { isDeepStrictEqual } from 'node:util';
 import { QmpClient, QmpConnectError, QmpDisconnectedError, QmpProtocolError, type QmpEvent, type RunState } from '../qmp/index.ts';
 import type { ProcessExit } from './process/vmm-process.ts';
 import { taskIds } from './process/proc-fs.ts';
@@ -128,6 +133,8 @@ export class QemuHypervisor implements Hypervisor {
   /** QEMU, QMP and the helpers, from startVM (or attach) on. */
   #session: VmSession | undefined;
   #hotplug: HotplugState = emptyHotplugState();
+  /** createVM's template role: a VM to be saved as a template, or a clone of one. */
+  #template: TemplateSource | TemplateClone | undefined;
   /**
    * QEMU's version as probed before the guest first ran (or as the state file recorded it): the
    * version rules' input. Undefined: unknown, judged as the oldest.
@@ -202,16 +209,27 @@ export class QemuHypervisor implements Hypervisor {
   // ---------------------------------------------------------------- lifecycle
 
   /** Validates the config, resolves every program, leases QEMU's uid and makes the VM's directory. */
-  async createVM(input: SandboxConfigInput, options: OperationOptions = {}): Promise<void> {
+  async createVM(input: SandboxConfigInput, options: CreateOptions = {}): Promise<void> {
     this.#lifecycle.require('createVM', ['new']);
     if (this.#plan) throw new InvalidStateError('createVM', this.state, [], `createVM was already called; ${SINGLE_USE}`);
+    const role = templateRole(options);
     const plan = planVm(input);
     assertConfigFdsUsable(plan.config);
+    const refusal = role && (detachedRefusal(plan.config, role.dir) ?? (role.kind === 'source' ? templateConfigRefusal(plan.config, role.dir) : undefined));
+    if (refusal) throw refusal;
     // Claimed before the first await: a second concurrent createVM is refused, not raced.
     this.#plan = plan;
     let home: VmHome;
     try {
+      // A template that cannot be used is refused before anything is made.
+      const clone = role?.kind === 'clone' ? await TemplateClone.open(role.dir, plan.config, plan.qemuPath) : undefined;
       home = await VmHome.create(plan.config, plan.paths, leaseStore(this.#options, plan.config.runtime.dir === undefined), options);
+      try {
+        this.#template = role?.kind === 'source' ? TemplateSource.make(role.dir, plan.config, home.identity) : clone;
+      } catch (error) {
+        await home.release(true, this.#log);
+        throw error;
+      }
     } catch (error) {
       this.#plan = undefined;
       throw error;
@@ -219,6 +237,7 @@ export class QemuHypervisor implements Hypervisor {
     if (this.state !== 'new') {
       // stopVM ran while the home was being made: nothing may outlive it.
       await home.release(true, this.#log);
+      await this.#template?.afterStop(this.#log);
       throw new VmStoppingError('createVM');
     }
     this.#home = home;
@@ -248,7 +267,14 @@ export class QemuHypervisor implements Hypervisor {
         // What an earlier VM learned of this binary refuses a missing feature before QEMU runs.
         const known = qemuFeatures.known(plan.qemuPath);
         if (known) assertFeatures(plan.qemuPath, known, needs, true);
-        const session = await launchVm(plan, home, { ...this.#sessionOptions(), signal: deadline.signal });
+        const template = this.#template;
+        const launchPlan = template ? await template.launchPlan(plan, home.identity) : plan;
+        let session: VmSession;
+        try {
+          session = await launchVm(launchPlan, home, { ...this.#sessionOptions(), signal: deadline.signal });
+        } finally {
+          template?.afterSpawn();
+        }
         this.#session = session;
         // Recorded at once, landing while QMP connects: should this process die now, the sweep
         // (and attach) know the pids. The home queues it before the final one.
@@ -258,6 +284,7 @@ export class QemuHypervisor implements Hypervisor {
         const features = await qemuFeatures.learn(plan.qemuPath, qmp, needs, deadline.signal);
         assertFeatures(plan.qemuPath, features, needs);
         this.#qemuVersion = features.version;
+        if (template instanceof TemplateClone) await template.restore(qmp, deadline.signal);
         // Listening before `cont`: QEMU was started with -S, so the guest cannot open the port earlier.
         const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
         await enableBalloonStats(qmp, plan.config, deadline.signal);
@@ -308,6 +335,7 @@ export class QemuHypervisor implements Hypervisor {
     if (exitedOnItsOwn) await session?.qmpDrained(EXIT_GRACE_MS);
     const exit = session ? await session.teardown('start failed') : undefined;
     if (!session) await this.#home?.release(true, this.#log);
+    await this.#template?.afterStop(this.#log);
     const stderrTail = proc?.stderrTail() ?? '';
     const why = this.#endReason(session?.helperFailure);
     this.#exitInfo = { expected: !exitedOnItsOwn, exitCode: exit?.exitCode, signal: exit?.signal, stderrTail, ...(why ? { reason: why } : {}) };
@@ -369,6 +397,7 @@ export class QemuHypervisor implements Hypervisor {
     this.#log.error(info, 'qemu exited unexpectedly');
     this.#lifecycle.interruptPending((operation) => new VmExitedError(operation, info));
     await session.teardown(helperFailure ?? 'QEMU exited on its own');
+    await this.#template?.afterStop(this.#log);
     this.#lifecycle.to('stopped');
     for (const listener of this.#exitListeners) {
       try {
@@ -413,6 +442,7 @@ export class QemuHypervisor implements Hypervisor {
       // Created, never started (or its start already cleaned up): only the home is left.
       await this.#home?.release(true, this.#log);
     }
+    await this.#template?.afterStop(this.#log);
     this.#log.info('vm stopped');
   }
 
@@ -445,6 +475,41 @@ export class QemuHypervisor implements Hypervisor {
       this.#lifecycle.to('running');
       await this.#saveState(false);
     });
+  }
+
+  /**
+   * Saves a VM created with templateDir as a template: pauses the guest, saves its device state
+   * next to its RAM file, stops QEMU, then seals the directory (see template/source.ts).
+   */
+  async saveTemplate(options?: OperationOptions): Promise<TemplateInfo> {
+    const source = this.#template;
+    if (!(source instanceof TemplateSource)) {
+      this.#lifecycle.require('saveTemplate', ['running', 'paused']);
+      throw new InvalidStateError('saveTemplate', this.state, [], 'the VM was not created with templateDir');
+    }
+    if (!isDeepStrictEqual(this.#hotplug, emptyHotplugState())) {
+      throw new TemplateError('device', source.dir, 'devices were hot-plugged or CPUs or memory resized since boot: a template holds the guest as its config booted it');
+    }
+    try {
+      await this.#run('saveTemplate', ['running', 'paused'], options, async (qmp, deadline) => {
+        await source.save(qmp, deadline.signal);
+        this.#lifecycle.to('paused');
+      });
+    } catch (error) {
+      await this.stopVM();
+      throw error;
+    }
+    await this.stopVM();
+    if (this.#exitInfo && !this.#exitInfo.expected) {
+      await source.discard(this.#log);
+      throw new VmExitedError('saveTemplate', this.#exitInfo);
+    }
+    try {
+      return await source.seal();
+    } catch (error) {
+      await source.discard(this.#log);
+      throw error;
+    }
   }
 
   /**

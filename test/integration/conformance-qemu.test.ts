@@ -1,6 +1,8 @@
 // The conformance suite against the QEMU backend on the real default guest under TCG: the guest
 // agent proves each effect from inside the guest, where the mock answers from its model
 // (test/unit/conformance-mock.test.ts).
+import { chmodSync, mkdtempSync, openSync, readSync, rmSync, closeSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { defineConformanceSuite } from '../../src/conformance/index.ts';
 import type { Hypervisor } from '../../src/hypervisor/types.ts';
@@ -13,6 +15,10 @@ const SILENT_CHANNEL_ID = 'silent';
 
 const scratch = scratchDir();
 afterAll(() => scratch.remove());
+// Templates on tmpfs, as a runtime keeps them; each test names a directory of its own in here.
+const templates = mkdtempSync('/dev/shm/svmm-conformance-');
+chmodSync(templates, 0o755);
+afterAll(() => rmSync(templates, { recursive: true, force: true }));
 
 /** One agent connection per VM, opened when a probe first needs it (it waits for the guest to boot). */
 const agents = new Map<Hypervisor, Promise<GuestAgent>>();
@@ -44,6 +50,7 @@ defineConformanceSuite(
     channels: { opened: AGENT_DEVICE_ID, neverOpened: SILENT_CHANNEL_ID },
     // Given to the VM's own uid, as a runtime does once createVM has leased it; a path asked for
     // before createVM is only named (never opened), so it stays root's.
+    templateDir: (name) => join(templates, name),
     disk: (name, vm) => rawDisk(scratch.dir, `${name}.img`, name.slice(0, 16), vm.identity ?? { uid: 0, gid: 0 }),
     guest: {
       diskCount,
@@ -56,6 +63,17 @@ defineConformanceSuite(
       },
     },
     faults: {
+      // One byte of the saved device state flipped, its size kept.
+      corruptTemplate: (dir) => {
+        const fd = openSync(join(dir, 'state'), 'r+');
+        try {
+          const byte = Buffer.alloc(1);
+          readSync(fd, byte, 0, 1, 100);
+          writeSync(fd, Buffer.from([(byte[0] ?? 0) ^ 0xff]), 0, 1, 100);
+        } finally {
+          closeSync(fd);
+        }
+      },
       crash: (vm) => {
         const [pid] = vm.getPids();
         if (pid === undefined) throw new Error('QEMU does not run');

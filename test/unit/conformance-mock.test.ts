@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { defineConformanceSuite } from '../../src/conformance/index.ts';
 import type { Hypervisor } from '../../src/hypervisor/types.ts';
-import { MockHypervisor, type MockGuestView } from '../../src/mock/index.ts';
+import { corruptMockTemplate, MockHypervisor, type MockGuestView } from '../../src/mock/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'svmm-mock-conformance-'));
 const kernel = join(dir, 'vmlinuz');
@@ -51,6 +51,8 @@ for (const { label, machine, qemuVersion } of variants) {
         writeFileSync(path, '');
         return path;
       },
+      // The mock keeps templates in memory, by directory: a fresh name is all it needs.
+      templateDir: (name) => join(dir, `${label.replace(/\W+/g, '-')}-template-${name}`),
       guest: {
         diskCount: (vm) => Promise.resolve(guestOf(vm).disks.length),
         onlineCpus: (vm) => Promise.resolve(guestOf(vm).onlineCpus),
@@ -63,6 +65,7 @@ for (const { label, machine, qemuVersion } of variants) {
         ejectDevice: async (vm, id) => {
           if (!(await (vm as MockHypervisor).ejectGuestDevice(id))) throw new Error(`the mock guest did not eject ${id}`);
         },
+        corruptTemplate: (templateDir) => corruptMockTemplate(templateDir),
       },
       timeouts: { testMs: 10_000, removalMs: 300, guestMs: 3_000, settleMs: 20 },
     },

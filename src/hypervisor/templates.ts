@@ -1,0 +1,140 @@
+// Sandbox templates, backend-neutral: what createVM takes to make or use one, what saveTemplate
+// returns, and the rules every backend applies before anything runs: which devices a template may
+// hold and which parts of a clone's config must equal the template's.
+import { isDeepStrictEqual } from 'node:util';
+import { InvalidArgumentError } from '../errors.ts';
+import type { SandboxConfig } from './config/index.ts';
+import { TemplateError } from './errors.ts';
+import type { OperationOptions } from '../util/deadline.ts';
+
+export interface CreateOptions extends OperationOptions {
+  /**
+   * Boot this VM to become a template in this directory (it must not exist; its parent must). Its
+   * RAM lives in a file there from the start; saveTemplate then saves the device state next to it.
+   */
+  templateDir?: string;
+  /**
+   * Start this VM from the template saved in this directory: startVM restores the template's guest
+   * instead of booting. The config must equal the template's except for the per-sandbox fields
+   * (id, runtime, hardening.user/allowRoot, console.logFile); NICs and disks of its own are
+   * hot-plugged after startVM.
+   */
+  fromTemplate?: string;
+}
+
+/** What saveTemplate made. */
+export interface TemplateInfo {
+  dir: string;
+  /** The hypervisor version that made it, and alone may restore it ('7.2.22' for QEMU). */
+  hypervisorVersion: string;
+  /** The machine type it was made with, resolved ('pc-q35-7.2'). */
+  machineType: string;
+  /** Size of the saved device state. */
+  stateBytes: number;
+  /** Size of the guest RAM file. */
+  ramBytes: number;
+}
+
+/** createVM's template options, checked before anything is made. */
+export function templateRole(options: CreateOptions): { kind: 'source' | 'clone'; dir: string } | undefined {
+  const { templateDir, fromTemplate } = options;
+  if (templateDir !== undefined && fromTemplate !== undefined) throw new InvalidArgumentError('templateDir', 'give templateDir (make a template) or fromTemplate (use one), not both');
+  for (const [name, dir] of [['templateDir', templateDir], ['fromTemplate', fromTemplate]] as const) {
+    if (dir !== undefined && (typeof dir !== 'string' || !dir.startsWith('/') || dir.includes('\0') || dir.split('/').includes('..'))) {
+      throw new InvalidArgumentError(name, 'must be an absolute path without ".." or NUL');
+    }
+  }
+  if (templateDir !== undefined) return { kind: 'source', dir: templateDir.replace(/\/+$/, '') || '/' };
+  if (fromTemplate !== undefined) return { kind: 'clone', dir: fromTemplate.replace(/\/+$/, '') || '/' };
+  return undefined;
+}
+
+/**
+ * A template VM or a clone is started with a command line its config alone does not build, so a
+ * restarted runtime could not check and re-attach it: neither may be detached.
+ */
+export function detachedRefusal(config: SandboxConfig, dir: string): TemplateError | undefined {
+  if (!config.runtime.detached) return undefined;
+  return new TemplateError('config', dir, 'a template VM or a clone cannot be detached (re-attaching one is not supported)', { field: 'runtime.detached' });
+}
+
+/**
+ * Why `config` cannot be a template's, if it cannot: devices whose state cannot be saved with the
+ * guest (vfio, vhost-user-fs, 9p), or that must differ per sandbox (NICs, writable or caller-fd
+ * disks, a vsock CID), and a memory backing of its own (the template's RAM file is the backing).
+ */
+export function templateConfigRefusal(config: SandboxConfig, dir: string): TemplateError | undefined {
+  // Devices first: virtio-fs needs a backing of its own, and is what the caller must hear about.
+  for (const [index, device] of config.devices.entries()) {
+    const why = deviceRefusal(device);
+    if (why) return new TemplateError('device', dir, `devices[${index}] ('${device.id}'): ${why}`, { field: `devices.${index}` });
+  }
+  if (config.memory.backing.type !== 'anonymous') {
+    return new TemplateError('config', dir, 'memory.backing must be left anonymous: a template VM\'s RAM is the template\'s own file', { field: 'memory.backing' });
+  }
+  return undefined;
+}
+
+function deviceRefusal(device: SandboxConfig['devices'][number]): string | undefined {
+  switch (device.type) {
+    case 'vfio':
+      return 'a VFIO device\'s state lives in the host hardware and cannot be saved';
+    case 'fs':
+      return device.driver === 'virtio-fs'
+        ? 'vhost-user-fs cannot be saved with the guest: attach the share to each clone after startVM'
+        : 'a mounted 9p share blocks saving the guest';
+    case 'net':
+      return 'a NIC belongs to one sandbox: hot-plug it into each clone after startVM';
+    case 'vsock':
+      return 'a vsock CID belongs to one sandbox, and clones would share it';
+    case 'block':
+      if (!device.readOnly) return 'a writable disk belongs to one sandbox: hot-plug it into each clone after startVM';
+      if (device.path === undefined) return 'a disk given as a caller fd belongs to one process: give a path';
+      return undefined;
+    case 'rng':
+    case 'balloon':
+    case 'channel':
+    case 'pvpanic':
+      return undefined;
+  }
+}
+
+/** The per-sandbox parts of a config: a clone sets them as it likes. */
+function layoutOf(config: SandboxConfig): unknown {
+  const { id: _id, runtime: _runtime, hardening, console, ...layout } = config;
+  return { ...layout, seccomp: hardening.seccomp, consoleSocket: console.socket };
+}
+
+/**
+ * Why a clone's `config` does not fit the template's, if it does not: the first field (in the
+ * config's own order) where the guest's layout differs.
+ */
+export function cloneConfigRefusal(template: SandboxConfig, config: SandboxConfig, dir: string): TemplateError | undefined {
+  const path = firstDifference(layoutOf(template), layoutOf(config), []);
+  if (path === undefined) return undefined;
+  const field = path.join('.').replace(/^seccomp$/, 'hardening.seccomp').replace(/^consoleSocket$/, 'console.socket');
+  return new TemplateError('config', dir, `the config differs from the template's at ${field}: a clone's guest must see the devices and resources the template was booted with`, { field });
+}
+
+function firstDifference(a: unknown, b: unknown, path: string[]): string[] | undefined {
+  if (isDeepStrictEqual(a, b)) return undefined;
+  if (Array.isArray(a) && Array.isArray(b)) {
+    if (a.length !== b.length) return path;
+    for (const [index, item] of a.entries()) {
+      const found = firstDifference(item, b[index], [...path, String(index)]);
+      if (found) return found;
+    }
+    return path;
+  }
+  if (isObject(a) && isObject(b)) {
+    for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      const found = firstDifference(a[key], b[key], [...path, key]);
+      if (found) return found;
+    }
+  }
+  return path;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

@@ -1,0 +1,118 @@
+// A VM started from a template: checked at createVM (manifest, config, QEMU version, files), then
+// at startVM QEMU gets the template's layout, its RAM mapped privately (or a copy of its own, see
+// ram.ts) and its device state on an fd, and the guest is restored before it runs.
+import { execFile } from 'node:child_process';
+import { chmod, chown, unlink } from 'node:fs/promises';
+import { closeSync, constants, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { SandboxConfig } from '../../hypervisor/config/index.ts';
+import { TemplateError } from '../../hypervisor/errors.ts';
+import { cloneConfigRefusal } from '../../hypervisor/templates.ts';
+import type { VmIdentity } from '../../hypervisor/types.ts';
+import type { QmpClient } from '../../qmp/index.ts';
+import type { Logger } from '../../util/logger.ts';
+import { buildQemuArgv } from '../argv/index.ts';
+import { BOOT_MEMORY_ID } from '../devices/memory.ts';
+import type { LaunchPlan } from '../launch/plan.ts';
+import { incomingFd, templateArgv } from './argv.ts';
+import { checkTemplateFiles, readManifest, STATE_FILE, type TemplateManifest } from './manifest.ts';
+import { hypervisorIdentity, ignoreSharedRam, migrationDone } from './migration.ts';
+import { qemuVersionOf } from './qemu-version.ts';
+import { CLONE_RAM_COPY, cloneRamMode, TEMPLATE_RAM_FILE, templateRamProps, type CloneRamMode } from './ram.ts';
+
+const run = promisify(execFile);
+
+export class TemplateClone {
+  readonly kind = 'clone';
+  readonly dir: string;
+  readonly #manifest: TemplateManifest;
+  readonly #ramMode: CloneRamMode;
+  /** Our fd of the state file, from startVM's launch until QEMU has it. */
+  #stateFd: number | undefined;
+  #ramCopy: string | undefined;
+  /** Where QEMU finds the state (the fd its argv names). */
+  #incomingFd: number | undefined;
+
+  private constructor(dir: string, manifest: TemplateManifest) {
+    this.dir = dir;
+    this.#manifest = manifest;
+    this.#ramMode = cloneRamMode(manifest.hypervisorVersion);
+  }
+
+  /** Everything that can be checked before a process runs: TemplateError says what is wrong. */
+  static async open(dir: string, config: SandboxConfig, qemuPath: string): Promise<TemplateClone> {
+    const manifest = await readManifest(dir);
+    const refusal = cloneConfigRefusal(manifest.config, config, dir);
+    if (refusal) throw refusal;
+    const version = await qemuVersionOf(qemuPath);
+    if (version !== manifest.hypervisorVersion) {
+      throw new TemplateError('hypervisor-version', dir, `made by QEMU ${manifest.hypervisorVersion}, but ${qemuPath} is QEMU ${version}: a guest's saved state is only restored by the version that saved it`, {
+        field: 'runtime.qemuPath',
+      });
+    }
+    await checkTemplateFiles(dir, manifest);
+    return new TemplateClone(dir, manifest);
+  }
+
+  get ramMode(): CloneRamMode {
+    return this.#ramMode;
+  }
+
+  /**
+   * Just before QEMU is spawned: the files checked again (the template may be gone since createVM),
+   * the RAM made ready, the state opened; the plan's argv then restores instead of booting.
+   */
+  async launchPlan(plan: LaunchPlan, identity: VmIdentity | undefined): Promise<LaunchPlan> {
+    await checkTemplateFiles(this.dir, this.#manifest);
+    const config = plan.config;
+    const bytes = config.memory.bootMiB * 1024 * 1024;
+    let ramPath = join(this.dir, TEMPLATE_RAM_FILE);
+    if (this.#ramMode === 'private-copy') {
+      const copy = join(plan.paths.dir, CLONE_RAM_COPY);
+      // Holes stay holes: the copy costs what the template's guest had touched. Made by us, in the
+      // VM's own directory, then given to its uid.
+      await run('cp', ['--sparse=always', '--no-preserve=all', '--', ramPath, copy], { env: {} });
+      this.#ramCopy = copy;
+      if (identity) await chown(copy, identity.uid, identity.gid);
+      await chmod(copy, 0o600);
+      ramPath = copy;
+    }
+    this.#stateFd = openSync(join(this.dir, STATE_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
+    const argv = buildQemuArgv({ ...config, memory: { ...config.memory, prealloc: false } }, plan.paths);
+    // A copy of its own is shared with nobody: mapped shared, its writes cost no second page.
+    const ram = templateRamProps(BOOT_MEMORY_ID, bytes, ramPath, this.#ramMode === 'private-copy' ? 'template' : 'map-read-only', config.memory.prealloc);
+    const restoring = templateArgv(argv, ram, this.#stateFd);
+    this.#incomingFd = incomingFd(restoring);
+    return { ...plan, argv: restoring };
+  }
+
+  /** QEMU holds the state fd from its spawn on: ours is closed. */
+  afterSpawn(): void {
+    if (this.#stateFd !== undefined) closeSync(this.#stateFd);
+    this.#stateFd = undefined;
+  }
+
+  /** Restores the guest (left paused) from the state on its fd; the same QEMU and machine that made it, or TemplateError. */
+  async restore(qmp: QmpClient, signal: AbortSignal): Promise<void> {
+    const running = await hypervisorIdentity(qmp, signal);
+    if (running.version !== this.#manifest.hypervisorVersion) {
+      throw new TemplateError('hypervisor-version', this.dir, `made by QEMU ${this.#manifest.hypervisorVersion}, restored by QEMU ${running.version}`);
+    }
+    if (running.machineType !== this.#manifest.machineType) {
+      throw new TemplateError('machine-type', this.dir, `made on machine ${this.#manifest.machineType}, restored on ${running.machineType}`, { field: 'machine.type' });
+    }
+    await ignoreSharedRam(qmp, signal);
+    if (this.#incomingFd === undefined) throw new Error('restore before launchPlan');
+    await qmp.execute('migrate-incoming', { uri: `fd:${this.#incomingFd}` }, { signal });
+    await migrationDone(qmp, 'restoring the template\'s device state', signal);
+    // QEMU has its copy mapped: the name is no longer needed, the pages go when QEMU does.
+    if (this.#ramCopy) await unlink(this.#ramCopy).catch(() => undefined);
+  }
+
+  /** Nothing of the template is the clone's: only our state fd, should QEMU never have been spawned. */
+  afterStop(_logger: Logger): Promise<void> {
+    this.afterSpawn();
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,36 @@
+// Where a template's guest RAM lives and how each VM maps it: the one concern that varies with the
+// QEMU version. A template VM writes its RAM to the template's file (share=on); a clone maps that
+// file privately, so its writes stay its own and clones share every page they only read.
+import type { OptionProps } from '../argv/qemu-opts.ts';
+
+export const TEMPLATE_RAM_FILE = 'memory';
+/** A clone's own copy of the RAM, in its runtime directory, when its QEMU cannot map the template's read-only. */
+export const CLONE_RAM_COPY = 'template-memory';
+
+/**
+ * How a clone maps the template's RAM file:
+ * - 'map-read-only': QEMU opens the root-owned file read-only and maps it private and writable
+ *   (memory-backend-file readonly=on,rom=off, QEMU 8.2 and later). Pages are shared until written.
+ * - 'private-copy': QEMU 7.2 opens a memory-backend-file read-write whatever the mapping, and its
+ *   readonly=on makes guest RAM read-only (the guest hangs): the clone maps a copy of its own,
+ *   made by the library (holes kept), owned by its uid. Safe, but clones share no page.
+ */
+export type CloneRamMode = 'map-read-only' | 'private-copy';
+
+const CLONE_RAM_MODES: readonly { since: [number, number]; mode: CloneRamMode }[] = [
+  { since: [8, 2], mode: 'map-read-only' },
+  { since: [0, 0], mode: 'private-copy' },
+];
+
+export function cloneRamMode(version: string): CloneRamMode {
+  const [major = 0, minor = 0] = version.split('.').map(Number);
+  const found = CLONE_RAM_MODES.find(({ since: [a, b] }) => major > a || (major === a && minor >= b));
+  return found?.mode ?? 'private-copy';
+}
+
+/** The boot RAM backend's props: the template's file shared, or a clone's mapping of it. */
+export function templateRamProps(id: string, bytes: number, path: string, role: 'template' | CloneRamMode, prealloc: boolean): OptionProps {
+  const mapping: OptionProps =
+    role === 'template' ? { share: true } : role === 'map-read-only' ? { share: false, readonly: true, rom: false } : { share: false };
+  return { 'qom-type': 'memory-backend-file', id, size: bytes, 'mem-path': path, ...mapping, prealloc: prealloc ? true : undefined };
+}

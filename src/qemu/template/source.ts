@@ -1,0 +1,131 @@
+// A VM booted to become a template: its directory (made by createVM, root's, 0755), its RAM file
+// (QEMU's while it runs), saving the device state into it, and sealing it once QEMU is gone: the
+// RAM file becomes root's and read-only to everyone else, and the manifest is written last.
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, mkdirSync, openSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { SandboxConfig } from '../../hypervisor/config/index.ts';
+import { TemplateError } from '../../hypervisor/errors.ts';
+import type { TemplateInfo } from '../../hypervisor/templates.ts';
+import { templateConfigRefusal } from '../../hypervisor/templates.ts';
+import type { VmIdentity } from '../../hypervisor/types.ts';
+import { InvalidArgumentError } from '../../errors.ts';
+import type { QmpClient } from '../../qmp/index.ts';
+import type { Logger } from '../../util/logger.ts';
+import { removeTree } from '../../util/safe-fs.ts';
+import { buildQemuArgv } from '../argv/index.ts';
+import { BOOT_MEMORY_ID } from '../devices/memory.ts';
+import type { LaunchPlan } from '../launch/plan.ts';
+import { templateArgv } from './argv.ts';
+import { digestOf, STATE_FILE, writeManifest } from './manifest.ts';
+import { hypervisorIdentity, ignoreSharedRam, migrationDone } from './migration.ts';
+import { TEMPLATE_RAM_FILE, templateRamProps } from './ram.ts';
+
+const MiB = 1024 * 1024;
+const STATE_FD_NAME = 'svmm-template-state';
+const NEW_FILE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+export class TemplateSource {
+  readonly kind = 'source';
+  readonly dir: string;
+  readonly #config: SandboxConfig;
+  #made: { version: string; machineType: string } | undefined;
+  #sealed = false;
+
+  private constructor(dir: string, config: SandboxConfig) {
+    this.dir = dir;
+    this.#config = config;
+  }
+
+  /** Refuses what cannot be a template, then makes the directory and the RAM file QEMU maps. */
+  static make(dir: string, config: SandboxConfig, identity: VmIdentity | undefined): TemplateSource {
+    const refusal = templateConfigRefusal(config, dir);
+    if (refusal) throw refusal;
+    try {
+      mkdirSync(dir, { mode: 0o755 });
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') throw new TemplateError('exists', dir, 'the directory already exists: a template is made in a new directory', { cause: error });
+      if (code === 'ENOENT') throw new InvalidArgumentError('templateDir', `its parent ${dirname(dir)} does not exist`, { cause: error });
+      throw error;
+    }
+    const source = new TemplateSource(dir, config);
+    try {
+      const fd = openSync(join(dir, TEMPLATE_RAM_FILE), NEW_FILE, 0o600);
+      try {
+        // Sized by us and handed to QEMU's uid: QEMU never needs to write in the directory itself.
+        ftruncateSync(fd, config.memory.bootMiB * MiB);
+        fchmodSync(fd, 0o600);
+        if (identity) fchownSync(fd, identity.uid, identity.gid);
+      } finally {
+        closeSync(fd);
+      }
+    } catch (error) {
+      void source.discard();
+      throw error;
+    }
+    return source;
+  }
+
+  /** The template VM's argv: its boot RAM is the template's file, shared. */
+  launchPlan(plan: LaunchPlan): LaunchPlan {
+    const config = plan.config;
+    const argv = buildQemuArgv({ ...config, memory: { ...config.memory, prealloc: false } }, plan.paths);
+    const ram = templateRamProps(BOOT_MEMORY_ID, config.memory.bootMiB * MiB, join(this.dir, TEMPLATE_RAM_FILE), 'template', config.memory.prealloc);
+    return { ...plan, argv: templateArgv(argv, ram) };
+  }
+
+  /** Nothing of ours to close once QEMU is spawned. */
+  afterSpawn(): void {}
+
+  /** Pauses the guest and saves its device state into the directory; QEMU keeps running (paused). */
+  async save(qmp: QmpClient, signal: AbortSignal): Promise<void> {
+    await qmp.execute('stop', undefined, { signal });
+    await ignoreSharedRam(qmp, signal);
+    // Opened by us, handed over as an fd: QEMU never opens a path in the directory.
+    const fd = openSync(join(this.dir, STATE_FILE), NEW_FILE, 0o644);
+    try {
+      await qmp.execute('getfd', { fdname: STATE_FD_NAME }, { signal, fd });
+    } finally {
+      closeSync(fd);
+    }
+    await qmp.execute('migrate', { uri: `fd:${STATE_FD_NAME}` }, { signal });
+    await migrationDone(qmp, 'saving the device state', signal);
+    this.#made = await hypervisorIdentity(qmp, signal);
+  }
+
+  /** Once QEMU is gone: the RAM file becomes root's, read-only to others; the manifest makes it a template. */
+  async seal(): Promise<TemplateInfo> {
+    const made = this.#made;
+    if (!made) throw new Error('the device state was not saved');
+    const ramBytes = this.#config.memory.bootMiB * MiB;
+    const fd = openSync(join(this.dir, TEMPLATE_RAM_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      const stats = fstatSync(fd);
+      if (!stats.isFile() || stats.size !== ramBytes) throw new TemplateError('corrupt', this.dir, `the RAM file changed while the template VM ran (${stats.size} bytes, ${ramBytes} expected)`);
+      fchownSync(fd, process.geteuid?.() ?? 0, process.getegid?.() ?? 0);
+      fchmodSync(fd, 0o644);
+    } finally {
+      closeSync(fd);
+    }
+    const state = await digestOf(this.dir, join(this.dir, STATE_FILE));
+    await writeManifest(this.dir, {
+      hypervisorVersion: made.version,
+      machineType: made.machineType,
+      config: this.#config,
+      ramBytes,
+      stateBytes: state.bytes,
+      stateSha256: state.sha256,
+    });
+    this.#sealed = true;
+    return { dir: this.dir, hypervisorVersion: made.version, machineType: made.machineType, stateBytes: state.bytes, ramBytes };
+  }
+
+  /** After the VM ended: a template that was not sealed leaves nothing behind. */
+  async afterStop(logger: Logger): Promise<void> {
+    if (!this.#sealed && this.#made === undefined) await this.discard(logger);
+  }
+
+  async discard(logger?: Logger): Promise<void> {
+    await removeTree(this.dir).catch((error: unknown) => logger?.warn({ err: error, dir: this.dir }, 'could not remove an unfinished template'));
+  }
+}
