@@ -30,7 +30,7 @@ export interface RegisterOptions {
 }
 
 /** createHypervisor was asked for a kind nobody registered. */
-export class UnknownHypervisorError extends SandboxVmmError {
+export class UnknownHypervisorError extends SandboxVmmError<'UNKNOWN_HYPERVISOR'> {
   readonly kind: string;
   readonly known: readonly string[];
 
@@ -42,7 +42,7 @@ export class UnknownHypervisorError extends SandboxVmmError {
 }
 
 /** registerHypervisor was given a kind that is taken, without `replace`. */
-export class HypervisorKindTakenError extends SandboxVmmError {
+export class HypervisorKindTakenError extends SandboxVmmError<'HYPERVISOR_KIND_TAKEN'> {
   readonly kind: string;
 
   constructor(kind: string) {

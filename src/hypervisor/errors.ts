@@ -4,7 +4,7 @@ import { SandboxVmmError, type SandboxVmmErrorOptions } from '../errors.ts';
 import type { VmState } from './types.ts';
 
 /** An operation was called in a state that does not allow it; the message says what to call first. */
-export class InvalidStateError extends SandboxVmmError {
+export class InvalidStateError extends SandboxVmmError<'INVALID_STATE'> {
   readonly operation: string;
   readonly state: VmState;
 
@@ -61,7 +61,7 @@ export function describeExit(details: ExitDetails): string {
 }
 
 /** startVM failed; the hypervisor process was killed and reaped and its runtime directory removed. */
-export class VmStartError extends SandboxVmmError {
+export class VmStartError extends SandboxVmmError<'VM_START_FAILED'> {
   readonly exitCode: number | undefined;
   readonly signal: string | undefined;
   readonly stderrTail: string | undefined;
@@ -90,7 +90,7 @@ export class GuestNotReadyError extends VmStartError {
 }
 
 /** The hypervisor process exited while an operation needed it. */
-export class VmExitedError extends SandboxVmmError {
+export class VmExitedError extends SandboxVmmError<'VM_EXITED'> {
   readonly exitCode: number | undefined;
   readonly signal: string | undefined;
   readonly stderrTail: string | undefined;
@@ -104,7 +104,7 @@ export class VmExitedError extends SandboxVmmError {
 }
 
 /** An operation was still pending when stopVM was called; it was abandoned. */
-export class VmStoppingError extends SandboxVmmError {
+export class VmStoppingError extends SandboxVmmError<'VM_STOPPING'> {
   readonly operation: string;
 
   constructor(operation: string) {
@@ -114,7 +114,7 @@ export class VmStoppingError extends SandboxVmmError {
 }
 
 /** check() found the guest in a bad state (panicked, internal error) or the hypervisor gone. */
-export class VmUnhealthyError extends SandboxVmmError {
+export class VmUnhealthyError extends SandboxVmmError<'VM_UNHEALTHY'> {
   readonly status: string;
 
   constructor(status: string, options: SandboxVmmErrorOptions = {}) {
@@ -124,7 +124,7 @@ export class VmUnhealthyError extends SandboxVmmError {
 }
 
 /** Every slot a device kind can be plugged into is taken. */
-export class NoFreeSlotError extends SandboxVmmError {
+export class NoFreeSlotError extends SandboxVmmError<'NO_FREE_SLOT'> {
   readonly deviceId: string;
 
   constructor(deviceId: string, what: string) {
@@ -133,7 +133,7 @@ export class NoFreeSlotError extends SandboxVmmError {
   }
 }
 
-export class DeviceExistsError extends SandboxVmmError {
+export class DeviceExistsError extends SandboxVmmError<'DEVICE_EXISTS'> {
   readonly deviceId: string;
 
   constructor(deviceId: string) {
@@ -142,7 +142,7 @@ export class DeviceExistsError extends SandboxVmmError {
   }
 }
 
-export class DeviceNotFoundError extends SandboxVmmError {
+export class DeviceNotFoundError extends SandboxVmmError<'DEVICE_NOT_FOUND'> {
   readonly deviceId: string;
 
   constructor(deviceId: string) {
@@ -152,7 +152,7 @@ export class DeviceNotFoundError extends SandboxVmmError {
 }
 
 /** A hotplug step failed; whatever had already been added was rolled back. */
-export class HotplugError extends SandboxVmmError {
+export class HotplugError extends SandboxVmmError<'HOTPLUG_FAILED'> {
   readonly deviceId: string;
   readonly step: string;
 
@@ -165,7 +165,7 @@ export class HotplugError extends SandboxVmmError {
 }
 
 /** The guest did not release a device in time. The device stays plugged and accounted for. */
-export class DeviceRemovalTimeoutError extends SandboxVmmError {
+export class DeviceRemovalTimeoutError extends SandboxVmmError<'DEVICE_REMOVAL_TIMEOUT'> {
   readonly deviceId: string;
   readonly timeoutMs: number;
 
@@ -180,7 +180,7 @@ export class DeviceRemovalTimeoutError extends SandboxVmmError {
 }
 
 /** A resize asked for more (or less) than the config allows. */
-export class ResourceLimitError extends SandboxVmmError {
+export class ResourceLimitError extends SandboxVmmError<'RESOURCE_LIMIT'> {
   readonly resource: 'memory' | 'cpus';
   readonly requested: number;
   readonly limit: number;
@@ -198,7 +198,7 @@ export class ResourceLimitError extends SandboxVmmError {
 }
 
 /** A memory resize stopped before reaching its target; `reachedMiB` is where it stands. */
-export class ResizeIncompleteError extends SandboxVmmError {
+export class ResizeIncompleteError extends SandboxVmmError<'RESIZE_INCOMPLETE'> {
   readonly targetMiB: number;
   readonly reachedMiB: number;
 
@@ -210,7 +210,7 @@ export class ResizeIncompleteError extends SandboxVmmError {
 }
 
 /** The backend or the config cannot do this at all. */
-export class UnsupportedOperationError extends SandboxVmmError {
+export class UnsupportedOperationError extends SandboxVmmError<'UNSUPPORTED'> {
   readonly operation: string;
 
   constructor(operation: string, reason: string) {
@@ -220,7 +220,7 @@ export class UnsupportedOperationError extends SandboxVmmError {
 }
 
 /** Re-attaching to a running VM from its runtime directory failed. */
-export class AttachError extends SandboxVmmError {
+export class AttachError extends SandboxVmmError<'ATTACH_FAILED'> {
   readonly runtimeDir: string;
 
   constructor(runtimeDir: string, reason: string, options: SandboxVmmErrorOptions = {}) {
@@ -230,7 +230,7 @@ export class AttachError extends SandboxVmmError {
 }
 
 /** A helper daemon of the VM (virtiofsd) failed to start or died; the VM cannot work without it. */
-export class HelperError extends SandboxVmmError {
+export class HelperError extends SandboxVmmError<'HELPER_FAILED'> {
   readonly helper: string;
   readonly deviceId: string;
   readonly exitCode: number | undefined;
@@ -253,7 +253,7 @@ export class HelperError extends SandboxVmmError {
  * values that cannot be true (a vCPU thread that is not one of the hypervisor's own). Nothing is
  * done with such a reply; a runtime should treat the hypervisor as compromised or broken.
  */
-export class InvalidReplyError extends SandboxVmmError {
+export class InvalidReplyError extends SandboxVmmError<'INVALID_REPLY'> {
   readonly command: string;
 
   constructor(command: string, problem: string, options: SandboxVmmErrorOptions = {}) {

@@ -1,5 +1,5 @@
 // The QMP wire messages, and typed arguments and results for the commands the QEMU backend uses.
-// Any other command goes through the untyped overload of QmpClient.execute.
+// Any other command goes through QmpClient.executeUntyped, by name.
 //
 // Integers: any integer outside ±(2^53 − 1) in a reply or event is read as an exact bigint, and a
 // bigint argument is written as its digits. Fields typed QmpInt below are the 64-bit ones whose
