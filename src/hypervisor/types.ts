@@ -142,7 +142,11 @@ export interface Hypervisor {
   /** Who the hypervisor runs as, known from createVM on; undefined when it runs as this process's user. */
   readonly identity: VmIdentity | undefined;
 
-  /** Validates the config and prepares the VM; nothing starts. */
+  /**
+   * Validates the config and prepares the VM; nothing starts. It may take host resources (the QEMU
+   * backend makes the runtime directory and leases a uid): from here on, stopVM() releases them even
+   * if the VM never starts, as does leaving an `await using` scope.
+   */
   createVM(config: SandboxConfigInput, options?: OperationOptions): Promise<void>;
   /** Launches the hypervisor and runs the guest (or leaves it paused). */
   startVM(options?: StartOptions): Promise<void>;
@@ -179,6 +183,12 @@ export interface Hypervisor {
    * VmStoppingError when the VM ends first.
    */
   waitForEvent<N extends string>(name: N, predicate?: (event: EventOf<N>) => boolean, options?: OperationOptions): Promise<EventOf<N>>;
+  /**
+   * stopVM(): `await using vm = createHypervisor('qemu')` stops the VM and releases what createVM
+   * took when the scope ends, however it ends. Harmless on an instance never created or already
+   * stopped.
+   */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 export interface HypervisorEvent {

@@ -549,6 +549,7 @@ export class MockHypervisor implements Hypervisor {
     return (typeof latency === 'number' ? latency : latency?.[what]) ?? 0;
   }
 
+  /** stopVM() at the end of an `await using` scope (see Hypervisor). */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopVM();
   }

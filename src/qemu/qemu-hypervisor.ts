@@ -680,6 +680,7 @@ export class QemuHypervisor implements Hypervisor {
     );
   }
 
+  /** stopVM() at the end of an `await using` scope (see Hypervisor). */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopVM();
   }
