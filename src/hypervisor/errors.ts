@@ -197,13 +197,18 @@ export class ResourceLimitError extends SandboxVmmError<'RESOURCE_LIMIT'> {
   }
 }
 
-/** A memory resize stopped before reaching its target; `reachedMiB` is where it stands. */
+/**
+ * A memory resize stopped before reaching its target; `reachedMiB` is where it stands. With
+ * virtio-mem, the guest plugs what is asked: one that has not booted yet, or does not online new
+ * memory, stops short.
+ */
 export class ResizeIncompleteError extends SandboxVmmError<'RESIZE_INCOMPLETE'> {
   readonly targetMiB: number;
   readonly reachedMiB: number;
 
-  constructor(targetMiB: number, reachedMiB: number, options: SandboxVmmErrorOptions = {}) {
-    super('RESIZE_INCOMPLETE', `memory resize to ${targetMiB} MiB stopped at ${reachedMiB} MiB`, options);
+  /** `hint`: what to check, appended to the message. */
+  constructor(targetMiB: number, reachedMiB: number, options: SandboxVmmErrorOptions & { hint?: string } = {}) {
+    super('RESIZE_INCOMPLETE', `memory resize to ${targetMiB} MiB stopped at ${reachedMiB} MiB${options.hint ? `: ${options.hint}` : ''}`, options);
     this.targetMiB = targetMiB;
     this.reachedMiB = reachedMiB;
   }

@@ -103,3 +103,7 @@ export function assertDeviceChangesSafe(operation: string, config: Pick<SandboxC
     throw new UnsupportedOperationError(operation, 'a vCPU was removed from this VM under tcg, after which QEMU 7.2 crashes on any device_add or device_del');
   }
 }
+
+/** What a virtio-mem resize that stopped short asks the caller to check (both backends say it). */
+export const VIRTIO_MEM_SHORT_HINT =
+  'virtio-mem plugs only what the guest accepts: wait for the guest to boot (startVM({ waitForChannel })) and have it online new memory (memhp_default_state=online_movable, or a udev rule); Linux plugs no more while 1 GiB waits offline';

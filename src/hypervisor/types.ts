@@ -83,6 +83,11 @@ export interface HotplugResult {
   scsi?: ScsiAddress;
 }
 
+/**
+ * Memory sizes as the hypervisor has plugged them, not as the guest uses them: the guest onlines
+ * hot-plugged memory on its own time (MemTotal follows), and only if it is set up to (a kernel with
+ * `memhp_default_state=online_movable`, or a udev rule or agent that onlines new memory blocks).
+ */
 export interface MemoryResizeResult {
   previousMiB: number;
   currentMiB: number;
@@ -157,7 +162,13 @@ export interface Hypervisor {
 
   hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult>;
   hotplugRemoveDevice(id: string, options?: OperationOptions): Promise<void>;
-  /** Sets guest memory to `targetMiB` (aligned up to what the guest needs); returns the sizes. */
+  /**
+   * Sets guest memory to `targetMiB` (aligned up to what the guest needs); returns the sizes QEMU has
+   * plugged (see MemoryResizeResult). virtio-mem needs the guest's cooperation: its driver must be
+   * loaded (the guest has booted: `startVM({ waitForChannel })`) and must online what it adds, as
+   * Linux plugs no more once 1 GiB of it waits offline; otherwise the resize stops short with
+   * ResizeIncompleteError (`reachedMiB` says where).
+   */
   resizeMemory(targetMiB: number, options?: OperationOptions): Promise<MemoryResizeResult>;
   /** Sets the number of vCPUs; returns the previous and the current count. */
   resizeVCPUs(count: number, options?: OperationOptions): Promise<VcpuResizeResult>;
