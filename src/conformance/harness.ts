@@ -3,6 +3,7 @@
 // built on another copy of this library is judged the same).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { isSandboxVmmError, type SandboxVmmError, type SandboxVmmErrorCode } from '../errors.ts';
 import type { DeviceConfigInput, SandboxConfigInput } from '../hypervisor/config/index.ts';
 import type { Hypervisor, HypervisorEvent } from '../hypervisor/types.ts';
@@ -50,7 +51,10 @@ export class Harness {
 
   /** A disk image path no other test uses, for `vm` (see ConformanceOptions.disk). */
   async disk(name: string, vm: Hypervisor): Promise<string> {
-    return this.options.disk(`${name}-${++this.#disks}`, vm);
+    const path = await this.options.disk(`${name}-${++this.#disks}`, vm);
+    // Said here rather than as an ENOENT from a test that opens it, or a backend's refusal.
+    if (!existsSync(path)) assert.fail(`ConformanceOptions.disk('${name}') returned ${path}, which does not exist: disk() must create the image file`);
+    return path;
   }
 
   /** Options for an operation the suite calls. */

@@ -86,10 +86,17 @@ export interface ConformanceOptions {
    */
   config(): SandboxConfigInput;
   /**
-   * The path of a fresh, small disk image for block hotplug, distinct for each `name`, for `vm` to
-   * use. The suite asks once `vm` was created whenever the image is to be opened, so that a backend
-   * whose hypervisor runs as a user of the VM's own (`vm.identity`) can give the image to that user,
-   * as a runtime would; it may ask before createVM for a path that is only named, never opened.
+   * Creates a fresh, small disk image for block hotplug, distinct for each `name`, for `vm` to use,
+   * and returns its path. It must be a real file (even for a backend that opens nothing): the suite
+   * opens it itself to hand it over as an fd, and fails at once when it does not exist. The suite
+   * asks once `vm` was created whenever the image is to be opened, so that a backend whose
+   * hypervisor runs as a user of the VM's own (`vm.identity`) can give the image to that user, as a
+   * runtime would; it may ask before createVM for a path that is only named, never opened.
+   *
+   * The suite also proves that the backend sees the host: a missing disk image (a path next to one
+   * of these), a missing network namespace. A backend that pretends every path exists, such as
+   * `new MockHypervisor({ host: false })`, fails exactly those three tests (createVM's, startVM's and
+   * hotplug's refusals); the tests after them are not affected.
    */
   disk(name: string, vm: Hypervisor): string | Promise<string>;
   guest?: ConformanceGuestProbes;

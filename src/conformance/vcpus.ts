@@ -11,9 +11,10 @@ import { SharedVm } from './shared-vm.ts';
 
 const spec: VmSpec = { cpus: { boot: 1, max: 3 }, memory: { bootMiB: 256, hotplug: 'none' }, rootPorts: 1 };
 
-export function defineVcpuTests(t: ConformanceTestApi, h: Harness): void {
+export function defineVcpuTests(api: ConformanceTestApi, h: Harness): void {
   const ms = h.timeouts.testMs;
   const shared = new SharedVm(h, spec);
+  const t = shared.tidyAfterFailures(api);
   const online = h.options.guest?.onlineCpus?.bind(h.options.guest);
   shared.registerHooks(t);
 
