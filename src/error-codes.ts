@@ -29,8 +29,7 @@ export const ERROR_CODES = [
   // The registry.
   'UNKNOWN_HYPERVISOR',
   'HYPERVISOR_KIND_TAKEN',
-  // The QEMU backend's host side: per-VM uids and its runtime directories.
-  'UID_RANGE_EXHAUSTED',
+  // The QEMU backend's host side: per-VM uid leases (an exhausted range is RESOURCE_LIMIT) and paths.
   'UID_LEASE_NOT_HELD',
   'LEASE_DIR_UNSAFE',
   'UNSAFE_PATH',
