@@ -24,31 +24,31 @@ export interface ConformanceBackendSettings {
  * Looks from inside the guest (a guest agent, or the mock's model). Each probe the backend gives
  * makes the suite prove an effect where the guest sees it, not only in the backend's bookkeeping.
  */
-export interface ConformanceGuestProbes {
+export interface ConformanceGuestProbes<H extends Hypervisor = Hypervisor> {
   /** Block devices the guest has. */
-  diskCount?(vm: Hypervisor): Promise<number>;
+  diskCount?(vm: H): Promise<number>;
   /** vCPUs online in the guest. */
-  onlineCpus?(vm: Hypervisor): Promise<number>;
+  onlineCpus?(vm: H): Promise<number>;
   /** Memory the guest has (e.g. MemTotal); only differences are compared. */
-  memoryMiB?(vm: Hypervisor): Promise<number>;
+  memoryMiB?(vm: H): Promise<number>;
   /** Called once the suite is done with a VM (stopped or not): close what the probes opened. */
-  release?(vm: Hypervisor): Promise<void> | void;
+  release?(vm: H): Promise<void> | void;
 }
 
 /** Ways to make things go wrong from outside the backend. Each one given adds its tests. */
-export interface ConformanceFaults {
+export interface ConformanceFaults<H extends Hypervisor = Hypervisor> {
   /** Kill the hypervisor process behind the backend's back. */
-  crash?: (vm: Hypervisor) => Promise<void> | void;
+  crash?: (vm: H) => Promise<void> | void;
   /** Make the guest kernel panic (the config has a pvpanic device). */
-  panic?: (vm: Hypervisor) => Promise<void> | void;
+  panic?: (vm: H) => Promise<void> | void;
   /** Make the guest reset (reboot) itself, e.g. `echo b > /proc/sysrq-trigger` in the guest. */
-  resetGuest?: (vm: Hypervisor) => Promise<void> | void;
+  resetGuest?: (vm: H) => Promise<void> | void;
   /**
    * Make the guest give up hot-plugged device `id` on its own, as a guest that powers the device's
    * slot off does (QEMU: `echo 0 > /sys/bus/pci/slots/<n>/power` in the guest). Resolve once the
    * guest has done it.
    */
-  ejectDevice?: (vm: Hypervisor, id: string) => Promise<void> | void;
+  ejectDevice?: (vm: H, id: string) => Promise<void> | void;
 }
 
 /** How the backend reports events the suite checks; false checks none. */
@@ -74,11 +74,15 @@ export interface ConformanceTimeouts {
   settleMs?: number;
 }
 
-export interface ConformanceOptions {
+/**
+ * `H`: the backend's class, which `create` returns and the probes, faults and `disk` are given (so
+ * that they reach its own API without a cast).
+ */
+export interface ConformanceOptions<H extends Hypervisor = Hypervisor> {
   /** Names the suite in the test report. */
   name: string;
   /** A fresh, unused backend. */
-  create(settings: ConformanceBackendSettings): Hypervisor | Promise<Hypervisor>;
+  create(settings: ConformanceBackendSettings): H | Promise<H>;
   /**
    * The config the backend's guest boots with (kernel, initrd, machine, devices it needs, such as a
    * guest agent channel). The suite sets cpus, memory and the hotplug root ports, and appends its
@@ -98,9 +102,9 @@ export interface ConformanceOptions {
    * `new MockHypervisor({ host: false })`, fails exactly those three tests (createVM's, startVM's and
    * hotplug's refusals); the tests after them are not affected.
    */
-  disk(name: string, vm: Hypervisor): string | Promise<string>;
-  guest?: ConformanceGuestProbes;
-  faults?: ConformanceFaults;
+  disk(name: string, vm: H): string | Promise<string>;
+  guest?: ConformanceGuestProbes<H>;
+  faults?: ConformanceFaults<H>;
   /**
    * Two channels of config(), by device id: one the guest opens once it has booted (its agent's) and
    * one it never opens. Given, they add the tests of startVM's waitForChannel.

@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { defineConformanceSuite } from '../../src/conformance/index.ts';
-import type { Hypervisor } from '../../src/hypervisor/types.ts';
 import { MockHypervisor, type MockGuestView } from '../../src/mock/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'svmm-mock-conformance-'));
@@ -13,8 +12,8 @@ const kernel = join(dir, 'vmlinuz');
 writeFileSync(kernel, '');
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function guestOf(vm: Hypervisor): MockGuestView {
-  const guest = (vm as MockHypervisor).guest;
+function guestOf(vm: MockHypervisor): MockGuestView {
+  const guest = vm.guest;
   if (!guest) throw new Error('the mock VM does not run');
   return guest;
 }
@@ -49,11 +48,11 @@ for (const accel of ['kvm', 'tcg'] as const) {
         memoryMiB: (vm) => Promise.resolve(guestOf(vm).memoryMiB),
       },
       faults: {
-        crash: (vm) => (vm as MockHypervisor).crashVmm(),
-        panic: async (vm) => void (await (vm as MockHypervisor).panicGuest()),
-        resetGuest: (vm) => (vm as MockHypervisor).endGuest('guest-reset'),
+        crash: (vm) => vm.crashVmm(),
+        panic: async (vm) => void (await vm.panicGuest()),
+        resetGuest: (vm) => vm.endGuest('guest-reset'),
         ejectDevice: async (vm, id) => {
-          if (!(await (vm as MockHypervisor).ejectGuestDevice(id))) throw new Error(`the mock guest did not eject ${id}`);
+          if (!(await vm.ejectGuestDevice(id))) throw new Error(`the mock guest did not eject ${id}`);
         },
       },
       timeouts: { testMs: 10_000, removalMs: 300, guestMs: 3_000, settleMs: 20 },
