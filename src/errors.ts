@@ -1,5 +1,8 @@
 // The root of every error this library throws. Each error has a stable `code` that callers can
 // switch on, and keeps what caused it in the standard `cause` property.
+import type { SandboxVmmErrorCode } from './error-codes.ts';
+
+export { ERROR_CODES, type SandboxVmmErrorCode } from './error-codes.ts';
 
 const brand = Symbol.for('sandbox-vmm.error');
 
@@ -11,11 +14,14 @@ export interface SandboxVmmErrorOptions {
 /**
  * The root of every error this library throws: switch on `code`, which is stable across versions;
  * the class names the kind of failure and `cause` keeps what caused it.
+ *
+ * `C` is the code of a class's errors: `InvalidStateError.code` is `'INVALID_STATE'`, and a
+ * SandboxVmmError of unknown class has any SandboxVmmErrorCode, so a `switch` on it is checked.
  */
-export class SandboxVmmError extends Error {
-  readonly code: string;
+export class SandboxVmmError<C extends SandboxVmmErrorCode = SandboxVmmErrorCode> extends Error {
+  readonly code: C;
 
-  constructor(code: string, message: string, options: SandboxVmmErrorOptions = {}) {
+  constructor(code: C, message: string, options: SandboxVmmErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.name = new.target.name;
@@ -29,7 +35,7 @@ export function isSandboxVmmError(error: unknown): error is SandboxVmmError {
 }
 
 /** A long operation ran past its `timeoutMs`. */
-export class OperationTimeoutError extends SandboxVmmError {
+export class OperationTimeoutError extends SandboxVmmError<'TIMEOUT'> {
   readonly operation: string;
   readonly timeoutMs: number;
 
@@ -41,7 +47,7 @@ export class OperationTimeoutError extends SandboxVmmError {
 }
 
 /** A long operation was cancelled through its AbortSignal; `cause` is the signal's reason. */
-export class OperationAbortedError extends SandboxVmmError {
+export class OperationAbortedError extends SandboxVmmError<'ABORTED'> {
   readonly operation: string;
 
   constructor(operation: string, options: SandboxVmmErrorOptions = {}) {
@@ -55,7 +61,7 @@ export class OperationAbortedError extends SandboxVmmError {
  * number): a mistake to fix in the calling code, never a condition to retry. `argument` names the
  * option.
  */
-export class InvalidArgumentError extends SandboxVmmError {
+export class InvalidArgumentError extends SandboxVmmError<'INVALID_ARGUMENT'> {
   readonly argument: string;
 
   constructor(argument: string, problem: string, options: SandboxVmmErrorOptions = {}) {

@@ -34,7 +34,7 @@ export interface RegisterOptions {
 }
 
 /** createHypervisor was asked for a kind nobody registered. */
-export class UnknownHypervisorError extends SandboxVmmError {
+export class UnknownHypervisorError extends SandboxVmmError<'UNKNOWN_HYPERVISOR'> {
   readonly kind: string;
   readonly known: readonly string[];
 
@@ -46,7 +46,7 @@ export class UnknownHypervisorError extends SandboxVmmError {
 }
 
 /** registerHypervisor was given a kind that is taken, without `replace`. */
-export class HypervisorKindTakenError extends SandboxVmmError {
+export class HypervisorKindTakenError extends SandboxVmmError<'HYPERVISOR_KIND_TAKEN'> {
   readonly kind: string;
 
   constructor(kind: string) {

@@ -18,9 +18,10 @@ const spec = (caps: HypervisorCapabilities): VmSpec => ({
   rootPorts: 1,
 });
 
-export function defineDimmTests(t: ConformanceTestApi, h: Harness): void {
+export function defineDimmTests(api: ConformanceTestApi, h: Harness): void {
   const ms = h.timeouts.testMs;
   const shared = new SharedVm(h, spec);
+  const t = shared.tidyAfterFailures(api);
   const memory = h.options.guest?.memoryMiB?.bind(h.options.guest);
   shared.registerHooks(t);
 

@@ -3,7 +3,8 @@
 // built on another copy of this library is judged the same).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { isSandboxVmmError, type SandboxVmmError } from '../errors.ts';
+import { existsSync } from 'node:fs';
+import { isSandboxVmmError, type SandboxVmmError, type SandboxVmmErrorCode } from '../errors.ts';
 import type { DeviceConfigInput, SandboxConfigInput } from '../hypervisor/config/index.ts';
 import type { Hypervisor, HypervisorCapabilities, HypervisorEvent } from '../hypervisor/types.ts';
 import type { OperationOptions } from '../util/deadline.ts';
@@ -72,7 +73,10 @@ export class Harness {
 
   /** A disk image path no other test uses, for `vm` (see ConformanceOptions.disk). */
   async disk(name: string, vm: Hypervisor): Promise<string> {
-    return this.options.disk(`${name}-${++this.#disks}`, vm);
+    const path = await this.options.disk(`${name}-${++this.#disks}`, vm);
+    // Said here rather than as an ENOENT from a test that opens it, or a backend's refusal.
+    if (!existsSync(path)) assert.fail(`ConformanceOptions.disk('${name}') returned ${path}, which does not exist: disk() must create the image file`);
+    return path;
   }
 
   /** Options for an operation the suite calls. */
@@ -145,7 +149,7 @@ export function recordEvents(vm: Hypervisor): HypervisorEvent[] {
 }
 
 /** Asserts that `promise` rejects with a library error of `code`, and returns that error. */
-export async function rejectsWithCode<E extends SandboxVmmError = SandboxVmmError>(promise: Promise<unknown>, code: string, what: string): Promise<E> {
+export async function rejectsWithCode<E extends SandboxVmmError = SandboxVmmError>(promise: Promise<unknown>, code: SandboxVmmErrorCode, what: string): Promise<E> {
   let outcome: { value: unknown } | { error: unknown };
   try {
     outcome = { value: await promise };
@@ -157,7 +161,7 @@ export async function rejectsWithCode<E extends SandboxVmmError = SandboxVmmErro
 }
 
 /** Asserts that `error` is a library error of `code`, and returns it. */
-export function assertCode<E extends SandboxVmmError = SandboxVmmError>(error: unknown, code: string, what: string): E {
+export function assertCode<E extends SandboxVmmError = SandboxVmmError>(error: unknown, code: SandboxVmmErrorCode, what: string): E {
   if (!isSandboxVmmError(error)) assert.fail(`${what}: expected a library error with ${code}, got ${String(error)}`);
   assert.equal(error.code, code, `${what}: expected ${code}, got ${error.code}: ${error.message}`);
   return error as E;

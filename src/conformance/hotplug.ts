@@ -34,9 +34,10 @@ const coldOnlySamples: Record<ColdOnlyType, DeviceConfigInput> = {
   pvpanic: { type: 'pvpanic', id: 'conformance-pvpanic' },
 };
 
-export function defineHotplugTests(t: ConformanceTestApi, h: Harness): void {
+export function defineHotplugTests(api: ConformanceTestApi, h: Harness): void {
   const ms = h.timeouts.testMs;
   const shared = new SharedVm(h, spec);
+  const t = shared.tidyAfterFailures(api);
   const probes = h.options.guest ?? {};
   shared.registerHooks(t);
 

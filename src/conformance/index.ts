@@ -5,6 +5,7 @@
 // The conformance suite every backend of the Hypervisor interface must pass, shipped with the
 // package as 'sandbox-vmm/conformance'. It registers its tests through the framework functions it
 // is given and asserts with node:assert, so it runs under vitest, jest, mocha or node:test.
+import type { Hypervisor } from '../hypervisor/types.ts';
 import { defineDimmTests } from './dimm.ts';
 import { defineFailureTests } from './failures.ts';
 import { Harness } from './harness.ts';
@@ -31,8 +32,9 @@ export { qemuEvents } from './options.ts';
  *   import { describe, it, beforeAll, afterAll } from 'vitest';
  *   defineConformanceSuite({ describe, it, beforeAll, afterAll }, { name: 'mine', create, config, disk });
  */
-export function defineConformanceSuite(api: ConformanceTestApi, options: ConformanceOptions): void {
-  const harness = new Harness(resolveOptions(options));
+export function defineConformanceSuite<H extends Hypervisor>(api: ConformanceTestApi, options: ConformanceOptions<H>): void {
+  // The suite hands the probes, faults and disk() only VMs that options.create made: H's.
+  const harness = new Harness(resolveOptions(options as unknown as ConformanceOptions));
   api.describe(`${options.name} conforms to the Hypervisor interface`, () => {
     api.describe('lifecycle', () => defineLifecycleTests(api, harness));
     api.describe('failures behind the backend', () => defineFailureTests(api, harness));

@@ -1,6 +1,7 @@
 // Lifecycle conformance: states and their errors, start failures, stop idempotency and interruption,
 // and what is left after a stop. Each test has a VM of its own.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { ConfigError } from '../hypervisor/config/index.ts';
 import type { InvalidStateError, ResourceLimitError, VmStartError, VmStoppingError } from '../hypervisor/errors.ts';
@@ -149,6 +150,34 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
     });
   }, ms);
 
+  t.it('`await using` stops a VM when its scope ends: one created and never started leaves nothing behind', async () => {
+    let created: Hypervisor | undefined;
+    let dir: string | undefined;
+    try {
+      {
+        await using vm = await h.create();
+        created = vm;
+        await vm.createVM(h.config(spec), h.op());
+        assert.equal(vm.state, 'created');
+        dir = runtimeDirOf(vm);
+      }
+      assertStoppedAndClean(created);
+      if (dir !== undefined) assert.equal(existsSync(dir), false, `its runtime directory ${dir} is gone`);
+    } finally {
+      if (created) await h.dispose(created);
+    }
+    // Harmless on an instance never created, or already stopped.
+    for (const stopFirst of [false, true]) {
+      await h.withVm(async (vm) => {
+        {
+          await using scoped = vm;
+          if (stopFirst) await scoped.stopVM();
+        }
+        assert.equal(vm.state, 'stopped');
+      });
+    }
+  }, ms);
+
   t.it('calls in the wrong state reject with InvalidStateError naming the state and what to call first', async () => {
     await h.withVm(async (vm) => {
       const early: [string, () => Promise<unknown>][] = [
@@ -246,6 +275,12 @@ function identityOf(vm: Hypervisor): VmIdentity | undefined {
 
 function configOf(vm: Hypervisor): Hypervisor['config'] {
   return vm.config;
+}
+
+/** The runtime directory of a backend that has one on the host (the QEMU backend's `runtimeDir`). */
+function runtimeDirOf(vm: Hypervisor): string | undefined {
+  const dir = (vm as { runtimeDir?: unknown }).runtimeDir;
+  return typeof dir === 'string' ? dir : undefined;
 }
 
 export function assertStoppedAndClean(vm: Hypervisor): void {

@@ -28,31 +28,31 @@ export interface ConformanceBackendSettings {
  * Looks from inside the guest (a guest agent, or the mock's model). Each probe the backend gives
  * makes the suite prove an effect where the guest sees it, not only in the backend's bookkeeping.
  */
-export interface ConformanceGuestProbes {
+export interface ConformanceGuestProbes<H extends Hypervisor = Hypervisor> {
   /** Block devices the guest has. */
-  diskCount?(vm: Hypervisor): Promise<number>;
+  diskCount?(vm: H): Promise<number>;
   /** vCPUs online in the guest. */
-  onlineCpus?(vm: Hypervisor): Promise<number>;
+  onlineCpus?(vm: H): Promise<number>;
   /** Memory the guest has (e.g. MemTotal); only differences are compared. */
-  memoryMiB?(vm: Hypervisor): Promise<number>;
+  memoryMiB?(vm: H): Promise<number>;
   /** Called once the suite is done with a VM (stopped or not): close what the probes opened. */
-  release?(vm: Hypervisor): Promise<void> | void;
+  release?(vm: H): Promise<void> | void;
 }
 
 /** Ways to make things go wrong from outside the backend. Each one given adds its tests. */
-export interface ConformanceFaults {
+export interface ConformanceFaults<H extends Hypervisor = Hypervisor> {
   /** Kill the hypervisor process behind the backend's back. */
-  crash?: (vm: Hypervisor) => Promise<void> | void;
+  crash?: (vm: H) => Promise<void> | void;
   /** Make the guest kernel panic (the config has a pvpanic device). */
-  panic?: (vm: Hypervisor) => Promise<void> | void;
+  panic?: (vm: H) => Promise<void> | void;
   /** Make the guest reset (reboot) itself, e.g. `echo b > /proc/sysrq-trigger` in the guest. */
-  resetGuest?: (vm: Hypervisor) => Promise<void> | void;
+  resetGuest?: (vm: H) => Promise<void> | void;
   /**
    * Make the guest give up hot-plugged device `id` on its own, as a guest that powers the device's
    * slot off does (QEMU: `echo 0 > /sys/bus/pci/slots/<n>/power` in the guest). Resolve once the
    * guest has done it.
    */
-  ejectDevice?: (vm: Hypervisor, id: string) => Promise<void> | void;
+  ejectDevice?: (vm: H, id: string) => Promise<void> | void;
   /** Damage the saved template in `dir` (its device state), so that using it must be refused. */
   corruptTemplate?: (dir: string) => Promise<void> | void;
 }
@@ -81,12 +81,16 @@ export interface ConformanceTimeouts {
   settleMs?: number;
 }
 
-/** What `defineConformanceSuite` needs to run against a backend. */
-export interface ConformanceOptions {
+/**
+ * What `defineConformanceSuite` needs to run against a backend. `H`: the backend's class, which
+ * `create` returns and the probes, faults and `disk` are given (so that they reach its own API
+ * without a cast).
+ */
+export interface ConformanceOptions<H extends Hypervisor = Hypervisor> {
   /** Names the suite in the test report. */
   name: string;
   /** A fresh, unused backend. */
-  create(settings: ConformanceBackendSettings): Hypervisor | Promise<Hypervisor>;
+  create(settings: ConformanceBackendSettings): H | Promise<H>;
   /**
    * The config the backend's guest boots with (kernel, initrd, machine, devices it needs, such as a
    * guest agent channel). The suite sets cpus, memory and the hotplug root ports, and appends its
@@ -95,14 +99,21 @@ export interface ConformanceOptions {
    */
   config(): SandboxConfigInput;
   /**
-   * The path of a fresh, small disk image for block hotplug, distinct for each `name`, for `vm` to
-   * use. The suite asks once `vm` was created whenever the image is to be opened, so that a backend
-   * whose hypervisor runs as a user of the VM's own (`vm.identity`) can give the image to that user,
-   * as a runtime would; it may ask before createVM for a path that is only named, never opened.
+   * Creates a fresh, small disk image for block hotplug, distinct for each `name`, for `vm` to use,
+   * and returns its path. It must be a real file (even for a backend that opens nothing): the suite
+   * opens it itself to hand it over as an fd, and fails at once when it does not exist. The suite
+   * asks once `vm` was created whenever the image is to be opened, so that a backend whose
+   * hypervisor runs as a user of the VM's own (`vm.identity`) can give the image to that user, as a
+   * runtime would; it may ask before createVM for a path that is only named, never opened.
+   *
+   * The suite also proves that the backend sees the host: a missing disk image (a path next to one
+   * of these), a missing network namespace. A backend that pretends every path exists, such as
+   * `new MockHypervisor({ host: false })`, fails exactly those three tests (createVM's, startVM's and
+   * hotplug's refusals); the tests after them are not affected.
    */
-  disk(name: string, vm: Hypervisor): string | Promise<string>;
-  guest?: ConformanceGuestProbes;
-  faults?: ConformanceFaults;
+  disk(name: string, vm: H): string | Promise<string>;
+  guest?: ConformanceGuestProbes<H>;
+  faults?: ConformanceFaults<H>;
   /**
    * Two channels of config(), by device id: one the guest opens once it has booted (its agent's) and
    * one it never opens. Given, they add the tests of startVM's waitForChannel.

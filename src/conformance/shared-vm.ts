@@ -44,6 +44,39 @@ export class SharedVm {
     if (this.#vm) await this.#harness.dispose(this.#vm);
   }
 
+  /**
+   * `t`, whose tests remove the hot-plugged devices a failing test left on the VM: the next tests
+   * then start from a clean VM instead of failing one after another for lack of a slot.
+   */
+  tidyAfterFailures(t: ConformanceTestApi): ConformanceTestApi {
+    const it: ConformanceTestApi['it'] = (name, fn, timeoutMs) =>
+      t.it(
+        name,
+        async () => {
+          try {
+            await fn();
+          } catch (error) {
+            await this.#removeHotplugged();
+            throw error;
+          }
+        },
+        timeoutMs,
+      );
+    const tidy: ConformanceTestApi = { describe: (name, fn) => t.describe(name, fn), it };
+    if (t.beforeAll) tidy.beforeAll = (fn, timeoutMs) => t.beforeAll?.(fn, timeoutMs);
+    if (t.afterAll) tidy.afterAll = (fn, timeoutMs) => t.afterAll?.(fn, timeoutMs);
+    return tidy;
+  }
+
+  /** Best effort: the test's own failure is what gets reported. */
+  async #removeHotplugged(): Promise<void> {
+    const vm = this.#vm;
+    if (!vm || (vm.state !== 'running' && vm.state !== 'paused')) return;
+    for (const device of vm.devices().filter((d) => d.hotplugged)) {
+      await vm.hotplugRemoveDevice(device.id, this.#harness.op()).catch(() => undefined);
+    }
+  }
+
   /** Boots the VM before the group's tests (where the framework has beforeAll) and stops it after. */
   registerHooks(t: ConformanceTestApi): void {
     const ms = this.#harness.timeouts.testMs;

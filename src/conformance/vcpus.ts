@@ -16,9 +16,10 @@ import { SharedVm } from './shared-vm.ts';
 
 const spec = (caps: HypervisorCapabilities): VmSpec => ({ cpus: { boot: 1, max: caps.cpuHotplug ? 3 : 1 }, memory: { bootMiB: 256, hotplug: 'none' }, rootPorts: 1 });
 
-export function defineVcpuTests(t: ConformanceTestApi, h: Harness): void {
+export function defineVcpuTests(api: ConformanceTestApi, h: Harness): void {
   const ms = h.timeouts.testMs;
   const shared = new SharedVm(h, spec);
+  const t = shared.tidyAfterFailures(api);
   const online = h.options.guest?.onlineCpus?.bind(h.options.guest);
   shared.registerHooks(t);
 

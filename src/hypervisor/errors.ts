@@ -4,7 +4,7 @@ import { SandboxVmmError, type SandboxVmmErrorOptions } from '../errors.ts';
 import type { VmState } from './types.ts';
 
 /** An operation was called in a state that does not allow it; the message says what to call first. */
-export class InvalidStateError extends SandboxVmmError {
+export class InvalidStateError extends SandboxVmmError<'INVALID_STATE'> {
   readonly operation: string;
   readonly state: VmState;
 
@@ -62,7 +62,7 @@ export function describeExit(details: ExitDetails): string {
 }
 
 /** startVM failed; the hypervisor process was killed and reaped and its runtime directory removed. */
-export class VmStartError extends SandboxVmmError {
+export class VmStartError extends SandboxVmmError<'VM_START_FAILED'> {
   readonly exitCode: number | undefined;
   readonly signal: string | undefined;
   readonly stderrTail: string | undefined;
@@ -91,7 +91,7 @@ export class GuestNotReadyError extends VmStartError {
 }
 
 /** The hypervisor process exited while an operation needed it. */
-export class VmExitedError extends SandboxVmmError {
+export class VmExitedError extends SandboxVmmError<'VM_EXITED'> {
   readonly exitCode: number | undefined;
   readonly signal: string | undefined;
   readonly stderrTail: string | undefined;
@@ -105,7 +105,7 @@ export class VmExitedError extends SandboxVmmError {
 }
 
 /** An operation was still pending when stopVM was called; it was abandoned. */
-export class VmStoppingError extends SandboxVmmError {
+export class VmStoppingError extends SandboxVmmError<'VM_STOPPING'> {
   readonly operation: string;
 
   constructor(operation: string) {
@@ -115,7 +115,7 @@ export class VmStoppingError extends SandboxVmmError {
 }
 
 /** check() found the guest in a bad state (panicked, internal error) or the hypervisor gone. */
-export class VmUnhealthyError extends SandboxVmmError {
+export class VmUnhealthyError extends SandboxVmmError<'VM_UNHEALTHY'> {
   readonly status: string;
 
   constructor(status: string, options: SandboxVmmErrorOptions = {}) {
@@ -125,7 +125,7 @@ export class VmUnhealthyError extends SandboxVmmError {
 }
 
 /** Every slot a device kind can be plugged into is taken. */
-export class NoFreeSlotError extends SandboxVmmError {
+export class NoFreeSlotError extends SandboxVmmError<'NO_FREE_SLOT'> {
   readonly deviceId: string;
 
   constructor(deviceId: string, what: string) {
@@ -135,7 +135,7 @@ export class NoFreeSlotError extends SandboxVmmError {
 }
 
 /** `DEVICE_EXISTS`: a device with that id is already plugged; ids are unique per VM. */
-export class DeviceExistsError extends SandboxVmmError {
+export class DeviceExistsError extends SandboxVmmError<'DEVICE_EXISTS'> {
   readonly deviceId: string;
 
   constructor(deviceId: string) {
@@ -145,7 +145,7 @@ export class DeviceExistsError extends SandboxVmmError {
 }
 
 /** `DEVICE_NOT_FOUND`: no hot-plugged device has that id (never plugged, removed, or ejected by the guest). */
-export class DeviceNotFoundError extends SandboxVmmError {
+export class DeviceNotFoundError extends SandboxVmmError<'DEVICE_NOT_FOUND'> {
   readonly deviceId: string;
 
   constructor(deviceId: string) {
@@ -155,7 +155,7 @@ export class DeviceNotFoundError extends SandboxVmmError {
 }
 
 /** A hotplug step failed; whatever had already been added was rolled back. */
-export class HotplugError extends SandboxVmmError {
+export class HotplugError extends SandboxVmmError<'HOTPLUG_FAILED'> {
   readonly deviceId: string;
   readonly step: string;
 
@@ -168,7 +168,7 @@ export class HotplugError extends SandboxVmmError {
 }
 
 /** The guest did not release a device in time. The device stays plugged and accounted for. */
-export class DeviceRemovalTimeoutError extends SandboxVmmError {
+export class DeviceRemovalTimeoutError extends SandboxVmmError<'DEVICE_REMOVAL_TIMEOUT'> {
   readonly deviceId: string;
   readonly timeoutMs: number;
 
@@ -183,7 +183,7 @@ export class DeviceRemovalTimeoutError extends SandboxVmmError {
 }
 
 /** A resize asked for more (or less) than the config allows. */
-export class ResourceLimitError extends SandboxVmmError {
+export class ResourceLimitError extends SandboxVmmError<'RESOURCE_LIMIT'> {
   readonly resource: 'memory' | 'cpus';
   readonly requested: number;
   readonly limit: number;
@@ -220,20 +220,25 @@ export class VcpuAddBudgetError extends ResourceLimitError {
   }
 }
 
-/** A memory resize stopped before reaching its target; `reachedMiB` is where it stands. */
-export class ResizeIncompleteError extends SandboxVmmError {
+/**
+ * A memory resize stopped before reaching its target; `reachedMiB` is where it stands. With
+ * virtio-mem, the guest plugs what is asked: one that has not booted yet, or does not online new
+ * memory, stops short.
+ */
+export class ResizeIncompleteError extends SandboxVmmError<'RESIZE_INCOMPLETE'> {
   readonly targetMiB: number;
   readonly reachedMiB: number;
 
-  constructor(targetMiB: number, reachedMiB: number, options: SandboxVmmErrorOptions = {}) {
-    super('RESIZE_INCOMPLETE', `memory resize to ${targetMiB} MiB stopped at ${reachedMiB} MiB`, options);
+  /** `hint`: what to check, appended to the message. */
+  constructor(targetMiB: number, reachedMiB: number, options: SandboxVmmErrorOptions & { hint?: string } = {}) {
+    super('RESIZE_INCOMPLETE', `memory resize to ${targetMiB} MiB stopped at ${reachedMiB} MiB${options.hint ? `: ${options.hint}` : ''}`, options);
     this.targetMiB = targetMiB;
     this.reachedMiB = reachedMiB;
   }
 }
 
 /** The backend or the config cannot do this at all. */
-export class UnsupportedOperationError extends SandboxVmmError {
+export class UnsupportedOperationError extends SandboxVmmError<'UNSUPPORTED'> {
   readonly operation: string;
 
   constructor(operation: string, reason: string) {
@@ -243,7 +248,7 @@ export class UnsupportedOperationError extends SandboxVmmError {
 }
 
 /** Re-attaching to a running VM from its runtime directory failed. */
-export class AttachError extends SandboxVmmError {
+export class AttachError extends SandboxVmmError<'ATTACH_FAILED'> {
   readonly runtimeDir: string;
 
   constructor(runtimeDir: string, reason: string, options: SandboxVmmErrorOptions = {}) {
@@ -253,7 +258,7 @@ export class AttachError extends SandboxVmmError {
 }
 
 /** A helper daemon of the VM (virtiofsd) failed to start or died; the VM cannot work without it. */
-export class HelperError extends SandboxVmmError {
+export class HelperError extends SandboxVmmError<'HELPER_FAILED'> {
   readonly helper: string;
   readonly deviceId: string;
   readonly exitCode: number | undefined;
@@ -276,7 +281,7 @@ export class HelperError extends SandboxVmmError {
  * values that cannot be true (a vCPU thread that is not one of the hypervisor's own). Nothing is
  * done with such a reply; a runtime should treat the hypervisor as compromised or broken.
  */
-export class InvalidReplyError extends SandboxVmmError {
+export class InvalidReplyError extends SandboxVmmError<'INVALID_REPLY'> {
   readonly command: string;
 
   constructor(command: string, problem: string, options: SandboxVmmErrorOptions = {}) {
@@ -291,7 +296,7 @@ export class InvalidReplyError extends SandboxVmmError {
  * by the feature probe. `feature` names it as QEMU would (`device_add`, `virtio-mem-pci`,
  * `virtio-blk-pci.queue-size`, `machine pc-q35-6.2-machine.memory-backend`).
  */
-export class MissingFeatureError extends SandboxVmmError {
+export class MissingFeatureError extends SandboxVmmError<'FEATURE_MISSING'> {
   readonly binary: string;
   readonly kind: 'command' | 'device' | 'device-property' | 'machine-property';
   readonly feature: string;
@@ -329,7 +334,7 @@ export type TemplateProblem =
  * A template cannot be made or used: `problem` says why, `field` names the config field when one is
  * to blame. Nothing was started and nothing is left behind.
  */
-export class TemplateError extends SandboxVmmError {
+export class TemplateError extends SandboxVmmError<'TEMPLATE_REFUSED'> {
   readonly problem: TemplateProblem;
   readonly templateDir: string;
   readonly field: string | undefined;

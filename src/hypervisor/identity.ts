@@ -36,7 +36,7 @@ export interface UidRange {
 export const DEFAULT_UID_RANGE: UidRange = Object.freeze({ first: 1_900_000_000, count: 65_536 });
 
 /** Every uid of the range is leased or held by a live process, even after reclaiming stale leases. */
-export class UidRangeExhaustedError extends SandboxVmmError {
+export class UidRangeExhaustedError extends SandboxVmmError<'RESOURCE_LIMIT'> {
   readonly range: UidRange;
   readonly dir: string;
 

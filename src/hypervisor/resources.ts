@@ -144,3 +144,7 @@ export function assertVcpuAddBudget(rules: VcpuRules, used: number, current: num
   if (budget === undefined || requested <= current) return;
   if (used + (requested - current) > budget) throw new VcpuAddBudgetError(requested, current + Math.max(0, budget - used), budget, used);
 }
+
+/** What a virtio-mem resize that stopped short asks the caller to check (both backends say it). */
+export const VIRTIO_MEM_SHORT_HINT =
+  'virtio-mem plugs only what the guest accepts: wait for the guest to boot (startVM({ waitForChannel })) and have it online new memory (memhp_default_state=online_movable, or a udev rule); Linux plugs no more while 1 GiB waits offline';

@@ -99,7 +99,11 @@ export interface HotplugResult {
   scsi?: ScsiAddress;
 }
 
-/** The guest memory before and after `resizeMemory`, in MiB. */
+/**
+ * Memory sizes as the hypervisor has plugged them, not as the guest uses them: the guest onlines
+ * hot-plugged memory on its own time (MemTotal follows), and only if it is set up to (a kernel with
+ * `memhp_default_state=online_movable`, or a udev rule or agent that onlines new memory blocks).
+ */
 export interface MemoryResizeResult {
   previousMiB: number;
   currentMiB: number;
@@ -179,9 +183,11 @@ export interface Hypervisor {
   readonly identity: VmIdentity | undefined;
 
   /**
-   * Validates the config and prepares the VM; nothing starts. With `templateDir` the VM is booted
-   * to become a template; with `fromTemplate` startVM restores the template's guest (TemplateError
-   * when the template cannot be used, before anything is made).
+   * Validates the config and prepares the VM; nothing starts. It may take host resources (the QEMU
+   * backend makes the runtime directory and leases a uid): from here on, stopVM() releases them even
+   * if the VM never starts, as does leaving an `await using` scope. With `templateDir` the VM is
+   * booted to become a template; with `fromTemplate` startVM restores the template's guest
+   * (TemplateError when the template cannot be used, before anything is made).
    */
   createVM(config: SandboxConfigInput, options?: CreateOptions): Promise<void>;
   /** Launches the hypervisor and runs the guest (or leaves it paused). */
@@ -209,7 +215,13 @@ export interface Hypervisor {
  * `DeviceRemovalTimeoutError` when the guest does not in time (calling again finishes the job).
  */
   hotplugRemoveDevice(id: string, options?: OperationOptions): Promise<void>;
-  /** Sets guest memory to `targetMiB` (aligned up to what the guest needs); returns the sizes. */
+  /**
+   * Sets guest memory to `targetMiB` (aligned up to what the guest needs); returns the sizes QEMU has
+   * plugged (see MemoryResizeResult). virtio-mem needs the guest's cooperation: its driver must be
+   * loaded (the guest has booted: `startVM({ waitForChannel })`) and must online what it adds, as
+   * Linux plugs no more once 1 GiB of it waits offline; otherwise the resize stops short with
+   * ResizeIncompleteError (`reachedMiB` says where).
+   */
   resizeMemory(targetMiB: number, options?: OperationOptions): Promise<MemoryResizeResult>;
   /** Sets the number of vCPUs; returns the previous and the current count. */
   resizeVCPUs(count: number, options?: OperationOptions): Promise<VcpuResizeResult>;
@@ -243,6 +255,12 @@ export interface Hypervisor {
    * VmStoppingError when the VM ends first.
    */
   waitForEvent<N extends string>(name: N, predicate?: (event: EventOf<N>) => boolean, options?: OperationOptions): Promise<EventOf<N>>;
+  /**
+   * stopVM(): `await using vm = createHypervisor('qemu')` stops the VM and releases what createVM
+   * took when the scope ends, however it ends. Harmless on an instance never created or already
+   * stopped.
+   */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** An event from the hypervisor (QEMU's QMP event name and data) or from the backend itself. */

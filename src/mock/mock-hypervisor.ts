@@ -619,7 +619,7 @@ export class MockHypervisor implements Hypervisor {
     return (typeof latency === 'number' ? latency : latency?.[what]) ?? 0;
   }
 
-/** Stops the VM (`stopVM()`), so that `await using` cleans up. */
+  /** stopVM() at the end of an `await using` scope (see Hypervisor). */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopVM();
   }

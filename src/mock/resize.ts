@@ -15,6 +15,7 @@ import {
   dimmSteps,
   noFreeDimmSlot,
   virtioMemRequestBytes,
+  VIRTIO_MEM_SHORT_HINT,
 } from '../hypervisor/resources.ts';
 import type { MemoryResizeResult, VcpuResizeResult } from '../hypervisor/types.ts';
 import { waitForRelease, type MockContext } from './context.ts';
@@ -43,7 +44,7 @@ async function resizeVirtioMem(ctx: MockContext, targetMiB: number): Promise<voi
   } catch (error) {
     if (!(error instanceof OperationTimeoutError)) throw error;
     // The request stays: the guest may still get there, and a new resize replaces it.
-    throw new ResizeIncompleteError(bootMiB + state.virtioMemMiB, bootMiB + state.virtioMemPluggedMiB, { cause: error });
+    throw new ResizeIncompleteError(bootMiB + state.virtioMemMiB, bootMiB + state.virtioMemPluggedMiB, { cause: error, hint: VIRTIO_MEM_SHORT_HINT });
   }
 }
 

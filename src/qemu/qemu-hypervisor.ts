@@ -812,7 +812,7 @@ export class QemuHypervisor implements Hypervisor {
     );
   }
 
-/** Stops the VM (`stopVM()`), so that `await using` cleans up. */
+  /** stopVM() at the end of an `await using` scope (see Hypervisor). */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopVM();
   }

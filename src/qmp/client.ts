@@ -239,10 +239,28 @@ export class QmpClient {
     return this.#pending.size;
   }
 
-  /** Sends a command and resolves with its `return` value. Many may be in flight at once. */
-  execute<C extends QmpCommandName>(command: C, ...rest: ExecuteRest<C>): Promise<QmpReturn<C>>;
-  execute(command: string, args?: Record<string, unknown>, options?: QmpExecuteOptions): Promise<unknown>;
-  execute(command: string, args?: object, options?: QmpExecuteOptions): Promise<unknown> {
+  /**
+   * Sends one of the commands the library knows (QmpCommandMap) and resolves with its typed `return`
+   * value. Many may be in flight at once. Its name and arguments are checked at compile time: a
+   * misspelt command or a missing argument does not compile. Any other command goes through
+   * executeUntyped.
+   */
+  execute<C extends QmpCommandName>(command: C, ...rest: ExecuteRest<C>): Promise<QmpReturn<C>> {
+    const [args, options] = rest;
+    // The reply is QEMU's, parsed: the map's return type is what QEMU documents for the command.
+    return this.#send(command, args, options);
+  }
+
+  /**
+   * Sends any command by name, unchecked: for the commands QmpCommandMap does not list (e.g.
+   * `query-kvm`, `human-monitor-command`). Resolves with QEMU's `return` value as parsed, which the
+   * caller must check; behaves like execute in every other way (timeouts, `signal`, `fd`, `oob`).
+   */
+  executeUntyped(command: string, args?: Record<string, unknown>, options?: QmpExecuteOptions): Promise<unknown> {
+    return this.#send(command, args, options);
+  }
+
+  #send(command: string, args: object | undefined, options: QmpExecuteOptions | undefined): Promise<unknown> {
     let timeoutMs: number;
     try {
       timeoutMs = resolveTimeoutMs(options?.timeoutMs, this.#commandTimeoutMs);

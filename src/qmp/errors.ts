@@ -3,7 +3,7 @@
 import { SandboxVmmError, type SandboxVmmErrorOptions } from '../errors.ts';
 
 /** QEMU answered a command with an error object. */
-export class QmpCommandError extends SandboxVmmError {
+export class QmpCommandError extends SandboxVmmError<'QMP_COMMAND_FAILED'> {
   readonly command: string;
   /** QMP's error class, e.g. GenericError, CommandNotFound, DeviceNotFound. */
   readonly errorClass: string;
@@ -22,7 +22,7 @@ export class QmpCommandError extends SandboxVmmError {
  * QEMU sent an error without an id after the command was written (it could not read some input),
  * the latest such error is the `cause`: a QmpCommandError whose `command` is '(no id)'.
  */
-export class QmpTimeoutError extends SandboxVmmError {
+export class QmpTimeoutError extends SandboxVmmError<'QMP_TIMEOUT'> {
   readonly command: string;
   readonly timeoutMs: number;
 
@@ -35,7 +35,7 @@ export class QmpTimeoutError extends SandboxVmmError {
 }
 
 /** The connection is gone (socket closed, QEMU exited, close() called): pending commands fail with this. */
-export class QmpDisconnectedError extends SandboxVmmError {
+export class QmpDisconnectedError extends SandboxVmmError<'QMP_DISCONNECTED'> {
   /** The command that could not complete, when there was one. */
   readonly command: string | undefined;
 
@@ -50,14 +50,14 @@ export class QmpDisconnectedError extends SandboxVmmError {
  * (the connection is dropped); or a reply with neither `return` nor `error` (only that command
  * fails, the connection stays).
  */
-export class QmpProtocolError extends SandboxVmmError {
+export class QmpProtocolError extends SandboxVmmError<'QMP_PROTOCOL'> {
   constructor(message: string, options: SandboxVmmErrorOptions = {}) {
     super('QMP_PROTOCOL', message, options);
   }
 }
 
 /** The socket never accepted a connection (or the QEMU behind it exited first). */
-export class QmpConnectError extends SandboxVmmError {
+export class QmpConnectError extends SandboxVmmError<'QMP_CONNECT_FAILED'> {
   readonly socketPath: string;
 
   constructor(socketPath: string, reason: string, options: SandboxVmmErrorOptions = {}) {
@@ -70,7 +70,7 @@ export class QmpConnectError extends SandboxVmmError {
  * A file descriptor could not be sent with a command (SCM_RIGHTS through build/svmm-sendfd): the
  * helper is not built, or sending failed. Nothing of the command reached QEMU unless `partial`.
  */
-export class QmpFdPassingError extends SandboxVmmError {
+export class QmpFdPassingError extends SandboxVmmError<'QMP_FD_PASSING_FAILED'> {
   readonly command: string;
 
   constructor(command: string, reason: string, options: SandboxVmmErrorOptions = {}) {

@@ -1,5 +1,5 @@
 // The QMP wire messages, and typed arguments and results for the commands the QEMU backend uses.
-// Any other command goes through the untyped overload of QmpClient.execute.
+// Any other command goes through QmpClient.executeUntyped, by name.
 //
 // Integers: any integer outside ±(2^53 − 1) in a reply or event is read as an exact bigint, and a
 // bigint argument is written as its digits. Fields typed QmpInt below are the 64-bit ones whose
@@ -166,6 +166,18 @@ export interface AddfdInfo {
 /** What `yank` acts on (`query-yank` lists those that exist). */
 export type YankInstance = { type: 'chardev'; id: string } | { type: 'block-node'; 'node-name': string } | { type: 'migration' };
 
+/** One capability of `migrate-set-capabilities`. */
+export interface MigrationCapabilityStatus {
+  capability: 'x-ignore-shared';
+  state: boolean;
+}
+
+/** What `query-migrate` says of the last migration (the members the library reads). */
+export interface MigrationInfo {
+  status?: string;
+  'error-desc'?: string;
+}
+
 type Empty = Record<string, never>;
 /** QEMU options objects: the keys named here are checked, everything else passes through. */
 type Props = Record<string, unknown>;
@@ -204,6 +216,13 @@ export interface QmpCommandMap {
   'query-balloon': { args: undefined; ret: BalloonInfo };
   /** Names the fd sent with the command (execute's `fd` option), for netdev_add's fd/fds/vhostfds. */
   getfd: { args: { fdname: string }; ret: Empty };
+  /** Templates: the migration capability that leaves RAM in a shared file out of the stream. */
+  'migrate-set-capabilities': { args: { capabilities: MigrationCapabilityStatus[] }; ret: Empty };
+  /** Templates: the device state written to an fd passed with getfd (`fd:<name>`). */
+  migrate: { args: { uri: string }; ret: Empty };
+  /** Templates: a clone started with `-incoming defer` reads the state from an inherited fd (`fd:<n>`). */
+  'migrate-incoming': { args: { uri: string }; ret: Empty };
+  'query-migrate': { args: undefined; ret: MigrationInfo };
   closefd: { args: { fdname: string }; ret: Empty };
   /** Puts the fd sent with the command into an fd set, which /dev/fdset/<id> opens by access mode. */
   'add-fd': { args: { 'fdset-id'?: number; opaque?: string } | undefined; ret: AddfdInfo };

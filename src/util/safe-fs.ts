@@ -33,7 +33,7 @@ import { basename, dirname, join } from 'node:path';
 import { SandboxVmmError, type SandboxVmmErrorOptions } from '../errors.ts';
 
 /** A path that is not what the library requires (a symlink, the wrong owner or mode, not a regular file…). */
-export class UnsafePathError extends SandboxVmmError {
+export class UnsafePathError extends SandboxVmmError<'UNSAFE_PATH'> {
   readonly path: string;
   /** What is wrong with it, e.g. "is a symlink, not a regular file". */
   readonly problem: string;

@@ -67,12 +67,12 @@ async function checkOption(ctx: Context, option: StructuredOption, all: Structur
   if (ACCEPTED_ONLY.has(flag)) return;
   switch (flag) {
     case '-name': {
-      expect('guest', ((await ctx.qmp.execute('query-name')) as { name?: string }).name, props.get('guest'));
+      expect('guest', ((await ctx.qmp.executeUntyped('query-name')) as { name?: string }).name, props.get('guest'));
       if (props.get('debug-threads') === 'on') expect('named vCPU threads', threadNames(ctx.pid).some((n) => /^CPU \d+\/(TCG|KVM)$/.test(n)), true);
       return;
     }
     case '-uuid':
-      return expect('uuid', ((await ctx.qmp.execute('query-uuid')) as { UUID: string }).UUID, raw);
+      return expect('uuid', ((await ctx.qmp.executeUntyped('query-uuid')) as { UUID: string }).UUID, raw);
     case '-machine': {
       // q35 is pc-q35-<version>, virt virt-<version>-machine.
       const machineType = String(await qomGet(ctx.qmp, '/machine', 'type'));
@@ -85,7 +85,7 @@ async function checkOption(ctx: Context, option: StructuredOption, all: Structur
       return expect('memory-backend', await qomGet(ctx.qmp, '/machine', 'memory-backend'), `/objects/${backend}`);
     }
     case '-accel':
-      return expect('kvm enabled', ((await ctx.qmp.execute('query-kvm')) as { enabled: boolean }).enabled, props.get('accel') === 'kvm');
+      return expect('kvm enabled', ((await ctx.qmp.executeUntyped('query-kvm')) as { enabled: boolean }).enabled, props.get('accel') === 'kvm');
     case '-cpu': {
       // The model, then properties: every vCPU is of the model's type and has each property.
       const [model = '', ...cpuProps] = (raw ?? '').split(',');
@@ -123,7 +123,7 @@ async function checkOption(ctx: Context, option: StructuredOption, all: Structur
       // Seccomp mode 2 is a filter; the individual deny lists cannot be read back.
       return expect('seccomp mode', procStatus(ctx.pid, 'Seccomp'), props.get('enable') === 'on' ? '2' : '0');
     case '-display':
-      return expect('display', ((await ctx.qmp.execute('query-display-options')) as { type: string }).type, props.get('type'));
+      return expect('display', ((await ctx.qmp.executeUntyped('query-display-options')) as { type: string }).type, props.get('type'));
     case '-S':
       return expect('run state', ((await ctx.qmp.execute('query-status')) as { status: string }).status, 'prelaunch');
     case '-kernel':

@@ -24,7 +24,7 @@ export async function configMismatches(qmp: QmpClient, pid: number, config: Sand
   const expect = (what: string, actual: unknown, expected: unknown) => {
     if (JSON.stringify(actual) !== JSON.stringify(expected)) problems.push(`${what}: QEMU has ${JSON.stringify(actual)}, the config says ${JSON.stringify(expected)}`);
   };
-  const q = (command: string, args?: Record<string, unknown>) => qmp.execute(command, args);
+  const q = (command: string, args?: Record<string, unknown>) => qmp.executeUntyped(command, args);
 
   expect('id', ((await q('query-name')) as { name: string }).name, config.id);
   expect('boot vCPUs', ((await q('query-cpus-fast')) as unknown[]).length, config.cpus.boot);

@@ -41,7 +41,7 @@ export interface BlockNode {
 }
 
 export function blockNodes(qmp: QmpClient): Promise<BlockNode[]> {
-  return qmp.execute('query-named-block-nodes') as Promise<BlockNode[]>;
+  return qmp.executeUntyped('query-named-block-nodes') as Promise<BlockNode[]>;
 }
 
 export interface BlockDevice {
@@ -63,12 +63,12 @@ export interface Chardev {
 }
 
 export function chardevs(qmp: QmpClient): Promise<Chardev[]> {
-  return qmp.execute('query-chardev') as Promise<Chardev[]>;
+  return qmp.executeUntyped('query-chardev') as Promise<Chardev[]>;
 }
 
 /** The tap backends of a netdev, one line per queue, from the monitor's `info network`. */
 export async function tapQueues(qmp: QmpClient, netdevId: string): Promise<string[]> {
-  const text = (await qmp.execute('human-monitor-command', { 'command-line': 'info network' })) as string;
+  const text = (await qmp.executeUntyped('human-monitor-command', { 'command-line': 'info network' })) as string;
   const prefix = `\\ ${netdevId}: `;
   return text
     .split(/\r?\n/)
@@ -116,7 +116,7 @@ export function deviceProperties(qmp: QmpClient, typename: string): Promise<Devi
 }
 
 export async function qomTypes(qmp: QmpClient): Promise<string[]> {
-  const types = (await qmp.execute('qom-list-types')) as { name: string }[];
+  const types = (await qmp.executeUntyped('qom-list-types')) as { name: string }[];
   return types.map((t) => t.name);
 }
 

@@ -5,7 +5,6 @@ import { chmodSync, mkdtempSync, openSync, readSync, rmSync, closeSync, writeSyn
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { defineConformanceSuite } from '../../src/conformance/index.ts';
-import type { Hypervisor } from '../../src/hypervisor/types.ts';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import type { GuestAgent } from '../guest/index.ts';
 import { diskWithMarker, powerOffSlotOf } from './helpers/eject.ts';
@@ -21,18 +20,18 @@ chmodSync(templates, 0o755);
 afterAll(() => rmSync(templates, { recursive: true, force: true }));
 
 /** One agent connection per VM, opened when a probe first needs it (it waits for the guest to boot). */
-const agents = new Map<Hypervisor, Promise<GuestAgent>>();
+const agents = new Map<QemuHypervisor, Promise<GuestAgent>>();
 
-function agentOf(vm: Hypervisor): Promise<GuestAgent> {
+function agentOf(vm: QemuHypervisor): Promise<GuestAgent> {
   let agent = agents.get(vm);
   if (!agent) {
-    agent = connectAgent(vm as QemuHypervisor);
+    agent = connectAgent(vm);
     agents.set(vm, agent);
   }
   return agent;
 }
 
-async function diskCount(vm: Hypervisor): Promise<number> {
+async function diskCount(vm: QemuHypervisor): Promise<number> {
   const out = await (await agentOf(vm)).runOk('for d in /sys/block/vd* /sys/block/sd*; do [ -e "$d" ] && echo "$d"; done; true');
   return out.split('\n').filter(Boolean).length;
 }

@@ -88,7 +88,7 @@ describe('a device the guest ejects on its own', () => {
     const runtimeDir = vm.runtimeDir as string;
     await vm.detach();
     const peripherals = async (qmp: QmpClient) => ((await qmp.execute('qom-list', { path: '/machine/peripheral' })) as { name: string }[]).map((p) => p.name);
-    const nodeNames = async (qmp: QmpClient) => ((await qmp.execute('query-named-block-nodes')) as { 'node-name': string }[]).map((n) => n['node-name']);
+    const nodeNames = async (qmp: QmpClient) => ((await qmp.executeUntyped('query-named-block-nodes')) as { 'node-name': string }[]).map((n) => n['node-name']);
     const qmp = await QmpClient.connect(runtimePaths(runtimeDir).qmpSocket, { timeoutMs: 10_000 });
     try {
       expect(await peripherals(qmp)).not.toContain('ejnic');

@@ -78,7 +78,7 @@ beforeAll(async () => {
   const paths = runtimePaths(runtimeDir);
   const argv = buildQemuArgv(config, paths);
   qemu = await launchPaused({ args: argv.args, fds: argv.fds, qmpSocket: paths.qmpSocket, user: undefined });
-  schema = new QmpSchema(await qemu.qmp.execute('query-qmp-schema'));
+  schema = new QmpSchema(await qemu.qmp.executeUntyped('query-qmp-schema'));
 });
 
 afterAll(async () => {

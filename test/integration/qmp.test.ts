@@ -115,11 +115,11 @@ describe(`QMP client against ${QEMU_UNDER_TEST}`, () => {
 
   it('reports an unknown command as CommandNotFound and a bad argument as GenericError', async () => {
     const qmp = client();
-    await expect(qmp.execute('no-such-command')).rejects.toMatchObject({ errorClass: 'CommandNotFound', command: 'no-such-command' });
-    const unexpected = qmp.execute('query-status', { bogus: true });
+    await expect(qmp.executeUntyped('no-such-command')).rejects.toMatchObject({ errorClass: 'CommandNotFound', command: 'no-such-command' });
+    const unexpected = qmp.executeUntyped('query-status', { bogus: true });
     await expect(unexpected).rejects.toBeInstanceOf(QmpCommandError);
     await expect(unexpected).rejects.toMatchObject({ errorClass: 'GenericError', desc: expect.stringContaining('bogus') as string });
-    await expect(qmp.execute('qom-get', { path: '/machine' })).rejects.toMatchObject({ errorClass: 'GenericError', desc: expect.stringContaining('property') as string });
+    await expect(qmp.executeUntyped('qom-get', { path: '/machine' })).rejects.toMatchObject({ errorClass: 'GenericError', desc: expect.stringContaining('property') as string });
     // Still usable after errors.
     expect(await qmp.execute('query-status')).toMatchObject({ status: 'prelaunch' });
   });
@@ -131,7 +131,7 @@ describe(`QMP client against ${QEMU_UNDER_TEST}`, () => {
     const calls = Array.from({ length: 600 }, (_, i) => {
       if (i % 3 === 0) return qmp.execute('query-status').then((s) => ({ i, status: s.status }));
       if (i % 3 === 1) return qmp.execute('qom-get', { path: '/machine', property: 'type' }).then((type) => ({ i, type }));
-      return qmp.execute(`no-such-command-${i}`).then(
+      return qmp.executeUntyped(`no-such-command-${i}`).then(
         () => ({ i, error: 'none' }),
         (error: QmpCommandError) => ({ i, error: `${error.command} ${error.errorClass}` }),
       );

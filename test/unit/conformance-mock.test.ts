@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { defineConformanceSuite } from '../../src/conformance/index.ts';
-import type { Hypervisor } from '../../src/hypervisor/types.ts';
 import { corruptMockTemplate, MockHypervisor, type MockGuestView } from '../../src/mock/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'svmm-mock-conformance-'));
@@ -13,8 +12,8 @@ const kernel = join(dir, 'vmlinuz');
 writeFileSync(kernel, '');
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function guestOf(vm: Hypervisor): MockGuestView {
-  const guest = (vm as MockHypervisor).guest;
+function guestOf(vm: MockHypervisor): MockGuestView {
+  const guest = vm.guest;
   if (!guest) throw new Error('the mock VM does not run');
   return guest;
 }
@@ -29,7 +28,7 @@ const variants = [
   { label: 'aarch64 tcg', machine: { arch: 'aarch64', accel: 'tcg' }, qemuVersion: undefined },
 ] as const;
 for (const { label, machine, qemuVersion } of variants) {
-  defineConformanceSuite(
+  defineConformanceSuite<MockHypervisor>(
     { describe, it, beforeAll, afterAll },
     {
       name: `mock (${label})`,
@@ -59,11 +58,11 @@ for (const { label, machine, qemuVersion } of variants) {
         memoryMiB: (vm) => Promise.resolve(guestOf(vm).memoryMiB),
       },
       faults: {
-        crash: (vm) => (vm as MockHypervisor).crashVmm(),
-        panic: async (vm) => void (await (vm as MockHypervisor).panicGuest()),
-        resetGuest: (vm) => (vm as MockHypervisor).endGuest('guest-reset'),
+        crash: (vm) => vm.crashVmm(),
+        panic: async (vm) => void (await vm.panicGuest()),
+        resetGuest: (vm) => vm.endGuest('guest-reset'),
         ejectDevice: async (vm, id) => {
-          if (!(await (vm as MockHypervisor).ejectGuestDevice(id))) throw new Error(`the mock guest did not eject ${id}`);
+          if (!(await vm.ejectGuestDevice(id))) throw new Error(`the mock guest did not eject ${id}`);
         },
         corruptTemplate: (templateDir) => corruptMockTemplate(templateDir),
       },

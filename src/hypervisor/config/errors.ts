@@ -7,7 +7,7 @@ export interface ConfigIssue {
 }
 
 /** The config is invalid. Lists every bad field at once, each by its path. */
-export class ConfigError extends SandboxVmmError {
+export class ConfigError extends SandboxVmmError<'CONFIG_INVALID'> {
   readonly issues: readonly ConfigIssue[];
 
   constructor(issues: readonly ConfigIssue[], options: SandboxVmmErrorOptions = {}) {

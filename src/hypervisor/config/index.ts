@@ -3,20 +3,14 @@
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import { hotplugDeviceSchema, type HotplugDeviceConfig } from './devices.ts';
-import { sandboxConfigSchema, type SandboxConfig } from './schema.ts';
+import { sandboxConfigSchema } from './schema.ts';
+import type { SandboxConfig } from './types.ts';
 
 export * from './devices.ts';
 export * from './errors.ts';
 export { MAX_SOCKET_PATH_BYTES } from './fields.ts';
-export {
-  GUEST_MEMORY_BLOCK_MiB,
-  MAX_KERNEL_CMDLINE_BYTES,
-  MEMORY_ALIGN_MiB,
-  sandboxConfigSchema,
-  type MemoryBacking,
-  type SandboxConfig,
-  type SandboxConfigInput,
-} from './schema.ts';
+export { GUEST_MEMORY_BLOCK_MiB, MAX_KERNEL_CMDLINE_BYTES, MEMORY_ALIGN_MiB, sandboxConfigSchema } from './schema.ts';
+export type * from './types.ts';
 
 /** Validates a config and fills its defaults; throws ConfigError naming every bad field. */
 export function parseSandboxConfig(input: unknown): SandboxConfig {

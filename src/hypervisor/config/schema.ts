@@ -278,6 +278,10 @@ function sectionsParsed(...sections: string[]): (payload: z.core.ParsePayload) =
     });
 }
 
-export type SandboxConfigInput = z.input<typeof sandboxConfigSchema>;
-export type SandboxConfig = z.output<typeof sandboxConfigSchema>;
-export type MemoryBacking = SandboxConfig['memory']['backing'];
+/**
+ * What the schema accepts and returns, as zod infers them. The exported SandboxConfigInput and
+ * SandboxConfig (types.ts) are the same types written out with their documentation; a test proves
+ * they are equal.
+ */
+export type InferredSandboxConfigInput = z.input<typeof sandboxConfigSchema>;
+export type InferredSandboxConfig = z.output<typeof sandboxConfigSchema>;

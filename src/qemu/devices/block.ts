@@ -1,7 +1,7 @@
 // Disks: a blockdev node tree (format over protocol) and a virtio-blk-pci or scsi-hd frontend.
 import type { BlockDeviceConfig } from '../../hypervisor/config/index.ts';
 import { renderOptions, type OptionProps } from '../argv/qemu-opts.ts';
-import type { ColdplugContext, HostProbe, Props } from './context.ts';
+import type { BlockdevAddProps, ColdplugContext, DeviceAddProps, HostProbe } from './context.ts';
 
 export const SCSI_CONTROLLER_ID = 'scsi0';
 
@@ -39,7 +39,7 @@ export function blockFile(device: BlockDeviceConfig, host: HostProbe, fdSet?: nu
 }
 
 /** blockdev-add arguments: the format node named drv-<id> over a file or host_device node. */
-export function blockdevProps(device: BlockDeviceConfig, host: HostProbe, fdSet?: number): Props {
+export function blockdevProps(device: BlockDeviceConfig, host: HostProbe, fdSet?: number): BlockdevAddProps {
   const { direct, noFlush } = cacheFlags(device.cache);
   const cache = { direct, 'no-flush': noFlush };
   return {
@@ -57,8 +57,8 @@ export function blockdevProps(device: BlockDeviceConfig, host: HostProbe, fdSet?
 }
 
 /** device_add arguments for the disk on `bus` (a root port, pcie.0 or the SCSI bus). */
-export function blockFrontendProps(device: BlockDeviceConfig, placement: { bus: string; addr?: string }): Props {
-  const props: Props = {
+export function blockFrontendProps(device: BlockDeviceConfig, placement: { bus: string; addr?: string }): DeviceAddProps {
+  const props: DeviceAddProps = {
     driver: device.driver === 'virtio-scsi' ? 'scsi-hd' : 'virtio-blk-pci',
     id: device.id,
     drive: blockNodeName(device.id),
@@ -70,7 +70,7 @@ export function blockFrontendProps(device: BlockDeviceConfig, placement: { bus: 
   return props;
 }
 
-export function scsiControllerProps(placement: { bus: string; addr?: string }): Props {
+export function scsiControllerProps(placement: { bus: string; addr?: string }): DeviceAddProps {
   return { driver: 'virtio-scsi-pci', id: SCSI_CONTROLLER_ID, ...placement };
 }
 

@@ -1,6 +1,7 @@
 // What a device kind needs to put itself on the command line: where it goes on the PCI topology,
 // how to hand QEMU a file descriptor, and the shared controllers it sits behind.
 import { fstatSync, statSync } from 'node:fs';
+import type { QmpArgs } from '../../qmp/types.ts';
 import type { RuntimePaths } from '../runtime-paths.ts';
 
 /** What the argv builder asks of the host: whether a disk is a block device (for QEMU's driver choice). */
@@ -50,3 +51,8 @@ export interface ColdplugContext {
 
 /** QMP property objects, as sent by device_add, blockdev-add, netdev_add and object-add. */
 export type Props = Record<string, unknown>;
+/** Each command's property object, with the members QMP requires (QmpCommandMap). */
+export type DeviceAddProps = QmpArgs<'device_add'>;
+export type BlockdevAddProps = QmpArgs<'blockdev-add'>;
+export type NetdevAddProps = QmpArgs<'netdev_add'>;
+export type ObjectAddProps = QmpArgs<'object-add'>;

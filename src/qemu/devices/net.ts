@@ -2,7 +2,7 @@
 // getfd) and virtio-net-pci.
 import type { NetDeviceConfig } from '../../hypervisor/config/index.ts';
 import { renderOptions, type OptionProps } from '../argv/qemu-opts.ts';
-import type { ColdplugContext, Props } from './context.ts';
+import type { ColdplugContext, DeviceAddProps, NetdevAddProps } from './context.ts';
 
 export function netdevId(deviceId: string): string {
   return `net-${deviceId}`;
@@ -33,8 +33,8 @@ export function tapFdNames(device: NetDeviceConfig): TapFdRefs {
 }
 
 /** netdev_add arguments. `refs`: how QEMU knows the caller's fds, when the tap is given as fds. */
-export function netdevProps(device: NetDeviceConfig, refs?: TapFdRefs): Props {
-  const props: Props = { type: 'tap', id: netdevId(device.id) };
+export function netdevProps(device: NetDeviceConfig, refs?: TapFdRefs): NetdevAddProps {
+  const props: NetdevAddProps = { type: 'tap', id: netdevId(device.id) };
   if ('ifname' in device.tap) {
     // No helper scripts: QEMU's seccomp filter forbids spawning them anyway.
     Object.assign(props, { ifname: device.tap.ifname, script: 'no', downscript: 'no' });
@@ -51,8 +51,8 @@ export function netdevProps(device: NetDeviceConfig, refs?: TapFdRefs): Props {
   return props;
 }
 
-export function netFrontendProps(device: NetDeviceConfig, placement: { bus: string; addr?: string }): Props {
-  const props: Props = { driver: 'virtio-net-pci', id: device.id, netdev: netdevId(device.id), ...placement };
+export function netFrontendProps(device: NetDeviceConfig, placement: { bus: string; addr?: string }): DeviceAddProps {
+  const props: DeviceAddProps = { driver: 'virtio-net-pci', id: device.id, netdev: netdevId(device.id), ...placement };
   if (device.mac !== undefined) props['mac'] = device.mac;
   if (device.queues > 1) {
     // One MSI-X vector per queue of each direction, plus config and control.

@@ -1,9 +1,9 @@
 // Host PCI devices passed through with VFIO, each on a PCIe root port (large BARs need one).
 import type { VfioDeviceConfig } from '../../hypervisor/config/index.ts';
 import { renderOptions, type OptionProps } from '../argv/qemu-opts.ts';
-import type { ColdplugContext, Props } from './context.ts';
+import type { ColdplugContext, DeviceAddProps } from './context.ts';
 
-export function vfioProps(device: VfioDeviceConfig, bus: string): Props {
+export function vfioProps(device: VfioDeviceConfig, bus: string): DeviceAddProps {
   return { driver: 'vfio-pci', id: device.id, host: device.hostAddress, bus };
 }
 

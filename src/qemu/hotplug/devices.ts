@@ -54,11 +54,11 @@ function assertQemuCanPlug(ctx: HotplugContext, device: HotplugDeviceConfig): vo
   const check = ctx.checkDevice;
   if (!check) return;
   const placement = { bus: 'probe' };
-  if (device.type === 'vfio') check(vfioProps(device, placement.bus) as { driver: string });
-  if (device.type === 'net') check(netFrontendProps(device, placement) as { driver: string });
+  if (device.type === 'vfio') check(vfioProps(device, placement.bus));
+  if (device.type === 'net') check(netFrontendProps(device, placement));
   if (device.type === 'block') {
-    if (device.driver === 'virtio-scsi') check(scsiControllerProps(placement) as { driver: string });
-    check(blockFrontendProps(device, placement) as { driver: string });
+    if (device.driver === 'virtio-scsi') check(scsiControllerProps(placement));
+    check(blockFrontendProps(device, placement));
   }
 }
 

@@ -4,7 +4,7 @@
 import { OperationTimeoutError } from '../../errors.ts';
 import { sleep } from '../../util/deadline.ts';
 import { HotplugError, ResizeIncompleteError } from '../../hypervisor/errors.ts';
-import { assertDeviceChangesSafe, assertMemoryTarget, dimmSteps, noFreeDimmSlot, virtioMemRequestBytes } from '../../hypervisor/resources.ts';
+import { assertDeviceChangesSafe, assertMemoryTarget, dimmSteps, noFreeDimmSlot, virtioMemRequestBytes, VIRTIO_MEM_SHORT_HINT } from '../../hypervisor/resources.ts';
 import type { MemoryResizeResult } from '../../hypervisor/types.ts';
 import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
 import { dimmIds, memoryBackendProps, VIRTIO_MEM_ID } from '../devices/memory.ts';
@@ -65,7 +65,7 @@ async function resizeVirtioMem(ctx: HotplugContext, targetMiB: number): Promise<
     // The guest did not get there in time: report where it stands, and leave the request in place
     // (the guest may still catch up; a new resize replaces it).
     const reached = Number(await ctx.qmp.execute('qom-get', { path: VIRTIO_MEM_ID, property: 'size' }, { timeoutMs: 1_000 }));
-    throw new ResizeIncompleteError(bootMiB + requestedBytes / MiB, bootMiB + reached / MiB, { cause: error });
+    throw new ResizeIncompleteError(bootMiB + requestedBytes / MiB, bootMiB + reached / MiB, { cause: error, hint: VIRTIO_MEM_SHORT_HINT });
   } finally {
     stopListening();
   }

@@ -33,7 +33,7 @@ export interface LeaseRecord {
 }
 
 /** The lease directory is missing and cannot be created, or is not private to this process's user. */
-export class LeaseDirError extends SandboxVmmError {
+export class LeaseDirError extends SandboxVmmError<'LEASE_DIR_UNSAFE'> {
   readonly dir: string;
   readonly reason: string;
 
@@ -45,7 +45,7 @@ export class LeaseDirError extends SandboxVmmError {
 }
 
 /** adopt() found no lease for the uid, a malformed one, or one naming another VM. */
-export class UidLeaseNotHeldError extends SandboxVmmError {
+export class UidLeaseNotHeldError extends SandboxVmmError<'UID_LEASE_NOT_HELD'> {
   readonly uid: number;
   readonly vmId: string;
   /** The VM the lease names, when it names another one. */

@@ -12,6 +12,7 @@ export async function ignoreSharedRam(qmp: QmpClient, signal: AbortSignal): Prom
 /** Polls query-migrate until the migration completed; throws with QEMU's reason when it failed. */
 export async function migrationDone(qmp: QmpClient, what: string, signal: AbortSignal): Promise<void> {
   for (;;) {
+    // Checked, not trusted: QEMU's reply is hostile input like any other.
     const reply = (await qmp.execute('query-migrate', undefined, { signal })) as { status?: unknown; 'error-desc'?: unknown } | undefined;
     const status = reply?.status;
     if (status === 'completed') return;

@@ -261,6 +261,9 @@ describe('memory resize', () => {
     expect(error).toBeInstanceOf(ResizeIncompleteError);
     expect(error.targetMiB).toBe(1280);
     expect(error.reachedMiB).toBe(256 + 128);
+    // It says what the guest must do: be booted, and online what is plugged.
+    expect(error.message).toContain('stopped at 384 MiB: virtio-mem plugs only what the guest accepts');
+    expect(error.message).toContain('memhp_default_state=online_movable');
   });
 
   it('dimm: grows in steps of at most 48x the current size, one pc-dimm per step, rolling back a refused one', async () => {

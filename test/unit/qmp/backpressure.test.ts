@@ -13,7 +13,7 @@ describe('backpressure', () => {
     server.pauseReading();
     const settledOrder: number[] = [];
     const calls = Array.from({ length: COMMANDS }, (_, n) =>
-      client.execute('write', { n, blob: BLOB }).then((value) => {
+      client.executeUntyped('write', { n, blob: BLOB }).then((value) => {
         settledOrder.push(n);
         return value;
       }),
@@ -34,7 +34,7 @@ describe('backpressure', () => {
     const { server, client } = await startPair();
     server.handle('write', () => ({}));
     server.pauseReading();
-    const calls = Array.from({ length: 50 }, (_, n) => client.execute('write', { n, blob: BLOB }));
+    const calls = Array.from({ length: 50 }, (_, n) => client.executeUntyped('write', { n, blob: BLOB }));
     const outcomes = Promise.allSettled(calls);
     await settleIo(10);
     server.resetClients();

@@ -37,8 +37,8 @@ describe('write batching', () => {
     const { server, client } = await startPair();
     for (const name of ['a', 'b', 'c', 'd', 'e', 'f']) server.handle(name, () => ({}));
     const recorder = recordWrites();
-    await Promise.all(['a', 'b', 'c'].map((name) => client.execute(name)));
-    await Promise.all(['d', 'e', 'f'].map((name) => client.execute(name)));
+    await Promise.all(['a', 'b', 'c'].map((name) => client.executeUntyped(name)));
+    await Promise.all(['d', 'e', 'f'].map((name) => client.executeUntyped(name)));
     expect(recorder.writes()).toEqual([['a'], ['b', 'c'], ['d'], ['e', 'f']]);
   });
 
@@ -46,7 +46,7 @@ describe('write batching', () => {
     const { server, client } = await startPair();
     server.handle('a', () => ({}));
     const recorder = recordWrites();
-    for (let i = 0; i < 3; i++) await client.execute('a');
+    for (let i = 0; i < 3; i++) await client.executeUntyped('a');
     expect(recorder.writes()).toEqual([['a'], ['a'], ['a']]);
   });
 });

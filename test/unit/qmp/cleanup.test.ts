@@ -18,11 +18,11 @@ describe('cleanup', () => {
     const signal = new AbortController().signal;
     server.handle('ok', () => ({}));
     server.handle('slow', () => NO_REPLY);
-    await client.execute('ok', undefined, { signal });
+    await client.executeUntyped('ok', undefined, { signal });
     expect(abortListeners(signal)).toBe(0);
-    await rejection(client.execute('unknown-command', undefined, { signal }), Error);
+    await rejection(client.executeUntyped('unknown-command', undefined, { signal }), Error);
     expect(abortListeners(signal)).toBe(0);
-    await rejection(client.execute('slow', undefined, { signal, timeoutMs: 1 }), QmpTimeoutError);
+    await rejection(client.executeUntyped('slow', undefined, { signal, timeoutMs: 1 }), QmpTimeoutError);
     expect(abortListeners(signal)).toBe(0);
   });
 
@@ -32,7 +32,7 @@ describe('cleanup', () => {
     const replies: (() => void)[] = [];
     server.handle('later', () => new Promise((resolve) => replies.push(() => resolve({}))));
     const first = server.nextCommand('later');
-    const calls = [client.execute('later', undefined, { signal }), client.execute('later', undefined, { signal })];
+    const calls = [client.executeUntyped('later', undefined, { signal }), client.executeUntyped('later', undefined, { signal })];
     await first;
     expect(abortListeners(signal)).toBe(2);
     while (replies.length < 2) await server.nextCommand('later');

@@ -41,7 +41,7 @@ describe('QmpClient.execute', () => {
     const { server, client } = await startPair();
     const gates = new Map<string, () => void>();
     server.handle('echo', (args) => new Promise((resolve) => gates.set(String(args?.['n']), () => resolve({ n: args?.['n'] }))));
-    const results = [1, 2, 3].map((n) => client.execute('echo', { n }));
+    const results = [1, 2, 3].map((n) => client.executeUntyped('echo', { n }));
     while (gates.size < 3) await settleIo(1);
     for (const n of ['3', '1', '2']) gates.get(n)?.();
     expect(await Promise.all(results)).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }]);
@@ -56,7 +56,7 @@ describe('QmpClient.execute', () => {
       received.push(command);
       return NO_REPLY;
     });
-    const results = Array.from({ length: 1000 }, (_, n) => client.execute('echo', { n }));
+    const results = Array.from({ length: 1000 }, (_, n) => client.executeUntyped('echo', { n }));
     while (received.length < 1000) await settleIo(1);
     expect(client.pendingCount).toBe(1000);
     const replies = shuffle(received, seededRandom(1000)).map((c) => JSON.stringify({ return: { n: c.arguments?.['n'] }, id: c.id }));
@@ -101,7 +101,7 @@ describe('QmpClient.execute', () => {
 
     it('name an unknown command CommandNotFound', async () => {
       const { client } = await startPair();
-      const error = await rejection(client.execute('no-such-command'), QmpCommandError);
+      const error = await rejection(client.executeUntyped('no-such-command'), QmpCommandError);
       expect(error.errorClass).toBe('CommandNotFound');
     });
 
@@ -112,9 +112,9 @@ describe('QmpClient.execute', () => {
         server.sendLine(JSON.stringify({ error: replies.shift(), id: command.id }));
         return NO_REPLY;
       });
-      const first = await rejection(client.execute('odd'), QmpCommandError);
+      const first = await rejection(client.executeUntyped('odd'), QmpCommandError);
       expect(first).toMatchObject({ errorClass: 'GenericError', desc: 'no class' });
-      const second = await rejection(client.execute('odd'), QmpCommandError);
+      const second = await rejection(client.executeUntyped('odd'), QmpCommandError);
       expect(second).toMatchObject({ errorClass: 'GenericError', desc: '"just a string"' });
     });
 
@@ -124,7 +124,7 @@ describe('QmpClient.execute', () => {
         server.sendLine(`{"error": {"class": "GenericError", "addr": 18446744073709551615}, "id": ${String(command.id)}}`);
         return NO_REPLY;
       });
-      const error = await rejection(client.execute('odd'), QmpCommandError);
+      const error = await rejection(client.executeUntyped('odd'), QmpCommandError);
       expect(error.desc).toBe('{"class":"GenericError","addr":18446744073709551615}');
       expect(client.closed).toBe(false);
     });
@@ -141,7 +141,7 @@ describe('QmpClient.execute', () => {
     let call: Promise<unknown> | undefined;
     expect(() => (call = client.execute('qom-set', { path: '/x', property: 'big', value: cyclicWithBigint }))).not.toThrow();
     await expect(call).rejects.toBeInstanceOf(TypeError);
-    await expect(client.execute('odd', cyclic)).rejects.toBeInstanceOf(TypeError);
+    await expect(client.executeUntyped('odd', cyclic)).rejects.toBeInstanceOf(TypeError);
     await expect(client.execute('stop')).resolves.toEqual({});
     expect(server.received.map((c) => c.execute)).toEqual(['qmp_capabilities', 'stop']);
   });
@@ -155,7 +155,7 @@ describe('QmpClient.execute', () => {
         return NO_REPLY;
       });
       server.handle('query-status', () => ({ status: 'paused', running: false }));
-      const error = await rejection(client.execute('slow', undefined, { timeoutMs: 30 }), QmpTimeoutError);
+      const error = await rejection(client.executeUntyped('slow', undefined, { timeoutMs: 30 }), QmpTimeoutError);
       expect(error).toMatchObject({ code: 'QMP_TIMEOUT', command: 'slow', timeoutMs: 30 });
       expect(client.pendingCount).toBe(0);
       server.sendLine(JSON.stringify({ return: { late: true }, id: lateId }));
@@ -167,7 +167,7 @@ describe('QmpClient.execute', () => {
     it("apply the client's commandTimeoutMs to commands given none", async () => {
       const { server, client } = await startPair({}, { commandTimeoutMs: 30 });
       server.handle('slow', () => NO_REPLY);
-      const error = await rejection(client.execute('slow'), QmpTimeoutError);
+      const error = await rejection(client.executeUntyped('slow'), QmpTimeoutError);
       expect(error.timeoutMs).toBe(30);
     });
 
@@ -178,7 +178,7 @@ describe('QmpClient.execute', () => {
         answer = () => server.sendLine(JSON.stringify({ return: { done: true }, id: command.id }));
         return NO_REPLY;
       });
-      const call = track(client.execute('slow', undefined, { timeoutMs: 10 * 2 ** 31 }));
+      const call = track(client.executeUntyped('slow', undefined, { timeoutMs: 10 * 2 ** 31 }));
       while (!answer) await settleIo(1);
       await delay(30);
       expect(call.current.status).toBe('pending');
@@ -208,7 +208,7 @@ describe('QmpClient.execute', () => {
       });
       server.handle('stop', () => ({}));
       const controller = new AbortController();
-      const call = client.execute('slow', undefined, { signal: controller.signal });
+      const call = client.executeUntyped('slow', undefined, { signal: controller.signal });
       await server.nextCommand('slow');
       const reason = new Error('user pressed ^C');
       controller.abort(reason);
@@ -224,7 +224,7 @@ describe('QmpClient.execute', () => {
       const { server, client } = await startPair();
       server.handle('slow', () => NO_REPLY);
       const controller = new AbortController();
-      const call = client.execute('slow', undefined, { signal: controller.signal });
+      const call = client.executeUntyped('slow', undefined, { signal: controller.signal });
       await server.nextCommand('slow');
       const reason = new SandboxVmmError('VM_STOPPING', 'the VM is stopping');
       controller.abort(reason);

@@ -10,7 +10,7 @@ import { rejection, settleIo, startPair, track } from './harness.ts';
  */
 async function unanswered(server: FakeQmpServer, client: QmpClient, count: number): Promise<Promise<unknown>[]> {
   server.handle('slow', () => NO_REPLY);
-  const calls = Array.from({ length: count }, (_, n) => client.execute('slow', { n }));
+  const calls = Array.from({ length: count }, (_, n) => client.executeUntyped('slow', { n }));
   for (const call of calls) call.catch(() => {});
   const sent = client.oobEnabled ? Math.min(count, MAX_IN_BAND_IN_FLIGHT) : count;
   while (server.received.filter((c) => c.execute === 'slow').length < sent) await settleIo(1);
@@ -51,7 +51,7 @@ describe('disconnects', () => {
     server.handle('big', () => NO_REPLY);
     // More than the peer's stream buffer holds: the rest stays unread in the kernel, so that the
     // peer closing turns into a reset on our side.
-    const calls = Array.from({ length: 4 }, () => client.execute('big', { blob: 'x'.repeat(256 * 1024) }));
+    const calls = Array.from({ length: 4 }, () => client.executeUntyped('big', { blob: 'x'.repeat(256 * 1024) }));
     for (const call of calls) call.catch(() => {});
     await settleIo();
     server.resetClients();

@@ -58,7 +58,7 @@ describe('QMP events', () => {
       return {};
     });
     for (const n of [1, 2, 3]) {
-      await client.execute('step', { n });
+      await client.executeUntyped('step', { n });
       expect(events.at(-1)).toBe(`BEFORE_${n}`);
     }
     expect(events).toEqual(['BEFORE_1', 'BEFORE_2', 'BEFORE_3']);

@@ -79,7 +79,7 @@ describe('QmpClient.execute with an fd', () => {
     const fd = devNull();
     try {
       // More than the socket buffers hold while the peer does not read.
-      const bigs = Array.from({ length: 4 }, () => client.execute('big', { blob: 'x'.repeat(256 * 1024) }));
+      const bigs = Array.from({ length: 4 }, () => client.executeUntyped('big', { blob: 'x'.repeat(256 * 1024) }));
       const getfd = client.execute('getfd', { fdname: 'tap0' }, { fd });
       await settleIo(10);
       server.resumeReading();

@@ -199,7 +199,7 @@ class Round {
       controllers.push(controller);
       options.signal = controller.signal;
     }
-    this.calls.push({ tag, command, outcome: track(client.execute(command, { tag }, options)) });
+    this.calls.push({ tag, command, outcome: track(client.executeUntyped(command, { tag }, options)) });
   }
 
   waitForEvent(client: QmpClient, armed: ArmedEvent[]): void {

@@ -42,7 +42,7 @@ describe('error replies without an id', () => {
     const { server, client } = await startPair({}, { logger, commandTimeoutMs: Infinity });
     server.handle('slow', () => NO_REPLY);
     const received = server.nextCommand('slow');
-    const slow = client.execute('slow');
+    const slow = client.executeUntyped('slow');
     const { id } = await received;
     idlessError(server, 'JSON parse error, missing value');
     idlessError(server, 'JSON parse error, nesting too deep', 'CommandNotFound');
@@ -60,7 +60,7 @@ describe('error replies without an id', () => {
     const { server, client } = await startPair({}, { logger });
     server.sendLine(JSON.stringify({ return: {} }));
     server.handle('ping', () => 'pong');
-    expect(await client.execute('ping')).toBe('pong');
+    expect(await client.executeUntyped('ping')).toBe('pong');
     expect(rows.filter((r) => r.level >= WARN)).toEqual([]);
   });
 
@@ -69,7 +69,7 @@ describe('error replies without an id', () => {
     const { server, client } = await startPair({}, { logger });
     server.handle('stuck', () => NO_REPLY);
     const received = server.nextCommand('stuck');
-    const stuck = client.execute('stuck', undefined, { timeoutMs: 300 });
+    const stuck = client.executeUntyped('stuck', undefined, { timeoutMs: 300 });
     await received;
     idlessError(server, 'first parse error');
     idlessError(server, 'latest parse error', 'CommandNotFound');
@@ -86,7 +86,7 @@ describe('error replies without an id', () => {
     idlessError(server, 'an older parse error');
     await seenIdless(rows, 1);
     server.handle('stuck', () => NO_REPLY);
-    const error = await rejection(client.execute('stuck', undefined, { timeoutMs: 50 }), QmpTimeoutError);
+    const error = await rejection(client.executeUntyped('stuck', undefined, { timeoutMs: 50 }), QmpTimeoutError);
     expect(error.cause).toBeUndefined();
     expect(error.message).not.toContain('parse error');
   });
@@ -103,7 +103,7 @@ describe('error replies without an id', () => {
     const fd = openSync('/dev/null', 'r');
     try {
       const getfd = client.execute('getfd', { fdname: 'x' }, { fd });
-      const stuck = client.execute('stuck', undefined, { timeoutMs: 1_500 });
+      const stuck = client.executeUntyped('stuck', undefined, { timeoutMs: 1_500 });
       stuck.catch(() => {});
       // Arrives while `stuck` waits in the outbox: it cannot be about `stuck`.
       idlessError(server, 'before stuck was written');

@@ -49,7 +49,7 @@ describe('integers beyond 2^53', () => {
     const { server, client } = await startPair();
     server.handle('echo', () => NO_REPLY);
     const received = server.nextCommand('echo');
-    const echoed = client.execute('echo', { value: 9007199254740993n });
+    const echoed = client.executeUntyped('echo', { value: 9007199254740993n });
     await received;
     const line = server.receivedLines.at(-1) ?? '';
     // Answer with the argument's own text, as QEMU would: the fake's JSON.parse would round it.

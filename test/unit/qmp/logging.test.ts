@@ -28,8 +28,8 @@ describe('QMP client logging', () => {
     const { logger, rows } = recordingLogger();
     const { server, client } = await startPair({}, { logger });
     server.handle('ok', () => ({}));
-    await client.execute('ok');
-    await rejection(client.execute('missing'), Error);
+    await client.executeUntyped('ok');
+    await rejection(client.executeUntyped('missing'), Error);
     expect(rows.find((r) => r.msg === 'QMP greeting')).toMatchObject({ level: DEBUG, version: { major: 7, minor: 2, micro: 22 }, capabilities: ['oob'] });
     const commands = rows.filter((r) => r.msg === 'QMP command');
     expect(commands.map(({ command, ok, error }) => ({ command, ok, error }))).toEqual([
@@ -48,7 +48,7 @@ describe('QMP client logging', () => {
     const { logger, rows } = recordingLogger('info');
     const { server, client } = await startPair({}, { logger });
     server.handle('ok', () => ({}));
-    await client.execute('ok');
+    await client.executeUntyped('ok');
     expect(rows).toEqual([]);
   });
 
@@ -58,7 +58,7 @@ describe('QMP client logging', () => {
     server.sendLine(JSON.stringify({ return: 'late', id: 999 }));
     server.sendLine(JSON.stringify({ hello: 'world' }));
     server.handle('ok', () => ({}));
-    await client.execute('ok');
+    await client.executeUntyped('ok');
     expect(rows.find((r) => r.msg === 'dropping a QMP reply no command is waiting for')).toMatchObject({ level: DEBUG, line: '{"return":"late","id":999}' });
     expect(rows.find((r) => r.msg === 'ignoring a QMP message of unknown shape')).toMatchObject({ level: WARN, line: '{"hello":"world"}' });
   });
@@ -68,7 +68,7 @@ describe('QMP client logging', () => {
     const { server, client } = await startPair({}, { logger });
     server.handle('bad', () => NO_REPLY);
     const received = server.nextCommand('bad');
-    const call = client.execute('bad');
+    const call = client.executeUntyped('bad');
     const { id } = await received;
     server.sendLine(JSON.stringify({ id, retrun: 1 }));
     await rejection(call, QmpProtocolError);

@@ -33,7 +33,7 @@ describe('out-of-band execution', () => {
     const { server, client } = await startPair();
     server.handle('stuck', () => NO_REPLY);
     server.handle('yank', () => ({}));
-    const stuck = track(client.execute('stuck'));
+    const stuck = track(client.executeUntyped('stuck'));
     await peerHas(server, 'stuck', 1);
     await expect(client.execute('yank', { instances: [{ type: 'chardev', id: 'console' }] }, { oob: true })).resolves.toEqual({});
     const [yank] = receivedNamed(server, 'yank');
@@ -44,7 +44,7 @@ describe('out-of-band execution', () => {
 
   it('refuses oob when QEMU did not offer it, or with an fd, before sending anything', async () => {
     const { server, client } = await startPair(NO_OOB);
-    const error = await client.execute('yank', {}, { oob: true }).catch((caught: unknown) => caught);
+    const error = await client.executeUntyped('yank', {}, { oob: true }).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(InvalidArgumentError);
     expect((error as InvalidArgumentError).argument).toBe('oob');
     const other = await startPair();
@@ -64,11 +64,11 @@ describe('out-of-band execution', () => {
     const { server, client } = await startPair();
     server.handle('work', () => NO_REPLY);
     server.handle('yank', () => ({}));
-    const calls = Array.from({ length: 20 }, (_, n) => client.execute('work', { n }));
+    const calls = Array.from({ length: 20 }, (_, n) => client.executeUntyped('work', { n }));
     await peerHas(server, 'work', MAX_IN_BAND_IN_FLIGHT);
     expect(client.pendingCount).toBe(20);
     // An exec-oob is not held: it goes out at once, past the full window.
-    await expect(client.execute('yank', {}, { oob: true })).resolves.toEqual({});
+    await expect(client.executeUntyped('yank', {}, { oob: true })).resolves.toEqual({});
     // Replies in any order; each frees exactly one place, filled in call order.
     const sent = receivedNamed(server, 'work');
     reply(server, sent[5], 5);
@@ -89,12 +89,12 @@ describe('out-of-band execution', () => {
   it('a held command that times out or is aborted is never sent, and takes no place in the window', async () => {
     const { server, client } = await startPair();
     server.handle('work', () => NO_REPLY);
-    const first = Array.from({ length: MAX_IN_BAND_IN_FLIGHT }, (_, n) => client.execute('work', { n }));
+    const first = Array.from({ length: MAX_IN_BAND_IN_FLIGHT }, (_, n) => client.executeUntyped('work', { n }));
     for (const call of first) call.catch(() => {});
     const controller = new AbortController();
-    const aborted = client.execute('work', { n: 'aborted' }, { signal: controller.signal });
-    const timedOut = client.execute('work', { n: 'timed out' }, { timeoutMs: 1 });
-    const last = client.execute('work', { n: 'last' });
+    const aborted = client.executeUntyped('work', { n: 'aborted' }, { signal: controller.signal });
+    const timedOut = client.executeUntyped('work', { n: 'timed out' }, { timeoutMs: 1 });
+    const last = client.executeUntyped('work', { n: 'last' });
     controller.abort();
     await rejection(aborted, OperationAbortedError);
     await rejection(timedOut, QmpTimeoutError);
@@ -110,7 +110,7 @@ describe('out-of-band execution', () => {
   it('held commands fail with the others when the connection goes, and are never written', async () => {
     const { server, client } = await startPair();
     server.handle('work', () => NO_REPLY);
-    const calls = Array.from({ length: MAX_IN_BAND_IN_FLIGHT + 4 }, (_, n) => client.execute('work', { n }));
+    const calls = Array.from({ length: MAX_IN_BAND_IN_FLIGHT + 4 }, (_, n) => client.executeUntyped('work', { n }));
     for (const call of calls) call.catch(() => {});
     await peerHas(server, 'work', MAX_IN_BAND_IN_FLIGHT);
     await client.close();
@@ -130,12 +130,12 @@ describe('out-of-band execution', () => {
     const { server, client } = await startPair({}, { fdSender: sender });
     server.handle('work', () => NO_REPLY);
     server.handle('getfd', () => ({}));
-    const busy = Array.from({ length: MAX_IN_BAND_IN_FLIGHT }, (_, n) => client.execute('work', { n }));
+    const busy = Array.from({ length: MAX_IN_BAND_IN_FLIGHT }, (_, n) => client.executeUntyped('work', { n }));
     for (const call of busy) call.catch(() => {});
     const fd = openSync('/dev/null', 'r');
     try {
       const getfd = client.execute('getfd', { fdname: 'tap0' }, { fd });
-      const after = client.execute('work', { n: 'after' });
+      const after = client.executeUntyped('work', { n: 'after' });
       after.catch(() => {});
       await peerHas(server, 'work', MAX_IN_BAND_IN_FLIGHT);
       expect(sends).toEqual([]);
@@ -154,7 +154,7 @@ describe('out-of-band execution', () => {
   it('without oob, in-band commands are not windowed', async () => {
     const { server, client } = await startPair(NO_OOB);
     server.handle('work', () => NO_REPLY);
-    const calls = Array.from({ length: 20 }, (_, n) => client.execute('work', { n }));
+    const calls = Array.from({ length: 20 }, (_, n) => client.executeUntyped('work', { n }));
     for (const call of calls) call.catch(() => {});
     await peerHas(server, 'work', 20);
   });

@@ -39,7 +39,7 @@ async function exchange(server: FakeQmpServer, client: QmpClient, chunking: Chun
   const stopped = client.waitForEvent('STOP', undefined, { timeoutMs: 5_000 });
   const received = Promise.all([server.nextCommand('query-status'), server.nextCommand('query-name'), server.nextCommand('device_del')]);
   const status = client.execute('query-status');
-  const name = client.execute('query-name');
+  const name = client.executeUntyped('query-name');
   const delError = rejection(client.execute('device_del', { id: 'x' }), QmpCommandError);
   const [s, n, d] = await received;
   await server.sendChunks(chunking(transcript({ status: s.id, name: n.id, del: d.id }, eol)));
@@ -75,7 +75,7 @@ describe('QMP client framing over a socket', () => {
       // Each exchange uses three fresh ids: from id 1000 on (until 9999) they all have four digits,
       // so every transcript has the same length and every cut position is tried.
       server.handle('noop', () => ({}));
-      await Promise.all(Array.from({ length: 998 }, () => client.execute('noop')));
+      await Promise.all(Array.from({ length: 998 }, () => client.executeUntyped('noop')));
       const length = transcript({ status: 1000, name: 1001, del: 1002 }, eol).length;
       for (let cut = 1; cut < length; cut++) {
         await exchange(server, client, cutAt(cut), eol, `cut at byte ${cut}`);

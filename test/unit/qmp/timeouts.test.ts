@@ -57,8 +57,8 @@ describe('QMP client timeouts', () => {
     it('still waits without bound for Infinity, and times out for a finite value', async () => {
       const { server, client } = await startPair();
       server.handle('slow', () => new Promise((resolve) => setTimeout(() => resolve({ ok: true }), 60)));
-      await expect(client.execute('slow', undefined, { timeoutMs: Infinity })).resolves.toEqual({ ok: true });
-      const error = await client.execute('slow', undefined, { timeoutMs: 10 }).catch((caught: unknown) => caught);
+      await expect(client.executeUntyped('slow', undefined, { timeoutMs: Infinity })).resolves.toEqual({ ok: true });
+      const error = await client.executeUntyped('slow', undefined, { timeoutMs: 10 }).catch((caught: unknown) => caught);
       expect((error as { code: string }).code).toBe('QMP_TIMEOUT');
     });
   });
