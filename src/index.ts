@@ -9,7 +9,7 @@ export * from './hypervisor/types.ts';
 export * from './hypervisor/errors.ts';
 export { templateConfigRefusal, cloneConfigRefusal } from './hypervisor/templates.ts';
 export * from './hypervisor/config/index.ts';
-export { ARCHITECTURES, archProfile, type Architecture, type ArchProfile, type MachineType, type MemoryHotplugKind } from './hypervisor/arch-profiles.ts';
+export { ARCHITECTURES, MACHINE_TYPES, archProfile, type Architecture, type ArchProfile, type MachineType, type MemoryHotplugKind } from './hypervisor/arch-profiles.ts';
 export { QemuHypervisor, type QemuHypervisorOptions } from './qemu/qemu-hypervisor.ts';
 export { buildQemuArgv, type QemuArgv } from './qemu/argv/index.ts';
 export type { PciPlan } from './qemu/argv/pci.ts';

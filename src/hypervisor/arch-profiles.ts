@@ -4,14 +4,20 @@
 // its command-line half in src/qemu/arch/profiles.ts. An architecture is one entry here and one
 // there, never an `if` elsewhere.
 
+/** The guest architectures `machine.arch` accepts. */
 export const ARCHITECTURES = ['x86_64', 'aarch64'] as const;
+/** A guest architecture: `x86_64` or `aarch64`. */
 export type Architecture = (typeof ARCHITECTURES)[number];
 
+/** The machine types: q35 (x86_64) and virt (aarch64). */
 export const MACHINE_TYPES = ['q35', 'virt'] as const;
+/** A machine type: `q35` or `virt`. */
 export type MachineType = (typeof MACHINE_TYPES)[number];
 
+/** A way to hot-plug memory: `virtio-mem` or `dimm`. */
 export type MemoryHotplugKind = 'virtio-mem' | 'dimm';
 
+/** What an architecture's machine is and can do, the same for every backend (the table is in this module). */
 export interface ArchProfile {
   readonly arch: Architecture;
   /** The one machine type the library builds for this architecture. */
@@ -71,6 +77,7 @@ const AARCH64: ArchProfile = {
 
 const PROFILES: Readonly<Record<Architecture, ArchProfile>> = { x86_64: X86_64, aarch64: AARCH64 };
 
+/** The profile of an architecture. */
 export function archProfile(arch: Architecture): ArchProfile {
   return PROFILES[arch];
 }

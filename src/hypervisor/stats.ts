@@ -6,6 +6,7 @@ import type { OperationOptions } from '../util/deadline.ts';
 /** Options of stats(): bounded like every operation. */
 export type StatsOptions = OperationOptions;
 
+/** What `stats()` returns: one sandbox's figures, each named with its unit. */
 export interface VmStats {
   /** Milliseconds since the hypervisor process started (the kernel's clock-tick resolution, 10 ms). */
   uptimeMs: number;
@@ -49,6 +50,7 @@ export interface ProcessMemoryStats {
   pssBytes: bigint;
 }
 
+/** The guest's memory: what it booted with, what was hot-plugged, and the balloon's view. */
 export interface GuestMemoryStats {
   /** The guest's boot memory (memory.bootMiB), in bytes. */
   bootBytes: bigint;
@@ -58,6 +60,7 @@ export interface GuestMemoryStats {
   balloon?: BalloonStats;
 }
 
+/** The balloon's figures, when the VM has a balloon device. */
 export interface BalloonStats {
   /** The guest's memory as the balloon leaves it (QEMU's query-balloon `actual`), in bytes. */
   actualBytes: bigint;
@@ -68,6 +71,7 @@ export interface BalloonStats {
   guest?: BalloonGuestStats;
 }
 
+/** The guest's own memory statistics, reported through the balloon (when its driver sends them). */
 export interface BalloonGuestStats {
   /** When the guest last reported, in seconds since the epoch (the hypervisor's clock). */
   updatedAtSeconds: number;

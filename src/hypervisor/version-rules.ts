@@ -3,6 +3,7 @@
 // with its evidence. Backend-neutral so that the mock, pretending a version, follows the same rules.
 import type { SandboxConfig } from './config/index.ts';
 
+/** A QEMU version as `query-version` reports it. */
 export interface QemuVersion {
   major: number;
   minor: number;

@@ -8,6 +8,7 @@ const base = { id: deviceId };
 /** A file descriptor of the calling process, handed to QEMU at start or over QMP (SCM_RIGHTS). */
 const callerFd = z.int().min(0);
 
+/** The `block` device: a disk image (by path or fd) on virtio-blk or virtio-scsi. */
 export const blockDeviceSchema = z
   .strictObject({
     type: z.literal('block'),
@@ -46,6 +47,7 @@ const macAddress = z
   .refine((mac) => !/^00(:00){5}$/.test(mac), 'must not be 00:00:00:00:00:00')
   .transform((mac) => mac.toLowerCase());
 
+/** The `net` device: a virtio-net NIC on a tap (by name or by fds). */
 export const netDeviceSchema = z
   .strictObject({
     type: z.literal('net'),
@@ -85,6 +87,7 @@ export const netDeviceSchema = z
     }
   });
 
+/** The `vfio` device: a host PCI device passed through (by its sysfs address). */
 export const vfioDeviceSchema = z.strictObject({
   type: z.literal('vfio'),
   ...base,
@@ -95,6 +98,7 @@ export const vfioDeviceSchema = z.strictObject({
     .transform((address) => (address.length === 7 ? `0000:${address}` : address).toLowerCase()),
 });
 
+/** The `vsock` device: vhost-vsock-pci with the guest's context id. */
 export const vsockDeviceSchema = z.strictObject({
   type: z.literal('vsock'),
   ...base,
@@ -105,6 +109,7 @@ export const vsockDeviceSchema = z.strictObject({
 /** virtio-fs carries the tag in a 36-byte config field; QEMU's 9p device allows 31 bytes. */
 const fsTag = (max: number) => z.string().regex(new RegExp(`^[A-Za-z0-9_.-]{1,${max}}$`), `must be 1 to ${max} letters, digits, "_", "." or "-"`);
 
+/** The `fs` device with `driver: 'virtio-fs'`: a host directory shared through virtiofsd. */
 export const virtioFsDeviceSchema = z
   .strictObject({
     type: z.literal('fs'),
@@ -141,6 +146,7 @@ export const virtioFsDeviceSchema = z
     }
   });
 
+/** The `fs` device with `driver: '9p'`: a host directory shared over virtio-9p. */
 export const ninePFsDeviceSchema = z.strictObject({
   type: z.literal('fs'),
   driver: z.literal('9p'),
@@ -153,14 +159,17 @@ export const ninePFsDeviceSchema = z.strictObject({
   readOnly: z.boolean().default(false),
 });
 
+/** The `fs` device: virtio-fs or 9p, by `driver`. */
 export const fsDeviceSchema = z.discriminatedUnion('driver', [virtioFsDeviceSchema, ninePFsDeviceSchema]);
 
+/** The `rng` device: virtio-rng fed from a host source. */
 export const rngDeviceSchema = z.strictObject({
   type: z.literal('rng'),
   ...base,
   source: absolutePath.default('/dev/urandom'),
 });
 
+/** The `balloon` device: virtio-balloon, optionally with guest statistics. */
 export const balloonDeviceSchema = z.strictObject({
   type: z.literal('balloon'),
   ...base,
@@ -188,6 +197,7 @@ export const pvpanicDeviceSchema = z.strictObject({
   ...base,
 });
 
+/** Any device of `devices`, by `type`. */
 export const deviceSchema = z.discriminatedUnion('type', [
   blockDeviceSchema,
   netDeviceSchema,
@@ -235,28 +245,48 @@ function uniqueBy<T extends { type: string }, K extends T['type']>(
 /** Devices that can be added to and removed from a running VM. */
 export const hotplugDeviceSchema = z.discriminatedUnion('type', [blockDeviceSchema, netDeviceSchema, vfioDeviceSchema]);
 
+/** A device of the config, parsed (defaults filled). */
 export type DeviceConfig = z.output<typeof deviceSchema>;
+/** A device as a caller writes it in `devices`. */
 export type DeviceConfigInput = z.input<typeof deviceSchema>;
+/** The `type` of a device. */
 export type DeviceType = DeviceConfig['type'];
+/** A `block` device, parsed. */
 export type BlockDeviceConfig = z.output<typeof blockDeviceSchema>;
+/** A `block` device as a caller writes it. */
 export type BlockDeviceInput = z.input<typeof blockDeviceSchema>;
+/** A `net` device, parsed. */
 export type NetDeviceConfig = z.output<typeof netDeviceSchema>;
+/** A `net` device as a caller writes it. */
 export type NetDeviceInput = z.input<typeof netDeviceSchema>;
+/** A `vfio` device, parsed. */
 export type VfioDeviceConfig = z.output<typeof vfioDeviceSchema>;
+/** A `vfio` device as a caller writes it. */
 export type VfioDeviceInput = z.input<typeof vfioDeviceSchema>;
+/** A `vsock` device, parsed. */
 export type VsockDeviceConfig = z.output<typeof vsockDeviceSchema>;
+/** An `fs` device (virtio-fs or 9p), parsed. */
 export type FsDeviceConfig = z.output<typeof fsDeviceSchema>;
+/** A virtio-fs share, parsed. */
 export type VirtioFsDeviceConfig = z.output<typeof virtioFsDeviceSchema>;
+/** A 9p share, parsed. */
 export type NinePFsDeviceConfig = z.output<typeof ninePFsDeviceSchema>;
+/** An `rng` device, parsed. */
 export type RngDeviceConfig = z.output<typeof rngDeviceSchema>;
+/** A `balloon` device, parsed. */
 export type BalloonDeviceConfig = z.output<typeof balloonDeviceSchema>;
+/** A `channel` device, parsed. */
 export type ChannelDeviceConfig = z.output<typeof channelDeviceSchema>;
+/** A `pvpanic` device, parsed. */
 export type PvpanicDeviceConfig = z.output<typeof pvpanicDeviceSchema>;
+/** A hot-pluggable device (block, net or vfio), parsed. */
 export type HotplugDeviceConfig = z.output<typeof hotplugDeviceSchema>;
+/** What `hotplugAddDevice` takes: a block, net or vfio device as a caller writes it. */
 export type HotplugDeviceInput = z.input<typeof hotplugDeviceSchema>;
 
 /** Every device type, and those that can also be hot-plugged. */
 export const DEVICE_TYPES = ['block', 'net', 'vfio', 'vsock', 'fs', 'rng', 'balloon', 'channel', 'pvpanic'] as const satisfies readonly DeviceType[];
+/** The device types `hotplugAddDevice` accepts. */
 export const HOTPLUGGABLE_DEVICE_TYPES = ['block', 'net', 'vfio'] as const satisfies readonly HotplugDeviceConfig['type'][];
 // Both lists are complete: a type missing from either fails to compile here.
 const _allTypes: Exclude<DeviceType, (typeof DEVICE_TYPES)[number]> extends never ? true : never = true;

@@ -1,5 +1,6 @@
 import { SandboxVmmError, type SandboxVmmErrorOptions } from '../../errors.ts';
 
+/** One problem of a config: the field's dotted path and what is wrong with it. */
 export interface ConfigIssue {
   /** Where the bad value is, e.g. `memory.maxMiB` or `devices[2].mac`. */
   path: string;

@@ -201,6 +201,7 @@ const hotplugSchema = z.strictObject({
   tcgVcpuUnplug: z.boolean().default(false),
 });
 
+/** The zod schema of the sandbox config: `parseSandboxConfig` applies it. */
 export const sandboxConfigSchema = z
   .strictObject({
     /** The VM id (Kata passes the sandbox id). Default: a fresh uuid. */

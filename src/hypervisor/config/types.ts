@@ -56,6 +56,7 @@ export interface BootConfigInput {
   kernelParams?: string[] | undefined;
 }
 
+/** The boot section, parsed. */
 export interface BootConfig {
   kernel: string;
   initrd?: string | undefined;
@@ -71,6 +72,7 @@ export interface CpusConfigInput {
   max?: number | undefined;
 }
 
+/** The vCPUs, parsed: `max` is filled from `boot` when absent. */
 export interface CpusConfig {
   boot: number;
   /** `boot` unless the config named more. */
@@ -88,6 +90,7 @@ export type MemoryBackingInput =
   /** Huge pages from a hugetlbfs mount. `path` default `/dev/hugepages`. */
   | { type: 'hugepages'; path?: string | undefined };
 
+/** Where guest RAM lives, parsed. */
 export type MemoryBacking = { type: 'anonymous' } | { type: 'shared' } | { type: 'file'; path: string } | { type: 'hugepages'; path: string };
 
 /** Guest memory, in MiB. */
@@ -114,6 +117,7 @@ export interface MemoryConfigInput {
   prealloc?: boolean | undefined;
 }
 
+/** The memory section, parsed: `maxMiB` is filled from `bootMiB` when absent. */
 export interface MemoryConfig {
   bootMiB: number;
   /** `bootMiB` unless the config named more. */
@@ -135,6 +139,7 @@ export interface ConsoleConfigInput {
   logFile?: string | undefined;
 }
 
+/** The console section, parsed. */
 export interface ConsoleConfig {
   socket: boolean;
   logFile?: string | undefined;
@@ -152,6 +157,7 @@ export interface HotplugConfigInput {
   tcgVcpuUnplug?: boolean | undefined;
 }
 
+/** The hotplug section, parsed. */
 export interface HotplugConfig {
   rootPorts: number;
   tcgVcpuUnplug: boolean;
@@ -165,8 +171,10 @@ export interface HotplugConfig {
  * from each other.
  */
 export type VmUserInput = 'auto' | 'current' | { uid: number; gid: number; groups?: number[] | undefined };
+/** Who QEMU runs as, parsed. */
 export type VmUser = VmUserInput;
 
+/** How QEMU is confined: its user, seccomp, and whether root is allowed. */
 export interface HardeningConfigInput {
   /** QEMU's seccomp filter, denying obsolete, privilege-raising, spawning and resource-control calls. Default true. */
   seccomp?: boolean | undefined;
@@ -176,6 +184,7 @@ export interface HardeningConfigInput {
   allowRoot?: boolean | undefined;
 }
 
+/** The hardening section, parsed. */
 export interface HardeningConfig {
   seccomp: boolean;
   user: VmUser;
@@ -202,6 +211,7 @@ export interface RuntimeConfigInput {
   netns?: string | undefined;
 }
 
+/** The runtime section, parsed: `qemuPath` is filled from the architecture when absent. */
 export interface RuntimeConfig {
   dir?: string | undefined;
   qemuPath: string;
