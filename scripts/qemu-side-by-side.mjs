@@ -69,15 +69,17 @@ function sha256(path) {
 
 /**
  * The library runs QEMU as root's choice of binary, then as an unprivileged uid: the binary and
- * every directory above it must be root's and writable by root alone (else someone else could
- * swap it), and that uid must be able to reach and execute it.
+ * every directory above it must be root's and writable by root alone, or sticky like /tmp (else
+ * someone else could swap it), and that uid must be able to reach and execute it.
  */
 function checkBinary(binary, expectedVersion) {
   const real = realpathSync(binary);
   for (let path = real; ; path = dirname(path)) {
     const stat = statSync(path);
     if (stat.uid !== 0) fail(`${path} is owned by uid ${stat.uid}, not root: QEMU must be root's (install as root, in a root-owned checkout)`);
-    if ((stat.mode & 0o022) !== 0) fail(`${path} is writable by its group or others (mode ${(stat.mode & 0o777).toString(8)})`);
+    // A sticky directory (/tmp) lets others add entries but not rename or remove ours.
+    const sticky = stat.isDirectory() && (stat.mode & 0o1000) !== 0 && path !== real;
+    if ((stat.mode & 0o022) !== 0 && !sticky) fail(`${path} is writable by its group or others (mode ${(stat.mode & 0o777).toString(8)})`);
     if (path === dirname(path)) break;
   }
   const version = qemuVersionOf(binary);
