@@ -59,6 +59,8 @@ function options(disk: ConformanceOptions['disk']): ConformanceOptions {
     create: (settings) => new MockHypervisor({ deviceRemovalTimeoutMs: settings.deviceRemovalTimeoutMs, guestOpensChannels: ['agent'], host: false }),
     config: () => ({ boot: { kernel }, devices: [{ type: 'channel', id: 'agent', name: 'agent.0' }] }),
     disk,
+    // The mock keeps templates in memory, by directory: a fresh name is all it needs.
+    templateDir: (name: string) => join(dir, `template-${name}`),
     timeouts: { testMs: 10_000, removalMs: 300, guestMs: 3_000, settleMs: 20 },
   };
 }
