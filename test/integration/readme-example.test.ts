@@ -18,7 +18,7 @@ import { scratchDir } from './helpers/sandbox.ts';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const NETNS = `svmm-it-readme-${process.pid}`;
 // The type-check's own comment (test/package/helpers/readme-blocks.ts) may sit between the marker and the fence.
-const MAIN_EXAMPLE = /<!-- main-example[^>]*-->\s*(?:<!--[^>]*-->\s*)?```ts\n([\s\S]*?)\n```/;
+const MAIN_EXAMPLE = /<!-- main-example[^>]*-->\s*(?:<!--[\s\S]*?-->\s*)?```ts\n([\s\S]*?)\n```/;
 /** The checks the verifier passes, in the order the example's calls make them. */
 const CHECKS = ['started', 'block', 'net', 'memory', 'vcpus', 'virtiofs', 'stopped'];
 
