@@ -112,8 +112,8 @@ export class GuestAgent {
   }
 
   /** Runs a command that must succeed; returns its output. */
-  async runOk(command: string): Promise<string> {
-    const result = await this.run(command);
+  async runOk(command: string, options: { timeoutMs?: number } = {}): Promise<string> {
+    const result = await this.run(command, options);
     if (result.exitCode !== 0) throw new Error(`guest command failed (${result.exitCode}): ${command}\n${result.output}`);
     return result.output;
   }
