@@ -28,6 +28,6 @@ export function capabilitiesOf(config: SandboxConfig | undefined, rules?: VcpuRu
     fsSharing: true,
     pause: true,
     reattach: true,
-    templates: true,
+    templates: profile.templates,
   };
 }

@@ -5,6 +5,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { InvalidArgumentError } from '../errors.ts';
 import type { SandboxConfig } from './config/index.ts';
 import { TemplateError } from './errors.ts';
+import { archProfile } from './arch-profiles.ts';
 import type { OperationOptions } from '../util/deadline.ts';
 
 export interface CreateOptions extends OperationOptions {
@@ -50,10 +51,13 @@ export function templateRole(options: CreateOptions): { kind: 'source' | 'clone'
 }
 
 /**
- * A template VM or a clone is started with a command line its config alone does not build, so a
- * restarted runtime could not check and re-attach it: neither may be detached.
+ * Why `config` cannot be a template VM or a clone at all: its machine has no templates
+ * (arch-profiles.ts), or it is detached (a template VM or a clone is started with a command line
+ * its config alone does not build, so a restarted runtime could not check and re-attach it).
  */
-export function detachedRefusal(config: SandboxConfig, dir: string): TemplateError | undefined {
+export function templateUseRefusal(config: SandboxConfig, dir: string): TemplateError | undefined {
+  const profile = archProfile(config.machine.arch);
+  if (!profile.templates) return new TemplateError('unsupported', dir, profile.templatesMissing, { field: 'machine.arch' });
   if (!config.runtime.detached) return undefined;
   return new TemplateError('config', dir, 'a template VM or a clone cannot be detached (re-attaching one is not supported)', { field: 'runtime.detached' });
 }

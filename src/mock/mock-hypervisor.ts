@@ -8,7 +8,7 @@ import { deviceRemovalTimeoutMs, profileOf } from '../hypervisor/arch-profiles.t
 import type { QemuVersion } from '../hypervisor/version-rules.ts';
 import { vcpuRules } from '../hypervisor/resources.ts';
 import { AttachError, GuestNotReadyError, InvalidStateError, TemplateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
-import { detachedRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
+import { templateUseRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
 import { checkMockClone, releaseTemplateDir, reserveTemplateDir, saveMockTemplate } from './templates.ts';
 import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import { nextEvent, type EventOf } from '../hypervisor/events.ts';
@@ -183,7 +183,7 @@ export class MockHypervisor implements Hypervisor {
       if (netnsIssue) throw new ConfigError([{ path: 'runtime.netns', message: netnsIssue }]);
       assertConfigFdsUsable(config);
       assertMockPciLayoutFits(config);
-      const detached = role && detachedRefusal(config, role.dir);
+      const detached = role && templateUseRefusal(config, role.dir);
       if (detached) throw detached;
       if (role?.kind === 'clone') checkMockClone(config, role.dir);
       if (role?.kind === 'source') reserveTemplateDir(config, role.dir);

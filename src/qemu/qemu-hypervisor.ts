@@ -35,7 +35,7 @@ import type {
   VmIdentity,
   VmState,
 } from '../hypervisor/types.ts';
-import { detachedRefusal, templateConfigRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
+import { templateUseRefusal, templateConfigRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
 import { TemplateError } from '../hypervisor/errors.ts';
 import { TemplateSource } from './template/source.ts';
 import { TemplateClone } from './template/clone.ts';
@@ -215,7 +215,7 @@ export class QemuHypervisor implements Hypervisor {
     const role = templateRole(options);
     const plan = planVm(input);
     assertConfigFdsUsable(plan.config);
-    const refusal = role && (detachedRefusal(plan.config, role.dir) ?? (role.kind === 'source' ? templateConfigRefusal(plan.config, role.dir) : undefined));
+    const refusal = role && (templateUseRefusal(plan.config, role.dir) ?? (role.kind === 'source' ? templateConfigRefusal(plan.config, role.dir) : undefined));
     if (refusal) throw refusal;
     // Claimed before the first await: a second concurrent createVM is refused, not raced.
     this.#plan = plan;

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseSandboxConfig, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
 import { TemplateError } from '../../../src/hypervisor/errors.ts';
-import { cloneConfigRefusal, detachedRefusal, templateConfigRefusal, templateRole } from '../../../src/hypervisor/templates.ts';
+import { cloneConfigRefusal, templateConfigRefusal, templateRole, templateUseRefusal } from '../../../src/hypervisor/templates.ts';
 import { buildQemuArgv } from '../../../src/qemu/argv/index.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
 import { incomingFd, templateArgv } from '../../../src/qemu/template/argv.ts';
@@ -63,10 +63,17 @@ describe('templateConfigRefusal', () => {
   });
 });
 
-describe('detachedRefusal', () => {
+describe('templateUseRefusal', () => {
   it('refuses a detached template VM or clone (its command line could not be re-attached), naming the field', () => {
-    expect(detachedRefusal(config, '/t')).toBeUndefined();
-    expect(detachedRefusal(parseSandboxConfig({ ...input, runtime: { detached: true } }), '/t')).toMatchObject({ problem: 'config', field: 'runtime.detached' });
+    expect(templateUseRefusal(config, '/t')).toBeUndefined();
+    expect(templateUseRefusal(parseSandboxConfig({ ...input, runtime: { detached: true } }), '/t')).toMatchObject({ problem: 'config', field: 'runtime.detached' });
+  });
+
+  it('refuses a machine without templates (aarch64 virt), naming machine.arch and why', () => {
+    const arm = parseSandboxConfig({ ...input, machine: { arch: 'aarch64', accel: 'tcg' } });
+    const refused = templateUseRefusal(arm, '/t');
+    expect(refused).toMatchObject({ code: 'TEMPLATE_REFUSED', problem: 'unsupported', field: 'machine.arch', templateDir: '/t' });
+    expect(refused?.message).toMatch(/aarch64.*vmgenid/);
   });
 });
 
