@@ -43,8 +43,11 @@ export function defineHotplugTests(api: ConformanceTestApi, h: Harness): void {
 
   const add = async (vm: Hypervisor, id: string, extra: Partial<HotplugDevice> = {}): Promise<HotplugResult> =>
     vm.hotplugAddDevice({ type: 'block', id, path: await h.disk(id, vm), ...extra } as HotplugDevice, h.op());
+  // Listed afresh before each removal: a device the guest ejected meanwhile has left devices() already.
   const removeAllHotplugged = async (vm: Hypervisor): Promise<void> => {
-    for (const device of vm.devices().filter((d) => d.hotplugged)) await vm.hotplugRemoveDevice(device.id, h.op());
+    for (let next = vm.devices().find((d) => d.hotplugged); next; next = vm.devices().find((d) => d.hotplugged)) {
+      await vm.hotplugRemoveDevice(next.id, h.op());
+    }
   };
 
   t.it('capabilities follow the config (virtio-mem grows and shrinks)', async () => {
