@@ -20,27 +20,27 @@ export interface MockGuestIo {
 type DiskCounters = Omit<DiskStats, 'id'>;
 type NicCounters = Omit<NicStats, 'id' | 'tap'>;
 
+/** The counters kept for `id`, made by `zero` on first use. */
+function counterOf<T>(counters: Map<string, T>, id: string, zero: () => T): T {
+  let found = counters.get(id);
+  if (!found) {
+    found = zero();
+    counters.set(id, found);
+  }
+  return found;
+}
+
 /** The counters of the devices of one machine, zero until the guest "does" I/O. */
 export class MockDeviceCounters {
   readonly #disks = new Map<string, DiskCounters>();
   readonly #nics = new Map<string, NicCounters>();
 
   disk(id: string): DiskCounters {
-    let counters = this.#disks.get(id);
-    if (!counters) {
-      counters = { readBytes: 0n, writeBytes: 0n, readOperations: 0n, writeOperations: 0n, flushOperations: 0n, readTimeNs: 0n, writeTimeNs: 0n, flushTimeNs: 0n };
-      this.#disks.set(id, counters);
-    }
-    return counters;
+    return counterOf(this.#disks, id, () => ({ readBytes: 0n, writeBytes: 0n, readOperations: 0n, writeOperations: 0n, flushOperations: 0n, readTimeNs: 0n, writeTimeNs: 0n, flushTimeNs: 0n }));
   }
 
   nic(id: string): NicCounters {
-    let counters = this.#nics.get(id);
-    if (!counters) {
-      counters = { rxBytes: 0n, rxPackets: 0n, rxErrors: 0n, rxDropped: 0n, txBytes: 0n, txPackets: 0n, txErrors: 0n, txDropped: 0n };
-      this.#nics.set(id, counters);
-    }
-    return counters;
+    return counterOf(this.#nics, id, () => ({ rxBytes: 0n, rxPackets: 0n, rxErrors: 0n, rxDropped: 0n, txBytes: 0n, txPackets: 0n, txErrors: 0n, txDropped: 0n }));
   }
 
   /** Adds `io` to device `type`'s counters: one operation or packet per call and direction. */
