@@ -2,10 +2,10 @@
 // really go through build/svmm-sendfd; the fake only sees the bytes): taps as getfd names taken by
 // netdev_add, disks as fd sets, every name and set released on rollback and removal, in order.
 import { vcpuRules } from '../../../src/hypervisor/resources.ts';
-import { closeSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, parseSandboxConfig } from '../../../src/hypervisor/config/index.ts';
 import { HotplugError } from '../../../src/hypervisor/errors.ts';
 import { QmpClient, type FdSender } from '../../../src/qmp/index.ts';
@@ -24,6 +24,14 @@ const opened: number[] = [];
 /** Which fd each command was sent with, in order (the fake sees only the bytes). */
 let passed: [string, number][] = [];
 let logs: LogRecord[] = [];
+/** The images the fds are opened on, removed after the file's tests. */
+let scratch: string;
+
+beforeAll(() => {
+  scratch = mkdtempSync(join(tmpdir(), 'svmm-hotplug-fds-'));
+});
+
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 /** The package's own fd sender, watched. */
 const recordingFdSender: FdSender = {
@@ -76,7 +84,7 @@ const refuse = (desc: string) => () => {
 };
 
 function open(flags: 'r' | 'r+'): number {
-  const path = join(tmpdir(), `svmm-hotplug-fds-${process.pid}.img`);
+  const path = join(scratch, 'disk.img');
   writeFileSync(path, 'x');
   const fd = openSync(path, flags);
   opened.push(fd);
