@@ -1,8 +1,10 @@
 // Renders the latest results under bench/results/ as the README's summary table, between the
 // <!-- bench-table --> markers, so the README always shows figures from real runs: a column group
-// per QEMU version, each with its ratios against the raw baseline measured in the same run.
+// per QEMU version, each with its ratios against the raw baseline measured in the same run. Each
+// architecture's VM figures (bench/arch.ts) are rows of their own, named with its prefix.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { BENCH_ARCHES } from './arch.ts';
 import { resultFile, resultsDir, type Comparison } from './stats.ts';
 
 const README = join(resultsDir, '..', '..', 'README.md');
@@ -47,16 +49,22 @@ interface VmResult {
   rounds: number;
   fastRounds: number;
   figures: Record<string, Comparison>;
-  scale: Record<string, number | boolean>;
+  /** Only where the architecture's figures include it (bench/arch.ts). */
+  scale?: Record<string, number | boolean>;
   date: string;
 }
+
+/** The VM benchmarks, one per architecture, x86_64's first. */
+const VM_BENCHES = Object.values(BENCH_ARCHES);
+/** The result files the table reads (bench/results/<name>.qemu-<version>.json). */
+const RESULT_NAMES = ['qmp', 'template', ...VM_BENCHES.map((bench) => bench.name)];
 
 /** The QEMU versions ("7.2", "10.0") with results under bench/results/, oldest first. */
 function benchmarkedVersions(dir: string): string[] {
   const versions = new Set<string>();
   for (const file of existsSync(dir) ? readdirSync(dir) : []) {
-    const match = /^(?:qmp|vm|template)\.qemu-(\d+\.\d+)\.json$/.exec(file);
-    if (match?.[1]) versions.add(match[1]);
+    const match = /^([\w-]+)\.qemu-(\d+\.\d+)\.json$/.exec(file);
+    if (match?.[1] && match[2] && RESULT_NAMES.includes(match[1])) versions.add(match[2]);
   }
   const key = (v: string) => v.split('.').map(Number) as [number, number];
   return [...versions].sort((a, b) => key(a)[0] - key(b)[0] || key(a)[1] - key(b)[1]);
@@ -74,8 +82,14 @@ interface Cells {
   ratio: number;
 }
 
+/** A figure's target: an architecture's VM figure has the target of the figure it names. */
+function targetOf(figure: string): number | undefined {
+  const bench = VM_BENCHES.find((b) => b.figurePrefix !== '' && figure.startsWith(b.figurePrefix));
+  return TARGETS[bench ? figure.slice(bench.figurePrefix.length) : figure];
+}
+
 function ratioCell(figure: string, ratio: number): string {
-  const target = TARGETS[figure];
+  const target = targetOf(figure);
   return target === undefined ? ratio.toFixed(3) : `${ratio.toFixed(3)} ${ratio <= target ? '✓' : '✗'}`;
 }
 
@@ -92,8 +106,10 @@ function figuresByVersion(dir: string, versions: string[]): Map<string, Map<stri
       add('QMP round trip, serial', version, { lib: `${qmp.libSerialUs.toFixed(0)} µs`, raw: `${qmp.rawSerialUs.toFixed(0)} µs`, ratio: qmp.serialRatio });
       add('QMP round trip, pipelined', version, { lib: `${qmp.libPipelinedUs.toFixed(0)} µs`, raw: `${qmp.rawPipelinedUs.toFixed(0)} µs`, ratio: qmp.pipelinedRatio });
     }
-    for (const [figure, c] of Object.entries(read<VmResult>(dir, 'vm', version)?.figures ?? {})) {
-      add(figure, version, { lib: `${c.libMs.toFixed(1)} ms`, raw: `${c.rawMs.toFixed(1)} ms`, ratio: c.ratio });
+    for (const bench of VM_BENCHES) {
+      for (const [figure, c] of Object.entries(read<VmResult>(dir, bench.name, version)?.figures ?? {})) {
+        add(`${bench.figurePrefix}${figure}`, version, { lib: `${c.libMs.toFixed(1)} ms`, raw: `${c.rawMs.toFixed(1)} ms`, ratio: c.ratio });
+      }
     }
     const template = read<TemplateResult>(dir, 'template', version);
     if (template) {
@@ -108,11 +124,14 @@ function figuresByVersion(dir: string, versions: string[]): Map<string, Map<stri
 function notesOf(dir: string, version: string): string[] {
   const notes: string[] = [];
   const qmp = read<QmpResult>(dir, 'qmp', version);
-  const vm = read<VmResult>(dir, 'vm', version);
   if (qmp) notes.push(`QEMU ${version}, QMP: medians of ${qmp.rounds} alternated rounds (${qmp.date.slice(0, 10)}).`);
-  if (vm) {
-    notes.push(`QEMU ${version}, VM figures: medians of ${vm.fastRounds} alternated rounds for start, stop and hotplug, ${vm.rounds} for boot, resize and scale; under TCG (${vm.date.slice(0, 10)}).`);
+  for (const bench of VM_BENCHES) {
+    const vm = read<VmResult>(dir, bench.name, version);
+    if (!vm) continue;
+    const others = vm.scale ? 'boot, resize and scale' : 'boot and resize';
+    notes.push(`QEMU ${version}, ${bench.notesName}: medians of ${vm.fastRounds} alternated rounds for start, stop and hotplug, ${vm.rounds} for ${others}; under TCG (${vm.date.slice(0, 10)}).`);
     const s = vm.scale;
+    if (!s) continue;
     notes.push(
       `QEMU ${version}, scale: ${String(s['vms'])} paused VMs from one Node process started in ${String(s['totalStartMs'])} ms ` +
         `(raw ${String(s['rawTotalStartMs'])} ms, ratio ${String(s['startRatio'])}; medians of ${String(s['rounds'])} alternated storms), stopped in ${String(s['totalStopMs'])} ms; ` +
@@ -140,7 +159,7 @@ export function renderTable(dir: string = resultsDir): string | undefined {
   const align = ['---', '---', ...versions.flatMap(() => ['---:', '---:', '---:'])];
   const lines = [`| ${header.join(' | ')} |`, `| ${align.join(' | ')} |`];
   for (const [figure, byVersion] of figuresByVersion(dir, versions)) {
-    const target = TARGETS[figure];
+    const target = targetOf(figure);
     const cells = versions.flatMap((v) => {
       const c = byVersion.get(v);
       return c ? [c.lib, c.raw, ratioCell(figure, c.ratio)] : ['', '', ''];

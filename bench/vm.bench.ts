@@ -1,7 +1,8 @@
-// `npm run bench -- vm`: the QEMU backend against a raw baseline that drives the very same QEMU
-// command line with a bare script (child_process + a bare QMP socket; of the library it only uses
-// the pure functions that compute the command line and launch spec, as data), in the same run,
-// alternated. Both start QEMU the same way: through svmm-launch, with the same launch spec
+// `npm run bench -- vm` (x86_64's q35) and `npm run bench -- vm-arm64` (aarch64's virt, the arm64
+// test guest; what differs is bench/arch.ts): the QEMU backend against a raw baseline that drives
+// the very same QEMU command line with a bare script (child_process + a bare QMP socket; of the
+// library it only uses the pure functions that compute the command line and launch spec, as data),
+// in the same run, alternated. Both start QEMU the same way: through svmm-launch, with the same launch spec
 // (listening sockets bound by the launcher, capabilities dropped, an unprivileged identity of its
 // own, parent-death signal, empty environment). Figures are medians; ratio = library / raw.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -10,6 +11,7 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { execFileSync } from 'node:child_process';
 import { QemuHypervisor } from '../src/qemu/qemu-hypervisor.ts';
+import { archProfile } from '../src/hypervisor/arch-profiles.ts';
 import { parseSandboxConfig, type SandboxConfigInput } from '../src/hypervisor/config/index.ts';
 import type { VmIdentity } from '../src/hypervisor/types.ts';
 import { buildQemuArgv } from '../src/qemu/argv/index.ts';
@@ -20,7 +22,8 @@ import { findLauncher, launcherArgs, launcherStdio } from '../src/qemu/launch/la
 import { runtimePaths } from '../src/qemu/runtime-paths.ts';
 import { isProcessAlive } from '../src/qemu/process/proc-fs.ts';
 import { GuestAgent, guestAssets } from '../test/guest/index.ts';
-import { BENCH_QEMU, benchQemuLabel } from './qemu.ts';
+import { BENCH_ARCHES, type BenchArch } from './arch.ts';
+import { benchQemuLabel } from './qemu.ts';
 import { RawQmp } from './raw/raw-qmp.ts';
 import { compare, median, printComparisons, round, timeIt, writeResult, type Comparison } from './stats.ts';
 
@@ -38,18 +41,19 @@ const SCALE_VMS = Number(process.env['BENCH_SCALE_VMS'] ?? 50);
 const RAW_UID_BASE = 1_900_065_000;
 const RAW_UIDS = 500;
 
-function config(extra: Partial<SandboxConfigInput> = {}): SandboxConfigInput {
-  const guest = guestAssets();
+/** The benchmarked VM of an architecture: its test guest, on its QEMU of the version under benchmark. */
+function config(bench: BenchArch, extra: Partial<SandboxConfigInput> = {}): SandboxConfigInput {
+  const guest = guestAssets(bench.arch);
   return {
-    machine: { accel: 'tcg' },
+    machine: { arch: bench.arch, accel: 'tcg' },
     boot: { kernel: guest.kernel, initrd: guest.initrd, kernelParams: guest.kernelParams },
-    // One more vCPU per round of the vCPU figure.
-    cpus: { boot: 1, max: 1 + ROUNDS },
+    // One more vCPU per round of the vCPU figure, where the machine can hot-plug vCPUs.
+    cpus: archProfile(bench.arch).cpuHotplug ? { boot: 1, max: 1 + ROUNDS } : { boot: 1 },
     memory: { bootMiB: 256, maxMiB: 1280, hotplug: 'virtio-mem' },
     hotplug: { rootPorts: 2 },
     devices: [{ type: 'channel', id: 'agent', name: 'agent.0' }],
     // The raw baseline runs the same binary (rawCommand).
-    runtime: { qemuPath: BENCH_QEMU },
+    runtime: { qemuPath: bench.qemu() },
     ...extra,
   };
 }
@@ -77,22 +81,26 @@ function rawBase(): string {
   return rawBaseDir;
 }
 
-/** The launcher and QEMU, resolved once as the library resolves them at createVM. */
-let rawBinaries: { launcher: string; qemu: string } | undefined;
+/** The launcher, and each QEMU binary by its configured path, resolved once as the library resolves them at createVM. */
+let rawLauncher: string | undefined;
+const rawQemus = new Map<string, string>();
 
 /**
  * The launcher's path and argv and the stdio the library spawns QEMU with: the very spec the
  * library builds (qemuLaunchSpec) from the same argv, for this VM's identity, computed as data.
  */
 function rawCommand(input: SandboxConfigInput, dir: string, uid: number): { identity: VmIdentity; file: string; args: string[]; stdio: ReturnType<typeof launcherStdio> } {
-  rawBinaries ??= { launcher: findLauncher(), qemu: resolveBinary(BENCH_QEMU, 'runtime.qemuPath') };
+  rawLauncher ??= findLauncher();
+  const qemuPath = input.runtime?.qemuPath ?? '';
+  if (!rawQemus.has(qemuPath)) rawQemus.set(qemuPath, resolveBinary(qemuPath, 'runtime.qemuPath'));
+  const qemu = rawQemus.get(qemuPath) ?? '';
   const config = parseSandboxConfig({ ...input, runtime: { dir } });
   // The identity a leased uid gets (its own group, plus kvm under kvm).
   const identity = identityOfLease(uid, config.machine.accel);
   const paths = runtimePaths(dir);
-  const plan = { config, paths, argv: buildQemuArgv(config, paths), qemuPath: rawBinaries.qemu, virtiofsdPath: undefined, launcherPath: rawBinaries.launcher };
+  const plan = { config, paths, argv: buildQemuArgv(config, paths), qemuPath: qemu, virtiofsdPath: undefined, launcherPath: rawLauncher };
   const spec = qemuLaunchSpec(plan, identity);
-  return { identity, file: rawBinaries.launcher, args: launcherArgs(spec), stdio: launcherStdio(spec, 'pipe') };
+  return { identity, file: rawLauncher, args: launcherArgs(spec), stdio: launcherStdio(spec, 'pipe') };
 }
 
 async function rawStart(input: SandboxConfigInput, run: boolean): Promise<RawVm> {
@@ -132,8 +140,8 @@ const countNics = async (agent: GuestAgent) => Number((await agent.runOk('ls /sy
 
 // ------------------------------------------------------------------ figures
 
-async function startFigure(): Promise<{ start: Comparison; stop: Comparison }> {
-  const input = config();
+async function startFigure(bench: BenchArch): Promise<{ start: Comparison; stop: Comparison }> {
+  const input = config(bench);
   const stopLib: number[] = [];
   const stopRaw: number[] = [];
   const start = await compare(
@@ -159,14 +167,11 @@ async function startFigure(): Promise<{ start: Comparison; stop: Comparison }> {
       return ms;
     },
   );
-  let i = 0;
-  let j = 0;
-  const stop = await compare(stopLib.length, () => Promise.resolve(stopLib[i++] ?? Number.NaN), () => Promise.resolve(stopRaw[j++] ?? Number.NaN));
-  return { start, stop };
+  return { start, stop: await pair(stopLib, stopRaw) };
 }
 
-async function bootFigure(): Promise<Comparison> {
-  const input = config();
+async function bootFigure(bench: BenchArch): Promise<Comparison> {
+  const input = config(bench);
   return compare(
     ROUNDS,
     async () => {
@@ -204,8 +209,8 @@ interface Booted {
   rawAgent: GuestAgent;
 }
 
-async function bootPair(): Promise<Booted> {
-  const input = config();
+async function bootPair(bench: BenchArch): Promise<Booted> {
+  const input = config(bench);
   const lib = new QemuHypervisor();
   await lib.createVM(input);
   await lib.startVM();
@@ -222,7 +227,14 @@ function ownersOf(b: Booted): { lib: number; raw: number } {
   return { lib, raw: b.raw.identity.uid };
 }
 
-async function hotplugFigures(b: Booted, scratch: string): Promise<Record<string, Comparison>> {
+/** Medians of per-round times recorded inside other rounds, paired as compare() pairs them. */
+function pair(lib: number[], raw: number[]): Promise<Comparison> {
+  let i = 0;
+  let j = 0;
+  return compare(lib.length, () => Promise.resolve(lib[i++] ?? Number.NaN), () => Promise.resolve(raw[j++] ?? Number.NaN));
+}
+
+async function blockFigures(b: Booted, scratch: string): Promise<Record<string, Comparison>> {
   const owners = ownersOf(b);
   // One image per side, each its QEMU's (the rounds never attach them at once, but the uids differ).
   const disks = { lib: join(scratch, 'disk-lib.img'), raw: join(scratch, 'disk-raw.img') };
@@ -264,7 +276,11 @@ async function hotplugFigures(b: Booted, scratch: string): Promise<Record<string
     return 0;
   };
   await compare(FAST_ROUNDS, () => blockRound('lib'), () => blockRound('raw'));
+  return { 'hotplug block (add)': await pair(addLib, addRaw), 'hotplug block (remove)': await pair(delLib, delRaw) };
+}
 
+async function nicFigures(b: Booted): Promise<Record<string, Comparison>> {
+  const owners = ownersOf(b);
   const tap = 'svmmbench0';
   const tapRaw = 'svmmbench1';
   // Each tap is its QEMU's, as a runtime hands a VM's taps to vm.identity.
@@ -307,20 +323,13 @@ async function hotplugFigures(b: Booted, scratch: string): Promise<Record<string
   } finally {
     for (const t of [tap, tapRaw]) execFileSync('ip', ['link', 'del', t]);
   }
-  const pair = (lib: number[], raw: number[]) => {
-    let i = 0;
-    let j = 0;
-    return compare(lib.length, () => Promise.resolve(lib[i++] ?? Number.NaN), () => Promise.resolve(raw[j++] ?? Number.NaN));
-  };
   return {
-    'hotplug block (add)': await pair(addLib, addRaw),
-    'hotplug block (remove)': await pair(delLib, delRaw),
     'hotplug NIC (add)': await pair(nicAddLib, nicAddRaw),
     'hotplug NIC (remove)': await pair(nicDelLib, nicDelRaw),
   };
 }
 
-async function resizeFigures(b: Booted): Promise<Record<string, Comparison>> {
+async function memoryRoundTripFigure(b: Booted): Promise<Record<string, Comparison>> {
   const memLib = await b.libAgent.memTotalKiB();
   const memRaw = await b.rawAgent.memTotalKiB();
   const memory = await compare(
@@ -340,6 +349,47 @@ async function resizeFigures(b: Booted): Promise<Record<string, Comparison>> {
         await waitFor(async () => (await b.rawAgent.memTotalKiB()) <= memRaw);
       }),
   );
+  return { 'resize memory +1 GiB and back': memory };
+}
+
+/** virtio-mem grow by 1 GiB and shrink back, each its own figure (each waits for the guest's MemTotal). */
+async function memoryGrowShrinkFigures(b: Booted): Promise<Record<string, Comparison>> {
+  const memLib = await b.libAgent.memTotalKiB();
+  const memRaw = await b.rawAgent.memTotalKiB();
+  const growLib: number[] = [];
+  const shrinkLib: number[] = [];
+  const growRaw: number[] = [];
+  const shrinkRaw: number[] = [];
+  const rawResize = (bytes: number) => b.raw.qmp.execute('qom-set', { path: 'vmem0', property: 'requested-size', value: bytes });
+  await compare(
+    ROUNDS,
+    async () => {
+      growLib.push(await timeIt(async () => {
+        await b.lib.resizeMemory(256 + 1024);
+        await waitFor(async () => (await b.libAgent.memTotalKiB()) >= memLib + 1000 * 1024);
+      }));
+      shrinkLib.push(await timeIt(async () => {
+        await b.lib.resizeMemory(256);
+        await waitFor(async () => (await b.libAgent.memTotalKiB()) <= memLib);
+      }));
+      return 0;
+    },
+    async () => {
+      growRaw.push(await timeIt(async () => {
+        await rawResize(1024 * 1024 * 1024);
+        await waitFor(async () => (await b.rawAgent.memTotalKiB()) >= memRaw + 1000 * 1024);
+      }));
+      shrinkRaw.push(await timeIt(async () => {
+        await rawResize(0);
+        await waitFor(async () => (await b.rawAgent.memTotalKiB()) <= memRaw);
+      }));
+      return 0;
+    },
+  );
+  return { 'resize memory +1 GiB (grow)': await pair(growLib, growRaw), 'resize memory -1 GiB (shrink)': await pair(shrinkLib, shrinkRaw) };
+}
+
+async function vcpuFigure(b: Booted): Promise<Record<string, Comparison>> {
   // Each round adds one more vCPU and none is removed: under TCG, QEMU 7.2 crashes on the next
   // device_add after a vCPU unplug, so removing them between rounds would end the run.
   let libCpus = 1;
@@ -363,7 +413,7 @@ async function resizeFigures(b: Booted): Promise<Record<string, Comparison>> {
         await waitFor(async () => (await b.rawAgent.onlineCpus()) === rawCpus);
       }),
   );
-  return { 'resize memory +1 GiB and back': memory, 'resize +1 vCPU (online)': vcpu };
+  return { 'resize +1 vCPU (online)': vcpu };
 }
 
 /**
@@ -412,8 +462,8 @@ async function libraryStorm(input: SandboxConfigInput): Promise<{ startMs: numbe
 }
 
 /** SCALE_VMS paused VMs from one Node process, library and raw storms alternated. */
-export async function scaleFigure(): Promise<Record<string, number | boolean>> {
-  const input = config({ memory: { bootMiB: 128 }, cpus: { boot: 1 }, hotplug: { rootPorts: 0 } });
+export async function scaleFigure(bench: BenchArch): Promise<Record<string, number | boolean>> {
+  const input = config(bench, { memory: { bootMiB: 128 }, cpus: { boot: 1 }, hotplug: { rootPorts: 0 } });
   const storms: Awaited<ReturnType<typeof libraryStorm>>[] = [];
   // The same measure during the raw storms: 50 QEMUs starting on 2 cores delay any process's timers.
   const rawDelays: number[] = [];
@@ -451,7 +501,7 @@ export async function scaleFigure(): Promise<Record<string, number | boolean>> {
   };
 }
 
-function svgChart(rows: Record<string, Comparison>, qemuLabel: string): string {
+function svgChart(rows: Record<string, Comparison>, machine: string): string {
   const entries = Object.entries(rows);
   const width = 760;
   const rowHeight = 34;
@@ -470,25 +520,29 @@ function svgChart(rows: Record<string, Comparison>, qemuLabel: string): string {
     })
     .join('\n');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">
-<text x="10" y="20" font-size="14" font-weight="bold">sandbox-vmm vs raw QEMU scripting, QEMU ${qemuLabel} (median ms; blue = library, grey = raw)</text>
+<text x="10" y="20" font-size="14" font-weight="bold">sandbox-vmm vs raw QEMU scripting, ${machine} (median ms; blue = library, grey = raw)</text>
 ${bars}
 </svg>
 `;
 }
 
-export async function run(): Promise<void> {
+/** The VM figures of one architecture (bench/arch.ts) on the QEMU under benchmark, written to bench/results/<name>.qemu-<version>.json and .svg. */
+export async function runVm(bench: BenchArch): Promise<void> {
   const scratch = mkdtempSync('/tmp/svmm-bench-');
   // Root's; both VMs' QEMUs (each its own uid) traverse it to their own disk image.
   chmodSync(scratch, 0o711);
+  const wants = (figures: (typeof bench.figures)[number]) => bench.figures.includes(figures);
   try {
-    const { start, stop } = await startFigure();
-    const boot = await bootFigure();
-    const booted = await bootPair();
-    let hotplug: Record<string, Comparison>;
-    let resize: Record<string, Comparison>;
+    const { start, stop } = await startFigure(bench);
+    const boot = await bootFigure(bench);
+    const booted = await bootPair(bench);
+    const hotplug: Record<string, Comparison> = {};
     try {
-      hotplug = await hotplugFigures(booted, scratch);
-      resize = await resizeFigures(booted);
+      Object.assign(hotplug, await blockFigures(booted, scratch));
+      if (wants('nic')) Object.assign(hotplug, await nicFigures(booted));
+      if (wants('memory-round-trip')) Object.assign(hotplug, await memoryRoundTripFigure(booted));
+      if (wants('memory-grow-shrink')) Object.assign(hotplug, await memoryGrowShrinkFigures(booted));
+      if (archProfile(bench.arch).cpuHotplug) Object.assign(hotplug, await vcpuFigure(booted));
     } finally {
       await booted.libAgent.close();
       await booted.rawAgent.close();
@@ -499,19 +553,25 @@ export async function run(): Promise<void> {
       'start (paused, QMP ready)': start,
       'boot (agent answers)': boot,
       ...hotplug,
-      ...resize,
       'stop (reaped, dir removed)': stop,
     };
-    printComparisons(`QEMU backend vs raw baseline (medians of ${FAST_ROUNDS} alternated rounds for start, stop and hotplug, ${ROUNDS} for the others)`, figures);
-    const scale = await scaleFigure();
-    console.log('\nscale:', scale);
     const label = benchQemuLabel();
-    const path = writeResult('vm', label, { rounds: ROUNDS, fastRounds: FAST_ROUNDS, figures, scale });
-    const svg = join(path, '..', `vm.qemu-${label}.svg`);
-    writeFileSync(svg, svgChart(figures, label));
+    const machine = `${archProfile(bench.arch).machineType} (${bench.arch}), QEMU ${label}`;
+    printComparisons(`QEMU backend vs raw baseline on ${machine} (medians of ${FAST_ROUNDS} alternated rounds for start, stop and hotplug, ${ROUNDS} for the others)`, figures);
+    const scale = wants('scale') ? await scaleFigure(bench) : undefined;
+    if (scale) console.log('\nscale:', scale);
+    const path = writeResult(bench.name, label, { arch: bench.arch, rounds: ROUNDS, fastRounds: FAST_ROUNDS, figures, ...(scale ? { scale } : {}) });
+    const svg = join(path, '..', `${bench.name}.qemu-${label}.svg`);
+    writeFileSync(svg, svgChart(figures, machine));
     console.log(`\nwrote ${path} and ${svg}`);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
     if (rawBaseDir) rmSync(rawBaseDir, { recursive: true, force: true });
+    rawBaseDir = undefined;
   }
+}
+
+/** x86_64's figures (q35); bench/vm-arm64.bench.ts runs aarch64's. */
+export function run(): Promise<void> {
+  return runVm(BENCH_ARCHES.x86_64);
 }

@@ -1,6 +1,9 @@
-// Representative sandbox configs, shared by the golden argv tests (with fixed paths) and by the
-// integration test that starts each of them under a real QEMU (with paths to real files). A config
-// is a function of the host environment: the files and taps it names.
+// Representative sandbox configs of each architecture, shared by the golden argv tests (with fixed
+// paths) and by the integration test that starts each of them under a real QEMU of its
+// architecture (with paths to real files). A config is a function of the host environment: the
+// files and taps it names. The aarch64 configs show what its profile changes: virt with GICv3, the
+// cheap pointer authentication under TCG, the PL011 console, no driftfix, no vCPU or DIMM hotplug.
+import type { Architecture } from '../../src/hypervisor/arch-profiles.ts';
 import type { SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
 import type { HostProbe } from '../../src/qemu/devices/index.ts';
 
@@ -50,12 +53,34 @@ export function virtioFsSourceDir(socketPath: string): string {
 // by 'minimal' (the default: a leased uid under root) and 'seccomp-off-custom-user' (a fixed one).
 const current = { user: 'current', allowRoot: true } as const;
 const tcg = { accel: 'tcg' } as const;
+const armTcg = { arch: 'aarch64', accel: 'tcg' } as const;
 
-function guestBoot(env: MatrixEnv) {
-  return { kernel: env.guest.kernel, initrd: env.guest.initrd, kernelParams: env.guest.kernelParams };
+/** The arm64 guest's parameters: its console is the PL011 (ttyAMA0). */
+export const ARM64_KERNEL_PARAMS = ['console=ttyAMA0', 'quiet', 'panic=0'];
+
+function guestBoot(env: MatrixEnv, kernelParams: string[] = env.guest.kernelParams) {
+  return { kernel: env.guest.kernel, initrd: env.guest.initrd, kernelParams };
 }
 
-export const MATRIX: readonly MatrixEntry[] = [
+/** One device of each kind (two channels): the every-device-kind configs of both architectures. */
+function everyDeviceKind(env: MatrixEnv): NonNullable<SandboxConfigInput['devices']> {
+  return [
+    { type: 'block', id: 'disk0', path: `${env.dir}/disk0.img`, serial: 'SVMM-DISK0' },
+    { type: 'block', id: 'disk1', path: `${env.dir}/disk1.qcow2`, format: 'qcow2', driver: 'virtio-scsi', readOnly: true },
+    { type: 'net', id: 'net0', tap: { ifname: env.taps.single }, mac: '52:54:00:AB:CD:EF' },
+    { type: 'vfio', id: 'gpu0', hostAddress: '0000:3b:00.0' },
+    { type: 'vsock', id: 'vsock0', guestCid: 42 },
+    { type: 'fs', driver: 'virtio-fs', id: 'vfs0', tag: 'shared-vfs', socketPath: `${env.dir}/vfs.sock` },
+    { type: 'fs', driver: '9p', id: 'p9fs0', tag: 'shared-9p', path: `${env.dir}/share`, readOnly: true },
+    { type: 'rng', id: 'rng0' },
+    { type: 'balloon', id: 'balloon0', deflateOnOom: false, freePageReporting: true },
+    { type: 'channel', id: 'agent', name: 'agent.0' },
+    { type: 'channel', id: 'logs', name: 'org.svmm.logs.0' },
+    { type: 'pvpanic', id: 'panic0' },
+  ];
+}
+
+export const X86_64_MATRIX: readonly MatrixEntry[] = [
   {
     name: 'minimal',
     description: 'only a kernel; a uuid id adds -uuid; QEMU runs as the default user',
@@ -136,20 +161,7 @@ export const MATRIX: readonly MatrixEntry[] = [
       boot: guestBoot(env),
       memory: { bootMiB: 256, backing: { type: 'shared' } },
       hotplug: { rootPorts: 2 },
-      devices: [
-        { type: 'block', id: 'disk0', path: `${env.dir}/disk0.img`, serial: 'SVMM-DISK0' },
-        { type: 'block', id: 'disk1', path: `${env.dir}/disk1.qcow2`, format: 'qcow2', driver: 'virtio-scsi', readOnly: true },
-        { type: 'net', id: 'net0', tap: { ifname: env.taps.single }, mac: '52:54:00:AB:CD:EF' },
-        { type: 'vfio', id: 'gpu0', hostAddress: '0000:3b:00.0' },
-        { type: 'vsock', id: 'vsock0', guestCid: 42 },
-        { type: 'fs', driver: 'virtio-fs', id: 'vfs0', tag: 'shared-vfs', socketPath: `${env.dir}/vfs.sock` },
-        { type: 'fs', driver: '9p', id: 'p9fs0', tag: 'shared-9p', path: `${env.dir}/share`, readOnly: true },
-        { type: 'rng', id: 'rng0' },
-        { type: 'balloon', id: 'balloon0', deflateOnOom: false, freePageReporting: true },
-        { type: 'channel', id: 'agent', name: 'agent.0' },
-        { type: 'channel', id: 'logs', name: 'org.svmm.logs.0' },
-        { type: 'pvpanic', id: 'panic0' },
-      ],
+      devices: everyDeviceKind(env),
       hardening: current,
     }),
   },
@@ -291,3 +303,74 @@ export const MATRIX: readonly MatrixEntry[] = [
     }),
   },
 ];
+
+export const ARM64_MATRIX: readonly MatrixEntry[] = [
+  {
+    name: 'arm64-minimal',
+    description: 'aarch64: only a kernel; virt with GICv3, -cpu max with the cheap pointer authentication, the console on the PL011',
+    config: (env) => ({ id: '7c9e6679-7425-40de-944b-e07fc1f90ae7', machine: armTcg, boot: { kernel: env.guest.kernel } }),
+  },
+  {
+    name: 'arm64-initrd-boot',
+    description: 'aarch64: kernel, initramfs and parameters; 2 vCPUs (virt cannot hot-plug more)',
+    config: (env) => ({ id: 'arm-initrd', machine: armTcg, boot: guestBoot(env, ARM64_KERNEL_PARAMS), cpus: { boot: 2 }, memory: { bootMiB: 256 }, hardening: current }),
+  },
+  {
+    name: 'arm64-virtio-mem',
+    description: 'aarch64: virtio-mem from 256 MiB up to 1280 MiB, with an agent channel and four hotplug root ports',
+    config: (env) => ({
+      id: 'arm-virtio-mem',
+      machine: armTcg,
+      boot: guestBoot(env, ARM64_KERNEL_PARAMS),
+      memory: { bootMiB: 256, maxMiB: 1280, hotplug: 'virtio-mem' },
+      hotplug: { rootPorts: 4 },
+      devices: [{ type: 'channel', id: 'agent', name: 'agent.0' }],
+      hardening: current,
+    }),
+  },
+  {
+    name: 'arm64-every-device-kind',
+    description: 'aarch64: one device of each kind (two channels), on shared memory for virtio-fs',
+    config: (env) => ({
+      id: 'arm-every-device',
+      machine: armTcg,
+      boot: guestBoot(env, ARM64_KERNEL_PARAMS),
+      memory: { bootMiB: 256, backing: { type: 'shared' } },
+      devices: everyDeviceKind(env),
+      hardening: current,
+    }),
+  },
+  {
+    name: 'arm64-rootfs-image',
+    description: 'aarch64: a root filesystem image as /dev/vda; the console also appended to a log file',
+    config: (env) => ({
+      id: 'arm-rootfs',
+      machine: armTcg,
+      boot: { kernel: env.guest.kernel, image: `${env.dir}/rootfs.img`, kernelParams: ['console=ttyAMA0', 'rw'] },
+      memory: { bootMiB: 256 },
+      console: { socket: true, logFile: `${env.dir}/arm-console.log` },
+      hardening: current,
+    }),
+  },
+  {
+    name: 'arm64-no-console',
+    description: 'aarch64: no serial console at all (the PL011 stays unconnected); seccomp off',
+    config: (env) => ({ id: 'arm-no-console', machine: armTcg, boot: guestBoot(env, ARM64_KERNEL_PARAMS), memory: { bootMiB: 256 }, console: { socket: false }, hardening: { ...current, seccomp: false } }),
+  },
+  {
+    name: 'arm64-kvm',
+    description: 'aarch64 under KVM: the host CPU and the host GIC version, no pointer authentication property',
+    config: (env) => ({
+      id: 'arm-kvm',
+      machine: { arch: 'aarch64' },
+      boot: guestBoot(env, ARM64_KERNEL_PARAMS),
+      cpus: { boot: 2 },
+      memory: { bootMiB: 512, maxMiB: 2048, hotplug: 'virtio-mem' },
+      devices: [{ type: 'channel', id: 'agent', name: 'agent.0' }],
+      hardening: current,
+    }),
+  },
+];
+
+/** Each architecture's configs, each run by the QEMU of its architecture. */
+export const MATRICES: Readonly<Record<Architecture, readonly MatrixEntry[]>> = { x86_64: X86_64_MATRIX, aarch64: ARM64_MATRIX };

@@ -4,6 +4,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { SYSTEM_QEMU } from '../../scripts/qemu-versions.mjs';
+import type { Architecture } from '../../src/hypervisor/arch-profiles.ts';
 
 export const QEMU_UNDER_TEST: string = process.env['SANDBOX_VMM_QEMU'] || SYSTEM_QEMU;
 
@@ -19,3 +20,6 @@ function siblingAarch64(x86: string): string {
   if (!existsSync(sibling)) throw new Error(`no qemu-system-aarch64 beside ${x86}: install Debian's qemu-system-arm (npm test does) or set SANDBOX_VMM_QEMU_AARCH64`);
   return sibling;
 }
+
+/** The QEMU under test of each guest architecture: a config of that architecture runs on it. */
+export const QEMU_UNDER_TEST_BY_ARCH: Readonly<Record<Architecture, string>> = { x86_64: QEMU_UNDER_TEST, aarch64: AARCH64_QEMU_UNDER_TEST };

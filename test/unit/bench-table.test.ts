@@ -37,4 +37,27 @@ describe('the README benchmark table', () => {
     expect(lines.filter((line) => line.startsWith('QEMU 10.0, '))).toHaveLength(3);
     expect(lines.filter((line) => line.startsWith('QEMU 7.2, '))).toHaveLength(1);
   });
+
+  it('puts the arm64 VM figures in rows of their own beside x86_64\'s, each judged against its figure\'s target', () => {
+    const date = '2026-12-02T00:00:00.000Z';
+    const x86 = { 'start (paused, QMP ready)': { libMs: 300, rawMs: 280, ratio: 1.07, rounds: 15 } };
+    const scale = { vms: 2, rounds: 1, totalStartMs: 1, rawTotalStartMs: 1, startRatio: 1, totalStopMs: 1, heapPerVmKiB: 1, eventLoopDelayP99Ms: 1, rawEventLoopDelayP99Ms: 1, leakedProcessesAndDirs: 0 };
+    write('vm.qemu-7.2.json', { arch: 'x86_64', rounds: 5, fastRounds: 15, figures: x86, scale, date });
+    const arm = {
+      'start (paused, QMP ready)': { libMs: 1200, rawMs: 1000, ratio: 1.2, rounds: 15 },
+      'resize memory +1 GiB (grow)': { libMs: 600, rawMs: 550, ratio: 1.091, rounds: 5 },
+    };
+    write('vm-arm64.qemu-10.0.json', { arch: 'aarch64', rounds: 5, fastRounds: 15, figures: arm, date });
+    const lines = (renderTable(dir) ?? '').split('\n');
+    expect(lines[0]).toBe('| figure | target | QEMU 7.2 library | raw baseline | ratio | QEMU 10.0 library | raw baseline | ratio |');
+    expect(lines).toContain('| start (paused, QMP ready) | ≤ 1.1 | 300.0 ms | 280.0 ms | 1.070 ✓ |  |  |  |');
+    expect(lines).toContain('| arm64: start (paused, QMP ready) | ≤ 1.1 |  |  |  | 1200.0 ms | 1000.0 ms | 1.200 ✗ |');
+    expect(lines).toContain('| arm64: resize memory +1 GiB (grow) |  |  |  |  | 600.0 ms | 550.0 ms | 1.091 |');
+    // x86_64's rows first; the arm64 run has no scale figure, so no scale note.
+    expect(lines.findIndex((l) => l.startsWith('| start'))).toBeLessThan(lines.findIndex((l) => l.startsWith('| arm64: start')));
+    expect(lines.filter((line) => line.startsWith('QEMU 10.0, '))).toEqual([
+      'QEMU 10.0, arm64 VM figures (virt, the arm64 test guest): medians of 15 alternated rounds for start, stop and hotplug, 5 for boot and resize; under TCG (2026-12-02).',
+    ]);
+    expect(lines.filter((line) => line.startsWith('QEMU 7.2, '))).toHaveLength(2);
+  });
 });
