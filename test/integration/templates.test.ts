@@ -16,6 +16,7 @@ import { connectAgent, createTap, expectRunsAs, guestConfig, identityOf, leasesO
 
 const QEMU = process.env['SANDBOX_VMM_QEMU'] ?? '/usr/bin/qemu-system-x86_64';
 const MARKER = `made-before-save-${process.pid}`;
+const DAY_SECONDS = 86_400;
 
 const scratch = scratchDir();
 const templates = mkdtempSync('/dev/shm/svmm-templates-');
@@ -37,13 +38,20 @@ function cloneConfig(id: string): SandboxConfigInput {
   return { ...templateConfig(), id };
 }
 
+/**
+ * A clone started as README says: restored paused, its agent's channel connected, then run. The
+ * template was saved with the host connected: a clone that ran before its host side reconnected
+ * would tell the guest the host hung up, and the agent would reopen its port.
+ */
 async function startClone(dir: string, id: string): Promise<{ vm: QemuHypervisor; agent: GuestAgent }> {
   const vm = track(new QemuHypervisor());
   await vm.createVM(cloneConfig(id), { fromTemplate: dir });
-  await vm.startVM();
-  const agent = await connectAgent(vm);
-  cleanups.push(() => agent.close());
-  return { vm, agent };
+  await vm.startVM({ paused: true });
+  const connecting = connectAgent(vm);
+  // Closed after the test however it ends (a failed resume stops the VM, which ends the connect).
+  connecting.then((agent) => cleanups.push(() => agent.close()), () => undefined);
+  await vm.resumeVM();
+  return { vm, agent: await connecting };
 }
 
 /** A copy of the template (root's, as saved) that a test may damage or delete. */
@@ -62,6 +70,10 @@ function expectNothingLeftOf(id: string): void {
 describe('sandbox templates', () => {
   const dir = join(templates, 'base');
   let info: TemplateInfo;
+  /** The PID of the template guest's agent, which reads the port the host was connected to at save. */
+  let templateAgentPid: string;
+  /** Host time (ms) when the template was saved. */
+  let savedAt: number;
 
   beforeAll(async () => {
     const vm = new QemuHypervisor();
@@ -71,10 +83,14 @@ describe('sandbox templates', () => {
       const agent = await connectAgent(vm);
       // In the guest's RAM only (its root is a RAM file system): a clone can only know it from the template.
       await agent.runOk(`echo ${MARKER} > /tmp/marker`);
+      templateAgentPid = (await agent.runOk('echo $PPID')).trim();
+      // A day behind the host: a clone's guest clock can only be this far behind if it resumed the template's.
+      await agent.runOk(`date -s @${Math.floor(Date.now() / 1000) - DAY_SECONDS}`);
       // Saved with the agent idle in its read and the host still connected: closing first would
       // save the guest wherever its agent is in restarting on the port's hang-up (a quiesced guest,
       // as a runtime would make one, not a guest caught mid-reconnect).
       info = await vm.saveTemplate();
+      savedAt = Date.now();
       await agent.close();
       expect(vm.state).toBe('stopped');
     } finally {
@@ -104,6 +120,9 @@ describe('sandbox templates', () => {
       const identity = identityOf(vm);
       expectRunsAs(vm.getPids()[0] as number, identity);
       expect((await agent.runOk('cat /tmp/marker')).trim()).toBe(MARKER);
+      // The template's agent process answers: connected before the clone ran, the guest never saw
+      // the host hang up, so its agent never reopened the port.
+      expect((await agent.runOk('echo $PPID')).trim()).toBe(templateAgentPid);
       const tap = `svmmtc${index}${process.pid % 1000}`;
       cleanups.push(createTap(tap, identity.uid));
       const mac = `52:54:00:aa:00:0${index}`;
@@ -123,6 +142,23 @@ describe('sandbox templates', () => {
     expect(randoms[0]).toMatch(/^[0-9a-f]{64}$/);
     expect(randoms[0]).not.toBe(randoms[1]);
   }, 240_000);
+
+  it("a clone's clock resumes at the template's; its RTC counted the host's time since the save, and the guest sets its clock from it", async () => {
+    // Real time passes between save and restore, as it does for any template, enough to be seen in
+    // whole seconds.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, savedAt + 5000 - Date.now())));
+    const startedAt = Math.floor(Date.now() / 1000);
+    const { agent } = await startClone(dir, `tmpl-clone-clock-${process.pid}`);
+    const [resumed, fromRtc] = (await agent.runOk('date +%s; hwclock -s -u && date +%s')).trim().split('\n').map(Number);
+    const doneAt = Math.ceil(Date.now() / 1000);
+    // Nothing corrects a restored guest's clock: the template's, a day behind.
+    expect(resumed).toBeLessThan(startedAt - DAY_SECONDS / 2);
+    // The template's RTC was the host's time (the guest never wrote it), and it follows the host's
+    // clock across the restore (QEMU's default -rtc clock=host; clock=vm would have stopped it
+    // while saved): one read sets the guest's clock (whole seconds).
+    expect(fromRtc).toBeGreaterThanOrEqual(startedAt - 1);
+    expect(fromRtc).toBeLessThanOrEqual(doneAt + 1);
+  }, 120_000);
 
   it('a clone pauses, resumes, hot-plugs, resizes and stops like any VM, and leaves nothing', async () => {
     const id = `tmpl-clone-life-${process.pid}`;
