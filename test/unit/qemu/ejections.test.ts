@@ -137,6 +137,23 @@ describe('an unrequested DEVICE_DELETED', () => {
     expect(r.logs).toEqual([ejectedLog('d0', 'rp0')]);
   });
 
+  it('frees the slot for the guest to settle: it is handed out after a port never used', async () => {
+    const r = rig({ hotplug: { rootPorts: 2 } });
+    await hotplugDevice(r.ctx, { type: 'block', id: 'd0', path: '/var/d0.img' });
+    server.sendEvent('DEVICE_DELETED', { device: 'd0', path: '/machine/peripheral/d0' });
+    await settle(r);
+    expect((await hotplugDevice(r.ctx, { type: 'block', id: 'e0', path: '/var/e0.img' })).bus).toBe('rp1');
+  });
+
+  it('of the SCSI controller frees its slot for the guest to settle too', async () => {
+    const r = rig({ hotplug: { rootPorts: 2 } });
+    await hotplugDevice(r.ctx, { type: 'block', id: 's0', path: '/var/s0.img', driver: 'virtio-scsi' });
+    expect(r.ctx.state.infrastructure).toEqual([{ id: 'scsi0', bus: 'rp0' }]);
+    server.sendEvent('DEVICE_DELETED', { device: 'scsi0', path: '/machine/peripheral/scsi0' });
+    await settle(r);
+    expect((await hotplugDevice(r.ctx, { type: 'block', id: 'e0', path: '/var/e0.img' })).bus).toBe('rp1');
+  });
+
   it('named by its path alone: the netdev is deleted and the slot is handed out again', async () => {
     // One slot, handed out again as soon as it is free.
     const r = rig({ hotplug: { rootPorts: 1 } }, { freedSlotSettleMs: 0 });
