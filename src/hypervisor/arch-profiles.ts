@@ -96,8 +96,9 @@ const AARCH64: ArchProfile = {
   deviceRemovalTimeoutMs: 20_000,
   // Native PCIe hotplug: QEMU unplugs the device (DEVICE_DELETED) when pciehp powers the slot off;
   // pciehp then spends 1 s on the slot and drops the presence and link changes seen meanwhile. A
-  // disk plugged in that second still came up (3 of 3 on QEMU 7.2), but only through the attention
-  // button QEMU presses for a powered-off slot: the second, and half as much again.
+  // disk plugged in that second still came up (9 of 9 on QEMU 7.2 and 10.0, removals overlapping
+  // other plugs included), but only through the attention button QEMU presses for a powered-off
+  // slot: a margin, not a measured need. The second, and half as much again.
   freedSlotSettleMs: 1_500,
 };
 
