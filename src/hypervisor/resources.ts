@@ -17,11 +17,38 @@ export function rootPortIds(count: number): string[] {
   return Array.from({ length: count }, (_, i) => `rp${i}`);
 }
 
-/** The first root port not in `used`; NoFreeSlotError naming `deviceId` when all are taken. */
-export function pickFreeRootPort(used: ReadonlySet<string>, rootPorts: number, deviceId: string): string {
-  const free = rootPortIds(rootPorts).find((port) => !used.has(port));
-  if (!free) throw new NoFreeSlotError(deviceId, `PCIe root port (all ${rootPorts} reserved ports are in use)`);
-  return free;
+/**
+ * When each root port was last given up by a device (removed or ejected). A guest goes on handling
+ * a slot for a while after it let go of the device in it, so a slot freed a moment ago is the last
+ * one handed out (see pickFreeRootPort).
+ */
+export class FreedRootPorts {
+  readonly #at = new Map<string, number>();
+
+  /** Notes that `port` was given up at `at` (ms since the epoch). */
+  freed(port: string, at: number = Date.now()): void {
+    this.#at.set(port, at);
+  }
+
+  /** When `port` was last given up; undefined when it never was. */
+  freedAt(port: string): number | undefined {
+    return this.#at.get(port);
+  }
+}
+
+/**
+ * A root port not in `used`: one never given up first (rp0 … rp<n-1>), else the one given up
+ * longest ago, so that a slot the guest may still be settling is reused only when no other is free.
+ * NoFreeSlotError naming `deviceId` when all are taken.
+ */
+export function pickFreeRootPort(used: ReadonlySet<string>, rootPorts: number, deviceId: string, freed?: FreedRootPorts): string {
+  const free = rootPortIds(rootPorts).filter((port) => !used.has(port));
+  // Times are >= 0: a port never given up comes before any that was.
+  const order = (port: string) => freed?.freedAt(port) ?? -1;
+  // A stable sort: ports never given up keep their index order.
+  const [port] = free.sort((a, b) => order(a) - order(b));
+  if (!port) throw new NoFreeSlotError(deviceId, `PCIe root port (all ${rootPorts} reserved ports are in use)`);
+  return port;
 }
 
 /**

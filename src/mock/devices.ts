@@ -31,7 +31,7 @@ export async function hotplugDevice(ctx: MockContext, input: HotplugDevice): Pro
   assertIdFree(machine, device.id);
   // Claimed before the first await, so that concurrent hotplugs can neither share an id nor a port.
   const isScsi = device.type === 'block' && device.driver === 'virtio-scsi';
-  const bus = isScsi ? SCSI_BUS : pickFreeRootPort(usedRootPorts(machine), machine.config.hotplug.rootPorts, device.id);
+  const bus = isScsi ? SCSI_BUS : pickFreeRootPort(usedRootPorts(machine), machine.config.hotplug.rootPorts, device.id, machine.freedPorts);
   const record: MockHotDevice = { id: device.id, device, bus, guestAsked: false, released: false };
   if (isScsi) record.scsi = freeScsiAddress(machine.config, machine.state);
   machine.state.devices.push(record);
@@ -100,7 +100,7 @@ async function ensureScsiController(ctx: MockContext, deviceId: string, failWith
     await stepOf(deviceId, SCSI_CONTROLLER_STEP, machine.scsiControllerReady ?? Promise.resolve());
     return;
   }
-  const bus = pickFreeRootPort(usedRootPorts(machine), machine.config.hotplug.rootPorts, deviceId);
+  const bus = pickFreeRootPort(usedRootPorts(machine), machine.config.hotplug.rootPorts, deviceId, machine.freedPorts);
   const entry = { id: SCSI_CONTROLLER_ID, bus };
   machine.state.infrastructure.push(entry);
   const ready = (async () => {

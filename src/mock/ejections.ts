@@ -37,8 +37,9 @@ export async function guestEjects(machine: MockMachine, id: string): Promise<boo
       machine.reportDeleted(device);
     }
     if (target.bus === SCSI_BUS) {
-      machine.reportDeleted({ id: SCSI_CONTROLLER_ID });
-      machine.state.infrastructure = machine.state.infrastructure.filter((d) => d.id !== SCSI_CONTROLLER_ID);
+      const controller = machine.state.infrastructure.find((d) => d.id === SCSI_CONTROLLER_ID);
+      if (controller) machine.reportDeleted(controller);
+      machine.state.infrastructure = machine.state.infrastructure.filter((d) => d !== controller);
       machine.scsiControllerReady = undefined;
     }
     settling = settle(machine, gone.filter((d) => d.ejected));

@@ -1,7 +1,7 @@
 // The simulated VM behind a MockHypervisor: one hypervisor process, its run state, the guest, and
 // what has been plugged. The MockHypervisor drives it as QemuHypervisor drives QEMU over QMP; a
 // detached machine can be taken over by another MockHypervisor, as a running QEMU can.
-import { vcpuRules, type VcpuRules } from '../hypervisor/resources.ts';
+import { FreedRootPorts, vcpuRules, type VcpuRules } from '../hypervisor/resources.ts';
 import type { QemuVersion } from '../hypervisor/version-rules.ts';
 import type { HotplugDeviceConfig, SandboxConfig } from '../hypervisor/config/index.ts';
 import type { HypervisorEvent, ScsiAddress } from '../hypervisor/types.ts';
@@ -87,6 +87,8 @@ export class MockMachine {
   /** The disk and NIC counters stats() reports. */
   readonly counters = new MockDeviceCounters();
   readonly state: MockHotplugState = { devices: [], infrastructure: [], cpus: [], virtioMemMiB: 0, virtioMemPluggedMiB: 0, dimms: [], vcpuRemoved: false, vcpuAdds: 0 };
+  /** When each root port was last given up, for the order in which free ports are handed out. */
+  readonly freedPorts = new FreedRootPorts();
   /** Set while the first SCSI disk adds the controller, so that concurrent disks wait for it. */
   scsiControllerReady: Promise<void> | undefined;
   #status: MockRunStatus = 'prelaunch';
@@ -247,7 +249,8 @@ export class MockMachine {
   }
 
   /** QEMU reports each deleted part of a device. */
-  reportDeleted(record: MockHotDevice | { id: string; device?: undefined }): void {
+  reportDeleted(record: MockHotDevice | { id: string; bus: string; device?: undefined }): void {
+    this.freedPorts.freed(record.bus);
     const path = `/machine/peripheral/${record.id}`;
     // virtio-pci devices report their virtio backend child first, as QEMU 7.2 does.
     const device = record.device;

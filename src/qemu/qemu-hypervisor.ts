@@ -52,7 +52,7 @@ import type { HotplugContext } from './hotplug/context.ts';
 import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
 import { capabilitiesOf } from '../hypervisor/capabilities.ts';
-import { deviceRemovalTimeoutMs } from '../hypervisor/arch-profiles.ts';
+import { deviceRemovalTimeoutMs, profileOf } from '../hypervisor/arch-profiles.ts';
 import { vcpuRules, type VcpuRules } from '../hypervisor/resources.ts';
 import type { QemuVersion } from '../hypervisor/version-rules.ts';
 import { MissingFeatureError } from '../hypervisor/errors.ts';
@@ -725,6 +725,7 @@ export class QemuHypervisor implements Hypervisor {
       deadline,
       logger: this.#log,
       removalTimeoutMs: deviceRemovalTimeoutMs(this.#removalTimeoutMs, config),
+      freedSlotSettleMs: profileOf(config).freedSlotSettleMs,
       checkDevice: (props) => {
         // Only what was probed before a guest ran is trusted; an attached VM's binary may be unprobed.
         const features = qemuFeatures.known(binary);

@@ -1,6 +1,7 @@
 // One fake QEMU for the hotplug unit tests: a fake QMP server on a real unix socket, a client
 // connected to it, and HotplugContexts over that client whose log lines are kept for assertions.
 import { vcpuRules } from '../../src/hypervisor/resources.ts';
+import { profileOf } from '../../src/hypervisor/arch-profiles.ts';
 import type { QemuVersion } from '../../src/hypervisor/version-rules.ts';
 import { afterEach, beforeEach, expect } from 'vitest';
 import { pino } from 'pino';
@@ -37,6 +38,8 @@ export interface ContextOptions {
   /** The QEMU version the vCPU rules are chosen for (hypervisor/version-rules.ts). Default: unknown (the oldest's rules). */
   qemuVersion?: QemuVersion;
   removalTimeoutMs?: number;
+  /** Default: the machine's (ArchProfile.freedSlotSettleMs). */
+  freedSlotSettleMs?: number;
 }
 
 export interface HotplugHarness {
@@ -106,6 +109,7 @@ export function useHotplugHarness(): HotplugHarness {
         deadline,
         logger: recorded.logger,
         removalTimeoutMs: options.removalTimeoutMs ?? 2_000,
+        freedSlotSettleMs: options.freedSlotSettleMs ?? profileOf(parsed).freedSlotSettleMs,
       };
     },
     sent,

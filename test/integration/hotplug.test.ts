@@ -2,6 +2,7 @@
 import { closeSync, openSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
+import type { HotplugResult } from '../../src/hypervisor/types.ts';
 import {
   DeviceExistsError,
   DeviceNotFoundError,
@@ -103,9 +104,17 @@ describe('hotplug on a running guest (virtio-mem)', () => {
   });
 
   it('a failed hotplug (QEMU rejects the disk) leaves nothing half-plugged and frees the slot', async () => {
-    // The port a disk gets now, before the failure.
-    const probe = await vm.hotplugAddDevice({ type: 'block', id: 'probe', path: rawDisk(scratch.dir, 'probe.img', 'x', identityOf(vm)) });
-    await vm.hotplugRemoveDevice('probe');
+    // Every port taken but one: the failing disk can only be given that one, and the retry finds it
+    // free only if the failure gave it back.
+    const fillers: HotplugResult[] = [];
+    for (let i = 0; i < 4; i++) {
+      const added = await vm.hotplugAddDevice({ type: 'block', id: `fill${i}`, path: rawDisk(scratch.dir, `fill${i}.img`, 'x', identityOf(vm)) }).catch((e: unknown) => e);
+      if (added instanceof NoFreeSlotError) break;
+      if (added instanceof Error) throw added;
+      fillers.push(added as HotplugResult);
+    }
+    const probe = fillers.pop() as HotplugResult;
+    await vm.hotplugRemoveDevice(probe.id);
     const missing = `${scratch.dir}/deleted.img`;
     const error = (await vm.hotplugAddDevice({ type: 'block', id: 'bad0', path: missing }).catch((e: unknown) => e)) as HotplugError;
     expect(error).toBeInstanceOf(HotplugError);
@@ -115,7 +124,7 @@ describe('hotplug on a running guest (virtio-mem)', () => {
     // The same id and the same port are usable again.
     const ok = await vm.hotplugAddDevice({ type: 'block', id: 'bad0', path: rawDisk(scratch.dir, 'ok.img', 'x', identityOf(vm)) });
     expect(ok.bus).toBe(probe.bus);
-    await vm.hotplugRemoveDevice('bad0');
+    for (const d of [ok, ...fillers]) await vm.hotplugRemoveDevice(d.id);
   });
 
   it('concurrent hotplugs never share a port, and exhaustion is a typed error until a port is freed', async () => {

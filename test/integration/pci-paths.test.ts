@@ -134,13 +134,16 @@ describe('guest PCI paths: virtio-blk, NICs and the channel, cold and hot; SCSI 
     expect(nics.get(HOT_MAC)).toMatch(under(nic.pci));
     for (const r of [blk, nic, scsi]) await expectGuestFunction(agent, r.pci);
 
-    // A port freed and taken again reports the same path.
+    // A port freed and taken again reports the same path. It is handed out after the port never used.
     await vm.hotplugRemoveDevice('hot-blk');
+    const filler = await vm.hotplugAddDevice({ type: 'block', id: 'hot-fill', path: rawDisk(dir, 'hot-fill.img', 'MARKER-HOT-FILL1', identityOf(vm)) });
+    expect(filler.bus).not.toBe(blk.bus);
     const again = await vm.hotplugAddDevice({ type: 'block', id: 'hot-blk2', path: rawDisk(dir, 'hot-blk2.img', 'MARKER-HOT-BLK02', identityOf(vm)) });
     expect(again.bus).toBe(blk.bus);
     expect(again.pci).toEqual(blk.pci);
     const after = await eventually(() => disksByMarker(agent), (d) => d.has('MARKER-HOT-BLK02'));
     expect(after.get('MARKER-HOT-BLK02')).toMatch(under(again.pci, 'block/vd[a-z]+'));
+    await vm.hotplugRemoveDevice('hot-fill');
   });
 
   it('QEMU confirmed every path it was asked about (the library logged no doubt)', () => {

@@ -21,6 +21,8 @@ export interface HotplugContext {
   checkDevice?: (props: { driver: string } & Record<string, unknown>) => void;
   /** How long a removal waits for the guest to let go of a device or vCPU. */
   removalTimeoutMs: number;
+  /** How long the guest may go on acting on a slot a device left (ArchProfile.freedSlotSettleMs; see slots.ts). */
+  freedSlotSettleMs: number;
 }
 
 /** QMP options carrying the operation's deadline. */

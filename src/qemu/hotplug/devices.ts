@@ -11,7 +11,7 @@ import { assertCallerFdsUsable } from '../../hypervisor/caller-fds.ts';
 import { vfioProps } from '../devices/vfio.ts';
 import { realHost } from '../devices/context.ts';
 import { within, type HotplugContext } from './context.ts';
-import { takeRootPort } from './slots.ts';
+import { slotFreed, slotSettled, takeRootPort } from './slots.ts';
 import { assertDeviceChangesSafe } from '../../hypervisor/resources.ts';
 import { isEjecting, type BackendRef, type HotpluggedDevice } from './state.ts';
 import { UndoStack } from './undo.ts';
@@ -39,6 +39,7 @@ export async function hotplugDevice(ctx: HotplugContext, input: HotplugDevice): 
   const undo = new UndoStack();
   try {
     if (isScsi) await ensureScsiController(ctx, device.id);
+    else await slotSettled(ctx, bus);
     await plug(ctx, device, record, undo);
   } catch (error) {
     await undo.unwind(ctx.logger);
@@ -98,7 +99,8 @@ function ensureScsiController(ctx: HotplugContext, forDevice: string): Promise<v
   const bus = takeRootPort(ctx.state, ctx.config.hotplug.rootPorts, forDevice);
   const entry = { id: SCSI_CONTROLLER_ID, bus };
   ctx.state.infrastructure.push(entry);
-  const ready = step('device_add virtio-scsi-pci', ctx.qmp.execute('device_add', scsiControllerProps({ bus }), within(ctx))).then(
+  const added = slotSettled(ctx, bus).then(() => ctx.qmp.execute('device_add', scsiControllerProps({ bus }), within(ctx)));
+  const ready = step('device_add virtio-scsi-pci', added).then(
     () => undefined,
     (error: unknown) => {
       ctx.state.infrastructure = ctx.state.infrastructure.filter((d) => d !== entry);
@@ -182,6 +184,7 @@ export async function unplugDevice(ctx: HotplugContext, id: string): Promise<voi
   record.removalRequested = true;
   try {
     await removeFrontend(ctx, id, ctx.removalTimeoutMs);
+    slotFreed(ctx.state, record.bus);
   } catch (error) {
     // QEMU refused device_del: the guest was never asked.
     if (error instanceof HotplugError) record.removalRequested = false;

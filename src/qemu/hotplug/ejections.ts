@@ -16,6 +16,7 @@ import { InvalidReplyError } from '../../hypervisor/errors.ts';
 import { SCSI_CONTROLLER_ID } from '../devices/block.ts';
 import { within, type HotplugContext } from './context.ts';
 import { deleteBackend, deletedEventFor } from './devices.ts';
+import { slotFreed } from './slots.ts';
 import { isEjecting, markEjecting, type BackendRef, type HotplugState, type HotpluggedDevice } from './state.ts';
 
 /** Where QEMU keeps the devices it was given an id for. */
@@ -81,6 +82,7 @@ export class EjectionReconciler {
     if (controller) {
       // Its disks went with it; the next SCSI disk adds a new controller on a free port.
       state.infrastructure = state.infrastructure.filter((d) => d !== controller);
+      slotFreed(state, controller.bus);
       const bus = `${SCSI_CONTROLLER_ID}.0`;
       this.#host.logger().warn({ port: controller.bus }, 'the guest ejected the SCSI controller');
       const disks = state.devices.filter((d) => d.bus === bus && !isEjecting(d) && !d.removalRequested);
@@ -97,6 +99,8 @@ export class EjectionReconciler {
   #eject(state: HotplugState, devices: HotpluggedDevice[]): void {
     for (const device of devices) {
       markEjecting(device);
+      // Its slot stays taken until the backends are gone; the guest's settling starts now.
+      slotFreed(state, device.bus);
       this.#host.logger().warn({ device: device.id, bus: device.bus }, 'the guest ejected a device on its own');
       this.#track(this.#settle(state, device));
     }

@@ -38,7 +38,10 @@ describe('the mock guest ejecting a device', () => {
     expect(vm.devices()).toEqual([]);
     expect(vm.guest?.nics).toEqual([]);
     await expect(vm.hotplugRemoveDevice('n0')).rejects.toBeInstanceOf(DeviceNotFoundError);
-    expect((await vm.hotplugAddDevice({ type: 'net', id: 'n0', tap: { ifname: 'tap0' } })).bus).toBe('rp0');
+    // Its slot is free again, and handed out last: after the ports never used.
+    const buses: string[] = [];
+    for (const id of ['n0', 'n1', 'n2']) buses.push((await vm.hotplugAddDevice({ type: 'net', id, tap: { ifname: `tap-${id}` } })).bus);
+    expect(buses).toEqual(['rp1', 'rp2', 'rp0']);
   });
 
   it('of a SCSI disk powers off the controller’s slot: every SCSI disk goes, and the next one adds a controller again', async () => {
@@ -50,9 +53,10 @@ describe('the mock guest ejecting a device', () => {
     expect(events.filter((e) => e.name === 'DEVICE_EJECTED').map((e) => e.data['id'])).toEqual(['s0', 's1']);
     expect(events.some((e) => e.name === 'DEVICE_DELETED' && e.data['device'] === 'scsi0')).toBe(true);
     expect(vm.devices().map((d) => d.id)).toEqual(['d0']);
-    // The controller's port (rp0) is free again: the next SCSI disk's controller takes it.
+    // The controller's port (rp0) is free again, and handed out last: the next SCSI disk's
+    // controller takes rp2, and the disk after it rp0.
     expect((await vm.hotplugAddDevice({ type: 'block', id: 's2', path: image('s2.img'), driver: 'virtio-scsi' })).bus).toBe('scsi0.0');
-    expect((await vm.hotplugAddDevice({ type: 'block', id: 'd1', path: image('d1.img') })).bus).toBe('rp2');
+    expect((await vm.hotplugAddDevice({ type: 'block', id: 'd1', path: image('d1.img') })).bus).toBe('rp0');
   });
 
   it('cannot eject a cold-plugged device, a SCSI disk on a cold controller, or an unknown id', async () => {

@@ -54,7 +54,7 @@ const disk = (id: string, extra: object = {}) => ({ type: 'block' as const, id, 
 const rejection = (promise: Promise<unknown>) => promise.then(() => undefined, (error: unknown) => error);
 
 describe('slots', () => {
-  it('PCI devices take root ports rp0… in order; a freed port is handed out first', async () => {
+  it('PCI devices take root ports rp0… in order; freed ports come after those never used, the least recently freed first', async () => {
     const vm = await running({}, { host: { vfioReady: () => true } });
     expect((await vm.hotplugAddDevice(disk('a'))).bus).toBe('rp0');
     expect((await vm.hotplugAddDevice({ type: 'vfio', id: 'gpu', hostAddress: '01:00.0' })).bus).toBe('rp1');
@@ -64,6 +64,11 @@ describe('slots', () => {
     expect(error.deviceId).toBe('d');
     await vm.hotplugRemoveDevice('gpu');
     expect((await vm.hotplugAddDevice(disk('d'))).bus).toBe('rp1');
+    await vm.hotplugRemoveDevice('c');
+    // Two distinct times, however fast the machine.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await vm.hotplugRemoveDevice('a');
+    expect([(await vm.hotplugAddDevice(disk('e'))).bus, (await vm.hotplugAddDevice(disk('f'))).bus]).toEqual(['rp2', 'rp0']);
   });
 
   it('the first hot SCSI disk brings the controller, which takes a root port and stays; its disks sit on scsi0.0', async () => {

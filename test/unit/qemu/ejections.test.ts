@@ -51,10 +51,12 @@ interface RigOptions {
   qemuGone?: () => boolean;
   /** Why saveState fails, when it does. */
   saveFails?: () => Error | undefined;
+  /** Default 2 s (x86_64's). */
+  freedSlotSettleMs?: number;
 }
 
 function rig(config: Partial<SandboxConfigInput> = {}, options: RigOptions = {}): Rig {
-  const { removalTimeoutMs = 2_000, qemuGone = () => false, saveFails = () => undefined } = options;
+  const { removalTimeoutMs = 2_000, qemuGone = () => false, saveFails = () => undefined, freedSlotSettleMs = 2_000 } = options;
   const deadline = new Deadline('test', { timeoutMs: 5_000 });
   deadlines.push(deadline);
   const { logger, records: logs } = recordingLogger();
@@ -66,6 +68,7 @@ function rig(config: Partial<SandboxConfigInput> = {}, options: RigOptions = {})
     deadline,
     logger,
     removalTimeoutMs,
+    freedSlotSettleMs,
   };
   const reported: HypervisorEvent[] = [];
   const saved: string[][] = [];
@@ -134,8 +137,26 @@ describe('an unrequested DEVICE_DELETED', () => {
     expect(r.logs).toEqual([ejectedLog('d0', 'rp0')]);
   });
 
+  it('frees the slot for the guest to settle: it is handed out after a port never used', async () => {
+    const r = rig({ hotplug: { rootPorts: 2 } });
+    await hotplugDevice(r.ctx, { type: 'block', id: 'd0', path: '/var/d0.img' });
+    server.sendEvent('DEVICE_DELETED', { device: 'd0', path: '/machine/peripheral/d0' });
+    await settle(r);
+    expect((await hotplugDevice(r.ctx, { type: 'block', id: 'e0', path: '/var/e0.img' })).bus).toBe('rp1');
+  });
+
+  it('of the SCSI controller frees its slot for the guest to settle too', async () => {
+    const r = rig({ hotplug: { rootPorts: 2 } });
+    await hotplugDevice(r.ctx, { type: 'block', id: 's0', path: '/var/s0.img', driver: 'virtio-scsi' });
+    expect(r.ctx.state.infrastructure).toEqual([{ id: 'scsi0', bus: 'rp0' }]);
+    server.sendEvent('DEVICE_DELETED', { device: 'scsi0', path: '/machine/peripheral/scsi0' });
+    await settle(r);
+    expect((await hotplugDevice(r.ctx, { type: 'block', id: 'e0', path: '/var/e0.img' })).bus).toBe('rp1');
+  });
+
   it('named by its path alone: the netdev is deleted and the slot is handed out again', async () => {
-    const r = rig();
+    // One slot, handed out again as soon as it is free.
+    const r = rig({ hotplug: { rootPorts: 1 } }, { freedSlotSettleMs: 0 });
     await hotplugDevice(r.ctx, { type: 'net', id: 'n0', tap: { ifname: 'tap0' } });
     const from = server.received.length;
     server.sendEvent('DEVICE_DELETED', { path: '/machine/peripheral/n0' });
@@ -219,7 +240,8 @@ describe('an unrequested DEVICE_DELETED', () => {
   });
 
   it('of the SCSI controller the backend added ejects its disks and frees its port; the next SCSI disk adds a new one', async () => {
-    const r = rig();
+    // One slot, handed out again as soon as it is free.
+    const r = rig({ hotplug: { rootPorts: 1 } }, { freedSlotSettleMs: 0 });
     await hotplugDevice(r.ctx, { type: 'block', id: 's0', path: '/var/s0.img', driver: 'virtio-scsi' });
     await hotplugDevice(r.ctx, { type: 'block', id: 's1', path: '/var/s1.img', driver: 'virtio-scsi' });
     expect(r.ctx.state.infrastructure).toEqual([{ id: 'scsi0', bus: 'rp0' }]);

@@ -75,6 +75,7 @@ function context(timeoutMs = 5_000): HotplugContext {
     deadline,
     logger: recorded.logger,
     removalTimeoutMs: 2_000,
+    freedSlotSettleMs: 2_000,
   };
 }
 

@@ -41,6 +41,7 @@ function context(config: Partial<SandboxConfigInput> = {}, options: { timeoutMs?
     deadline,
     logger: silentLogger,
     removalTimeoutMs: options.removalTimeoutMs ?? 2_000,
+    freedSlotSettleMs: 2_000,
   };
 }
 
