@@ -56,9 +56,9 @@ export function defineDimmTests(api: ConformanceTestApi, h: Harness): void {
 
   t.it('a removal the guest cannot complete times out with DeviceRemovalTimeoutError; the device keeps its slot until a retry finishes', async () => {
     const vm = await shared.get();
-    await vm.hotplugAddDevice({ type: 'block', id: 'conformance-stuck', path: await h.disk('stuck', vm) }, h.op());
+    await h.addDiskTheGuestHolds(vm, 'conformance-stuck', 'stuck');
     await vm.pauseVM(h.op());
-    const removalMs = h.timeouts.removalMs;
+    const removalMs = h.removalTimeoutMs(vm);
     const error = await rejectsWithCode<DeviceRemovalTimeoutError>(
       vm.hotplugRemoveDevice('conformance-stuck', { timeoutMs: Math.max(h.timeouts.operationMs, 5 * removalMs) }),
       'DEVICE_REMOVAL_TIMEOUT',

@@ -16,7 +16,7 @@ export function defineFailureTests(t: ConformanceTestApi, h: Harness): void {
   if (crash) {
     t.it('the hypervisor dying rejects pending calls with VmExitedError, calls onExit once, and leaves the VM stopped and unhealthy', async () => {
       await h.withVm(async (vm) => {
-        await h.boot(vm, spec, true);
+        await h.boot(vm, spec);
         const exits: VmExitInfo[] = [];
         const exited = new Promise<VmExitInfo>((resolve) =>
           vm.onExit((info) => {
@@ -24,8 +24,9 @@ export function defineFailureTests(t: ConformanceTestApi, h: Harness): void {
             resolve(info);
           }),
         );
-        // A paused guest cannot release a device: its removal is pending when the hypervisor dies.
-        await vm.hotplugAddDevice({ type: 'block', id: 'conformance-d', path: await h.disk('crash', vm) }, h.op());
+        // A paused guest cannot release a device it has taken: its removal is pending when the hypervisor dies.
+        await h.addDiskTheGuestHolds(vm, 'conformance-d', 'crash');
+        await vm.pauseVM(h.op());
         const pending = vm.hotplugRemoveDevice('conformance-d', { timeoutMs: 10 * h.timeouts.operationMs });
         pending.catch(() => {});
         await h.settle();

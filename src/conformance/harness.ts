@@ -54,6 +54,18 @@ export class Harness {
   }
 
   /**
+   * How long `vm`'s removals wait for the guest (the machine's default unless the suite asked for
+   * a figure, which the backend must then report).
+   */
+  removalTimeoutMs(vm: Hypervisor): number {
+    const reported = vm.capabilities().deviceRemovalTimeoutMs;
+    assert.ok(Number.isInteger(reported) && reported > 0, `capabilities().deviceRemovalTimeoutMs is a positive integer (got ${String(reported)})`);
+    const asked = this.timeouts.removalMs;
+    if (asked !== undefined) assert.equal(reported, asked, 'capabilities().deviceRemovalTimeoutMs is the removal timeout the backend was given');
+    return reported;
+  }
+
+  /**
    * What the backend's machine can do (vCPU and DIMM hotplug), from a VM of the backend's config
    * that is created, asked and stopped, once: the groups that need a capability test its refusal
    * where it is missing, so that they are gated on capabilities(), never on an architecture.
@@ -77,6 +89,19 @@ export class Harness {
     // Said here rather than as an ENOENT from a test that opens it, or a backend's refusal.
     if (!existsSync(path)) assert.fail(`ConformanceOptions.disk('${name}') returned ${path}, which does not exist: disk() must create the image file`);
     return path;
+  }
+
+  /**
+   * Hot-adds disk `id` to the running `vm` and waits until the guest has it, where the disk probe
+   * can tell: only a device the guest took can be held back from a removal (with native PCIe
+   * hotplug, as on aarch64's virt, QEMU removes a device from a slot the guest never powered on at
+   * once, without asking it). Pause the guest afterwards to keep its removal pending.
+   */
+  async addDiskTheGuestHolds(vm: Hypervisor, id: string, name: string): Promise<void> {
+    const disks = this.options.guest?.diskCount?.bind(this.options.guest);
+    const before = disks ? await disks(vm) : 0;
+    await vm.hotplugAddDevice({ type: 'block', id, path: await this.disk(name, vm) }, this.op());
+    if (disks) assert.equal(await this.eventually(() => disks(vm), (n) => n === before + 1), before + 1, `the guest sees ${id}`);
   }
 
   /** Options for an operation the suite calls. */

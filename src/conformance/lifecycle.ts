@@ -253,9 +253,10 @@ export function defineLifecycleTests(t: ConformanceTestApi, h: Harness): void {
 
   t.it('stopVM interrupts a pending operation with VmStoppingError naming it, and cleans up', async () => {
     await h.withVm(async (vm) => {
-      // A paused guest cannot release a device: its removal stays pending.
-      await h.boot(vm, spec, true);
-      await vm.hotplugAddDevice({ type: 'block', id: 'conformance-p', path: await h.disk('pending', vm) }, h.op());
+      // A paused guest cannot release a device it has taken: its removal stays pending.
+      await h.boot(vm, spec);
+      await h.addDiskTheGuestHolds(vm, 'conformance-p', 'pending');
+      await vm.pauseVM(h.op());
       const pending = vm.hotplugRemoveDevice('conformance-p', { timeoutMs: 10 * h.timeouts.operationMs });
       pending.catch(() => {});
       await h.settle();

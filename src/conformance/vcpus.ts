@@ -66,7 +66,7 @@ export function defineVcpuTests(api: ConformanceTestApi, h: Harness): void {
     }
     await vm.pauseVM(h.op());
     await rejectsWithCode<DeviceRemovalTimeoutError>(
-      vm.resizeVCPUs(1, { timeoutMs: Math.max(h.timeouts.operationMs, 10 * h.timeouts.removalMs) }),
+      vm.resizeVCPUs(1, { timeoutMs: Math.max(h.timeouts.operationMs, 10 * h.removalTimeoutMs(vm)) }),
       'DEVICE_REMOVAL_TIMEOUT',
       'vCPU removal from a paused guest',
     );

@@ -3,15 +3,16 @@
 // version rules what its QEMU can survive (vCPU removal, the TCG add budget), the config what
 // this VM chose.
 import type { SandboxConfig } from './config/index.ts';
-import { profileOf } from './arch-profiles.ts';
+import { deviceRemovalTimeoutMs, profileOf } from './arch-profiles.ts';
 import type { VcpuRules } from './resources.ts';
 import type { HypervisorCapabilities } from './types.ts';
 
 /**
  * `config` undefined (before createVM): an x86_64 VM with the config defaults. `rules` undefined:
  * the QEMU version is not known yet, so nothing is said about removal beyond the machine.
+ * `removalTimeoutMs`: the backend's deviceRemovalTimeoutMs option, when it was given.
  */
-export function capabilitiesOf(config: SandboxConfig | undefined, rules?: VcpuRules, vcpuAdds = 0): HypervisorCapabilities {
+export function capabilitiesOf(config: SandboxConfig | undefined, rules?: VcpuRules, vcpuAdds = 0, removalTimeoutMs?: number): HypervisorCapabilities {
   const profile = profileOf(config);
   const hotplug = config?.memory.hotplug ?? 'none';
   const budget = profile.cpuHotplug ? rules?.addBudget : undefined;
@@ -29,5 +30,6 @@ export function capabilitiesOf(config: SandboxConfig | undefined, rules?: VcpuRu
     pause: true,
     reattach: true,
     templates: profile.templates,
+    deviceRemovalTimeoutMs: deviceRemovalTimeoutMs(removalTimeoutMs, config ?? {}),
   };
 }

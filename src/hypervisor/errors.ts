@@ -171,14 +171,25 @@ export class HotplugError extends SandboxVmmError<'HOTPLUG_FAILED'> {
 export class DeviceRemovalTimeoutError extends SandboxVmmError<'DEVICE_REMOVAL_TIMEOUT'> {
   readonly deviceId: string;
   readonly timeoutMs: number;
+  /**
+   * True when the guest was never asked: the hypervisor refused every request to remove the device
+   * because the guest was busy with its slot (QEMU: a PCIe slot whose power indicator blinks, while
+   * the guest still settles a hot-add). `cause` is the last refusal.
+   */
+  readonly guestBusy: boolean;
 
-  constructor(deviceId: string, timeoutMs: number) {
+  constructor(deviceId: string, timeoutMs: number, options: SandboxVmmErrorOptions & { guestBusy?: boolean } = {}) {
+    const guestBusy = options.guestBusy ?? false;
     super(
       'DEVICE_REMOVAL_TIMEOUT',
-      `the guest did not release ${deviceId} within ${timeoutMs} ms (no DEVICE_DELETED); it is still plugged`,
+      guestBusy
+        ? `the guest was busy with the slot of ${deviceId} for ${timeoutMs} ms (power indicator blinking), so its removal could not be asked for; it is still plugged`
+        : `the guest did not release ${deviceId} within ${timeoutMs} ms (no DEVICE_DELETED); it is still plugged`,
+      options,
     );
     this.deviceId = deviceId;
     this.timeoutMs = timeoutMs;
+    this.guestBusy = guestBusy;
   }
 }
 

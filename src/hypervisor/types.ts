@@ -144,6 +144,13 @@ export interface HypervisorCapabilities {
   reattach: boolean;
   /** createVM's templateDir and fromTemplate, and saveTemplate (see CreateOptions). */
   templates: boolean;
+  /**
+   * How long a device or vCPU removal waits for the guest to let go before DeviceRemovalTimeoutError:
+   * the backend's `deviceRemovalTimeoutMs` option, else the machine's default (10 s on q35, 20 s on
+   * virt, whose native PCIe hotplug lets go about 6 s after the request). Operation timeouts of
+   * removals should exceed it.
+   */
+  deviceRemovalTimeoutMs: number;
 }
 
 /** One device the backend currently knows to be plugged, cold or hot. */

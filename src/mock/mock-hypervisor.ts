@@ -57,7 +57,7 @@ export interface MockHypervisorOptions {
   /** Default timeout of operations that were given none. Default 30 s, as QEMU's. */
   defaultTimeoutMs?: number;
   /** How long a removal waits for the guest to let go. Default: the machine's, as QEMU's (10 s on x86_64, 20 s on aarch64). */
-  deviceRemovalTimeoutMs?: number;
+  deviceRemovalTimeoutMs?: number | undefined;
   /** One latency for every operation, or one per operation. Default 0 (the guest still reacts a tick later). */
   latencyMs?: number | MockLatencies;
   /**
@@ -531,7 +531,7 @@ export class MockHypervisor implements Hypervisor {
   /** The same as the QEMU backend's for the same config. */
   capabilities(): HypervisorCapabilities {
     const rules = this.#machine?.vcpuRules ?? (this.#config ? vcpuRules(this.#config, this.#options.qemuVersion) : undefined);
-    return capabilitiesOf(this.#config, rules, this.#machine?.state.vcpuAdds ?? 0);
+    return capabilitiesOf(this.#config, rules, this.#machine?.state.vcpuAdds ?? 0, this.#removalTimeoutMs);
   }
 
   devices(): PluggedDevice[] {

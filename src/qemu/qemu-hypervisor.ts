@@ -85,7 +85,7 @@ export interface QemuHypervisorOptions {
    * How long a removal waits for the guest to release a device. Default: the machine's (10 s on
    * x86_64's q35, 20 s on aarch64's virt, where native PCIe hotplug takes about 6 s).
    */
-  deviceRemovalTimeoutMs?: number;
+  deviceRemovalTimeoutMs?: number | undefined;
   /**
    * The uids (and equal gids) VMs' QEMUs get, one each, when this process is root. Choose a range
    * no user, subuid range or user namespace maps. Default: 1900000000, 65536 of them.
@@ -626,7 +626,7 @@ export class QemuHypervisor implements Hypervisor {
 
   capabilities(): HypervisorCapabilities {
     const config = this.config;
-    return capabilitiesOf(config, config ? this.#vcpuRules(config) : undefined, this.#hotplug.vcpuAdds);
+    return capabilitiesOf(config, config ? this.#vcpuRules(config) : undefined, this.#hotplug.vcpuAdds, this.#removalTimeoutMs);
   }
 
   devices(): PluggedDevice[] {

@@ -181,13 +181,16 @@ export async function unplugDevice(ctx: HotplugContext, id: string): Promise<voi
   if (!record || isEjecting(record)) throw new DeviceNotFoundError(id);
   assertDeviceChangesSafe('hotplugRemoveDevice', ctx.vcpuRules, ctx.state.vcpuRemoved);
   // Set before device_del: its DEVICE_DELETED, however late, ends this removal and is no ejection.
+  const requestedBefore = record.removalRequested === true;
   record.removalRequested = true;
+  const request: RemovalRequest = { accepted: false };
   try {
-    await removeFrontend(ctx, id, ctx.removalTimeoutMs);
+    await removeFrontend(ctx, id, ctx.removalTimeoutMs, deletedEventFor(id), request);
     slotFreed(ctx.state, record.bus);
   } catch (error) {
-    // QEMU refused device_del: the guest was never asked.
-    if (error instanceof HotplugError) record.removalRequested = false;
+    // QEMU never took this device_del (refused, or the guest stayed busy): this call asked the guest
+    // nothing, though an earlier call's request may still be with it.
+    if (!request.accepted) record.removalRequested = requestedBefore;
     throw error;
   }
   // Each backend leaves the record once deleted, so a retry after a failure resumes where it stopped.
@@ -210,43 +213,82 @@ export function deletedEventFor(qemuId: string): (event: QmpEvent) => boolean {
   return (event) => event.data['device'] === qemuId || event.data['path'] === path;
 }
 
+/** Whether QEMU took the device_del (or already had one under way): the guest has been asked. */
+export interface RemovalRequest {
+  accepted: boolean;
+}
+
+/** An earlier request is still with the guest: wait for it. */
+const UNPLUG_UNDER_WAY = /already in (the )?process of unplug|in progress/i;
+/**
+ * QEMU refuses device_del on a PCIe slot whose power indicator blinks: the guest is still settling
+ * a hot-add there (or powering the slot), and an attention-button press now would mean "cancel".
+ * Native PCIe hotplug only (aarch64's virt); the request is repeated until the guest has settled.
+ */
+const GUEST_BUSY = /power indicator blinking/i;
+/** How often a device_del refused for a busy guest is repeated (a hot-add settles in about 0.3 s). */
+export const BUSY_RETRY_MS = 250;
+
 /**
  * device_del, then the event that says the guest let go (shared by devices and vCPUs). The wait is
- * armed before device_del: QEMU may send the event before the command's reply.
+ * armed before device_del: QEMU may send the event before the command's reply. A device_del refused
+ * because the guest is busy with the slot is repeated within the same removal window.
  */
 export async function removeFrontend(
   ctx: HotplugContext,
   qemuId: string,
   timeoutMs: number,
   released: (event: QmpEvent) => boolean = deletedEventFor(qemuId),
+  request: RemovalRequest = { accepted: false },
 ): Promise<void> {
   const deleted = ctx.qmp.armEvent('DEVICE_DELETED', released, { timeoutMs, signal: ctx.deadline.signal });
-  try {
-    await ctx.qmp.execute('device_del', { id: qemuId }, within(ctx));
-  } catch (error) {
-    if (!(error instanceof QmpCommandError)) {
-      deleted.cancel();
-      throw error;
+  // Observed at once: while device_del is being repeated, the window may close before it is awaited.
+  const outcome = deleted.promise.then(
+    () => ({ released: true as const }),
+    (error: unknown) => ({ released: false as const, error }),
+  );
+  let busy: QmpCommandError | undefined;
+  for (;;) {
+    try {
+      await ctx.qmp.execute('device_del', { id: qemuId }, within(ctx));
+      request.accepted = true;
+      break;
+    } catch (error) {
+      if (!(error instanceof QmpCommandError)) {
+        deleted.cancel();
+        throw error;
+      }
+      // Gone already: a removal that completed after an earlier call timed out.
+      if (error.errorClass === 'DeviceNotFound') {
+        deleted.cancel();
+        return;
+      }
+      if (UNPLUG_UNDER_WAY.test(error.desc)) {
+        request.accepted = true;
+        break;
+      }
+      if (!GUEST_BUSY.test(error.desc)) {
+        deleted.cancel();
+        throw new HotplugError(qemuId, 'device_del', { cause: error });
+      }
+      busy = error;
     }
-    // Gone already: a removal that completed after an earlier call timed out.
-    if (error.errorClass === 'DeviceNotFound') {
-      deleted.cancel();
-      return;
-    }
-    // Otherwise an earlier request may still be with the guest: keep waiting for it.
-    if (!/already in (the )?process of unplug|in progress/i.test(error.desc)) {
-      deleted.cancel();
-      throw new HotplugError(qemuId, 'device_del', { cause: error });
-    }
+    // The guest is busy with the slot: ask again shortly, unless the window closes first (or an
+    // earlier request's DEVICE_DELETED arrives meanwhile).
+    const retry = new Promise<'retry'>((resolve) => {
+      const timer = setTimeout(() => resolve('retry'), BUSY_RETRY_MS);
+      void outcome.then(() => clearTimeout(timer));
+    });
+    const next = await Promise.race([retry, outcome]);
+    if (next !== 'retry') break;
   }
-  try {
-    await deleted.promise;
-  } catch (error) {
-    // The operation's own deadline keeps its error; the removal bound becomes the typed timeout.
-    if (ctx.deadline.signal.aborted) throw ctx.deadline.signal.reason;
-    if (ctx.qmp.closed) throw error;
-    throw new DeviceRemovalTimeoutError(qemuId, timeoutMs);
-  }
+  const result = await outcome;
+  if (result.released) return;
+  // The operation's own deadline keeps its error; the removal bound becomes the typed timeout.
+  if (ctx.deadline.signal.aborted) throw ctx.deadline.signal.reason;
+  if (ctx.qmp.closed) throw result.error;
+  if (!request.accepted) throw new DeviceRemovalTimeoutError(qemuId, timeoutMs, { guestBusy: true, cause: busy });
+  throw new DeviceRemovalTimeoutError(qemuId, timeoutMs);
 }
 
 /** Deletes one backend object; one QEMU no longer has counts as deleted. */

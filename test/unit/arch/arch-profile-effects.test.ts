@@ -8,6 +8,7 @@ import { parseSandboxConfig, type SandboxConfigInput } from '../../../src/hyperv
 import { UnsupportedOperationError } from '../../../src/hypervisor/errors.ts';
 import { MockHypervisor } from '../../../src/mock/index.ts';
 import { buildQemuArgv } from '../../../src/qemu/argv/index.ts';
+import { QemuHypervisor } from '../../../src/qemu/qemu-hypervisor.ts';
 import { resizeVcpus } from '../../../src/qemu/hotplug/cpus.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
 import { useHotplugHarness } from '../../helpers/hotplug-harness.ts';
@@ -106,6 +107,21 @@ describe('capabilities and hotplug per profile', () => {
     expect(deviceRemovalTimeoutMs(500, aarch64)).toBe(500);
     expect(deviceRemovalTimeoutMs(0, x86)).toBe(0);
     expect(archProfile('aarch64').deviceRemovalTimeoutMs).toBeGreaterThan(3 * 6_200);
+  });
+
+  it('capabilities().deviceRemovalTimeoutMs is that timeout, in both backends', async () => {
+    expect(capabilitiesOf(x86).deviceRemovalTimeoutMs).toBe(10_000);
+    expect(capabilitiesOf(aarch64).deviceRemovalTimeoutMs).toBe(20_000);
+    expect(capabilitiesOf(aarch64, undefined, 0, 1_500).deviceRemovalTimeoutMs).toBe(1_500);
+    // Before createVM: the default machine's, or the option.
+    expect(new QemuHypervisor().capabilities().deviceRemovalTimeoutMs).toBe(10_000);
+    expect(new QemuHypervisor({ deviceRemovalTimeoutMs: 1_500 }).capabilities().deviceRemovalTimeoutMs).toBe(1_500);
+    for (const [options, expected] of [[{}, 20_000], [{ deviceRemovalTimeoutMs: 700 }, 700]] as const) {
+      const mock = new MockHypervisor({ host: false, ...options });
+      await mock.createVM({ ...aarch64, id: 'arm-removal' });
+      expect(mock.capabilities().deviceRemovalTimeoutMs).toBe(expected);
+      await mock.stopVM();
+    }
   });
 
   it('the mock refuses resizeVCPUs on aarch64 with UNSUPPORTED, as QEMU does, and keeps its vCPUs', async () => {
