@@ -225,7 +225,7 @@ export class QemuHypervisor implements Hypervisor {
       const clone = role?.kind === 'clone' ? await TemplateClone.open(role.dir, plan.config, plan.qemuPath) : undefined;
       home = await VmHome.create(plan.config, plan.paths, leaseStore(this.#options, plan.config.runtime.dir === undefined), options);
       try {
-        this.#template = role?.kind === 'source' ? TemplateSource.make(role.dir, plan.config, home.identity) : clone;
+        this.#template = role?.kind === 'source' ? await TemplateSource.make(role.dir, plan.config, home.identity) : clone;
       } catch (error) {
         await home.release(true, this.#log);
         throw error;
