@@ -20,9 +20,9 @@ import { templateArgv } from './argv.ts';
 import { digestOf, STATE_FILE, writeManifest } from './manifest.ts';
 import { hypervisorIdentity, ignoreSharedRam, migrationDone } from './migration.ts';
 import { TEMPLATE_RAM_FILE, templateRamProps } from './ram.ts';
+import { sendStateFd, type StateChannel } from './state-channel.ts';
 
 const MiB = 1024 * 1024;
-const STATE_FD_NAME = 'svmm-template-state';
 const NEW_FILE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
 export class TemplateSource {
@@ -76,24 +76,29 @@ export class TemplateSource {
     return { ...plan, argv: templateArgv(argv, ram) };
   }
 
-  /** Nothing of ours to close once QEMU is spawned. */
-  afterSpawn(): void {}
-
-  /** Pauses the guest and saves its device state into the directory; QEMU keeps running (paused). */
-  async save(qmp: QmpClient, signal: AbortSignal): Promise<void> {
+  /**
+   * Pauses the guest and saves its device state into the directory, through `channel` (what this
+   * QEMU offers, see state-channel.ts); QEMU keeps running (paused).
+   */
+  async save(qmp: QmpClient, channel: StateChannel, signal: AbortSignal): Promise<void> {
     await qmp.execute('stop', undefined, { signal });
     await ignoreSharedRam(qmp, signal);
     // Opened by us, handed over as an fd: QEMU never opens a path in the directory.
-    const state = await open(join(this.dir, STATE_FILE), NEW_FILE, 0o644);
+    const file = await open(join(this.dir, STATE_FILE), NEW_FILE, 0o644);
+    let state;
     try {
       // Whatever the umask: 0644 like the sealed RAM file, writable by root alone.
-      await state.chmod(0o644);
-      await qmp.execute('getfd', { fdname: STATE_FD_NAME }, { signal, fd: state.fd });
+      await file.chmod(0o644);
+      state = await sendStateFd(qmp, channel, file.fd, signal);
     } finally {
-      await state.close();
+      await file.close();
     }
-    await qmp.execute('migrate', { uri: `fd:${STATE_FD_NAME}` }, { signal });
-    await migrationDone(qmp, 'saving the device state', signal);
+    try {
+      await qmp.execute('migrate', { uri: state.uri }, { signal });
+      await migrationDone(qmp, 'saving the device state', signal);
+    } finally {
+      await state.release();
+    }
     this.#made = await hypervisorIdentity(qmp, signal);
   }
 
