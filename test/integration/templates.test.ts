@@ -90,7 +90,7 @@ describe('sandbox templates', () => {
     expect(ownership(dir)).toEqual({ uid: 0, gid: 0, mode: 0o755 });
     for (const file of ['memory', 'state', 'template.json']) {
       const { uid, mode } = ownership(join(dir, file));
-      expect({ file, uid, writableByOthers: (mode & 0o022) !== 0 }).toEqual({ file, uid: 0, writableByOthers: false });
+      expect({ file, uid, mode: mode & 0o7777 }).toEqual({ file, uid: 0, mode: 0o644 });
     }
     const manifest = JSON.parse(readFileSync(join(dir, 'template.json'), 'utf8')) as { hypervisorVersion: string; stateSha256: string };
     expect(manifest.hypervisorVersion).toBe(info.hypervisorVersion);
