@@ -271,7 +271,7 @@ export class QemuHypervisor implements Hypervisor {
         const known = qemuFeatures.known(plan.qemuPath);
         if (known) assertFeatures(plan.qemuPath, known, needs, true);
         const template = this.#template;
-        const launchPlan = template ? await template.launchPlan(plan, home.identity) : plan;
+        const launchPlan = template ? await template.launchPlan(plan, home.identity, known) : plan;
         const session = await launchVm(launchPlan, home, { ...this.#sessionOptions(), signal: deadline.signal });
         this.#session = session;
         // Recorded at once, landing while QMP connects: should this process die now, the sweep

@@ -21,7 +21,8 @@ import { checkTemplateFiles, readManifest, STATE_FILE, type TemplateManifest } f
 import { hypervisorIdentity, ignoreSharedRam, migrationDone } from './migration.ts';
 import { qemuVersionOf } from './qemu-version.ts';
 import { CLONE_RAM_COPY, cloneRamMode, TEMPLATE_RAM_FILE, templateRamProps, type CloneRamMode } from './ram.ts';
-import { sendStateFd, type StateChannel } from './state-channel.ts';
+import { inheritStateFd, releaseStateFd, sendStateFd, stateChannelOf, type StateChannel, type StateUri } from './state-channel.ts';
+import type { QemuFeatures } from '../features/qemu-features.ts';
 
 const run = promisify(execFile);
 
@@ -35,6 +36,8 @@ export class TemplateClone {
    * template deleted meanwhile still restores (see checkTemplateFiles).
    */
   #state: FileHandle | undefined;
+  /** Where QEMU finds the state when it inherited it at spawn. */
+  #inherited: StateUri | undefined;
   #ramCopy: string | undefined;
 
   private constructor(dir: string, manifest: TemplateManifest) {
@@ -65,9 +68,10 @@ export class TemplateClone {
   /**
    * Just before QEMU is spawned: the files checked again (the template may be gone since createVM),
    * the RAM made ready, the state opened; the plan's argv then waits for a state (-incoming defer)
-   * instead of booting.
+   * instead of booting. With the binary's features `known`, QEMU inherits the state at spawn in the
+   * form they call for; without, restore sends it over QMP.
    */
-  async launchPlan(plan: LaunchPlan, identity: VmIdentity | undefined): Promise<LaunchPlan> {
+  async launchPlan(plan: LaunchPlan, identity: VmIdentity | undefined, known: QemuFeatures | undefined): Promise<LaunchPlan> {
     await checkTemplateFiles(this.dir, this.#manifest);
     const config = plan.config;
     const bytes = config.memory.bootMiB * 1024 * 1024;
@@ -82,16 +86,22 @@ export class TemplateClone {
       await chmod(copy, 0o600);
       ramPath = copy;
     }
-    this.#state = await open(join(this.dir, STATE_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
+    const state = await open(join(this.dir, STATE_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
+    this.#state = state;
     const argv = buildQemuArgv({ ...config, memory: { ...config.memory, prealloc: false } }, plan.paths);
     // A copy of its own is shared with nobody: mapped shared, its writes cost no second page.
     const ram = templateRamProps(BOOT_MEMORY_ID, bytes, ramPath, this.#ramMode === 'private-copy' ? 'template' : 'map-read-only', config.memory.prealloc);
-    return { ...plan, argv: templateArgv(argv, ram, { incoming: true }) };
+    const restoring = templateArgv(argv, ram, { incoming: true });
+    if (!known) return { ...plan, argv: restoring };
+    const inherited = inheritStateFd(restoring, state.fd, stateChannelOf(known));
+    this.#inherited = inherited.state;
+    return { ...plan, argv: inherited.argv };
   }
 
   /**
-   * Restores the guest (left paused) from the state sent through `channel` (what this QEMU offers,
-   * see state-channel.ts); the same QEMU and machine that made it, or TemplateError.
+   * Restores the guest (left paused) from the state QEMU inherited, or else sends it through
+   * `channel` (what this QEMU offers, see state-channel.ts); the same QEMU and machine that made
+   * it, or TemplateError.
    */
   async restore(qmp: QmpClient, channel: StateChannel, signal: AbortSignal): Promise<void> {
     const running = await hypervisorIdentity(qmp, signal);
@@ -104,13 +114,13 @@ export class TemplateClone {
     await ignoreSharedRam(qmp, signal);
     const file = this.#state;
     if (file === undefined) throw new Error('restore before launchPlan');
-    const state = await sendStateFd(qmp, channel, file.fd, signal);
+    const state = this.#inherited ?? (await sendStateFd(qmp, channel, file.fd, signal));
     await this.#closeState();
     try {
       await qmp.execute('migrate-incoming', { uri: state.uri }, { signal });
       await migrationDone(qmp, 'restoring the template\'s device state', signal);
     } finally {
-      await state.release();
+      await releaseStateFd(qmp, state);
     }
     // QEMU has its copy mapped: the name is no longer needed, the pages go when QEMU does.
     if (this.#ramCopy) await unlink(this.#ramCopy).catch(() => undefined);

@@ -20,7 +20,7 @@ import { templateArgv } from './argv.ts';
 import { digestOf, STATE_FILE, writeManifest } from './manifest.ts';
 import { hypervisorIdentity, ignoreSharedRam, migrationDone } from './migration.ts';
 import { TEMPLATE_RAM_FILE, templateRamProps } from './ram.ts';
-import { sendStateFd, type StateChannel } from './state-channel.ts';
+import { releaseStateFd, sendStateFd, type StateChannel } from './state-channel.ts';
 
 const MiB = 1024 * 1024;
 const NEW_FILE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
@@ -97,7 +97,7 @@ export class TemplateSource {
       await qmp.execute('migrate', { uri: state.uri }, { signal });
       await migrationDone(qmp, 'saving the device state', signal);
     } finally {
-      await state.release();
+      await releaseStateFd(qmp, state);
     }
     this.#made = await hypervisorIdentity(qmp, signal);
   }
