@@ -1,6 +1,7 @@
 // Small helpers shared by the benchmarks: medians, percentiles, result files.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
 export const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
@@ -70,4 +71,15 @@ export function printComparisons(title: string, rows: Record<string, Comparison>
   for (const [name, c] of Object.entries(rows)) {
     console.log(`${name.padEnd(28)} ${`${c.libMs.toFixed(1)} ms`.padStart(11)} ${`${c.rawMs.toFixed(1)} ms`.padStart(11)} ${c.ratio.toFixed(3).padStart(7)}`);
   }
+}
+
+/**
+ * An event-loop delay monitor that has already ticked: a block in the very tick a monitor is
+ * enabled is never sampled (see bench/vm.bench.ts's storms, which measure the same way).
+ */
+export async function startDelayMonitor(): Promise<ReturnType<typeof monitorEventLoopDelay>> {
+  const delay = monitorEventLoopDelay({ resolution: 5 });
+  delay.enable();
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  return delay;
 }

@@ -1,20 +1,33 @@
-// `npm run bench -- template`: a clone restored from a template against a cold boot of the same
-// config, in the same run, alternated: start-to-agent (createVM → startVM → the agent answers) and
-// the proportional memory (PSS, /proc/<pid>/smaps_rollup) of N running clones against N cold-booted
-// VMs. Figures are medians; ratio = clone / cold. The QEMU is SANDBOX_VMM_QEMU (default 7.2), which
-// decides how clones map the template's RAM (see src/qemu/template/ram.ts).
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+// `npm run bench -- template`: clones restored from a template, in the same run, alternated:
+// - start to agent (createVM → startVM → the agent answers) of a library clone against a cold boot
+//   of the same config (ratio clone / cold), and against a raw-QMP clone script (bench/raw/raw-clone.ts:
+//   the same QEMU command line and launch, a minimal QMP exchange; ratio library / raw);
+// - the proportional memory (PSS, /proc/<pid>/smaps_rollup) of N running clones against N
+//   cold-booted VMs (ratio clone / cold);
+// - a clone start storm (STORM_VMS paused clones from one Node process) against a storm of raw
+//   clones, measured as bench/vm.bench.ts measures the cold storm: wall time and event-loop delay p99.
+// Figures are medians. The QEMU is SANDBOX_VMM_QEMU (bench/run.ts sets it per version of the
+// matrix), which decides how clones map the template's RAM (see src/qemu/template/ram.ts).
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SandboxConfigInput } from '../src/hypervisor/config/index.ts';
 import { QemuHypervisor } from '../src/qemu/qemu-hypervisor.ts';
 import { runtimePaths } from '../src/qemu/runtime-paths.ts';
+import { isProcessAlive } from '../src/qemu/process/proc-fs.ts';
 import { cloneRamMode } from '../src/qemu/template/ram.ts';
 import { GuestAgent, guestAssets } from '../test/guest/index.ts';
-import { compare, median, round, timeIt, writeResult } from './stats.ts';
+import { barChart } from './chart.ts';
+import { rawCloneCleanup, rawCloneStart, rawCloneStop } from './raw/raw-clone.ts';
+import { compare, median, printComparisons, round, startDelayMonitor, timeIt, writeResult, type Comparison } from './stats.ts';
 import { benchQemuLabel } from './qemu.ts';
 
+/** Rounds of the figures that include a cold boot (seconds each under TCG). */
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);
+/** Clones start in a fraction of a second: their figure against the raw script gets more rounds. */
+const CLONE_ROUNDS = Number(process.env['BENCH_FAST_ROUNDS'] ?? 15);
 const PSS_VMS = Number(process.env['BENCH_PSS_VMS'] ?? 10);
+/** As many VMs a storm as bench/vm.bench.ts's cold storm. */
+const STORM_VMS = Number(process.env['BENCH_SCALE_VMS'] ?? 50);
 const QEMU = process.env['SANDBOX_VMM_QEMU'] ?? '/usr/bin/qemu-system-x86_64';
 
 function config(id: string): SandboxConfigInput {
@@ -90,6 +103,97 @@ async function pssOf(count: number, template?: string): Promise<number> {
   }
 }
 
+/** A raw-QMP clone started to its agent, and stopped after. */
+async function rawCloneToAgent(template: string, version: string): Promise<number> {
+  let vm: Awaited<ReturnType<typeof rawCloneStart>> | undefined;
+  let agent: GuestAgent | undefined;
+  try {
+    return await timeIt(async () => {
+      vm = await rawCloneStart(config(nextId('raw-clone')), template, version);
+      agent = await GuestAgent.connect(vm.agentSocket, { timeoutMs: 120_000 });
+    });
+  } finally {
+    await agent?.close();
+    if (vm) await rawCloneStop(vm);
+  }
+}
+
+interface StormFigure {
+  vms: number;
+  rounds: number;
+  totalStartMs: number;
+  rawTotalStartMs: number;
+  startRatio: number;
+  eventLoopDelayP99Ms: number;
+  rawEventLoopDelayP99Ms: number;
+  /** Library p99 / raw p99 (target ≤ 1.25). */
+  delayRatio: number;
+  leakedProcessesAndDirs: number;
+}
+
+/** One storm of STORM_VMS paused clones through the library, measured; all stopped after. */
+async function libraryCloneStorm(template: string): Promise<{ startMs: number; delayP99Ms: number; leaked: number }> {
+  const delay = await startDelayMonitor();
+  const vms = Array.from({ length: STORM_VMS }, () => new QemuHypervisor());
+  const started = performance.now();
+  const settled = await Promise.allSettled(
+    vms.map(async (vm) => {
+      await vm.createVM(config(nextId('storm')), { fromTemplate: template });
+      await vm.startVM({ paused: true, timeoutMs: 300_000 });
+    }),
+  );
+  const startMs = performance.now() - started;
+  delay.disable();
+  const failures = settled.flatMap((result) => (result.status === 'rejected' ? [result.reason as unknown] : []));
+  const pids = vms.flatMap((vm) => vm.getPids());
+  const dirs = vms.map((vm) => vm.runtimeDir ?? '');
+  await Promise.allSettled(vms.map((vm) => vm.stopVM()));
+  if (failures.length > 0) {
+    throw new AggregateError(failures, `${failures.length} of ${STORM_VMS} clones of the storm failed to start, the first with: ${String((failures[0] as Error).message)}`);
+  }
+  const leaked = pids.filter((pid) => isProcessAlive(pid)).length + dirs.filter((dir) => existsSync(dir)).length;
+  return { startMs, delayP99Ms: delay.percentile(99) / 1e6, leaked };
+}
+
+/** STORM_VMS paused clones from one Node process, library and raw storms alternated. */
+async function cloneStormFigure(template: string, version: string): Promise<StormFigure> {
+  const storms: Awaited<ReturnType<typeof libraryCloneStorm>>[] = [];
+  const rawDelays: number[] = [];
+  const comparison = await compare(
+    ROUNDS,
+    async () => {
+      const storm = await libraryCloneStorm(template);
+      storms.push(storm);
+      return storm.startMs;
+    },
+    async () => {
+      const delay = await startDelayMonitor();
+      const started = performance.now();
+      const settled = await Promise.allSettled(Array.from({ length: STORM_VMS }, () => rawCloneStart(config(nextId('raw-storm')), template, version, true)));
+      const ms = performance.now() - started;
+      delay.disable();
+      rawDelays.push(delay.percentile(99) / 1e6);
+      await Promise.all(settled.flatMap((result) => (result.status === 'fulfilled' ? [rawCloneStop(result.value)] : [])));
+      const failed = settled.find((result) => result.status === 'rejected');
+      if (failed) throw new Error('a raw clone of the storm failed to start', { cause: failed.reason });
+      return ms;
+    },
+  );
+  const delayP99 = median(storms.map((s) => s.delayP99Ms));
+  const rawDelayP99 = median(rawDelays);
+  return {
+    vms: STORM_VMS,
+    rounds: ROUNDS,
+    totalStartMs: round(comparison.libMs, 1),
+    rawTotalStartMs: round(comparison.rawMs, 1),
+    startRatio: comparison.ratio,
+    eventLoopDelayP99Ms: round(delayP99, 2),
+    rawEventLoopDelayP99Ms: round(rawDelayP99, 2),
+    delayRatio: round(delayP99 / rawDelayP99),
+    leakedProcessesAndDirs: storms.reduce((sum, s) => sum + s.leaked, 0),
+  };
+}
+
 export async function run(): Promise<void> {
   const base = mkdtempSync('/dev/shm/svmm-bench-');
   chmodSync(base, 0o755);
@@ -122,21 +226,47 @@ export async function run(): Promise<void> {
     for (let i = 0; i < ROUNDS; i++) settles.push(await agentAfterResume(dir));
     const settle = { firstMs: round(median(settles.map((s) => s.firstMs)), 1), secondMs: round(median(settles.map((s) => s.secondMs)), 1), rounds: ROUNDS };
     console.log(`clone's agent after resumeVM: first answer ${settle.firstMs} ms, the next ${settle.secondMs} ms`);
+    const version = info.hypervisorVersion;
+    const againstRaw = await compare(
+      CLONE_ROUNDS,
+      async () => {
+        let running: { vm: QemuHypervisor; agent: GuestAgent } | undefined;
+        const ms = await timeIt(async () => (running = await startToAgent(dir)));
+        if (running) await stop(running);
+        return ms;
+      },
+      () => rawCloneToAgent(dir, version),
+    );
+    console.log(`clone start to agent: library ${againstRaw.libMs.toFixed(0)} ms, raw-QMP script ${againstRaw.rawMs.toFixed(0)} ms, ratio ${againstRaw.ratio} (target <= 1.10)`);
     const clonePss = await pssOf(PSS_VMS, dir);
     const coldPss = await pssOf(PSS_VMS);
     const pssRatio = round(clonePss / coldPss);
     console.log(`PSS of ${PSS_VMS} running: clone ${clonePss.toFixed(1)} MiB, cold ${coldPss.toFixed(1)} MiB, ratio ${pssRatio} (target <= 0.3)`);
-    const path = writeResult('template', benchQemuLabel(), {
+    const storm = await cloneStormFigure(dir, version);
+    console.log('clone storm:', storm);
+    const label = benchQemuLabel();
+    const figures: Record<string, Comparison> = {
+      'clone vs cold boot: start to agent': start,
+      'library vs raw-QMP clone: start to agent': againstRaw,
+      [`clone storm, ${STORM_VMS} paused: library vs raw`]: { libMs: storm.totalStartMs, rawMs: storm.rawTotalStartMs, ratio: storm.startRatio, rounds: storm.rounds },
+    };
+    printComparisons(`templates on QEMU ${version} (medians; first side / second side)`, figures);
+    const path = writeResult('template', label, {
       qemu: info.hypervisorVersion,
       cloneRam: cloneRamMode(info.hypervisorVersion),
       templateBootMs: round(madeMs, 1),
       stateBytes: info.stateBytes,
       startToAgent: { cloneMs: start.libMs, coldMs: start.rawMs, ratio: start.ratio, rounds: start.rounds },
       agentAfterResume: settle,
+      againstRaw: { libMs: againstRaw.libMs, rawMs: againstRaw.rawMs, ratio: againstRaw.ratio, rounds: againstRaw.rounds },
       pss: { vms: PSS_VMS, cloneMiB: round(clonePss, 1), coldMiB: round(coldPss, 1), ratio: pssRatio },
+      storm,
     });
-    console.log(`wrote ${path}`);
+    const svg = join(path, '..', `template.qemu-${label}.svg`);
+    writeFileSync(svg, barChart(`sandbox-vmm templates, QEMU ${label} (median ms; blue = the first side named, grey = the second)`, figures));
+    console.log(`wrote ${path} and ${svg}`);
   } finally {
+    rawCloneCleanup();
     rmSync(base, { recursive: true, force: true });
   }
 }

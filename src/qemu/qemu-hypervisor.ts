@@ -39,6 +39,7 @@ import { templateUseRefusal, templateConfigRefusal, templateRole, type CreateOpt
 import { TemplateError } from '../hypervisor/errors.ts';
 import { TemplateSource } from './template/source.ts';
 import { TemplateClone } from './template/clone.ts';
+import { stateChannelOf, type StateChannel } from './template/state-channel.ts';
 import { isDeepStrictEqual } from 'node:util';
 import { QmpClient, QmpConnectError, QmpDisconnectedError, QmpProtocolError, type QmpEvent, type RunState } from '../qmp/index.ts';
 import type { ProcessExit } from './process/vmm-process.ts';
@@ -135,6 +136,8 @@ export class QemuHypervisor implements Hypervisor {
   #hotplug: HotplugState = emptyHotplugState();
   /** createVM's template role: a VM to be saved as a template, or a clone of one. */
   #template: TemplateSource | TemplateClone | undefined;
+  /** How a device state goes to and from QEMU, as its schema says (probed at startVM). */
+  #stateChannel: StateChannel | undefined;
   /**
    * QEMU's version as probed before the guest first ran (or as the state file recorded it): the
    * version rules' input. Undefined: unknown, judged as the oldest.
@@ -225,7 +228,7 @@ export class QemuHypervisor implements Hypervisor {
       const clone = role?.kind === 'clone' ? await TemplateClone.open(role.dir, plan.config, plan.qemuPath) : undefined;
       home = await VmHome.create(plan.config, plan.paths, leaseStore(this.#options, plan.config.runtime.dir === undefined), options);
       try {
-        this.#template = role?.kind === 'source' ? TemplateSource.make(role.dir, plan.config, home.identity) : clone;
+        this.#template = role?.kind === 'source' ? await TemplateSource.make(role.dir, plan.config, home.identity) : clone;
       } catch (error) {
         await home.release(true, this.#log);
         throw error;
@@ -268,13 +271,8 @@ export class QemuHypervisor implements Hypervisor {
         const known = qemuFeatures.known(plan.qemuPath);
         if (known) assertFeatures(plan.qemuPath, known, needs, true);
         const template = this.#template;
-        const launchPlan = template ? await template.launchPlan(plan, home.identity) : plan;
-        let session: VmSession;
-        try {
-          session = await launchVm(launchPlan, home, { ...this.#sessionOptions(), signal: deadline.signal });
-        } finally {
-          template?.afterSpawn();
-        }
+        const launchPlan = template ? await template.launchPlan(plan, home.identity, known) : plan;
+        const session = await launchVm(launchPlan, home, { ...this.#sessionOptions(), signal: deadline.signal });
         this.#session = session;
         // Recorded at once, landing while QMP connects: should this process die now, the sweep
         // (and attach) know the pids. The home queues it before the final one.
@@ -284,7 +282,8 @@ export class QemuHypervisor implements Hypervisor {
         const features = await qemuFeatures.learn(plan.qemuPath, qmp, needs, deadline.signal);
         assertFeatures(plan.qemuPath, features, needs);
         this.#qemuVersion = features.version;
-        if (template instanceof TemplateClone) await template.restore(qmp, deadline.signal);
+        this.#stateChannel = stateChannelOf(features);
+        if (template instanceof TemplateClone) await template.restore(qmp, this.#stateChannel, deadline.signal);
         // Listening before `cont`: QEMU was started with -S, so the guest cannot open the port earlier.
         const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
         await enableBalloonStats(qmp, plan.config, deadline.signal);
@@ -492,7 +491,9 @@ export class QemuHypervisor implements Hypervisor {
     }
     try {
       await this.#run('saveTemplate', ['running', 'paused'], options, async (qmp, deadline) => {
-        await source.save(qmp, deadline.signal);
+        // Set at startVM, which the states saveTemplate runs in come after.
+        if (this.#stateChannel === undefined) throw new Error('saveTemplate before the start probed QEMU');
+        await source.save(qmp, this.#stateChannel, deadline.signal);
         this.#lifecycle.to('paused');
       });
     } catch (error) {

@@ -174,15 +174,17 @@ function tempPathFor(path: string): string {
 }
 
 /**
- * Writes `data` to `path` through a new 0600 temp file in the same directory renamed over it, so
- * a reader sees the old or the new content, and a symlink at `path` is replaced, not followed.
- * Not fsync'ed: atomic for readers, not durable across a crash (runtime directories are tmpfs).
+ * Writes `data` to `path` through a new temp file in the same directory renamed over it, so a
+ * reader sees the old or the new content, and a symlink at `path` is replaced, not followed. The
+ * file gets `mode` (default 0600) exactly, whatever the umask. Not fsync'ed: atomic for readers,
+ * not durable across a crash (runtime directories are tmpfs).
  */
-export async function writeFileAtomic(path: string, data: string): Promise<void> {
+export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
   const tmp = tempPathFor(path);
   const handle = await open(tmp, NEW_FILE_FLAGS, 0o600);
   try {
     try {
+      if (mode !== 0o600) await handle.chmod(mode);
       await handle.writeFile(data);
     } finally {
       await handle.close();

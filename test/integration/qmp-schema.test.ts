@@ -12,7 +12,9 @@ import { blockdevProps } from '../../src/qemu/devices/block.ts';
 import type { HostProbe } from '../../src/qemu/devices/context.ts';
 import { dimmIds, memoryBackendProps } from '../../src/qemu/devices/memory.ts';
 import { netdevProps, tapFdNames } from '../../src/qemu/devices/net.ts';
+import { offersMigrationToFile } from '../../src/qemu/features/qemu-features.ts';
 import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
+import { atLeast, versionOfReply } from '../../src/qemu/template/qemu-version.ts';
 import { checkArguments, checkSurface, formatFindings, QmpSchema, type SchemaFinding } from '../../src/qmp/schema-check.ts';
 import { QMP_EVENTS, QMP_OOB_COMMANDS, QMP_SURFACE } from '../../src/qmp/surface.ts';
 import { guestAssets } from '../guest/index.ts';
@@ -70,6 +72,8 @@ function memoryBackendVariants(): Record<string, unknown>[] {
 let qemu: PausedQemu;
 let runtimeDir: string;
 let schema: QmpSchema;
+let schemaReply: unknown;
+let version: string;
 
 beforeAll(async () => {
   runtimeDir = mkdtempSync('/tmp/svmm-schema');
@@ -78,7 +82,9 @@ beforeAll(async () => {
   const paths = runtimePaths(runtimeDir);
   const argv = buildQemuArgv(config, paths);
   qemu = await launchPaused({ args: argv.args, fds: argv.fds, qmpSocket: paths.qmpSocket, user: undefined });
-  schema = new QmpSchema(await qemu.qmp.executeUntyped('query-qmp-schema'));
+  schemaReply = await qemu.qmp.executeUntyped('query-qmp-schema');
+  schema = new QmpSchema(schemaReply);
+  version = versionOfReply(await qemu.qmp.executeUntyped('query-version')) ?? '';
 });
 
 afterAll(async () => {
@@ -106,6 +112,12 @@ describe('the QMP surface against this QEMU’s query-qmp-schema', () => {
 
   it('takes netdev_add’s arguments (Netdev by type) as the library builds them for every tap variant', () => {
     expectNoFindings(netdevVariants().flatMap((args) => checkArguments(schema, 'netdev_add', args)));
+  });
+
+  it('offers a template’s state the file: URI exactly where QEMU has the file migration address (8.2): fd: to a file is deprecated since 9.1', () => {
+    // The probe reads the schema, not the version; the version only says what this QEMU must answer.
+    expect(version).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(offersMigrationToFile(schemaReply)).toBe(atLeast(version, 8, 2));
   });
 
   it('takes object-add’s arguments (ObjectOptions by qom-type) for every memory backing, with and without prealloc', () => {

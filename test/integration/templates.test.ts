@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
 import { TemplateError, VmStartError } from '../../src/hypervisor/errors.ts';
 import type { TemplateInfo } from '../../src/hypervisor/templates.ts';
+import { qemuFeatures } from '../../src/qemu/features/store.ts';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import type { GuestAgent } from '../guest/index.ts';
 import { useCleanups } from './helpers/cleanups.ts';
@@ -106,7 +107,7 @@ describe('sandbox templates', () => {
     expect(ownership(dir)).toEqual({ uid: 0, gid: 0, mode: 0o755 });
     for (const file of ['memory', 'state', 'template.json']) {
       const { uid, mode } = ownership(join(dir, file));
-      expect({ file, uid, writableByOthers: (mode & 0o022) !== 0 }).toEqual({ file, uid: 0, writableByOthers: false });
+      expect({ file, uid, mode: mode & 0o7777 }).toEqual({ file, uid: 0, mode: 0o644 });
     }
     const manifest = JSON.parse(readFileSync(join(dir, 'template.json'), 'utf8')) as { hypervisorVersion: string; stateSha256: string };
     expect(manifest.hypervisorVersion).toBe(info.hypervisorVersion);
@@ -186,6 +187,15 @@ describe('sandbox templates', () => {
     rmSync(copy, { recursive: true });
     // Touches memory well beyond what the boot used: every page still reads and writes.
     expect((await agent.runOk('cat /tmp/marker; dd if=/dev/zero of=/tmp/fill bs=1M count=32 2>/dev/null && echo filled')).trim()).toBe(`${MARKER}\nfilled`);
+  }, 120_000);
+
+  it("a clone whose QEMU nothing is known of before its spawn (its binary's first VM in this process) gets its state over QMP, and restores the same", async () => {
+    // The template VM's start taught this process the binary's features: clones since inherited their
+    // state at spawn in the form those call for. Forgotten, the clone probes first and sends the state.
+    qemuFeatures.clear();
+    const { agent } = await startClone(dir, `tmpl-clone-qmp-${process.pid}`);
+    expect(qemuFeatures.probes).toBe(1);
+    expect((await agent.runOk('cat /tmp/marker')).trim()).toBe(MARKER);
   }, 120_000);
 
   describe('faults: typed errors, no process, directory or lease left', () => {

@@ -60,4 +60,26 @@ describe('the README benchmark table', () => {
     ]);
     expect(lines.filter((line) => line.startsWith('QEMU 7.2, '))).toHaveLength(2);
   });
+
+  it('shows the template figures with their targets, and a result written before the raw clone and the storm without them', () => {
+    const template = {
+      qemu: '10.0.2',
+      cloneRam: 'map-read-only',
+      startToAgent: { cloneMs: 300, coldMs: 3000, ratio: 0.1, rounds: 5 },
+      pss: { vms: 10, cloneMiB: 40, coldMiB: 200, ratio: 0.2 },
+      date: '2026-12-02T00:00:00.000Z',
+    };
+    write('template.qemu-7.2.json', template);
+    const againstRaw = { libMs: 330, rawMs: 300, ratio: 1.1, rounds: 15 };
+    const storm = { vms: 50, rounds: 5, totalStartMs: 900, rawTotalStartMs: 1000, startRatio: 0.9, eventLoopDelayP99Ms: 40, rawEventLoopDelayP99Ms: 25, delayRatio: 1.6, leakedProcessesAndDirs: 0 };
+    write('template.qemu-10.0.json', { ...template, againstRaw, storm });
+    const lines = (renderTable(dir) ?? '').split('\n');
+    expect(lines).toContain('| template clone: start to agent (vs cold boot) | ≤ 0.15 | 300 ms | 3000 ms | 0.100 ✓ | 300 ms | 3000 ms | 0.100 ✓ |');
+    expect(lines).toContain('| template clone: start to agent (vs raw-QMP clone) | ≤ 1.1 |  |  |  | 330 ms | 300 ms | 1.100 ✓ |');
+    expect(lines).toContain('| template clones: PSS each (vs cold-booted) | ≤ 0.3 | 40.0 MiB | 200.0 MiB | 0.200 ✓ | 40.0 MiB | 200.0 MiB | 0.200 ✓ |');
+    expect(lines).toContain('| template clone storm: start (vs raw clone storm) | ≤ 1.1 |  |  |  | 900.0 ms | 1000.0 ms | 0.900 ✓ |');
+    expect(lines).toContain('| template clone storm: event-loop delay p99 (vs raw) | ≤ 1.25 |  |  |  | 40.0 ms | 25.0 ms | 1.600 ✗ |');
+    expect(lines.filter((line) => line.startsWith('QEMU 10.0, clone storm: 50 paused clones'))).toHaveLength(1);
+    expect(lines.filter((line) => line.startsWith('QEMU 7.2, clone storm'))).toHaveLength(0);
+  });
 });

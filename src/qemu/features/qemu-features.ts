@@ -5,6 +5,7 @@
 import { InvalidReplyError, MissingFeatureError } from '../../hypervisor/errors.ts';
 import { formatVersion, type QemuVersion } from '../../hypervisor/version-rules.ts';
 import { QmpCommandError, type QmpClient, type QmpExecuteOptions } from '../../qmp/index.ts';
+import { QmpSchema } from '../../qmp/schema-check.ts';
 import type { FeatureNeeds } from './needs.ts';
 
 export interface QemuFeatures {
@@ -14,6 +15,12 @@ export interface QemuFeatures {
   devices: ReadonlyMap<string, ReadonlySet<string> | null>;
   /** Machine type as configs name it (q35) → its QOM type and properties. */
   machines: ReadonlyMap<string, { type: string; props: ReadonlySet<string> }>;
+  /**
+   * `migrate` takes a `file` address (its `channels` argument, QEMU 8.2 and later): a saved state
+   * then goes to a file as `file:/dev/fdset/N`. Without it, `fd:<name>`, deprecated for files
+   * since QEMU 9.1 (see template/state-channel.ts).
+   */
+  migrationToFile: boolean;
 }
 
 type Options = Pick<QmpExecuteOptions, 'signal'>;
@@ -28,12 +35,14 @@ export function unprobed(known: QemuFeatures | undefined, needs: FeatureNeeds): 
 export async function probeFeatures(qmp: QmpClient, needs: FeatureNeeds, known: QemuFeatures | undefined, options: Options): Promise<QemuFeatures> {
   const missing = unprobed(known, needs);
   const version = known?.version ?? parseVersion(await qmp.execute('query-version', undefined, options));
-  const commands = known?.commands ?? commandNames(await qmp.execute('query-qmp-schema', undefined, options));
+  const schema = known ? undefined : await qmp.execute('query-qmp-schema', undefined, options);
+  const commands = known?.commands ?? commandNames(schema);
+  const migrationToFile = known?.migrationToFile ?? offersMigrationToFile(schema);
   const machines = new Map(known?.machines);
   if (missing.machine) machines.set(needs.machine.name, await probeMachine(qmp, options));
   const devices = new Map(known?.devices);
   for (const driver of missing.drivers) devices.set(driver, await probeDevice(qmp, driver, options));
-  return { version, commands, devices, machines };
+  return { version, commands, devices, machines, migrationToFile };
 }
 
 /**
@@ -83,6 +92,25 @@ function commandNames(reply: unknown): Set<string> {
     if (kind === 'command' && typeof name === 'string') names.add(name);
   }
   return names;
+}
+
+/**
+ * Whether the schema's `migrate` command takes channels whose address may be a file: migrate →
+ * its `channels` argument → the list's element (MigrationChannel) → its `addr` union → a `file`
+ * case. Type names in an introspected schema are opaque: each step resolves through the schema.
+ */
+export function offersMigrationToFile(reply: unknown): boolean {
+  let schema: QmpSchema;
+  try {
+    schema = new QmpSchema(reply);
+  } catch (error) {
+    throw new InvalidReplyError('query-qmp-schema', (error as Error).message);
+  }
+  const memberType = (typeName: string | undefined, member: string) => (typeName === undefined ? undefined : schema.type(typeName)?.members?.find((m) => m.name === member)?.type);
+  const channels = memberType(schema.command('migrate')?.['arg-type'], 'channels');
+  const channel = channels === undefined ? undefined : schema.type(channels)?.['element-type'];
+  const address = memberType(channel, 'addr');
+  return (address !== undefined && schema.type(address)?.variants?.some((variant) => variant.case === 'file')) === true;
 }
 
 function propertyNames(command: string, reply: unknown): Set<string> {

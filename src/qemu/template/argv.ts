@@ -1,6 +1,7 @@
 // A template VM's and a clone's QEMU command line: the VM's own argv with the boot RAM in the
 // template's file, a VM generation id (a clone's guest sees a new one and reseeds its random number
-// generator), and for a clone, QEMU waiting for its device state (-incoming defer) on an fd.
+// generator), and for a clone, QEMU waiting for its device state (-incoming defer), which it gets
+// over QMP (state-channel.ts).
 import type { QemuArgv } from '../argv/index.ts';
 import { renderOptions, type OptionProps } from '../argv/qemu-opts.ts';
 import { BOOT_MEMORY_ID } from '../devices/memory.ts';
@@ -9,7 +10,7 @@ import { BOOT_MEMORY_ID } from '../devices/memory.ts';
 const VMGENID_ARGS = ['-device', renderOptions({ driver: 'vmgenid', id: 'svmm-vmgenid', guid: 'auto' }, 'driver')];
 
 /** `argv` was built from the config with anonymous memory and no prealloc: no boot backend of its own. */
-export function templateArgv(argv: QemuArgv, ram: OptionProps, incomingFrom?: number): QemuArgv {
+export function templateArgv(argv: QemuArgv, ram: OptionProps, options: { incoming?: boolean } = {}): QemuArgv {
   const args = [...argv.args];
   const machine = args.indexOf('-machine');
   if (machine < 0 || args[machine + 1] === undefined || args[machine + 1]?.includes('memory-backend=')) {
@@ -17,16 +18,6 @@ export function templateArgv(argv: QemuArgv, ram: OptionProps, incomingFrom?: nu
   }
   args[machine + 1] = `${args[machine + 1]},memory-backend=${BOOT_MEMORY_ID}`;
   args.push('-object', renderOptions(ram, 'qom-type'), ...VMGENID_ARGS);
-  if (incomingFrom === undefined) return { ...argv, args };
-  // QEMU finds the state at the next free fd, as the launcher places it.
-  const fd = Math.max(2, ...argv.fds.map((entry) => entry.fd)) + 1;
-  args.push('-incoming', 'defer');
-  return { ...argv, args, fds: [...argv.fds, { fd, kind: 'inherit', from: incomingFrom }] };
-}
-
-/** The fd a clone's QEMU reads its state from: the last one templateArgv placed. */
-export function incomingFd(argv: QemuArgv): number {
-  const last = argv.fds.at(-1);
-  if (!last || last.kind !== 'inherit') throw new Error('the argv has no incoming state fd');
-  return last.fd;
+  if (options.incoming) args.push('-incoming', 'defer');
+  return { ...argv, args };
 }

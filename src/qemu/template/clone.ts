@@ -1,9 +1,10 @@
 // A VM started from a template: checked at createVM (manifest, config, QEMU version, files), then
 // at startVM QEMU gets the template's layout, its RAM mapped privately (or a copy of its own, see
-// ram.ts) and its device state on an fd, and the guest is restored before it runs.
+// ram.ts) and, once it answers QMP, its device state on an fd (state-channel.ts); the guest is
+// restored before it runs.
 import { execFile } from 'node:child_process';
-import { chmod, chown, unlink } from 'node:fs/promises';
-import { closeSync, constants, openSync } from 'node:fs';
+import { constants } from 'node:fs';
+import { chmod, chown, open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { SandboxConfig } from '../../hypervisor/config/index.ts';
@@ -15,11 +16,13 @@ import type { Logger } from '../../util/logger.ts';
 import { buildQemuArgv } from '../argv/index.ts';
 import { BOOT_MEMORY_ID } from '../devices/memory.ts';
 import type { LaunchPlan } from '../launch/plan.ts';
-import { incomingFd, templateArgv } from './argv.ts';
+import { templateArgv } from './argv.ts';
 import { checkTemplateFiles, readManifest, STATE_FILE, type TemplateManifest } from './manifest.ts';
 import { hypervisorIdentity, ignoreSharedRam, migrationDone } from './migration.ts';
 import { qemuVersionOf } from './qemu-version.ts';
 import { CLONE_RAM_COPY, cloneRamMode, TEMPLATE_RAM_FILE, templateRamProps, type CloneRamMode } from './ram.ts';
+import { inheritStateFd, releaseStateFd, sendStateFd, stateChannelOf, type StateChannel, type StateUri } from './state-channel.ts';
+import type { QemuFeatures } from '../features/qemu-features.ts';
 
 const run = promisify(execFile);
 
@@ -28,11 +31,14 @@ export class TemplateClone {
   readonly dir: string;
   readonly #manifest: TemplateManifest;
   readonly #ramMode: CloneRamMode;
-  /** Our fd of the state file, from startVM's launch until QEMU has it. */
-  #stateFd: number | undefined;
+  /**
+   * The state file, opened right after its check at startVM and held until QEMU has its copy: a
+   * template deleted meanwhile still restores (see checkTemplateFiles).
+   */
+  #state: FileHandle | undefined;
+  /** Where QEMU finds the state when it inherited it at spawn. */
+  #inherited: StateUri | undefined;
   #ramCopy: string | undefined;
-  /** Where QEMU finds the state (the fd its argv names). */
-  #incomingFd: number | undefined;
 
   private constructor(dir: string, manifest: TemplateManifest) {
     this.dir = dir;
@@ -61,9 +67,11 @@ export class TemplateClone {
 
   /**
    * Just before QEMU is spawned: the files checked again (the template may be gone since createVM),
-   * the RAM made ready, the state opened; the plan's argv then restores instead of booting.
+   * the RAM made ready, the state opened; the plan's argv then waits for a state (-incoming defer)
+   * instead of booting. With the binary's features `known`, QEMU inherits the state at spawn in the
+   * form they call for; without, restore sends it over QMP.
    */
-  async launchPlan(plan: LaunchPlan, identity: VmIdentity | undefined): Promise<LaunchPlan> {
+  async launchPlan(plan: LaunchPlan, identity: VmIdentity | undefined, known: QemuFeatures | undefined): Promise<LaunchPlan> {
     await checkTemplateFiles(this.dir, this.#manifest);
     const config = plan.config;
     const bytes = config.memory.bootMiB * 1024 * 1024;
@@ -78,23 +86,24 @@ export class TemplateClone {
       await chmod(copy, 0o600);
       ramPath = copy;
     }
-    this.#stateFd = openSync(join(this.dir, STATE_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
+    const state = await open(join(this.dir, STATE_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
+    this.#state = state;
     const argv = buildQemuArgv({ ...config, memory: { ...config.memory, prealloc: false } }, plan.paths);
     // A copy of its own is shared with nobody: mapped shared, its writes cost no second page.
     const ram = templateRamProps(BOOT_MEMORY_ID, bytes, ramPath, this.#ramMode === 'private-copy' ? 'template' : 'map-read-only', config.memory.prealloc);
-    const restoring = templateArgv(argv, ram, this.#stateFd);
-    this.#incomingFd = incomingFd(restoring);
-    return { ...plan, argv: restoring };
+    const restoring = templateArgv(argv, ram, { incoming: true });
+    if (!known) return { ...plan, argv: restoring };
+    const inherited = inheritStateFd(restoring, state.fd, stateChannelOf(known));
+    this.#inherited = inherited.state;
+    return { ...plan, argv: inherited.argv };
   }
 
-  /** QEMU holds the state fd from its spawn on: ours is closed. */
-  afterSpawn(): void {
-    if (this.#stateFd !== undefined) closeSync(this.#stateFd);
-    this.#stateFd = undefined;
-  }
-
-  /** Restores the guest (left paused) from the state on its fd; the same QEMU and machine that made it, or TemplateError. */
-  async restore(qmp: QmpClient, signal: AbortSignal): Promise<void> {
+  /**
+   * Restores the guest (left paused) from the state QEMU inherited, or else sends it through
+   * `channel` (what this QEMU offers, see state-channel.ts); the same QEMU and machine that made
+   * it, or TemplateError.
+   */
+  async restore(qmp: QmpClient, channel: StateChannel, signal: AbortSignal): Promise<void> {
     const running = await hypervisorIdentity(qmp, signal);
     if (running.version !== this.#manifest.hypervisorVersion) {
       throw new TemplateError('hypervisor-version', this.dir, `made by QEMU ${this.#manifest.hypervisorVersion}, restored by QEMU ${running.version}`);
@@ -103,16 +112,28 @@ export class TemplateClone {
       throw new TemplateError('machine-type', this.dir, `made on machine ${this.#manifest.machineType}, restored on ${running.machineType}`, { field: 'machine.type' });
     }
     await ignoreSharedRam(qmp, signal);
-    if (this.#incomingFd === undefined) throw new Error('restore before launchPlan');
-    await qmp.execute('migrate-incoming', { uri: `fd:${this.#incomingFd}` }, { signal });
-    await migrationDone(qmp, 'restoring the template\'s device state', signal);
+    const file = this.#state;
+    if (file === undefined) throw new Error('restore before launchPlan');
+    const state = this.#inherited ?? (await sendStateFd(qmp, channel, file.fd, signal));
+    await this.#closeState();
+    try {
+      await qmp.execute('migrate-incoming', { uri: state.uri }, { signal });
+      await migrationDone(qmp, 'restoring the template\'s device state', signal);
+    } finally {
+      await releaseStateFd(qmp, state);
+    }
     // QEMU has its copy mapped: the name is no longer needed, the pages go when QEMU does.
     if (this.#ramCopy) await unlink(this.#ramCopy).catch(() => undefined);
   }
 
-  /** Nothing of the template is the clone's: only our state fd, should QEMU never have been spawned. */
-  afterStop(_logger: Logger): Promise<void> {
-    this.afterSpawn();
-    return Promise.resolve();
+  /** Nothing of the template is the clone's: only our state file, should the restore never have taken it. */
+  async afterStop(_logger: Logger): Promise<void> {
+    await this.#closeState();
+  }
+
+  async #closeState(): Promise<void> {
+    const file = this.#state;
+    this.#state = undefined;
+    await file?.close();
   }
 }

@@ -36,7 +36,8 @@ export interface TemplateManifest {
 }
 
 export async function writeManifest(dir: string, manifest: TemplateManifest): Promise<void> {
-  await writeFileAtomic(join(dir, MANIFEST_FILE), `${JSON.stringify({ format: MANIFEST_FORMAT, ...manifest }, null, 2)}\n`);
+  // 0644 like the template's other files: anyone may read what a template is, only root change it.
+  await writeFileAtomic(join(dir, MANIFEST_FILE), `${JSON.stringify({ format: MANIFEST_FORMAT, ...manifest }, null, 2)}\n`, 0o644);
 }
 
 /** The manifest of the template in `dir`, once the directory is found to be root's alone. */

@@ -1,7 +1,8 @@
 // A VM booted to become a template: its directory (made by createVM, root's, 0755), its RAM file
 // (QEMU's while it runs), saving the device state into it, and sealing it once QEMU is gone: the
 // RAM file becomes root's and read-only to everyone else, and the manifest is written last.
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, mkdirSync, openSync } from 'node:fs';
+import { constants } from 'node:fs';
+import { mkdir, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { SandboxConfig } from '../../hypervisor/config/index.ts';
 import { TemplateError } from '../../hypervisor/errors.ts';
@@ -19,9 +20,9 @@ import { templateArgv } from './argv.ts';
 import { digestOf, STATE_FILE, writeManifest } from './manifest.ts';
 import { hypervisorIdentity, ignoreSharedRam, migrationDone } from './migration.ts';
 import { TEMPLATE_RAM_FILE, templateRamProps } from './ram.ts';
+import { releaseStateFd, sendStateFd, type StateChannel } from './state-channel.ts';
 
 const MiB = 1024 * 1024;
-const STATE_FD_NAME = 'svmm-template-state';
 const NEW_FILE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
 export class TemplateSource {
@@ -37,11 +38,11 @@ export class TemplateSource {
   }
 
   /** Refuses what cannot be a template, then makes the directory and the RAM file QEMU maps. */
-  static make(dir: string, config: SandboxConfig, identity: VmIdentity | undefined): TemplateSource {
+  static async make(dir: string, config: SandboxConfig, identity: VmIdentity | undefined): Promise<TemplateSource> {
     const refusal = templateConfigRefusal(config, dir);
     if (refusal) throw refusal;
     try {
-      mkdirSync(dir, { mode: 0o755 });
+      await mkdir(dir, { mode: 0o755 });
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'EEXIST') throw new TemplateError('exists', dir, 'the directory already exists: a template is made in a new directory', { cause: error });
@@ -50,17 +51,18 @@ export class TemplateSource {
     }
     const source = new TemplateSource(dir, config);
     try {
-      const fd = openSync(join(dir, TEMPLATE_RAM_FILE), NEW_FILE, 0o600);
+      const ram = await open(join(dir, TEMPLATE_RAM_FILE), NEW_FILE, 0o600);
       try {
         // Sized by us and handed to QEMU's uid: QEMU never needs to write in the directory itself.
-        ftruncateSync(fd, config.memory.bootMiB * MiB);
-        fchmodSync(fd, 0o600);
-        if (identity) fchownSync(fd, identity.uid, identity.gid);
+        await ram.truncate(config.memory.bootMiB * MiB);
+        await ram.chmod(0o600);
+        if (identity) await ram.chown(identity.uid, identity.gid);
       } finally {
-        closeSync(fd);
+        await ram.close();
       }
     } catch (error) {
-      void source.discard();
+      // The directory is new and ours: nothing of a template that could not be made stays.
+      await source.discard();
       throw error;
     }
     return source;
@@ -74,22 +76,29 @@ export class TemplateSource {
     return { ...plan, argv: templateArgv(argv, ram) };
   }
 
-  /** Nothing of ours to close once QEMU is spawned. */
-  afterSpawn(): void {}
-
-  /** Pauses the guest and saves its device state into the directory; QEMU keeps running (paused). */
-  async save(qmp: QmpClient, signal: AbortSignal): Promise<void> {
+  /**
+   * Pauses the guest and saves its device state into the directory, through `channel` (what this
+   * QEMU offers, see state-channel.ts); QEMU keeps running (paused).
+   */
+  async save(qmp: QmpClient, channel: StateChannel, signal: AbortSignal): Promise<void> {
     await qmp.execute('stop', undefined, { signal });
     await ignoreSharedRam(qmp, signal);
     // Opened by us, handed over as an fd: QEMU never opens a path in the directory.
-    const fd = openSync(join(this.dir, STATE_FILE), NEW_FILE, 0o644);
+    const file = await open(join(this.dir, STATE_FILE), NEW_FILE, 0o644);
+    let state;
     try {
-      await qmp.execute('getfd', { fdname: STATE_FD_NAME }, { signal, fd });
+      // Whatever the umask: 0644 like the sealed RAM file, writable by root alone.
+      await file.chmod(0o644);
+      state = await sendStateFd(qmp, channel, file.fd, signal);
     } finally {
-      closeSync(fd);
+      await file.close();
     }
-    await qmp.execute('migrate', { uri: `fd:${STATE_FD_NAME}` }, { signal });
-    await migrationDone(qmp, 'saving the device state', signal);
+    try {
+      await qmp.execute('migrate', { uri: state.uri }, { signal });
+      await migrationDone(qmp, 'saving the device state', signal);
+    } finally {
+      await releaseStateFd(qmp, state);
+    }
     this.#made = await hypervisorIdentity(qmp, signal);
   }
 
@@ -98,14 +107,15 @@ export class TemplateSource {
     const made = this.#made;
     if (!made) throw new Error('the device state was not saved');
     const ramBytes = this.#config.memory.bootMiB * MiB;
-    const fd = openSync(join(this.dir, TEMPLATE_RAM_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
+    const ram = await open(join(this.dir, TEMPLATE_RAM_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
-      const stats = fstatSync(fd);
+      const stats = await ram.stat();
       if (!stats.isFile() || stats.size !== ramBytes) throw new TemplateError('corrupt', this.dir, `the RAM file changed while the template VM ran (${stats.size} bytes, ${ramBytes} expected)`);
-      fchownSync(fd, process.geteuid?.() ?? 0, process.getegid?.() ?? 0);
-      fchmodSync(fd, 0o644);
+      // Through the fd opened without following a link: what becomes root's is the file we checked.
+      await ram.chown(process.geteuid?.() ?? 0, process.getegid?.() ?? 0);
+      await ram.chmod(0o644);
     } finally {
-      closeSync(fd);
+      await ram.close();
     }
     const state = await digestOf(this.dir, join(this.dir, STATE_FILE));
     await writeManifest(this.dir, {

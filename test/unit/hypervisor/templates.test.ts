@@ -7,7 +7,7 @@ import { TemplateError } from '../../../src/hypervisor/errors.ts';
 import { cloneConfigRefusal, templateConfigRefusal, templateRole, templateUseRefusal } from '../../../src/hypervisor/templates.ts';
 import { buildQemuArgv } from '../../../src/qemu/argv/index.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
-import { incomingFd, templateArgv } from '../../../src/qemu/template/argv.ts';
+import { templateArgv } from '../../../src/qemu/template/argv.ts';
 import { cloneRamMode, templateRamProps } from '../../../src/qemu/template/ram.ts';
 
 const input: SandboxConfigInput = {
@@ -106,7 +106,7 @@ describe('QEMU template argv', () => {
     expect(templateRamProps('mem-ram', 1024, '/t/memory', 'template', true)).toMatchObject({ share: true, prealloc: true });
   });
 
-  it('puts the boot RAM in the template file, adds vmgenid, and for a clone -incoming defer with the state at the next free fd', () => {
+  it('puts the boot RAM in the template file, adds vmgenid, and for a clone -incoming defer (its state comes over QMP: no fd of its own in the argv)', () => {
     const argv = buildQemuArgv(config, runtimePaths('/run/x'));
     const ram = templateRamProps('mem-ram', 256 << 20, '/t/memory', 'template', false);
     const template = templateArgv(argv, ram);
@@ -116,11 +116,10 @@ describe('QEMU template argv', () => {
     expect(template.args).toContain('vmgenid,id=svmm-vmgenid,guid=auto');
     expect(template.args).not.toContain('-incoming');
     expect(template.fds).toEqual(argv.fds);
-    const clone = templateArgv(argv, ram, 42);
+    const clone = templateArgv(argv, ram, { incoming: true });
     expect(clone.args.slice(-2)).toEqual(['-incoming', 'defer']);
-    const fd = incomingFd(clone);
-    expect(fd).toBe(Math.max(2, ...argv.fds.map((f) => f.fd)) + 1);
-    expect(clone.fds.at(-1)).toEqual({ fd, kind: 'inherit', from: 42 });
+    expect(clone.args.slice(0, -2)).toEqual(template.args);
+    expect(clone.fds).toEqual(argv.fds);
   });
 
   it('refuses an argv whose machine already has a memory backend', () => {

@@ -11,7 +11,7 @@ import { QmpClient } from '../../../src/qmp/index.ts';
 import { QMP_SURFACE } from '../../../src/qmp/surface.ts';
 import { buildQemuArgv } from '../../../src/qemu/argv/index.ts';
 import { featureNeeds, parseOptions, type FeatureNeeds } from '../../../src/qemu/features/needs.ts';
-import { assertDevice, assertFeatures, probeFeatures, type QemuFeatures } from '../../../src/qemu/features/qemu-features.ts';
+import { assertDevice, assertFeatures, offersMigrationToFile, probeFeatures, type QemuFeatures } from '../../../src/qemu/features/qemu-features.ts';
 import { QemuFeatureStore } from '../../../src/qemu/features/store.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
 import { FakeQmpServer, QmpErrorReply } from '../../helpers/fake-qmp-server.ts';
@@ -33,6 +33,8 @@ interface FakeQemu {
   machineType?: string;
   machineProps?: string[];
   devices?: Record<string, string[]>;
+  /** Cases of the address union of `migrate`'s channels (QEMU 8.2+); no `channels` argument when absent. */
+  migrationAddresses?: string[];
 }
 
 const DEFAULT_DEVICES: Record<string, string[]> = {
@@ -56,9 +58,10 @@ function serve(fake: FakeQemu = {}): void {
   server.handle('query-qmp-schema', () => [
     ...Object.keys(QMP_SURFACE)
       .filter((name) => !fake.withoutCommands?.includes(name))
-      .map((name) => ({ name, 'meta-type': 'command', 'arg-type': '0', 'ret-type': '1' })),
+      .map((name) => ({ name, 'meta-type': 'command', 'arg-type': name === 'migrate' ? '10' : '0', 'ret-type': '1' })),
     { name: 'SHUTDOWN', 'meta-type': 'event', 'arg-type': '2' },
     { name: 'str', 'meta-type': 'builtin', 'json-type': 'string' },
+    ...migrationSchema(fake.migrationAddresses),
   ]);
   server.handle('qom-get', (args) => (args?.['path'] === '/machine' && args['property'] === 'type' ? (fake.machineType ?? 'pc-q35-10.0-machine') : null));
   server.handle('qom-list-properties', () => (fake.machineProps ?? ['memory-backend', 'smm', 'acpi']).map((name) => ({ name, type: 'str' })));
@@ -68,6 +71,19 @@ function serve(fake: FakeQemu = {}): void {
     if (!props) throw new QmpErrorReply('DeviceNotFound', `Device '${String(args?.['typename'])}' not found`);
     return props.map((name) => ({ name, type: 'str' }));
   });
+}
+
+/** `migrate`'s arguments as an introspected schema has them: opaque type names resolved step by step. */
+function migrationSchema(addresses: string[] | undefined): object[] {
+  const uri = { name: 'uri', type: 'str', default: null };
+  if (!addresses) return [{ name: '10', 'meta-type': 'object', members: [uri] }];
+  return [
+    { name: '10', 'meta-type': 'object', members: [uri, { name: 'channels', type: '[11]', default: null }] },
+    { name: '[11]', 'meta-type': 'array', 'element-type': '11' },
+    { name: '11', 'meta-type': 'object', members: [{ name: 'channel-type', type: '13' }, { name: 'addr', type: '12' }] },
+    { name: '12', 'meta-type': 'object', members: [{ name: 'transport', type: '14' }], tag: 'transport', variants: addresses.map((name, i) => ({ case: name, type: String(20 + i) })) },
+    { name: '14', 'meta-type': 'enum', values: addresses },
+  ];
 }
 
 const probeCommands = () => server.received.filter((c) => c.execute !== 'qmp_capabilities').map((c) => c.execute);
@@ -174,9 +190,25 @@ describe('probeFeatures and assertFeatures', () => {
       commands: new Set(Object.keys(QMP_SURFACE)),
       devices: new Map(),
       machines: new Map(),
+      migrationToFile: true,
     };
     expect(() => assertFeatures(binary, known, needsOf(), true)).not.toThrow();
     expect(() => assertFeatures(binary, known, needsOf())).toThrow(MissingFeatureError);
+  });
+
+  it('learns whether `migrate` takes a file address (its channels’ address union has a `file` case)', async () => {
+    serve({ migrationAddresses: ['socket', 'exec', 'rdma', 'file'] });
+    expect((await probeFeatures(qmp, needsOf(), undefined, {})).migrationToFile).toBe(true);
+    serve({ migrationAddresses: ['socket', 'exec', 'rdma'] });
+    expect((await probeFeatures(qmp, needsOf(), undefined, {})).migrationToFile).toBe(false);
+    serve();
+    expect((await probeFeatures(qmp, needsOf(), undefined, {})).migrationToFile).toBe(false);
+  });
+
+  it('reads a schema without `migrate`, or whose types do not resolve, as no file address; a schema entry without a name is an invalid reply', () => {
+    expect(offersMigrationToFile([{ name: 'str', 'meta-type': 'builtin', 'json-type': 'string' }])).toBe(false);
+    expect(offersMigrationToFile([{ name: 'migrate', 'meta-type': 'command', 'arg-type': '99', 'ret-type': '1' }])).toBe(false);
+    expect(() => offersMigrationToFile([{ 'meta-type': 'command' }])).toThrow(expect.objectContaining({ code: 'INVALID_REPLY', command: 'query-qmp-schema' }));
   });
 
   it('refuses a reply that is not what the command returns', async () => {

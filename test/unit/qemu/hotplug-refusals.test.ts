@@ -228,6 +228,7 @@ describe('devices this QEMU cannot plug (the feature probe)', () => {
   const features: QemuFeatures = {
     version: { major: 6, minor: 2, micro: 0 },
     commands: new Set(),
+    migrationToFile: false,
     devices: new Map([
       ['virtio-blk-pci', new Set(['drive', 'addr', 'write-cache'])],
       ['virtio-net-pci', new Set(['netdev', 'addr'])],

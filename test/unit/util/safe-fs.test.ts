@@ -199,6 +199,16 @@ describe('UnsafePathError', () => {
   });
 });
 
+describe('writeFileAtomic with a mode', () => {
+  it('gives the file exactly that mode, whatever the umask (0666 survives a umask of 022)', async () => {
+    const target = join(root, 'template.json');
+    await writeFileAtomic(target, '{}', 0o666);
+    expect(statSync(target).mode & 0o777).toBe(0o666);
+    await writeFileAtomic(target, '{}', 0o644);
+    expect(statSync(target).mode & 0o777).toBe(0o644);
+  });
+});
+
 describe.each([
   { name: 'writeFileAtomic', write: writeFileAtomic },
   { name: 'writeFileAtomicSync', write: promised(writeFileAtomicSync) },
