@@ -102,6 +102,23 @@ export interface TrustedDirOptions {
 }
 
 /**
+ * `dir` opened without following a link, so that what is checked (and chmod'ed) is what sits at
+ * `dir`, not whatever a link points at; undefined when it is missing and `missingOk`.
+ */
+function openTrustedDir(dir: string, missingOk: false): number;
+function openTrustedDir(dir: string, missingOk: boolean): number | undefined;
+function openTrustedDir(dir: string, missingOk: boolean): number | undefined {
+  try {
+    return openSync(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK);
+  } catch (error) {
+    const code = errorCode(error);
+    if (code === 'ENOENT' && missingOk) return undefined;
+    if (code !== 'ELOOP' && code !== 'ENOTDIR') throw error;
+    throw new UnsafePathError(dir, `is ${kindOf(lstatSync(dir))}, not a directory`, { cause: error });
+  }
+}
+
+/**
  * Creates `dir` (one level; its parent must exist) with `mode` if missing, then checks that it is
  * a real directory, not a symlink, owned by the euid (or `owner`), not writable by group or
  * others, and (`exclusive`) closed to others, with exactly `mode` when `exactMode`. Returns its
@@ -109,23 +126,17 @@ export interface TrustedDirOptions {
  */
 export function ensureTrustedDir(dir: string, options: TrustedDirOptions): Stats {
   let created = false;
-  if (options.create ?? true) {
+  // Opened first, made only when missing: this runs for every VM a runtime creates, and a mkdir
+  // that fails with EEXIST costs a thrown error each time.
+  let fd = openTrustedDir(dir, options.create ?? true);
+  if (fd === undefined) {
     try {
       mkdirSync(dir, { mode: options.mode });
       created = true;
     } catch (error) {
       if (errorCode(error) !== 'EEXIST') throw error;
     }
-  }
-  // Checked through a descriptor opened without following a link, so that what is checked (and
-  // chmod'ed) is what sits at `dir`, not whatever a link points at.
-  let fd: number;
-  try {
-    fd = openSync(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK);
-  } catch (error) {
-    const code = errorCode(error);
-    if (code !== 'ELOOP' && code !== 'ENOTDIR') throw error;
-    throw new UnsafePathError(dir, `is ${kindOf(lstatSync(dir))}, not a directory`, { cause: error });
+    fd = openTrustedDir(dir, false);
   }
   try {
     // mkdir's mode passed through the umask; set what was asked for.
