@@ -87,10 +87,14 @@ export class SpawnedProcess implements VmmProcess {
         this.#exit ??= exit;
         resolve(this.#exit);
       };
-      child.once('error', (error) => {
+      // Every 'error', not only the first: one without a listener would be thrown.
+      child.on('error', (error) => {
         // Never ran: report the spawn error as stderr so the caller can show it. (A failed kill()
         // of a running child also lands here; its exit is still to come.)
-        if (child.pid !== undefined) return;
+        if (child.pid !== undefined) {
+          logger.warn({ err: error }, 'child process error');
+          return;
+        }
         this.#stderr.push(`${error.message}\n`);
         end({ exitCode: undefined, signal: undefined });
       });
