@@ -20,7 +20,7 @@ export async function launchVm(plan: LaunchPlan, home: VmHome, options: SessionO
     signal: options.signal,
   });
   try {
-    // A start storm's spawns, one per event-loop turn (see spawn-turns.ts).
+    // A start storm's spawns, a few per event-loop turn (see spawn-turns.ts).
     await spawnTurn(options.signal);
     const process = SpawnedProcess.spawn({
       launcher: plan.launcherPath,
