@@ -150,8 +150,10 @@ function notesOf(dir: string, version: string): string[] {
       `QEMU ${version}, scale: ${String(s['vms'])} paused VMs from one Node process started in ${String(s['totalStartMs'])} ms ` +
         `(raw ${String(s['rawTotalStartMs'])} ms, ratio ${String(s['startRatio'])}; medians of ${String(s['rounds'])} alternated storms), stopped in ${String(s['totalStopMs'])} ms; ` +
         `Node heap ${String(s['heapPerVmKiB'])} KiB per VM; event-loop delay p99 ${String(s['eventLoopDelayP99Ms'])} ms during the start storm ` +
-        `(${String(s['rawEventLoopDelayP99Ms'])} ms during the raw one: both are the storm's burst of spawns, each fork waiting ` +
-        `for its child's exec while the QEMUs already started hold both cores; the monitor starts a tick before either storm); ` +
+        `(${String(s['rawEventLoopDelayP99Ms'])} ms during the raw one; each fork waits for its child's exec while the QEMUs already started ` +
+        `hold both cores: the library spawns at most 5 QEMUs per event-loop turn, the raw script all of them in one turn, which the monitor counts ` +
+        `as a single delay; the monitor starts a tick before either storm); ` +
+        (s['mainThreadCpuPerVmMs'] === undefined ? '' : `event-loop CPU per VM started ${String(s['mainThreadCpuPerVmMs'])} ms (raw ${String(s['rawMainThreadCpuPerVmMs'])} ms); `) +
         `processes or runtime directories left behind: ${String(s['leakedProcessesAndDirs'])}.`,
     );
   }

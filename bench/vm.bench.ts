@@ -6,7 +6,7 @@
 // (listening sockets bound by the launcher, capabilities dropped, an unprivileged identity of its
 // own, parent-death signal, empty environment). Figures are medians; ratio = library / raw.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { execFileSync } from 'node:child_process';
@@ -428,13 +428,22 @@ async function startDelayMonitor(): Promise<ReturnType<typeof monitorEventLoopDe
   return delay;
 }
 
+/**
+ * CPU time this process's main thread has used, in ms (/proc's schedstat, in ns): what a storm
+ * costs the event loop itself, which wall-clock figures on a shared machine only blur.
+ */
+function mainThreadCpuMs(): number {
+  return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+}
+
 /** One start storm of SCALE_VMS paused VMs through the library, measured; all stopped after. */
-async function libraryStorm(input: SandboxConfigInput): Promise<{ startMs: number; stopMs: number; heapPerVmKiB: number; delayP99Ms: number; leaked: number }> {
+async function libraryStorm(input: SandboxConfigInput): Promise<{ startMs: number; stopMs: number; heapPerVmKiB: number; delayP99Ms: number; cpuPerVmMs: number; leaked: number }> {
   const gc = (globalThis as { gc?: () => void }).gc;
   gc?.();
   const heapBefore = process.memoryUsage().heapUsed;
   const delay = await startDelayMonitor();
   const vms = Array.from({ length: SCALE_VMS }, () => new QemuHypervisor());
+  const cpuBefore = mainThreadCpuMs();
   const started = performance.now();
   const settled = await Promise.allSettled(
     vms.map(async (vm) => {
@@ -449,6 +458,7 @@ async function libraryStorm(input: SandboxConfigInput): Promise<{ startMs: numbe
     throw new AggregateError(failures, `${failures.length} of ${SCALE_VMS} VMs of the storm failed to start, the first with: ${String((failures[0] as Error).message)}`);
   }
   const startMs = performance.now() - started;
+  const cpuPerVmMs = (mainThreadCpuMs() - cpuBefore) / SCALE_VMS;
   delay.disable();
   gc?.();
   const heapPerVmKiB = (process.memoryUsage().heapUsed - heapBefore) / SCALE_VMS / 1024;
@@ -458,7 +468,7 @@ async function libraryStorm(input: SandboxConfigInput): Promise<{ startMs: numbe
   await Promise.all(vms.map((vm) => vm.stopVM()));
   const stopMs = performance.now() - stopStarted;
   const leaked = pids.filter((pid) => isProcessAlive(pid)).length + dirs.filter((dir) => existsSync(dir)).length;
-  return { startMs, stopMs, heapPerVmKiB, delayP99Ms: delay.percentile(99) / 1e6, leaked };
+  return { startMs, stopMs, heapPerVmKiB, delayP99Ms: delay.percentile(99) / 1e6, cpuPerVmMs, leaked };
 }
 
 /** SCALE_VMS paused VMs from one Node process, library and raw storms alternated. */
@@ -467,6 +477,7 @@ export async function scaleFigure(bench: BenchArch): Promise<Record<string, numb
   const storms: Awaited<ReturnType<typeof libraryStorm>>[] = [];
   // The same measure during the raw storms: 50 QEMUs starting on 2 cores delay any process's timers.
   const rawDelays: number[] = [];
+  const rawCpuPerVm: number[] = [];
   const comparison = await compare(
     ROUNDS,
     async () => {
@@ -476,9 +487,11 @@ export async function scaleFigure(bench: BenchArch): Promise<Record<string, numb
     },
     async () => {
       const delay = await startDelayMonitor();
+      const cpuBefore = mainThreadCpuMs();
       const started = performance.now();
       const raws = await Promise.all(Array.from({ length: SCALE_VMS }, () => rawStart(input, false)));
       const ms = performance.now() - started;
+      rawCpuPerVm.push((mainThreadCpuMs() - cpuBefore) / SCALE_VMS);
       delay.disable();
       rawDelays.push(delay.percentile(99) / 1e6);
       await Promise.all(raws.map((r) => rawStop(r)));
@@ -497,6 +510,9 @@ export async function scaleFigure(bench: BenchArch): Promise<Record<string, numb
     eventLoopDelayP99Ms: round(median(storms.map((s) => s.delayP99Ms)), 2),
     eventLoopDelayP99MaxMs: round(Math.max(...storms.map((s) => s.delayP99Ms)), 2),
     rawEventLoopDelayP99Ms: round(median(rawDelays), 2),
+    // The event loop's own CPU per VM started, library and raw: what both figures above come from.
+    mainThreadCpuPerVmMs: round(median(storms.map((s) => s.cpuPerVmMs)), 2),
+    rawMainThreadCpuPerVmMs: round(median(rawCpuPerVm), 2),
     leakedProcessesAndDirs: storms.reduce((sum, s) => sum + s.leaked, 0),
   };
 }

@@ -85,11 +85,15 @@ export function hotplugPathNeeds(input: unknown): PathNeed[] {
  * Throws a ConfigError listing each path `identity` cannot reach, by field; an undefined identity
  * (QEMU runs as this process's user, whose own open() will say it) checks nothing.
  */
-export function assertPathsReachable(needs: readonly PathNeed[], identity: VmIdentity | undefined, problem: AccessProblemFn = accessProblem): void {
+export function assertPathsReachable(needs: readonly PathNeed[], identity: VmIdentity | undefined, problem?: AccessProblemFn): void {
   if (identity === undefined) return;
+  // The paths of one start share their directories (a kernel and its initrd side by side): within
+  // one check each is stat'ed once. Never across checks: the host may change between two starts.
+  const statOnce = memoized(statSync);
+  const check = problem ?? ((path: string, mode: AccessMode, who: VmIdentity) => accessProblem(path, mode, who, statOnce));
   const issues: ConfigIssue[] = [];
   for (const need of needs) {
-    const why = problem(need.path, need.mode, identity);
+    const why = check(need.path, need.mode, identity);
     if (why !== undefined) issues.push({ path: need.field, message: why });
   }
   if (issues.length > 0) throw new ConfigError(issues);
@@ -97,6 +101,24 @@ export function assertPathsReachable(needs: readonly PathNeed[], identity: VmIde
 
 /** How `accessProblem` reads a path's metadata (`fs.statSync` by default). */
 export type StatFn = (path: string) => Stats;
+
+/** `stat`, answering each path once: its Stats, or the same error again. */
+function memoized(stat: StatFn): StatFn {
+  const seen = new Map<string, { stats: Stats } | { error: unknown }>();
+  return (path) => {
+    let entry = seen.get(path);
+    if (entry === undefined) {
+      try {
+        entry = { stats: stat(path) };
+      } catch (error) {
+        entry = { error };
+      }
+      seen.set(path, entry);
+    }
+    if ('error' in entry) throw entry.error;
+    return entry.stats;
+  };
+}
 /** accessProblem's shape, for a backend that answers from elsewhere (the mock's host probe). */
 export type AccessProblemFn = (path: string, mode: AccessMode, identity: VmIdentity) => string | undefined;
 
@@ -129,7 +151,8 @@ export function accessProblem(path: string, mode: AccessMode, identity: VmIdenti
 function searchProblem(path: string, identity: VmIdentity, stat: StatFn): string | undefined {
   const routes = [path];
   try {
-    const real = realpathSync(path);
+    // One realpath(3) call; the JS realpathSync lstat()s every component itself.
+    const real = realpathSync.native(path);
     if (real !== path) routes.push(real);
   } catch {
     // Unresolvable: the walk along the given path is what can be said.

@@ -270,6 +270,9 @@ export class QemuHypervisor implements Hypervisor {
         // What an earlier VM learned of this binary refuses a missing feature before QEMU runs.
         const known = qemuFeatures.known(plan.qemuPath);
         if (known) assertFeatures(plan.qemuPath, known, needs, true);
+        // This very build's version, probed by an earlier VM: the state recorded at spawn then
+        // already holds what the probe will say, and a paused start writes it once, not twice.
+        this.#qemuVersion = known?.version;
         const template = this.#template;
         const launchPlan = template ? await template.launchPlan(plan, home.identity, known) : plan;
         const session = await launchVm(launchPlan, home, { ...this.#sessionOptions(), signal: deadline.signal });

@@ -285,13 +285,25 @@ export class UidLeaseStore {
    * group or other permissions. A few small syscalls: synchronous.
    */
   #ensureDirSync(): void {
+    // Looked at first, made only when missing: every acquire comes here, and a mkdir failing with
+    // EEXIST would cost a thrown error each time.
+    let stats: Stats | undefined;
     try {
-      mkdirSync(dirname(this.dir), { recursive: true, mode: 0o711 });
-      mkdirSync(this.dir, { mode: 0o700 });
+      stats = lstatSync(this.dir);
     } catch (error) {
-      if (errnoCode(error) !== 'EEXIST') throw new LeaseDirError(this.dir, `cannot be created: ${(error as Error).message}`, { cause: error });
+      if (errnoCode(error) !== 'ENOENT') throw new LeaseDirError(this.dir, `cannot be examined: ${(error as Error).message}`, { cause: error });
     }
-    this.#checkDirSync();
+    if (stats === undefined) {
+      try {
+        mkdirSync(dirname(this.dir), { recursive: true, mode: 0o711 });
+        mkdirSync(this.dir, { mode: 0o700 });
+      } catch (error) {
+        if (errnoCode(error) !== 'EEXIST') throw new LeaseDirError(this.dir, `cannot be created: ${(error as Error).message}`, { cause: error });
+      }
+      this.#checkDirSync();
+    } else {
+      this.#checkStats(stats);
+    }
   }
 
   /** The existing directory, checked the same way without creating it (release's quick path). */

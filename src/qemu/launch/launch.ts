@@ -4,6 +4,7 @@
 import type { VmIdentity } from '../../hypervisor/types.ts';
 import { HelperSet } from '../helpers/helper-set.ts';
 import { SpawnedProcess } from '../process/vmm-process.ts';
+import { spawnTurn } from '../process/spawn-turns.ts';
 import type { VmHome } from './home.ts';
 import type { LaunchSpec } from './launcher.ts';
 import type { LaunchPlan } from './plan.ts';
@@ -19,6 +20,8 @@ export async function launchVm(plan: LaunchPlan, home: VmHome, options: SessionO
     signal: options.signal,
   });
   try {
+    // A start storm's spawns, a few per event-loop turn (see spawn-turns.ts).
+    await spawnTurn(options.signal);
     const process = SpawnedProcess.spawn({
       launcher: plan.launcherPath,
       launch: qemuLaunchSpec(plan, home.identity),

@@ -186,6 +186,38 @@ describe('assertPathsReachable', () => {
     ]);
   });
 
+  it('reports every path under a shared closed directory, and judges each path of one check on its own', () => {
+    const closed = directory('closed', 0o700);
+    const kernel = join(closed, 'vmlinuz');
+    const initrd = join(closed, 'initrd');
+    for (const path of [kernel, initrd]) {
+      writeFileSync(path, 'x');
+      chmodSync(path, 0o644);
+    }
+    const needs = [
+      { field: 'boot.kernel', path: kernel, mode: 'read' as const },
+      { field: 'boot.initrd', path: initrd, mode: 'read' as const },
+      // Beside a file it may read: missing (QEMU says so itself), and one it may not read.
+      { field: 'devices[0].path', path: join(dir, 'absent.img'), mode: 'read' as const },
+      { field: 'devices[1].path', path: file('private.img', 0o600), mode: 'read' as const },
+      { field: 'devices[2].path', path: file('public.img', 0o644), mode: 'read' as const },
+    ];
+    const why = `the directory ${closed} is mode 0700, owner 0:0, without search (x) permission for that user`;
+    expect(() => assertPathsReachable(needs, VM)).toThrow(
+      expect.objectContaining({
+        issues: [
+          { path: 'boot.kernel', message: `${WHO} and cannot read ${kernel}: ${why}` },
+          { path: 'boot.initrd', message: `${WHO} and cannot read ${initrd}: ${why}` },
+          { path: 'devices[1].path', message: `${WHO} and cannot read ${join(dir, 'private.img')}: it is mode 0600, owner 0:0` },
+        ],
+      }),
+    );
+    // A second check sees the host as it is now, not as the first one found it.
+    chmodSync(closed, 0o711);
+    chmodSync(join(dir, 'private.img'), 0o644);
+    expect(() => assertPathsReachable(needs, VM)).not.toThrow();
+  });
+
   it('checks nothing when QEMU runs as this process (no identity of its own)', () => {
     expect(() => assertPathsReachable([{ field: 'boot.kernel', path: file('k', 0o600), mode: 'read' }], undefined)).not.toThrow();
   });

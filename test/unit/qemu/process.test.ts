@@ -134,6 +134,33 @@ describe('SpawnedProcess', () => {
     expect(proc.signal('SIGKILL')).toBe(true);
     expect(await proc.exited).toEqual({ exitCode: undefined, signal: 'SIGKILL' });
   });
+
+  it('reports a launcher that could not be spawned: no pid, no exit status, the reason as its stderr', async () => {
+    const proc = SpawnedProcess.spawn({
+      launcher: '/nonexistent/svmm-launch',
+      launch: { program: '/bin/true', args: [], fds: [], user: undefined, dropCapabilities: false, dieWithParent: true },
+      detached: false,
+      stderrFile: '/nonexistent/unused',
+      logger: silentLogger,
+    });
+    expect(proc.pid).toBe(-1);
+    expect(await proc.exited).toEqual({ exitCode: undefined, signal: undefined });
+    expect(proc.hasExited).toBe(true);
+    expect(proc.stderrTail()).toMatch(/ENOENT/);
+    expect(proc.signal('SIGKILL')).toBe(false);
+  });
+
+  it('quotes the last lines a program wrote just before it died', async () => {
+    const proc = SpawnedProcess.spawn({
+      launcher: findLauncher(),
+      launch: { program: '/bin/sh', args: ['-c', 'for i in 1 2 3; do echo "line $i" >&2; done; kill -9 $$'], fds: [], user: undefined, dropCapabilities: false, dieWithParent: true },
+      detached: false,
+      stderrFile: '/nonexistent/unused',
+      logger: silentLogger,
+    });
+    expect(await proc.exited).toEqual({ exitCode: undefined, signal: 'SIGKILL' });
+    expect(proc.stderrTail()).toBe('line 1\nline 2\nline 3');
+  });
 });
 
 describe('/proc helpers', () => {

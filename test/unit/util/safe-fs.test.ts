@@ -223,6 +223,13 @@ describe.each([
     expect(readdirSync(root).sort()).toEqual(['outside', 'state.json']);
   });
 
+  it('writes every byte of a large, multi-byte text', async () => {
+    const target = join(root, 'state.json');
+    const text = `${'é€'.repeat(200_000)}\n`;
+    await write(target, text);
+    expect(readFileSync(target, 'utf8')).toBe(text);
+  });
+
   it('replaces a symlink at the target instead of writing through it', async () => {
     const target = join(root, 'state.json');
     symlinkSync(join(outside, 'canary.txt'), target);
