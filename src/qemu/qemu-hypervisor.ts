@@ -48,7 +48,9 @@ import { serializeState, STATE_FILE_VERSION } from './state-file.ts';
 import { emptyHotplugState, isEjecting, type HotplugState } from './hotplug/state.ts';
 import { hotplugDevice, unplugDevice } from './hotplug/devices.ts';
 import { EjectionReconciler } from './hotplug/ejections.ts';
-import type { HotplugContext } from './hotplug/context.ts';
+import type { HotplugContext, HotplugHelpers } from './hotplug/context.ts';
+import { checkSocketPath } from './runtime-paths.ts';
+import { virtiofsdOf } from './launch/plan.ts';
 import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
 import { capabilitiesOf } from '../hypervisor/capabilities.ts';
@@ -666,8 +668,13 @@ export class QemuHypervisor implements Hypervisor {
   hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult> {
     return this.#run('hotplugAddDevice', ['running', 'paused'], options, async (qmp, deadline) => {
       assertPathsReachable(hotplugPathNeeds(device), this.#home?.identity);
-      const placed = await hotplugDevice(this.#hotplugContext(qmp, deadline), device);
-      await this.#saveState();
+      let placed;
+      try {
+        placed = await hotplugDevice(this.#hotplugContext(qmp, deadline), device);
+      } finally {
+        // Also after a rollback: a share's helper may have been recorded while it ran.
+        await this.#saveState();
+      }
       // hotplugDevice validated it already: this cannot throw.
       return { ...placed, ...(await this.#confirmPciPath(qmp, deadline, validateHotplugDevice(device), placed.bus)) };
     });
@@ -717,7 +724,9 @@ export class QemuHypervisor implements Hypervisor {
   #hotplugContext(qmp: QmpClient, deadline: Deadline): HotplugContext {
     const config = this.config as SandboxConfig; // set by createVM or attach; #run's states come after
     const binary = (this.#plan as LaunchPlan).qemuPath;
+    const helpers = this.#hotplugHelpers();
     return {
+      ...(helpers ? { helpers } : {}),
       qmp,
       config,
       state: this.#hotplug,
@@ -730,6 +739,32 @@ export class QemuHypervisor implements Hypervisor {
         const features = qemuFeatures.known(binary);
         if (features?.devices.has(props.driver)) assertDevice(binary, features, props.driver, Object.keys(props).filter((key) => !DEVICE_OPTION_KEYS.has(key)));
       },
+    };
+  }
+
+  /** The helper daemons of a hot-plugged share, started under the same rules as a cold share's (helpers/helper-set.ts). */
+  #hotplugHelpers(): HotplugHelpers | undefined {
+    const session = this.#session;
+    const plan = this.#plan;
+    if (!session || !plan) return undefined;
+    const { paths, config } = plan;
+    return {
+      socketOf: (deviceId) => paths.virtiofsSocket(deviceId),
+      startVirtiofsd: async (device, signal) => {
+        checkSocketPath(paths.virtiofsSocket(device.id), 'device.id');
+        // Resolved once, at the first share that needs it, as createVM resolves a cold share's.
+        plan.virtiofsdPath ??= virtiofsdOf(config);
+        await session.helpers.add(device, paths, {
+          launcher: plan.launcherPath,
+          virtiofsd: plan.virtiofsdPath,
+          qemuUser: session.home.identity,
+          runtime: config.runtime,
+          logger: this.#log,
+          signal,
+        });
+        void this.#saveState();
+      },
+      stop: (deviceId) => session.helpers.stop(deviceId, paths),
     };
   }
 

@@ -1,4 +1,4 @@
-import type { SandboxConfig } from '../../hypervisor/config/index.ts';
+import type { SandboxConfig, VirtioFsDeviceConfig } from '../../hypervisor/config/index.ts';
 import type { VcpuRules } from '../../hypervisor/resources.ts';
 import type { Deadline } from '../../util/deadline.ts';
 import type { Logger } from '../../util/logger.ts';
@@ -21,6 +21,18 @@ export interface HotplugContext {
   checkDevice?: (props: { driver: string } & Record<string, unknown>) => void;
   /** How long a removal waits for the guest to let go of a device or vCPU. */
   removalTimeoutMs: number;
+  /** The VM's helper daemons, for virtio-fs shares with a sharedDir. Absent: such a share cannot be hot-plugged. */
+  helpers?: HotplugHelpers;
+}
+
+/** Starting and stopping the virtiofsd of a hot-plugged share (helpers/helper-set.ts, under the VM's rules). */
+export interface HotplugHelpers {
+  /** The socket QEMU connects to for the share the backend serves. */
+  socketOf(deviceId: string): string;
+  /** Starts its virtiofsd; resolves once QEMU's user may connect to its socket. */
+  startVirtiofsd(device: VirtioFsDeviceConfig & { sharedDir: string }, signal: AbortSignal): Promise<void>;
+  /** Stops its virtiofsd (if it runs) and removes its socket and pid file. */
+  stop(deviceId: string): Promise<void>;
 }
 
 /** QMP options carrying the operation's deadline. */
