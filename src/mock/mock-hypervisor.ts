@@ -482,9 +482,11 @@ export class MockHypervisor implements Hypervisor {
 
   // ---------------------------------------------------------------- queries
 
+  /** The hypervisor's fake pid, then its helper daemons' (one per share with a sharedDir), as the QEMU backend's. */
   getPids(): number[] {
     const pid = this.pid;
-    return pid === undefined ? [] : [pid];
+    const helpers = [...(this.#machine?.helpers.values() ?? [])].filter((p) => !p.hasExited).map((p) => p.pid);
+    return pid === undefined ? [] : [pid, ...helpers];
   }
 
   getThreadIds(options?: OperationOptions): Promise<VcpuThreadIds> {
