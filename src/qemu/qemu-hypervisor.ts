@@ -4,7 +4,7 @@ import type { Logger } from '../util/logger.ts';
 import { silentLogger } from '../util/logger.ts';
 import { Deadline, sleep, type OperationOptions } from '../util/deadline.ts';
 import { resolveTimeoutMs } from '../util/timeout.ts';
-import { validateHotplugDevice, type HotplugDeviceConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
+import { validateHotplugDevice, type HotplugDeviceConfig, type SandboxConfig, type SandboxConfigInput, type VirtioFsDeviceConfig } from '../hypervisor/config/index.ts';
 import {
   AttachError,
   InvalidReplyError,
@@ -35,7 +35,7 @@ import type {
   VmIdentity,
   VmState,
 } from '../hypervisor/types.ts';
-import { templateUseRefusal, templateConfigRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
+import { cloneLayout, templateUseRefusal, templateConfigRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
 import { TemplateError } from '../hypervisor/errors.ts';
 import { TemplateSource } from './template/source.ts';
 import { TemplateClone } from './template/clone.ts';
@@ -135,6 +135,8 @@ export class QemuHypervisor implements Hypervisor {
   /** QEMU, QMP and the helpers, from startVM (or attach) on. */
   #session: VmSession | undefined;
   #hotplug: HotplugState = emptyHotplugState();
+  /** A clone's virtio-fs shares, hot-plugged by startVM once the guest is restored. */
+  #cloneShares: VirtioFsDeviceConfig[] = [];
   /** createVM's template role: a VM to be saved as a template, or a clone of one. */
   #template: TemplateSource | TemplateClone | undefined;
   /**
@@ -215,16 +217,19 @@ export class QemuHypervisor implements Hypervisor {
     this.#lifecycle.require('createVM', ['new']);
     if (this.#plan) throw new InvalidStateError('createVM', this.state, [], `createVM was already called; ${SINGLE_USE}`);
     const role = templateRole(options);
-    const plan = planVm(input);
-    assertConfigFdsUsable(plan.config);
-    const refusal = role && (templateUseRefusal(plan.config, role.dir) ?? (role.kind === 'source' ? templateConfigRefusal(plan.config, role.dir) : undefined));
+    const requested = planVm(input);
+    assertConfigFdsUsable(requested.config);
+    const refusal = role && (templateUseRefusal(requested.config, role.dir) ?? (role.kind === 'source' ? templateConfigRefusal(requested.config, role.dir) : undefined));
     if (refusal) throw refusal;
+    // A clone runs the template's layout; its virtio-fs shares are hot-plugged once it is restored.
+    const plan = role?.kind === 'clone' ? clonePlan(requested) : requested;
+    this.#cloneShares = role?.kind === 'clone' ? cloneLayout(requested.config).shares : [];
     // Claimed before the first await: a second concurrent createVM is refused, not raced.
     this.#plan = plan;
     let home: VmHome;
     try {
       // A template that cannot be used is refused before anything is made.
-      const clone = role?.kind === 'clone' ? await TemplateClone.open(role.dir, plan.config, plan.qemuPath) : undefined;
+      const clone = role?.kind === 'clone' ? await TemplateClone.open(role.dir, requested.config, plan.qemuPath) : undefined;
       home = await VmHome.create(plan.config, plan.paths, leaseStore(this.#options, plan.config.runtime.dir === undefined), options);
       try {
         this.#template = role?.kind === 'source' ? TemplateSource.make(role.dir, plan.config, home.identity) : clone;
@@ -291,6 +296,8 @@ export class QemuHypervisor implements Hypervisor {
         const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
         await enableBalloonStats(qmp, plan.config, deadline.signal);
         if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
+        // A clone's shares, after restore (vhost-user-fs is no part of a template): as any hot-plug.
+        for (const share of this.#cloneShares) await hotplugDevice(this.#hotplugContext(qmp, deadline), share);
         await this.#saveState(options.paused === true);
         awaitingGuest = true;
         await opened;
@@ -851,6 +858,15 @@ export class QemuHypervisor implements Hypervisor {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopVM();
   }
+}
+
+/**
+ * A clone's launch plan: the template's layout (its config without the virtio-fs shares), with the
+ * virtiofsd the shares need already resolved from the whole config.
+ */
+function clonePlan(requested: LaunchPlan): LaunchPlan {
+  const plan = planVm(cloneLayout(requested.config).layout, requested.paths.dir);
+  return { ...plan, virtiofsdPath: requested.virtiofsdPath };
 }
 
 /** How QEMU ended, as every path that reports an unexpected exit tells it. */
