@@ -163,13 +163,13 @@ export interface AddfdInfo {
   fd: number;
 }
 
-/** What `yank` acts on (`query-yank` lists those that exist). */
 /** chardev-add's backend as the library sends it: a socket chardev connecting to a unix socket (QEMU the client). */
 export interface ChardevSocketBackend {
   type: 'socket';
   data: { addr: { type: 'unix'; data: { path: string } }; server: boolean };
 }
 
+/** What `yank` acts on (`query-yank` lists those that exist). */
 export type YankInstance = { type: 'chardev'; id: string } | { type: 'block-node'; 'node-name': string } | { type: 'migration' };
 
 /** One capability of `migrate-set-capabilities`. */
