@@ -4,18 +4,19 @@
 // every QEMU version (over a private copy-on-write mapping of the template's file, which QEMU >= 8.2
 // uses otherwise, the daemon would see the template's pages, not the clone's). Proven from inside
 // each clone: the template guest's marker is still there, the share is mounted and read, and a
-// file the guest writes is seen on the host.
+// file the guest writes is seen on the host. A share that cannot be attached fails the start cleanly.
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, type SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
+import { HelperError, VmStartError } from '../../src/hypervisor/errors.ts';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
 import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
 import { useCleanups } from './helpers/cleanups.ts';
 import { eventually } from './helpers/eventually.ts';
-import { connectAgent, guestConfig, RUNTIME_BASE, scratchDir } from './helpers/sandbox.ts';
+import { connectAgent, guestConfig, leasesOnDisk, RUNTIME_BASE, scratchDir } from './helpers/sandbox.ts';
 
 const MARKER = `template-marker-${process.pid}`;
 const scratch = scratchDir();
@@ -99,7 +100,7 @@ describe('virtio-fs in clones of a template', () => {
     expect(existsSync(join(RUNTIME_BASE, id))).toBe(false);
   }, 240_000);
 
-  it('a clone that keeps the template\'s anonymous memory shares the template\'s pages and refuses a share (ConfigError naming device.driver)', async () => {
+  it('a clone that keeps the template\'s anonymous memory (its pages shared with the template from QEMU 8.2 on) refuses a share (ConfigError naming device.driver)', async () => {
     const vm = track(new QemuHypervisor());
     await vm.createVM({ ...templateConfig(), id: `tmpl-vfs-anon-${process.pid}` }, { fromTemplate: dir });
     expect(vm.capabilities().fsHotplug).toBe(false);
@@ -113,4 +114,21 @@ describe('virtio-fs in clones of a template', () => {
     expect(vm.getPids()).toHaveLength(1);
     expect(existsSync(runtimePaths(vm.runtimeDir ?? '').virtiofsSocket('share'))).toBe(false);
   }, 180_000);
+
+  it('a clone whose share cannot be attached (its directory is missing) fails startVM; no process, directory or lease is left', async () => {
+    const id = `tmpl-vfs-bad-${process.pid}`;
+    const base = templateConfig();
+    const vm = track(new QemuHypervisor());
+    await vm.createVM(
+      { ...base, id, memory: { bootMiB: 256, backing: { type: 'shared' } }, devices: [...(base.devices ?? []), { type: 'fs', driver: 'virtio-fs', id: 'share', tag: 'bad', sharedDir: '/nonexistent/share' }] },
+      { fromTemplate: dir },
+    );
+    const error = (await vm.startVM().catch((e: unknown) => e)) as VmStartError;
+    expect(error).toBeInstanceOf(VmStartError);
+    expect(error.cause).toBeInstanceOf(HelperError);
+    expect(vm.state).toBe('stopped');
+    expect(vm.getPids()).toEqual([]);
+    expect(existsSync(join(RUNTIME_BASE, id))).toBe(false);
+    expect(leasesOnDisk(id)).toEqual([]);
+  }, 120_000);
 });
