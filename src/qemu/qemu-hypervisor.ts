@@ -295,9 +295,9 @@ export class QemuHypervisor implements Hypervisor {
         // Listening before `cont`: QEMU was started with -S, so the guest cannot open the port earlier.
         const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
         await enableBalloonStats(qmp, plan.config, deadline.signal);
-        if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
-        // A clone's shares, after restore (vhost-user-fs is no part of a template): as any hot-plug.
+        // A clone's shares, once restored and before it runs (vhost-user-fs is no part of a template).
         for (const share of this.#cloneShares) await hotplugDevice(this.#hotplugContext(qmp, deadline), share);
+        if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
         await this.#saveState(options.paused === true);
         awaitingGuest = true;
         await opened;
