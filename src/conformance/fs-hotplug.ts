@@ -64,10 +64,9 @@ export function defineFsHotplugTests(t: ConformanceTestApi, h: Harness): void {
       await vm.hotplugRemoveDevice('conformance-fs', h.op());
       assert.equal(vm.devices().find((d) => d.id === 'conformance-fs'), undefined);
       assert.deepEqual(vm.getPids(), pidsBefore, 'the daemon is stopped with its share');
-      // The port and the tag are free again.
+      // The port and the tag are free again (left plugged: the guest may still be taking it when the VM stops).
       const back = await vm.hotplugAddDevice(share('conformance-fs', dir), h.op());
       assert.equal(back.bus, result.bus);
-      await vm.hotplugRemoveDevice('conformance-fs', h.op());
     });
   }, ms);
 
@@ -78,9 +77,10 @@ export function defineFsHotplugTests(t: ConformanceTestApi, h: Harness): void {
       const dir = await shareDir('missing-parent', vm);
       await rejectsWithCode(vm.hotplugAddDevice(share('conformance-fs', join(dir, 'does-not-exist')), h.op()), 'HELPER_FAILED', 'a share of a missing directory');
       assert.deepEqual({ devices: vm.devices(), pids: vm.getPids() }, before, 'nothing plugged, no daemon left');
+      // Left plugged: a removal right after the add would race the guest's own handling of it.
       const plugged = await vm.hotplugAddDevice(share('conformance-fs', await dirWithMarker('after-failure', vm)), h.op());
       assert.equal(plugged.id, 'conformance-fs', 'the id is free again');
-      await vm.hotplugRemoveDevice('conformance-fs', h.op());
+      assert.equal(vm.getPids().length, before.pids.length + 1, 'its daemon runs');
     });
   }, ms);
 }
