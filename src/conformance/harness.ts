@@ -15,7 +15,7 @@ export const COLD_DEVICE_ID = 'conformance-rng';
 
 export interface VmSpec {
   cpus: { boot: number; max: number };
-  memory: { bootMiB: number; maxMiB?: number; hotplug?: 'virtio-mem' | 'dimm' | 'none'; slots?: number };
+  memory: { bootMiB: number; maxMiB?: number; hotplug?: 'virtio-mem' | 'dimm' | 'none'; slots?: number; backing?: { type: 'shared' } };
   rootPorts: number;
   devices?: DeviceConfigInput[];
 }

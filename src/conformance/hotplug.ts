@@ -27,7 +27,6 @@ type ColdOnlyType = Exclude<(typeof DEVICE_TYPES)[number], (typeof HOTPLUGGABLE_
 /** A valid device of each kind that can only be cold-plugged. */
 const coldOnlySamples: Record<ColdOnlyType, DeviceConfigInput> = {
   vsock: { type: 'vsock', id: 'conformance-vsock', guestCid: 3 },
-  fs: { type: 'fs', driver: '9p', id: 'conformance-fs', tag: 'conformance', path: '/tmp' },
   rng: { type: 'rng', id: 'conformance-rng2' },
   balloon: { type: 'balloon', id: 'conformance-balloon' },
   channel: { type: 'channel', id: 'conformance-chan', name: 'conformance.0' },

@@ -8,6 +8,7 @@
 import type { Hypervisor } from '../hypervisor/types.ts';
 import { defineDimmTests } from './dimm.ts';
 import { defineFailureTests } from './failures.ts';
+import { defineFsHotplugTests } from './fs-hotplug.ts';
 import { Harness } from './harness.ts';
 import { defineHotplugTests } from './hotplug.ts';
 import { defineLifecycleTests } from './lifecycle.ts';
@@ -40,6 +41,7 @@ export function defineConformanceSuite<H extends Hypervisor>(api: ConformanceTes
     api.describe('failures behind the backend', () => defineFailureTests(api, harness));
     api.describe('guest readiness and events', () => defineReadinessTests(api, harness));
     api.describe('hotplug and resize (virtio-mem)', () => defineHotplugTests(api, harness));
+    api.describe('virtio-fs hotplug', () => defineFsHotplugTests(api, harness));
     api.describe('DIMM memory and stuck removals', () => defineDimmTests(api, harness));
     api.describe('vCPU resize', () => defineVcpuTests(api, harness));
     api.describe('statistics', () => defineStatsTests(api, harness));

@@ -38,6 +38,11 @@ export interface ConformanceGuestProbes<H extends Hypervisor = Hypervisor> {
   onlineCpus?(vm: H): Promise<number>;
   /** Memory the guest has (e.g. MemTotal); only differences are compared. */
   memoryMiB?(vm: H): Promise<number>;
+  /**
+   * The content of `file` in the virtio-fs share mounted by `tag` (mount it, read, unmount: the
+   * share is removed afterwards).
+   */
+  readShared?(vm: H, tag: string, file: string): Promise<string>;
   /** Called once the suite is done with a VM (stopped or not): close what the probes opened. */
   release?(vm: H): Promise<void> | void;
 }
@@ -132,6 +137,12 @@ export interface ConformanceOptions<H extends Hypervisor = Hypervisor> {
    * must give it.
    */
   templateDir?: (name: string) => string | Promise<string>;
+  /**
+   * Creates a fresh host directory for a virtio-fs share, distinct for each `name`, that the
+   * backend's file server (virtiofsd) can read, and returns its path; the suite writes a marker file
+   * into it. Given, it adds the tests of hot-plugged shares (the refusals are tested without it).
+   */
+  shareDir?: (name: string, vm: H) => string | Promise<string>;
   /** Whether the backend has virtio-scsi disks. Default true. */
   scsi?: boolean;
   /** Default: QEMU's event names and shapes. */

@@ -2,6 +2,8 @@
 // (another config, devices that cannot be saved, a directory without a template, a damaged one),
 // each before anything is made.
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { TemplateError } from '../hypervisor/errors.ts';
 import type { Hypervisor } from '../hypervisor/types.ts';
 import type { SandboxConfigInput } from '../hypervisor/config/index.ts';
@@ -110,6 +112,39 @@ export function defineTemplateTests(t: ConformanceTestApi, h: Harness): void {
       await refused(cloneOf(config), { fromTemplate: dir }, 'corrupt');
     }
   }, ms);
+
+  const shareDir = h.options.shareDir;
+  if (shareDir) {
+    t.it('a clone may add virtio-fs shares (with memory.backing shared): startVM hot-plugs them after restore, a daemon each; other backings are refused', async () => {
+      if (await refusedHere()) return;
+      const dir = await templateDir('shares');
+      const config = await makeTemplate(dir);
+      const memory = { ...spec.memory, backing: { type: 'shared' as const } };
+      await h.withVm(async (clone) => {
+        const input: SandboxConfigInput = { ...cloneOf(config), memory, devices: [...(config.devices ?? []), { type: 'fs', driver: 'virtio-fs', id: 'clone-share', tag: 'clone-share', sharedDir: '/' }] };
+        const shared = await shareDir('clone-share', clone);
+        writeFileSync(join(shared, 'marker.txt'), 'from the host\n');
+        const devices = (input.devices ?? []).map((d) => (d.id === 'clone-share' ? { ...d, sharedDir: shared } : d));
+        await clone.createVM({ ...input, devices }, { ...h.op(), fromTemplate: dir });
+        assert.equal(clone.config?.devices.some((d) => d.id === 'clone-share'), false, 'the share is no part of the template\'s layout');
+        await clone.startVM(h.op());
+        const listed = clone.devices().find((d) => d.id === 'clone-share');
+        assert.equal(listed?.hotplugged, true, 'the share is hot-plugged after restore');
+        assert.equal(listed.type, 'fs');
+        assert.equal(clone.getPids().length, 2, 'the share\'s daemon runs beside the hypervisor');
+        assert.equal(clone.capabilities().fsHotplug, true);
+        const probes = h.options.guest;
+        if (probes?.readShared) assert.equal(await probes.readShared(clone, 'clone-share', 'marker.txt'), 'from the host\n', 'the clone\'s guest reads the share');
+        await clone.hotplugRemoveDevice('clone-share', h.op());
+        assert.equal(clone.getPids().length, 1, 'its daemon stops with it');
+      });
+      await h.withVm(async (vm) => {
+        const onFile = { ...cloneOf(config), memory: { ...spec.memory, backing: { type: 'file' as const, path: '/dev/shm/conformance-never' } } };
+        const error = await rejectsWithCode<TemplateError>(vm.createVM(onFile, { ...h.op(), fromTemplate: dir }), 'TEMPLATE_REFUSED', 'a clone with memory on a file');
+        assert.equal(error.field, 'memory.backing', error.message);
+      });
+    }, ms);
+  }
 
   t.it('saveTemplate is refused for a VM not made to be one; a template VM stopped unsaved leaves its directory free', async () => {
     if (await refusedHere()) return;

@@ -4,6 +4,7 @@
 // this VM chose.
 import type { SandboxConfig } from './config/index.ts';
 import { deviceRemovalTimeoutMs, profileOf } from './arch-profiles.ts';
+import { fsHotplugSupported } from './hotplug-rules.ts';
 import type { VcpuRules } from './resources.ts';
 import type { HypervisorCapabilities } from './types.ts';
 
@@ -27,6 +28,7 @@ export function capabilitiesOf(config: SandboxConfig | undefined, rules?: VcpuRu
     memoryHotUnplug: hotplug === 'virtio-mem',
     dimmHotplug: profile.memoryHotplug.includes('dimm'),
     fsSharing: true,
+    fsHotplug: fsHotplugSupported(config),
     pause: true,
     reattach: true,
     templates: profile.templates,

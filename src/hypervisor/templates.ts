@@ -3,7 +3,7 @@
 // hold and which parts of a clone's config must equal the template's.
 import { isDeepStrictEqual } from 'node:util';
 import { InvalidArgumentError } from '../errors.ts';
-import type { SandboxConfig } from './config/index.ts';
+import type { SandboxConfig, VirtioFsDeviceConfig } from './config/index.ts';
 import { TemplateError } from './errors.ts';
 import { archProfile } from './arch-profiles.ts';
 import type { OperationOptions } from '../util/deadline.ts';
@@ -18,7 +18,11 @@ export interface CreateOptions extends OperationOptions {
    * Start this VM from the template saved in this directory: startVM restores the template's guest
    * instead of booting. The config must equal the template's except for the per-sandbox fields
    * (id, runtime, hardening.user/allowRoot, console.logFile); NICs and disks of its own are
-   * hot-plugged after startVM.
+   * hot-plugged after startVM. It may add virtio-fs shares, with memory.backing `shared`: startVM
+   * hot-plugs them once the guest is restored (devices() lists them hot-plugged, `config` holds the
+   * template's layout). Shared memory costs the clone a RAM copy of its own (its pages are not
+   * shared with the template's): a share's daemon must map the clone's memory, which a private
+   * copy-on-write mapping of the template's file cannot give it.
    */
   fromTemplate?: string;
 }
@@ -110,12 +114,40 @@ function layoutOf(config: SandboxConfig): unknown {
 }
 
 /**
- * Why a clone's `config` does not fit the template's, if it does not: the first field (in the
- * config's own order) where the guest's layout differs.
+ * A clone's config split in two: the template's layout (what QEMU is started with to restore the
+ * guest) and its virtio-fs shares, which are not part of that layout (vhost-user-fs cannot be saved)
+ * and are hot-plugged once the guest is restored. The layout keeps the clone's memory.backing:
+ * `shared` gives the clone a RAM copy of its own, mapped shared, which a share's daemon can map.
+ */
+export function cloneLayout(config: SandboxConfig): { layout: SandboxConfig; shares: VirtioFsDeviceConfig[] } {
+  const shares = config.devices.filter(isVirtioFs);
+  return { layout: { ...config, devices: config.devices.filter((d) => !isVirtioFs(d)) }, shares };
+}
+
+function isVirtioFs(device: SandboxConfig['devices'][number]): device is VirtioFsDeviceConfig {
+  return device.type === 'fs' && device.driver === 'virtio-fs';
+}
+
+/**
+ * Why a clone's `config` does not fit the template's, if it does not: its memory.backing is neither
+ * the template's nor `shared` (a RAM copy of its own, for virtio-fs shares), or the first field (in
+ * the config's own order) where the guest's layout differs. Its virtio-fs shares are no part of the
+ * layout: they are attached after restore.
  */
 export function cloneConfigRefusal(template: SandboxConfig, config: SandboxConfig, dir: string): TemplateError | undefined {
-  const path = firstDifference(layoutOf(template), layoutOf(config), []);
+  const backing = config.memory.backing.type;
+  if (backing !== template.memory.backing.type && backing !== 'shared') {
+    return new TemplateError('config', dir, `a clone's memory is the template's RAM file: memory.backing must be "${template.memory.backing.type}" (pages shared with the template) or "shared" (a copy of its own, which virtio-fs needs)`, { field: 'memory.backing' });
+  }
+  if (backing === 'shared' && template.memory.hotplug === 'virtio-mem') {
+    return new TemplateError('config', dir, 'a clone with shared memory (for virtio-fs) needs a template without virtio-mem: the template\'s virtio-mem memory is anonymous, no share\'s daemon could map it', { field: 'memory.backing' });
+  }
+  // Devices are compared without the clone's shares; a difference is named at the clone's own index.
+  const kept = config.devices.flatMap((device, index) => (isVirtioFs(device) ? [] : [index]));
+  const layout = { ...cloneLayout(config).layout, memory: { ...config.memory, backing: template.memory.backing } };
+  const path = firstDifference(layoutOf(template), layoutOf(layout), []);
   if (path === undefined) return undefined;
+  if (path[0] === 'devices' && path[1] !== undefined) path[1] = String(kept[Number(path[1])] ?? path[1]);
   const field = path.join('.').replace(/^seccomp$/, 'hardening.seccomp').replace(/^consoleSocket$/, 'console.socket');
   return new TemplateError('config', dir, `the config differs from the template's at ${field}: a clone's guest must see the devices and resources the template was booted with`, { field });
 }

@@ -139,6 +139,12 @@ export interface HypervisorCapabilities {
   dimmHotplug: boolean;
   /** virtio-fs / 9p file sharing with the host. */
   fsSharing: boolean;
+  /**
+   * virtio-fs shares can be hot-plugged (hotplugAddDevice with `type: 'fs'`): the VM's guest memory
+   * is shared (memory.backing shared, file or hugepages), so a vhost-user daemon can map it. A clone
+   * of a template has it with memory.backing shared (a RAM copy of its own, see CreateOptions).
+   */
+  fsHotplug: boolean;
   pause: boolean;
   /** A new process can take over the running VM from its runtime directory. */
   reattach: boolean;
@@ -213,8 +219,9 @@ export interface Hypervisor {
   saveTemplate(options?: OperationOptions): Promise<TemplateInfo>;
 
 /**
- * Plugs a disk, NIC or VFIO device into the running VM, on a free reserved root port; rolls back
- * what it did when a step fails (`HotplugError` names the step).
+ * Plugs a disk, NIC, VFIO device or virtio-fs share into the running VM, on a free reserved root
+ * port; rolls back what it did when a step fails (`HotplugError` names the step). A share with a
+ * `sharedDir` gets a virtiofsd helper of its own (listed by getPids, stopped on its removal).
  */
   hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult>;
 /**

@@ -3,32 +3,26 @@
 // failing step undoes the whole hotplug, and a removal waits for the guest to let go.
 import { assertCallerFdsUsable } from '../hypervisor/caller-fds.ts';
 import { isSandboxVmmError } from '../errors.ts';
-import {
-  DEVICE_TYPES,
-  HOTPLUGGABLE_DEVICE_TYPES,
-  validateHotplugDevice,
-  type HotplugDeviceConfig,
-} from '../hypervisor/config/index.ts';
-import { DeviceExistsError, DeviceNotFoundError, HotplugError, UnsupportedOperationError } from '../hypervisor/errors.ts';
+import { validateHotplugDevice, type HotplugDeviceConfig } from '../hypervisor/config/index.ts';
+import { DeviceExistsError, DeviceNotFoundError, HelperError, HotplugError } from '../hypervisor/errors.ts';
+import { assertFsHotplugFits, assertHotpluggableKind } from '../hypervisor/hotplug-rules.ts';
 import { pickFreeRootPort, assertDeviceChangesSafe } from '../hypervisor/resources.ts';
 import type { HotplugDevice, HotplugResult } from '../hypervisor/types.ts';
 import { waitForRelease, type MockContext } from './context.ts';
 import { hotplugProblem } from './host.ts';
 import { freeScsiAddress, locateMockDevice } from './pci.ts';
-import { SCSI_BUS, SCSI_CONTROLLER_ID, type MockHotDevice, type MockMachine } from './machine.ts';
+import { isManagedShare, SCSI_BUS, SCSI_CONTROLLER_ID, type MockHotDevice, type MockMachine } from './machine.ts';
 
 const SCSI_CONTROLLER_STEP = 'device_add virtio-scsi-pci';
 
 export async function hotplugDevice(ctx: MockContext, input: HotplugDevice): Promise<HotplugResult> {
-  const type = (input as { type?: unknown }).type;
-  if (typeof type === 'string' && isColdOnly(type)) {
-    throw new UnsupportedOperationError('hotplugAddDevice', `${type} devices can only be cold-plugged (list them in the config's devices)`);
-  }
+  assertHotpluggableKind(input);
   const device = validateHotplugDevice(input);
   assertDeviceChangesSafe('hotplugAddDevice', ctx.machine.vcpuRules, ctx.machine.state.vcpuRemoved);
   assertCallerFdsUsable(device, 'device.');
   const { machine } = ctx;
   assertIdFree(machine, device.id);
+  assertFsHotplugFits(machine.config, device, machine.state.devices.filter((d) => !d.ejected).map((d) => d.device));
   // Claimed before the first await, so that concurrent hotplugs can neither share an id nor a port.
   const isScsi = device.type === 'block' && device.driver === 'virtio-scsi';
   const bus = isScsi ? SCSI_BUS : pickFreeRootPort(usedRootPorts(machine), machine.config.hotplug.rootPorts, device.id, machine.freedPorts);
@@ -43,9 +37,14 @@ export async function hotplugDevice(ctx: MockContext, input: HotplugDevice): Pro
     for (const step of steps) {
       ctx.deadline.throwIfDone();
       const problem = failure?.step === step ? failure : hostProblemAt(ctx, device, step);
+      // A daemon that does not come up is its own failure, as the QEMU backend's HelperError.
+      if (problem && step === VIRTIOFSD_STEP) throw new HelperError('virtiofsd', device.id, 'exited before it was ready', { exitCode: 1, stderrTail: problem.message });
       if (problem) throw new HotplugError(device.id, step, { cause: new Error(problem.message) });
+      if (step === VIRTIOFSD_STEP) machine.startHelper(device.id);
     }
   } catch (error) {
+    // Rolled back: the share's daemon goes with the rest.
+    machine.stopHelper(device.id);
     machine.state.devices = machine.state.devices.filter((d) => d !== record);
     throw error;
   }
@@ -53,11 +52,10 @@ export async function hotplugDevice(ctx: MockContext, input: HotplugDevice): Pro
   return { id: device.id, type: device.type, bus, ...locateMockDevice(device, machine.config, { ...machine.state, devices: [record] }) };
 }
 
-function isColdOnly(type: string): boolean {
-  return (DEVICE_TYPES as readonly string[]).includes(type) && !(HOTPLUGGABLE_DEVICE_TYPES as readonly string[]).includes(type);
-}
+/** Starting a share's virtiofsd, before its QMP steps. */
+const VIRTIOFSD_STEP = 'virtiofsd';
 
-/** The QMP commands QEMU needs for this device, in order. */
+/** The steps the QEMU backend takes for this device, in order: its QMP commands, and a share's daemon. */
 function plugSteps(device: HotplugDeviceConfig): string[] {
   switch (device.type) {
     case 'block':
@@ -66,6 +64,8 @@ function plugSteps(device: HotplugDeviceConfig): string[] {
       return ['netdev_add', 'device_add'];
     case 'vfio':
       return ['device_add'];
+    case 'fs':
+      return [...(isManagedShare(device) ? [VIRTIOFSD_STEP] : []), 'chardev-add', 'device_add'];
   }
 }
 
@@ -143,5 +143,7 @@ export async function unplugDevice(ctx: MockContext, id: string): Promise<void> 
     await waitForRelease(ctx, record, id);
   }
   ctx.deadline.throwIfDone();
+  // The frontend is gone: its chardev, then its daemon.
+  machine.stopHelper(id);
   machine.state.devices = machine.state.devices.filter((d) => d !== record);
 }

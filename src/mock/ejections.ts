@@ -53,6 +53,7 @@ export async function guestEjects(machine: MockMachine, id: string): Promise<boo
 async function settle(machine: MockMachine, devices: MockHotDevice[]): Promise<void> {
   await new Promise((resolve) => setImmediate(resolve));
   for (const device of devices) {
+    machine.stopHelper(device.id);
     machine.state.devices = machine.state.devices.filter((d) => d !== device);
     const data: DeviceEjectedData = { id: device.id, type: device.device.type, bus: device.bus };
     machine.report(DEVICE_EJECTED, data);

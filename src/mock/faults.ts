@@ -30,8 +30,9 @@ export interface MockHotplugFailure {
   /** Only a hotplug of this device id (default: the next hotplug of any device). */
   deviceId?: string;
   /**
-   * The step that fails: for QEMU-like steps, 'blockdev-add', 'netdev_add', 'device_add',
-   * 'device_add virtio-scsi-pci' (the first SCSI disk), and for DIMMs 'object-add'. Default: the
+   * The step that fails: for QEMU-like steps, 'blockdev-add', 'netdev_add', 'chardev-add',
+   * 'device_add', 'device_add virtio-scsi-pci' (the first SCSI disk), 'virtiofsd' (a share's daemon
+   * does not start: HelperError), and for DIMMs 'object-add'. Default: the
    * device's last step, so that the earlier ones are rolled back. A step the device does not go
    * through does not match.
    */

@@ -97,5 +97,9 @@ export function hotplugProblem(device: HotplugDeviceConfig, host: MockHostProbe,
       return host.vfioReady(device.hostAddress)
         ? undefined
         : { step: 'device_add', message: `vfio /sys/bus/pci/devices/${device.hostAddress}: no such host device or not bound to vfio-pci` };
+    case 'fs':
+      if (device.socketPath !== undefined && !host.exists(device.socketPath)) return { step: 'chardev-add', message: `Failed to connect to '${device.socketPath}': ${noSuchFile}` };
+      if (device.sharedDir !== undefined && !host.exists(device.sharedDir)) return { step: 'virtiofsd', message: `virtiofsd: cannot open '${device.sharedDir}': ${noSuchFile}` };
+      return undefined;
   }
 }

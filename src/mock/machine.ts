@@ -91,6 +91,8 @@ export class MockMachine {
   readonly freedPorts = new FreedRootPorts();
   /** Set while the first SCSI disk adds the controller, so that concurrent disks wait for it. */
   scsiControllerReady: Promise<void> | undefined;
+  /** Stand-ins for the helper daemons (virtiofsd) of shares with a sharedDir, by device id: a cold share's from the start, a hot-plugged one's from its hot-plug to its removal. */
+  readonly helpers = new Map<string, MockProcess>();
   #status: MockRunStatus = 'prelaunch';
   /** Whether the hypervisor saw the guest panic (it needs a pvpanic device for that). */
   #panicSeen = false;
@@ -113,12 +115,25 @@ export class MockMachine {
     this.vcpuRules = vcpuRules(config, qemuVersion);
     this.#opensChannels = opensChannels;
     this.guest = new MockGuest(guestReactionMs);
+    for (const device of config.devices) if (isManagedShare(device)) this.startHelper(device.id);
     void this.process.exited.then(() => {
+      for (const id of [...this.helpers.keys()]) this.stopHelper(id);
       this.#status = 'shutdown';
       this.guest.setVcpusRunning(false);
       this.#alive.abort(new Error('the hypervisor process ended'));
       this.#notify();
     });
+  }
+
+  /** A share's helper daemon starts (its fake pid is listed after the hypervisor's). */
+  startHelper(deviceId: string): void {
+    this.helpers.set(deviceId, new MockProcess());
+  }
+
+  /** A share's helper daemon is stopped (its share removed, or its hot-plug rolled back). */
+  stopHelper(deviceId: string): void {
+    this.helpers.get(deviceId)?.end({ exitCode: 0, signal: undefined });
+    this.helpers.delete(deviceId);
   }
 
   get status(): MockRunStatus {
@@ -347,4 +362,9 @@ export class MockMachine {
       memoryMiB: config.memory.bootMiB + (config.memory.hotplug === 'virtio-mem' ? state.virtioMemPluggedMiB : dimmMiB),
     };
   }
+}
+
+/** A virtio-fs share the backend runs virtiofsd for. */
+export function isManagedShare(device: { type: string; driver?: string; sharedDir?: string | undefined }): boolean {
+  return device.type === 'fs' && device.driver === 'virtio-fs' && device.sharedDir !== undefined;
 }

@@ -2,13 +2,13 @@
 // validation, slot and resize rules, events and cleanup, with a simulated guest that only acts while
 // it runs, and armed failures, so that a runtime can test its sandbox lifecycle and its error paths.
 import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
-import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
+import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput, type VirtioFsDeviceConfig } from '../hypervisor/config/index.ts';
 import { capabilitiesOf } from '../hypervisor/capabilities.ts';
 import { deviceRemovalTimeoutMs, profileOf } from '../hypervisor/arch-profiles.ts';
 import type { QemuVersion } from '../hypervisor/version-rules.ts';
 import { vcpuRules } from '../hypervisor/resources.ts';
 import { AttachError, GuestNotReadyError, InvalidStateError, TemplateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
-import { templateUseRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
+import { cloneLayout, templateUseRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
 import { checkMockClone, releaseTemplateDir, reserveTemplateDir, saveMockTemplate } from './templates.ts';
 import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import { nextEvent, type EventOf } from '../hypervisor/events.ts';
@@ -116,6 +116,8 @@ export class MockHypervisor implements Hypervisor {
   #exitInfo: VmExitInfo | undefined;
   #stopPromise: Promise<void> | undefined;
   #expectingExit = false;
+  /** A clone's virtio-fs shares, hot-plugged by startVM once the guest is restored. */
+  #cloneShares: VirtioFsDeviceConfig[] = [];
   /** What createVM's template options made of this VM: a template to be saved, or a clone. */
   #template: { kind: 'source' | 'clone'; dir: string } | undefined;
   readonly #exitListeners: Listeners<VmExitInfo>;
@@ -194,7 +196,10 @@ export class MockHypervisor implements Hypervisor {
         throw error;
       }
       this.#template = role;
-      this.#config = config;
+      // As the QEMU backend: a clone runs the template's layout, its shares hot-plugged after restore.
+      const split = role?.kind === 'clone' ? cloneLayout(config) : undefined;
+      this.#cloneShares = split?.shares ?? [];
+      this.#config = split?.layout ?? config;
       this.#lifecycle.to('created');
     });
   }
@@ -224,6 +229,7 @@ export class MockHypervisor implements Hypervisor {
         if (this.faults.takeHang('startVM')) await deadline.expired();
         const opened = channel === undefined ? undefined : this.#channelOpened(machine, channel, deadline.signal);
         if (!options.paused) machine.cont();
+        for (const share of this.#cloneShares) await hotplugDevice(this.#context(machine, deadline, 'startVM'), share);
         awaitingGuest = true;
         await opened;
       });
@@ -482,9 +488,11 @@ export class MockHypervisor implements Hypervisor {
 
   // ---------------------------------------------------------------- queries
 
+  /** The hypervisor's fake pid, then its helper daemons' (one per share with a sharedDir), as the QEMU backend's. */
   getPids(): number[] {
     const pid = this.pid;
-    return pid === undefined ? [] : [pid];
+    const helpers = [...(this.#machine?.helpers.values() ?? [])].filter((p) => !p.hasExited).map((p) => p.pid);
+    return pid === undefined ? [] : [pid, ...helpers];
   }
 
   getThreadIds(options?: OperationOptions): Promise<VcpuThreadIds> {
@@ -602,16 +610,20 @@ export class MockHypervisor implements Hypervisor {
       const machine = this.#machine;
       if (!machine || !this.#owned) throw new VmStartError('the VM is not running');
       if (this.faults.takeHang(operation)) await deadline.expired();
-      const latency = this.#latency(operation);
-      return fn({
-        machine,
-        deadline,
-        faults: this.faults,
-        host: this.#host,
-        removalTimeoutMs: deviceRemovalTimeoutMs(this.#removalTimeoutMs, machine.config),
-        delay: () => sleep(latency, deadline.signal),
-      });
+      return fn(this.#context(machine, deadline, operation));
     });
+  }
+
+  #context(machine: MockMachine, deadline: Deadline, operation: MockOperation): MockContext {
+    const latency = this.#latency(operation);
+    return {
+      machine,
+      deadline,
+      faults: this.faults,
+      host: this.#host,
+      removalTimeoutMs: deviceRemovalTimeoutMs(this.#removalTimeoutMs, machine.config),
+      delay: () => sleep(latency, deadline.signal),
+    };
   }
 
   #latency(what: MockOperation | 'stopVM' | 'guest'): number {

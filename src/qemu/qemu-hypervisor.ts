@@ -4,7 +4,7 @@ import type { Logger } from '../util/logger.ts';
 import { silentLogger } from '../util/logger.ts';
 import { Deadline, sleep, type OperationOptions } from '../util/deadline.ts';
 import { resolveTimeoutMs } from '../util/timeout.ts';
-import { validateHotplugDevice, type HotplugDeviceConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
+import { validateHotplugDevice, type HotplugDeviceConfig, type SandboxConfig, type SandboxConfigInput, type VirtioFsDeviceConfig } from '../hypervisor/config/index.ts';
 import {
   AttachError,
   InvalidReplyError,
@@ -35,7 +35,7 @@ import type {
   VmIdentity,
   VmState,
 } from '../hypervisor/types.ts';
-import { templateUseRefusal, templateConfigRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
+import { cloneLayout, templateUseRefusal, templateConfigRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
 import { TemplateError } from '../hypervisor/errors.ts';
 import { TemplateSource } from './template/source.ts';
 import { TemplateClone } from './template/clone.ts';
@@ -49,7 +49,9 @@ import { serializeState, STATE_FILE_VERSION } from './state-file.ts';
 import { emptyHotplugState, isEjecting, type HotplugState } from './hotplug/state.ts';
 import { hotplugDevice, unplugDevice } from './hotplug/devices.ts';
 import { EjectionReconciler } from './hotplug/ejections.ts';
-import type { HotplugContext } from './hotplug/context.ts';
+import type { HotplugContext, HotplugHelpers } from './hotplug/context.ts';
+import { checkSocketPath } from './runtime-paths.ts';
+import { virtiofsdOf } from './launch/plan.ts';
 import { resizeVcpus } from './hotplug/cpus.ts';
 import { resizeMemory } from './hotplug/memory.ts';
 import { capabilitiesOf } from '../hypervisor/capabilities.ts';
@@ -134,6 +136,8 @@ export class QemuHypervisor implements Hypervisor {
   /** QEMU, QMP and the helpers, from startVM (or attach) on. */
   #session: VmSession | undefined;
   #hotplug: HotplugState = emptyHotplugState();
+  /** A clone's virtio-fs shares, hot-plugged by startVM once the guest is restored. */
+  #cloneShares: VirtioFsDeviceConfig[] = [];
   /** createVM's template role: a VM to be saved as a template, or a clone of one. */
   #template: TemplateSource | TemplateClone | undefined;
   /** How a device state goes to and from QEMU, as its schema says (probed at startVM). */
@@ -216,16 +220,19 @@ export class QemuHypervisor implements Hypervisor {
     this.#lifecycle.require('createVM', ['new']);
     if (this.#plan) throw new InvalidStateError('createVM', this.state, [], `createVM was already called; ${SINGLE_USE}`);
     const role = templateRole(options);
-    const plan = planVm(input);
-    assertConfigFdsUsable(plan.config);
-    const refusal = role && (templateUseRefusal(plan.config, role.dir) ?? (role.kind === 'source' ? templateConfigRefusal(plan.config, role.dir) : undefined));
+    const requested = planVm(input);
+    assertConfigFdsUsable(requested.config);
+    const refusal = role && (templateUseRefusal(requested.config, role.dir) ?? (role.kind === 'source' ? templateConfigRefusal(requested.config, role.dir) : undefined));
     if (refusal) throw refusal;
+    // A clone runs the template's layout; its virtio-fs shares are hot-plugged once it is restored.
+    const plan = role?.kind === 'clone' ? clonePlan(requested) : requested;
+    this.#cloneShares = role?.kind === 'clone' ? cloneLayout(requested.config).shares : [];
     // Claimed before the first await: a second concurrent createVM is refused, not raced.
     this.#plan = plan;
     let home: VmHome;
     try {
       // A template that cannot be used is refused before anything is made.
-      const clone = role?.kind === 'clone' ? await TemplateClone.open(role.dir, plan.config, plan.qemuPath) : undefined;
+      const clone = role?.kind === 'clone' ? await TemplateClone.open(role.dir, requested.config, plan.qemuPath) : undefined;
       home = await VmHome.create(plan.config, plan.paths, leaseStore(this.#options, plan.config.runtime.dir === undefined), options);
       try {
         this.#template = role?.kind === 'source' ? await TemplateSource.make(role.dir, plan.config, home.identity) : clone;
@@ -290,6 +297,8 @@ export class QemuHypervisor implements Hypervisor {
         // Listening before `cont`: QEMU was started with -S, so the guest cannot open the port earlier.
         const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
         await enableBalloonStats(qmp, plan.config, deadline.signal);
+        // A clone's shares, once restored and before it runs (vhost-user-fs is no part of a template).
+        for (const share of this.#cloneShares) await hotplugDevice(this.#hotplugContext(qmp, deadline), share);
         if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
         await this.#saveState(options.paused === true);
         awaitingGuest = true;
@@ -670,8 +679,13 @@ export class QemuHypervisor implements Hypervisor {
   hotplugAddDevice(device: HotplugDevice, options?: OperationOptions): Promise<HotplugResult> {
     return this.#run('hotplugAddDevice', ['running', 'paused'], options, async (qmp, deadline) => {
       assertPathsReachable(hotplugPathNeeds(device), this.#home?.identity);
-      const placed = await hotplugDevice(this.#hotplugContext(qmp, deadline), device);
-      await this.#saveState();
+      let placed;
+      try {
+        placed = await hotplugDevice(this.#hotplugContext(qmp, deadline), device);
+      } finally {
+        // Also after a rollback: a share's helper may have been recorded while it ran.
+        await this.#saveState();
+      }
       // hotplugDevice validated it already: this cannot throw.
       return { ...placed, ...(await this.#confirmPciPath(qmp, deadline, validateHotplugDevice(device), placed.bus)) };
     });
@@ -721,7 +735,9 @@ export class QemuHypervisor implements Hypervisor {
   #hotplugContext(qmp: QmpClient, deadline: Deadline): HotplugContext {
     const config = this.config as SandboxConfig; // set by createVM or attach; #run's states come after
     const binary = (this.#plan as LaunchPlan).qemuPath;
+    const helpers = this.#hotplugHelpers();
     return {
+      ...(helpers ? { helpers } : {}),
       qmp,
       config,
       state: this.#hotplug,
@@ -735,6 +751,32 @@ export class QemuHypervisor implements Hypervisor {
         const features = qemuFeatures.known(binary);
         if (features?.devices.has(props.driver)) assertDevice(binary, features, props.driver, Object.keys(props).filter((key) => !DEVICE_OPTION_KEYS.has(key)));
       },
+    };
+  }
+
+  /** The helper daemons of a hot-plugged share, started under the same rules as a cold share's (helpers/helper-set.ts). */
+  #hotplugHelpers(): HotplugHelpers | undefined {
+    const session = this.#session;
+    const plan = this.#plan;
+    if (!session || !plan) return undefined;
+    const { paths, config } = plan;
+    return {
+      socketOf: (deviceId) => paths.virtiofsSocket(deviceId),
+      startVirtiofsd: async (device, signal) => {
+        checkSocketPath(paths.virtiofsSocket(device.id), 'device.id');
+        // Resolved once, at the first share that needs it, as createVM resolves a cold share's.
+        plan.virtiofsdPath ??= virtiofsdOf(config);
+        await session.helpers.add(device, paths, {
+          launcher: plan.launcherPath,
+          virtiofsd: plan.virtiofsdPath,
+          qemuUser: session.home.identity,
+          runtime: config.runtime,
+          logger: this.#log,
+          signal,
+        });
+        void this.#saveState();
+      },
+      stop: (deviceId) => session.helpers.stop(deviceId, paths),
     };
   }
 
@@ -821,6 +863,15 @@ export class QemuHypervisor implements Hypervisor {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopVM();
   }
+}
+
+/**
+ * A clone's launch plan: the template's layout (its config without the virtio-fs shares), with the
+ * virtiofsd the shares need already resolved from the whole config.
+ */
+function clonePlan(requested: LaunchPlan): LaunchPlan {
+  const plan = planVm(cloneLayout(requested.config).layout, requested.paths.dir);
+  return { ...plan, virtiofsdPath: requested.virtiofsdPath };
 }
 
 /** How QEMU ended, as every path that reports an unexpected exit tells it. */

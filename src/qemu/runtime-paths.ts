@@ -40,6 +40,13 @@ export function runtimePaths(dir: string): RuntimePaths {
   };
 }
 
+/** A socket made for a device while the VM runs must fit in sun_path too; ConfigError names `field`. */
+export function checkSocketPath(socket: string, field: string): void {
+  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH_BYTES) {
+    throw new ConfigError([{ path: field, message: `socket path ${socket} is longer than ${MAX_SOCKET_PATH_BYTES} bytes (a shorter id or runtime.dir makes it fit)` }]);
+  }
+}
+
 /** Every unix socket of the VM must fit in sun_path. */
 export function checkSocketPaths(config: SandboxConfig, paths: RuntimePaths, defaulted: boolean): void {
   const sockets = [

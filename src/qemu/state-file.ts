@@ -35,6 +35,8 @@ const hotplugSchema = z.strictObject({
           z.strictObject({ kind: z.literal('blockdev'), nodeName: qemuId }),
           z.strictObject({ kind: z.literal('netdev'), id: qemuId }),
           z.strictObject({ kind: z.literal('fdset'), id: z.int().min(0) }),
+          z.strictObject({ kind: z.literal('chardev'), id: qemuId }),
+          z.strictObject({ kind: z.literal('helper'), deviceId: qemuId }),
         ]),
       ),
       removalRequested: z.boolean().optional(),

@@ -186,7 +186,10 @@ class Checker {
       return;
     }
     if (entry['meta-type'] !== 'object') return this.add(where, `is ${describeEntry(entry)} in the schema, the library expects an object`);
-    this.members(where, shape.object, entry, undefined);
+    // A union whose tag the library always sends with one value: its members are that variant's alone.
+    const tagShape = entry.tag === undefined ? undefined : shape.object[entry.tag];
+    const fixedTag = tagShape !== undefined && typeof tagShape === 'object' && 'enum' in tagShape && tagShape.enum.length === 1 ? tagShape.enum[0] : undefined;
+    this.members(where, shape.object, entry, fixedTag);
     for (const [tagValue, members] of Object.entries(shape.cases ?? {})) {
       const variant = entry.variants?.find((v) => v.case === tagValue);
       const variantType = variant && this.schema.type(variant.type);

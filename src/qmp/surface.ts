@@ -194,6 +194,17 @@ export const QMP_SURFACE: QmpSurface = {
   migrate: { args: { uri: 'str' }, ret: NONE },
   'migrate-incoming': { args: { uri: 'str' }, ret: NONE },
   'query-migrate': { args: null, ret: { object: { status: 'str', 'error-desc': 'str' } } },
+  'chardev-add': {
+    args: {
+      id: 'str',
+      // Simple unions: each variant's members sit under `data` (looked up in the variants).
+      backend: {
+        object: { type: { enum: ['socket'] }, data: { object: { addr: { object: { type: { enum: ['unix'] }, data: { object: { path: 'str' } } } }, server: 'bool' } } },
+      },
+    },
+    ret: NONE,
+  },
+  'chardev-remove': { args: { id: 'str' }, ret: NONE },
   closefd: { args: { fdname: 'str' }, ret: NONE },
   'add-fd': { args: { 'fdset-id': 'int', opaque: 'str' }, ret: { object: { 'fdset-id': 'int', fd: 'int' } } },
   'remove-fd': { args: { 'fdset-id': 'int', fd: 'int' }, ret: NONE },

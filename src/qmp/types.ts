@@ -163,6 +163,12 @@ export interface AddfdInfo {
   fd: number;
 }
 
+/** chardev-add's backend as the library sends it: a socket chardev connecting to a unix socket (QEMU the client). */
+export interface ChardevSocketBackend {
+  type: 'socket';
+  data: { addr: { type: 'unix'; data: { path: string } }; server: boolean };
+}
+
 /** What `yank` acts on (`query-yank` lists those that exist). */
 export type YankInstance = { type: 'chardev'; id: string } | { type: 'block-node'; 'node-name': string } | { type: 'migration' };
 
@@ -223,6 +229,9 @@ export interface QmpCommandMap {
   /** Templates: a clone started with `-incoming defer` reads the state from an inherited fd (`fd:<n>`). */
   'migrate-incoming': { args: { uri: string }; ret: Empty };
   'query-migrate': { args: undefined; ret: MigrationInfo };
+  /** A hot-plugged virtio-fs share's chardev: a unix socket client of its daemon. */
+  'chardev-add': { args: { id: string; backend: ChardevSocketBackend }; ret: Empty };
+  'chardev-remove': { args: { id: string }; ret: Empty };
   closefd: { args: { fdname: string }; ret: Empty };
   /** Puts the fd sent with the command into an fd set, which /dev/fdset/<id> opens by access mode. */
   'add-fd': { args: { 'fdset-id'?: number; opaque?: string } | undefined; ret: AddfdInfo };

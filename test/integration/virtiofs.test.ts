@@ -1,6 +1,7 @@
 // virtio-fs on the real guest: the backend runs virtiofsd for a shared directory (a helper daemon,
 // listed by getPids and stopped with the VM), the guest mounts it and reads and writes host files;
-// a virtiofsd the caller runs works the same way; a helper that dies takes the VM down, reported.
+// a virtiofsd the caller runs works the same way; a helper that dies takes the VM down, reported; a
+// share hot-plugged into a running VM gets a daemon of its own, which its removal stops.
 import { spawn } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,7 +9,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
 import { HelperError, VmExitedError, VmStartError } from '../../src/hypervisor/errors.ts';
-import type { SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
+import { ConfigError, type SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
+import { eventually } from './helpers/eventually.ts';
 import type { VmExitInfo, VmIdentity } from '../../src/hypervisor/types.ts';
 import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
 import {
@@ -159,6 +161,79 @@ describe('virtio-fs', () => {
     expect(isProcessAlive(daemon)).toBe(false);
     expect(existsSync(runtimeDir)).toBe(false);
     expect(leasesOnDisk(id)).toEqual([]);
+  });
+
+  it('hot-plugs a share into a running VM: its virtiofsd starts, the guest mounts it, reads and writes; removal stops the daemon and leaves nothing', async () => {
+    const dir = shareDir();
+    const base = guestConfig();
+    const vm = new QemuHypervisor();
+    cleanups.push(() => vm.stopVM());
+    await vm.createVM({ ...base, memory: { bootMiB: 256, backing: { type: 'shared' } } });
+    expect(vm.capabilities().fsHotplug).toBe(true);
+    await vm.startVM();
+    const agent = await connectAgent(vm);
+    cleanups.push(() => agent.close());
+    const [qemu = -1] = vm.getPids();
+    expect(vm.getPids()).toHaveLength(1);
+    const paths = runtimePaths(vm.runtimeDir ?? '');
+    const socket = paths.virtiofsSocket('hotshare');
+    const pidFile = `/run/virtiofsd/${socket.replaceAll('/', '.')}.pid`;
+
+    const result = await vm.hotplugAddDevice({ type: 'fs', driver: 'virtio-fs', id: 'hotshare', tag: 'hottag', sharedDir: dir });
+    expect(result).toMatchObject({ id: 'hotshare', type: 'fs', bus: 'rp0' });
+    const pids = vm.getPids();
+    expect(pids).toHaveLength(2);
+    const daemon = pids[1] ?? -1;
+    expect(comm(daemon)).toBe('virtiofsd');
+    expect(processIds(daemon).uids[0]).toBe(0);
+    expect(ownership(socket)).toMatchObject({ uid: identityOf(vm).uid, gid: identityOf(vm).gid });
+    // The guest finds the share once its PCI hotplug has been handled: mounting is retried until then.
+    const mount = 'mkdir -p /mnt/hot && mount -t virtiofs hottag /mnt/hot && cat /mnt/hot/from-host.txt';
+    const read = await eventually(() => agent.run(mount), (r) => r.exitCode === 0, 30_000);
+    expect(read).toEqual({ exitCode: 0, output: 'written on the host\n' });
+    await agent.runOk('echo written in the guest > /mnt/hot/from-guest.txt && sync && umount /mnt/hot');
+    expect(readFileSync(join(dir, 'from-guest.txt'), 'utf8')).toBe('written in the guest\n');
+
+    await vm.hotplugRemoveDevice('hotshare');
+    expect(vm.devices().some((d) => d.id === 'hotshare')).toBe(false);
+    expect(vm.getPids()).toEqual([qemu]);
+    expect(isProcessAlive(daemon)).toBe(false);
+    expect(existsSync(socket), 'the daemon\'s socket is gone').toBe(false);
+    expect(existsSync(pidFile), 'its pid file is gone').toBe(false);
+    expect(await agent.runOk('grep -c hottag /proc/mounts || true')).toBe('0\n');
+    // The port and the tag are free again, and the VM carries on.
+    const again = await vm.hotplugAddDevice({ type: 'fs', driver: 'virtio-fs', id: 'hotshare2', tag: 'hottag', sharedDir: dir });
+    expect(again.bus).toBe('rp0');
+    const daemon2 = vm.getPids()[1] ?? -1;
+    await agent.close();
+    await vm.stopVM();
+    expect(isProcessAlive(daemon2)).toBe(false);
+    expect(existsSync(paths.dir)).toBe(false);
+  });
+
+  it('a hot-plugged share whose virtiofsd cannot start is HelperError; no daemon, chardev or socket is left and the VM runs on', async () => {
+    const vm = new QemuHypervisor();
+    cleanups.push(() => vm.stopVM());
+    await vm.createVM({ ...guestConfig(), memory: { bootMiB: 256, backing: { type: 'shared' } } });
+    await vm.startVM({ paused: true });
+    const error = await vm.hotplugAddDevice({ type: 'fs', driver: 'virtio-fs', id: 'bad', tag: 'bad', sharedDir: '/nonexistent/share' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(HelperError);
+    expect(vm.getPids()).toHaveLength(1);
+    expect(existsSync(runtimePaths(vm.runtimeDir ?? '').virtiofsSocket('bad'))).toBe(false);
+    expect(vm.devices().some((d) => d.id === 'bad')).toBe(false);
+    await vm.check();
+  });
+
+  it('a hot-plugged share on anonymous guest memory is refused with ConfigError naming device.driver', async () => {
+    const vm = new QemuHypervisor();
+    cleanups.push(() => vm.stopVM());
+    await vm.createVM(guestConfig());
+    expect(vm.capabilities().fsHotplug).toBe(false);
+    await vm.startVM({ paused: true });
+    const error = (await vm.hotplugAddDevice({ type: 'fs', driver: 'virtio-fs', id: 'anon', tag: 'anon', sharedDir: shareDir() }).catch((e: unknown) => e)) as ConfigError;
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.paths).toEqual(['device.driver']);
+    expect(vm.getPids()).toHaveLength(1);
   });
 
   it('a virtiofsd that cannot start fails the start with its own words, and nothing is left running', async () => {

@@ -1,6 +1,6 @@
 // The conformance suite against the mock backend: the same tests the QEMU backend passes on a real
 // guest (test/integration/conformance-qemu.test.ts), with the mock's guest model as the probes.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
@@ -48,6 +48,12 @@ for (const { label, machine, qemuVersion } of variants) {
       disk: (name) => {
         const path = join(dir, `${label.replace(/\W+/g, '-')}-${name}.img`);
         writeFileSync(path, '');
+        return path;
+      },
+      // The mock checks that a share's directory exists, as virtiofsd would.
+      shareDir: (name) => {
+        const path = join(dir, `${label.replace(/\W+/g, '-')}-share-${name}`);
+        mkdirSync(path);
         return path;
       },
       // The mock keeps templates in memory, by directory: a fresh name is all it needs.

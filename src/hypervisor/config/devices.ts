@@ -1,5 +1,5 @@
 // The devices a sandbox can have, as one discriminated union on `type`. Cold-plugged devices are
-// listed in the config; block, net and vfio devices can also be hot-plugged into a running VM.
+// listed in the config; block, net, vfio and virtio-fs devices can also be hot-plugged into a running VM.
 import { z } from 'zod';
 import { absolutePath, deviceId, socketPath } from './fields.ts';
 
@@ -108,6 +108,9 @@ export const vsockDeviceSchema = z.strictObject({
 
 /** virtio-fs carries the tag in a 36-byte config field; QEMU's 9p device allows 31 bytes. */
 const fsTag = (max: number) => z.string().regex(new RegExp(`^[A-Za-z0-9_.-]{1,${max}}$`), `must be 1 to ${max} letters, digits, "_", "." or "-"`);
+
+/** Why a virtio-fs share is refused on a VM with anonymous guest memory, cold or hot-plugged. */
+export const VIRTIO_FS_NEEDS_SHARED_MEMORY = 'virtio-fs needs guest memory the daemon can map: set memory.backing to shared, file or hugepages';
 
 /** The `fs` device with `driver: 'virtio-fs'`: a host directory shared through virtiofsd. */
 export const virtioFsDeviceSchema = z
@@ -242,8 +245,8 @@ function uniqueBy<T extends { type: string }, K extends T['type']>(
   });
 }
 
-/** Devices that can be added to and removed from a running VM. */
-export const hotplugDeviceSchema = z.discriminatedUnion('type', [blockDeviceSchema, netDeviceSchema, vfioDeviceSchema]);
+/** Devices that can be added to and removed from a running VM (of the fs devices, virtio-fs only: 9p stays cold). */
+export const hotplugDeviceSchema = z.discriminatedUnion('type', [blockDeviceSchema, netDeviceSchema, vfioDeviceSchema, virtioFsDeviceSchema]);
 
 /** A device of the config, parsed (defaults filled). */
 export type DeviceConfig = z.output<typeof deviceSchema>;
@@ -279,15 +282,15 @@ export type BalloonDeviceConfig = z.output<typeof balloonDeviceSchema>;
 export type ChannelDeviceConfig = z.output<typeof channelDeviceSchema>;
 /** A `pvpanic` device, parsed. */
 export type PvpanicDeviceConfig = z.output<typeof pvpanicDeviceSchema>;
-/** A hot-pluggable device (block, net or vfio), parsed. */
+/** A hot-pluggable device (block, net, vfio or virtio-fs), parsed. */
 export type HotplugDeviceConfig = z.output<typeof hotplugDeviceSchema>;
-/** What `hotplugAddDevice` takes: a block, net or vfio device as a caller writes it. */
+/** What `hotplugAddDevice` takes: a block, net, vfio or virtio-fs device as a caller writes it. */
 export type HotplugDeviceInput = z.input<typeof hotplugDeviceSchema>;
 
 /** Every device type, and those that can also be hot-plugged. */
 export const DEVICE_TYPES = ['block', 'net', 'vfio', 'vsock', 'fs', 'rng', 'balloon', 'channel', 'pvpanic'] as const satisfies readonly DeviceType[];
 /** The device types `hotplugAddDevice` accepts. */
-export const HOTPLUGGABLE_DEVICE_TYPES = ['block', 'net', 'vfio'] as const satisfies readonly HotplugDeviceConfig['type'][];
+export const HOTPLUGGABLE_DEVICE_TYPES = ['block', 'net', 'vfio', 'fs'] as const satisfies readonly HotplugDeviceConfig['type'][];
 // Both lists are complete: a type missing from either fails to compile here.
 const _allTypes: Exclude<DeviceType, (typeof DEVICE_TYPES)[number]> extends never ? true : never = true;
 const _allHotplug: Exclude<HotplugDeviceConfig['type'], (typeof HOTPLUGGABLE_DEVICE_TYPES)[number]> extends never ? true : never = true;

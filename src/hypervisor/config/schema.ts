@@ -3,7 +3,7 @@
 // section that holds them, so most mistakes are reported together.
 import { z } from 'zod';
 import { v4 as uuidv4 } from 'uuid';
-import { deviceListSchema } from './devices.ts';
+import { deviceListSchema, VIRTIO_FS_NEEDS_SHARED_MEMORY } from './devices.ts';
 import { absolutePath, noControl, positiveInt } from './fields.ts';
 import { ARCHITECTURES, archProfile, MACHINE_TYPES } from '../arch-profiles.ts';
 
@@ -225,7 +225,7 @@ export const sandboxConfigSchema = z
       config.devices.forEach((device, index) => {
         if (config.boot.image && device.id === ROOTFS_ID) issue(['devices', index, 'id'], `'${ROOTFS_ID}' is the id of the disk boot.image is attached as`);
         if (device.type === 'fs' && device.driver === 'virtio-fs' && config.memory.backing.type === 'anonymous') {
-          issue(['devices', index, 'driver'], 'virtio-fs needs guest memory the daemon can map: set memory.backing to shared, file or hugepages');
+          issue(['devices', index, 'driver'], VIRTIO_FS_NEEDS_SHARED_MEMORY);
         }
       });
     },

@@ -9,6 +9,7 @@ import type {
 } from '../../hypervisor/config/index.ts';
 import { renderOptions, type OptionProps } from '../argv/qemu-opts.ts';
 import type { ColdplugContext } from './context.ts';
+import { virtioFsChardevId, virtioFsFrontendProps } from './virtio-fs.ts';
 
 const device = (props: OptionProps) => ['-device', renderOptions(props, 'driver')];
 
@@ -18,11 +19,10 @@ export function vsockArgs(d: VsockDeviceConfig, ctx: ColdplugContext): string[] 
 
 export function fsArgs(d: FsDeviceConfig, ctx: ColdplugContext): string[] {
   if (d.driver === 'virtio-fs') {
-    const chardev = `chr-${d.id}`;
     return [
       '-chardev',
-      renderOptions({ backend: 'socket', id: chardev, path: d.socketPath ?? ctx.paths.virtiofsSocket(d.id) }, 'backend'),
-      ...device({ driver: 'vhost-user-fs-pci', id: d.id, chardev, tag: d.tag, 'queue-size': d.queueSize, ...ctx.pciSlot(d.id) }),
+      renderOptions({ backend: 'socket', id: virtioFsChardevId(d.id), path: d.socketPath ?? ctx.paths.virtiofsSocket(d.id) }, 'backend'),
+      ...device(virtioFsFrontendProps(d, ctx.pciSlot(d.id)) as OptionProps),
     ];
   }
   const fsdev = `fsdev-${d.id}`;

@@ -1,4 +1,4 @@
-import type { SandboxConfig } from '../../hypervisor/config/index.ts';
+import type { SandboxConfig, VirtioFsDeviceConfig } from '../../hypervisor/config/index.ts';
 import type { VcpuRules } from '../../hypervisor/resources.ts';
 import type { Deadline } from '../../util/deadline.ts';
 import type { Logger } from '../../util/logger.ts';
@@ -23,6 +23,18 @@ export interface HotplugContext {
   removalTimeoutMs: number;
   /** How long the guest may go on acting on a slot a device left (ArchProfile.freedSlotSettleMs; see slots.ts). */
   freedSlotSettleMs: number;
+  /** The VM's helper daemons, for virtio-fs shares with a sharedDir. Absent: such a share cannot be hot-plugged. */
+  helpers?: HotplugHelpers;
+}
+
+/** Starting and stopping the virtiofsd of a hot-plugged share (helpers/helper-set.ts, under the VM's rules). */
+export interface HotplugHelpers {
+  /** The socket QEMU connects to for the share the backend serves. */
+  socketOf(deviceId: string): string;
+  /** Starts its virtiofsd; resolves once QEMU's user may connect to its socket. */
+  startVirtiofsd(device: VirtioFsDeviceConfig & { sharedDir: string }, signal: AbortSignal): Promise<void>;
+  /** Stops its virtiofsd (if it runs) and removes its socket and pid file. */
+  stop(deviceId: string): Promise<void>;
 }
 
 /** QMP options carrying the operation's deadline. */

@@ -1,14 +1,17 @@
-// Hot-adding and removing PCI devices (disks, NICs, VFIO) on a running QEMU: backend first, then the
-// frontend on a free root port, each step undone if a later one fails; removal waits for the guest
-// to let go before deleting the backend.
-import { DEVICE_TYPES, HOTPLUGGABLE_DEVICE_TYPES, validateHotplugDevice, type BlockDeviceConfig, type HotplugDeviceConfig, type NetDeviceConfig } from '../../hypervisor/config/index.ts';
-import { DeviceExistsError, DeviceNotFoundError, DeviceRemovalTimeoutError, HotplugError, UnsupportedOperationError } from '../../hypervisor/errors.ts';
+// Hot-adding and removing PCI devices (disks, NICs, VFIO, virtio-fs shares) on a running QEMU:
+// backend first (for a share with a sharedDir, its virtiofsd), then the frontend on a free root
+// port, each step undone if a later one fails; removal waits for the guest to let go before
+// deleting the backends.
+import { validateHotplugDevice, type BlockDeviceConfig, type HotplugDeviceConfig, type NetDeviceConfig, type VirtioFsDeviceConfig } from '../../hypervisor/config/index.ts';
+import { DeviceExistsError, DeviceNotFoundError, DeviceRemovalTimeoutError, HotplugError } from '../../hypervisor/errors.ts';
+import { assertFsHotplugFits, assertHotpluggableKind } from '../../hypervisor/hotplug-rules.ts';
 import type { HotplugDevice, HotplugResult } from '../../hypervisor/types.ts';
 import { QmpCommandError, type QmpEvent } from '../../qmp/index.ts';
 import { blockdevProps, blockFrontendProps, blockNodeName, SCSI_CONTROLLER_ID, scsiControllerProps } from '../devices/block.ts';
 import { netdevId, netdevProps, netFrontendProps, tapCallerFds, tapFdNames, type TapFdRefs } from '../devices/net.ts';
 import { assertCallerFdsUsable } from '../../hypervisor/caller-fds.ts';
 import { vfioProps } from '../devices/vfio.ts';
+import { virtioFsChardevAddArgs, virtioFsChardevId, virtioFsFrontendProps } from '../devices/virtio-fs.ts';
 import { realHost } from '../devices/context.ts';
 import { within, type HotplugContext } from './context.ts';
 import { slotFreed, slotSettled, takeRootPort } from './slots.ts';
@@ -21,14 +24,12 @@ const CLEANUP_TIMEOUT_MS = 5_000;
 
 /** The guest PCI path is added by the caller (see pci-paths.ts), from the placement made here. */
 export async function hotplugDevice(ctx: HotplugContext, input: HotplugDevice): Promise<Omit<HotplugResult, 'pci' | 'scsi'>> {
-  const type = (input as { type?: unknown }).type;
-  if (typeof type === 'string' && isColdOnly(type)) {
-    throw new UnsupportedOperationError('hotplugAddDevice', `${type} devices can only be cold-plugged (list them in the config's devices)`);
-  }
+  assertHotpluggableKind(input);
   const device = validateHotplugDevice(input);
   assertDeviceChangesSafe('hotplugAddDevice', ctx.vcpuRules, ctx.state.vcpuRemoved);
   assertCallerFdsUsable(device, 'device.');
   assertIdFree(ctx, device.id);
+  assertFsHotplugFits(ctx.config, device, ctx.state.devices.filter((d) => !isEjecting(d)).map((d) => d.device));
   assertQemuCanPlug(ctx, device);
   // Claim the id and the port synchronously, before the first await, so that concurrent hotplugs
   // can neither reuse the id nor be handed the same port.
@@ -61,10 +62,7 @@ function assertQemuCanPlug(ctx: HotplugContext, device: HotplugDeviceConfig): vo
     if (device.driver === 'virtio-scsi') check(scsiControllerProps(placement));
     check(blockFrontendProps(device, placement));
   }
-}
-
-function isColdOnly(type: string): boolean {
-  return (DEVICE_TYPES as readonly string[]).includes(type) && !(HOTPLUGGABLE_DEVICE_TYPES as readonly string[]).includes(type);
+  if (device.type === 'fs') check(virtioFsFrontendProps(device, placement));
 }
 
 async function plug(ctx: HotplugContext, device: HotplugDeviceConfig, record: HotpluggedDevice, undo: UndoStack): Promise<void> {
@@ -75,6 +73,9 @@ async function plug(ctx: HotplugContext, device: HotplugDeviceConfig, record: Ho
       return plugNet(ctx, device, record, undo);
     case 'vfio':
       await step('device_add', ctx.qmp.execute('device_add', vfioProps(device, record.bus), within(ctx)));
+      return;
+    case 'fs':
+      return plugVirtioFs(ctx, device, record, undo);
   }
 }
 
@@ -134,6 +135,26 @@ async function plugNet(ctx: HotplugContext, device: NetDeviceConfig, record: Hot
 }
 
 /**
+ * A share: its daemon (the backend's virtiofsd for a sharedDir, or the caller's behind socketPath),
+ * a chardev connected to the daemon's socket, then vhost-user-fs-pci on the port. QEMU maps the
+ * guest's memory for the daemon when the frontend is realized.
+ */
+async function plugVirtioFs(ctx: HotplugContext, device: VirtioFsDeviceConfig, record: HotpluggedDevice, undo: UndoStack): Promise<void> {
+  let socket = device.socketPath;
+  if (socket === undefined) {
+    const { sharedDir } = device;
+    const helpers = ctx.helpers;
+    if (sharedDir === undefined || !helpers) throw new Error('a sharedDir share needs the VM\'s helper launcher');
+    await step('virtiofsd', helpers.startVirtiofsd({ ...device, sharedDir }, ctx.deadline.signal));
+    addBackend(ctx, record, undo, { kind: 'helper', deviceId: device.id });
+    socket = helpers.socketOf(device.id);
+  }
+  await step('chardev-add', ctx.qmp.execute('chardev-add', virtioFsChardevAddArgs(device.id, socket), within(ctx)));
+  addBackend(ctx, record, undo, { kind: 'chardev', id: virtioFsChardevId(device.id) });
+  await step('device_add', ctx.qmp.execute('device_add', virtioFsFrontendProps(device, { bus: record.bus }), within(ctx)));
+}
+
+/**
  * Sends the caller's tap fds (and vhost fds) with getfd, each under a name netdev_add then takes
  * (QEMU hands a named fd over to the netdev that uses it). A failure closes the names still held.
  */
@@ -162,8 +183,14 @@ async function closeFdName(ctx: HotplugContext, fdname: string): Promise<void> {
   }
 }
 
-/** The QMP command that deletes a backend. */
-const DELETE_COMMAND: Record<BackendRef['kind'], string> = { blockdev: 'blockdev-del', netdev: 'netdev_del', fdset: 'remove-fd' };
+/** The step that deletes a backend (a QMP command, or stopping a helper daemon). */
+const DELETE_COMMAND: Record<BackendRef['kind'], string> = {
+  blockdev: 'blockdev-del',
+  netdev: 'netdev_del',
+  fdset: 'remove-fd',
+  chardev: 'chardev-remove',
+  helper: 'stop virtiofsd',
+};
 
 function addBackend(ctx: HotplugContext, record: HotpluggedDevice, undo: UndoStack, backend: BackendRef): void {
   record.backends.unshift(backend);
@@ -294,10 +321,21 @@ export async function removeFrontend(
 /** Deletes one backend object; one QEMU no longer has counts as deleted. */
 export async function deleteBackend(ctx: HotplugContext, backend: BackendRef, options: { signal?: AbortSignal; timeoutMs?: number }): Promise<void> {
   try {
-    if (backend.kind === 'blockdev') await ctx.qmp.execute('blockdev-del', { 'node-name': backend.nodeName }, options);
-    else if (backend.kind === 'netdev') await ctx.qmp.execute('netdev_del', { id: backend.id }, options);
-    // QEMU closes the set's fd once nothing uses it any more (the blockdev went first).
-    else await ctx.qmp.execute('remove-fd', { 'fdset-id': backend.id }, options);
+    switch (backend.kind) {
+      case 'blockdev':
+        return void (await ctx.qmp.execute('blockdev-del', { 'node-name': backend.nodeName }, options));
+      case 'netdev':
+        return void (await ctx.qmp.execute('netdev_del', { id: backend.id }, options));
+      case 'fdset':
+        // QEMU closes the set's fd once nothing uses it any more (the blockdev went first).
+        return void (await ctx.qmp.execute('remove-fd', { 'fdset-id': backend.id }, options));
+      case 'chardev':
+        return void (await ctx.qmp.execute('chardev-remove', { id: backend.id }, options));
+      case 'helper':
+        // The chardev went first: the daemon has no client left when it is stopped.
+        if (!ctx.helpers) throw new Error(`the helper of ${backend.deviceId} cannot be stopped from here`);
+        return await ctx.helpers.stop(backend.deviceId);
+    }
   } catch (error) {
     // Already deleted (a retry after a partial removal): that is the state we want.
     if (error instanceof QmpCommandError && /not found|cannot find|failed to find/i.test(error.desc)) return;

@@ -7,7 +7,7 @@ export interface HotpluggedDevice {
   device: HotplugDeviceConfig;
   /** The root port (rpN) or SCSI bus the device sits on. */
   bus: string;
-  /** Backend objects to delete after the frontend is gone, newest first (a blockdev before the fd set it reads). */
+  /** Backend objects to delete after the frontend is gone, newest first (a blockdev before the fd set it reads, a chardev before its daemon). */
   backends: BackendRef[];
   /**
    * hotplugRemoveDevice asked the guest for it (set before device_del, kept after a removal timeout):
@@ -16,8 +16,16 @@ export interface HotpluggedDevice {
   removalRequested?: boolean | undefined;
 }
 
-/** What a device's frontend stands on: a block node, a netdev, or the fd set a disk given as an fd reads from. */
-export type BackendRef = { kind: 'blockdev'; nodeName: string } | { kind: 'netdev'; id: string } | { kind: 'fdset'; id: number };
+/**
+ * What a device's frontend stands on: a block node, a netdev, the fd set a disk given as an fd reads
+ * from, a virtio-fs share's chardev, or the helper daemon (virtiofsd) the backend runs for it.
+ */
+export type BackendRef =
+  | { kind: 'blockdev'; nodeName: string }
+  | { kind: 'netdev'; id: string }
+  | { kind: 'fdset'; id: number }
+  | { kind: 'chardev'; id: string }
+  | { kind: 'helper'; deviceId: string };
 
 export interface HotpluggedCpu {
   qemuId: string;

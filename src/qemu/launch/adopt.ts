@@ -16,7 +16,8 @@ import type { UidLeaseStore } from '../identity/uid-leases.ts';
 import { runtimePaths } from '../runtime-paths.ts';
 import { readStateFile, type SavedVmState } from '../state-file.ts';
 import { VmHome } from './home.ts';
-import { planVm, type LaunchPlan } from './plan.ts';
+import { planVm, virtiofsdOf, type LaunchPlan } from './plan.ts';
+import type { VirtioFsDeviceConfig } from '../../hypervisor/config/index.ts';
 import { VmSession, type SessionOptions } from './session.ts';
 
 export interface Adopted {
@@ -50,8 +51,11 @@ export async function adoptVm(dir: string, leases: UidLeaseStore, options: Sessi
   const netnsProblem = netnsMismatch(saved.pid, plan.config.runtime.netns);
   if (netnsProblem) fail(`pid ${saved.pid} is not this VM's QEMU: ${netnsProblem}`);
   if (saved.qemuPath !== plan.qemuPath) fail(`the state file names QEMU ${saved.qemuPath}, the config resolves to ${plan.qemuPath}`);
+  // A hot-plugged share's daemon is checked against the device the state file recorded.
+  const shares = [...plan.config.devices, ...saved.hotplug.devices.map((d) => d.device)].filter(isManagedVirtioFs);
+  if (saved.helpers.length > 0) plan.virtiofsdPath ??= virtiofsdOrNothing(plan.config);
   for (const helper of saved.helpers) {
-    const problem = helperMismatch(helper, plan);
+    const problem = helperMismatch(helper, plan, shares);
     if (problem) fail(`helper ${helper.name} for ${helper.deviceId} (pid ${helper.pid}): ${problem}`);
   }
   const home = await VmHome.adopt(plan.config, paths, saved.identity ?? undefined, saved.leased, leases, options).catch((error: unknown) =>
@@ -99,8 +103,16 @@ function netnsMismatch(pid: number, netns: string | undefined): string | undefin
   return inQemu === expected ? undefined : `it runs in another network namespace than ${netns}`;
 }
 
-function helperMismatch(helper: SavedHelper, plan: LaunchPlan): string | undefined {
-  const device = plan.config.devices.filter(isManagedVirtioFs).find((d) => d.id === helper.deviceId);
+function virtiofsdOrNothing(config: LaunchPlan['config']): string | undefined {
+  try {
+    return virtiofsdOf(config);
+  } catch {
+    return undefined;
+  }
+}
+
+function helperMismatch(helper: SavedHelper, plan: LaunchPlan, shares: readonly (VirtioFsDeviceConfig & { sharedDir: string })[]): string | undefined {
+  const device = shares.find((d) => d.id === helper.deviceId);
   if (!device) return 'the config has no such virtio-fs device';
   if (plan.virtiofsdPath !== helper.binary) return `the state file names ${helper.binary}, the config resolves to ${plan.virtiofsdPath ?? 'nothing'}`;
   if (!isProcessAlive(helper.pid, helper.startTime)) return 'it is no longer running';

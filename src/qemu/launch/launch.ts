@@ -16,6 +16,7 @@ export async function launchVm(plan: LaunchPlan, home: VmHome, options: SessionO
     launcher: plan.launcherPath,
     virtiofsd: plan.virtiofsdPath,
     qemuUser: home.identity,
+    runtime: plan.config.runtime,
     logger: options.logger,
     signal: options.signal,
   });

@@ -41,7 +41,11 @@ export function planVm(input: SandboxConfigInput | SandboxConfig, dirOverride?: 
 }
 
 function resolveVirtiofsd(config: SandboxConfig): string | undefined {
-  if (!config.devices.some(isManagedVirtioFs)) return undefined;
+  return config.devices.some(isManagedVirtioFs) ? virtiofsdOf(config) : undefined;
+}
+
+/** The absolute real path of the virtiofsd this config runs (runtime.virtiofsdPath, else the usual places); ConfigError when there is none. */
+export function virtiofsdOf(config: SandboxConfig): string {
   const found = findVirtiofsd(config.runtime.virtiofsdPath);
   if (!found) {
     throw new ConfigError([

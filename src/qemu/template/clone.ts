@@ -40,10 +40,10 @@ export class TemplateClone {
   #inherited: StateUri | undefined;
   #ramCopy: string | undefined;
 
-  private constructor(dir: string, manifest: TemplateManifest) {
+  private constructor(dir: string, manifest: TemplateManifest, ramMode: CloneRamMode) {
     this.dir = dir;
     this.#manifest = manifest;
-    this.#ramMode = cloneRamMode(manifest.hypervisorVersion);
+    this.#ramMode = ramMode;
   }
 
   /** Everything that can be checked before a process runs: TemplateError says what is wrong. */
@@ -58,7 +58,7 @@ export class TemplateClone {
       });
     }
     await checkTemplateFiles(dir, manifest);
-    return new TemplateClone(dir, manifest);
+    return new TemplateClone(dir, manifest, cloneRamMode(manifest.hypervisorVersion, config.memory.backing.type === 'shared'));
   }
 
   get ramMode(): CloneRamMode {
@@ -88,7 +88,8 @@ export class TemplateClone {
     }
     const state = await open(join(this.dir, STATE_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
     this.#state = state;
-    const argv = buildQemuArgv({ ...config, memory: { ...config.memory, prealloc: false } }, plan.paths);
+    // The template's layout: its boot RAM is the backend below, its other memory as the template's (anonymous).
+    const argv = buildQemuArgv({ ...config, memory: { ...config.memory, prealloc: false, backing: { type: 'anonymous' } } }, plan.paths);
     // A copy of its own is shared with nobody: mapped shared, its writes cost no second page.
     const ram = templateRamProps(BOOT_MEMORY_ID, bytes, ramPath, this.#ramMode === 'private-copy' ? 'template' : 'map-read-only', config.memory.prealloc);
     const restoring = templateArgv(argv, ram, { incoming: true });

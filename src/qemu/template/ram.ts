@@ -22,7 +22,14 @@ const CLONE_RAM_MODES: readonly { since: [number, number]; mode: CloneRamMode }[
   { since: [0, 0], mode: 'private-copy' },
 ];
 
-export function cloneRamMode(version: string): CloneRamMode {
+/**
+ * `sharedMemory`: the clone's config asks for shared memory (memory.backing "shared", for virtio-fs).
+ * A vhost-user daemon maps guest RAM from the fd QEMU hands it, MAP_SHARED: over a private mapping
+ * of the template's file it would see the template's pages, never the clone's writes. Such a clone
+ * gets a copy of its own, mapped shared, on every version.
+ */
+export function cloneRamMode(version: string, sharedMemory = false): CloneRamMode {
+  if (sharedMemory) return 'private-copy';
   const [major = 0, minor = 0] = version.split('.').map(Number);
   const found = CLONE_RAM_MODES.find(({ since: [a, b] }) => major > a || (major === a && minor >= b));
   return found?.mode ?? 'private-copy';

@@ -1,7 +1,8 @@
 // The conformance suite against the QEMU backend on a real test guest under TCG, for each guest
 // architecture: the guest agent proves each effect from inside the guest, where the mock answers
 // from its model (test/unit/conformance-mock.test.ts).
-import { chmodSync, mkdtempSync, openSync, readSync, rmSync, closeSync, writeSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, closeSync, writeSync } from 'node:fs';
+import { eventually } from './eventually.ts';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { defineConformanceSuite } from '../../../src/conformance/index.ts';
@@ -25,6 +26,7 @@ export function defineQemuConformance(name: string, baseConfig: () => SandboxCon
   chmodSync(templates, 0o755);
   afterAll(() => rmSync(templates, { recursive: true, force: true }));
 
+  let shares = 0;
   /** One agent connection per VM, opened when a probe first needs it (it waits for the guest to boot). */
   const agents = new Map<QemuHypervisor, Promise<GuestAgent>>();
 
@@ -57,10 +59,24 @@ export function defineQemuConformance(name: string, baseConfig: () => SandboxCon
       // before createVM is only named (never opened), so it stays root's.
       templateDir: (name) => join(templates, name),
       disk: (name, vm) => rawDisk(scratch.dir, `${name}.img`, name.slice(0, 16), vm.identity ?? { uid: 0, gid: 0 }),
+      // Read by virtiofsd, which runs as root: the directory stays root's.
+      shareDir: (name) => {
+        const dir = join(scratch.dir, `share-${name}-${++shares}`);
+        mkdirSync(dir);
+        return dir;
+      },
       guest: {
         diskCount,
         onlineCpus: async (vm) => (await agentOf(vm)).onlineCpus(),
         memoryMiB: async (vm) => (await (await agentOf(vm)).memTotalKiB()) / 1024,
+        // Mounted once the guest has taken the hot-plugged device (retried until then), read, unmounted.
+        readShared: async (vm, tag, file) => {
+          const agent = await agentOf(vm);
+          const mount = `mkdir -p /mnt/${tag} && mount -t virtiofs ${tag} /mnt/${tag}`;
+          const mounted = await eventually(() => agent.run(mount), (r) => r.exitCode === 0, 30_000);
+          if (mounted.exitCode !== 0) throw new Error(`the guest cannot mount share ${tag}: ${mounted.output}`);
+          return agent.runOk(`cat /mnt/${tag}/${file}; umount /mnt/${tag}`);
+        },
         release: async (vm) => {
           const agent = agents.get(vm);
           agents.delete(vm);

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseSandboxConfig, type SandboxConfigInput } from '../../../src/hypervisor/config/index.ts';
 import { TemplateError } from '../../../src/hypervisor/errors.ts';
-import { cloneConfigRefusal, templateConfigRefusal, templateRole, templateUseRefusal } from '../../../src/hypervisor/templates.ts';
+import { cloneConfigRefusal, cloneLayout, templateConfigRefusal, templateRole, templateUseRefusal } from '../../../src/hypervisor/templates.ts';
 import { buildQemuArgv } from '../../../src/qemu/argv/index.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
 import { templateArgv } from '../../../src/qemu/template/argv.ts';
@@ -63,6 +63,38 @@ describe('templateConfigRefusal', () => {
   });
 });
 
+describe('a clone with virtio-fs shares', () => {
+  const share = { type: 'fs', driver: 'virtio-fs', id: 'fs0', tag: 'share', sharedDir: '/srv/share' } as const;
+  const withShares = (devices: readonly unknown[]) =>
+    parseSandboxConfig({ ...input, id: 'clone', memory: { ...input.memory, backing: { type: 'shared' } }, devices: devices as never });
+
+  it('fits when only its shares and its memory.backing "shared" differ; the shares leave the layout', () => {
+    const clone = withShares([share, ...(input.devices ?? [])]);
+    expect(cloneConfigRefusal(config, clone, '/t')).toBeUndefined();
+    const { layout, shares } = cloneLayout(clone);
+    expect(shares.map((d) => d.id)).toEqual(['fs0']);
+    expect(layout.devices).toEqual(config.devices);
+    expect(layout.memory.backing).toEqual({ type: 'shared' });
+  });
+
+  it('names a difference at the clone\'s own device index, shares counted', () => {
+    const devices = [share, ...(input.devices ?? []).map((d) => (d.type === 'channel' ? { ...d, name: 'other.0' } : d))];
+    const channelIndex = devices.findIndex((d) => d.type === 'channel');
+    expect(cloneConfigRefusal(config, withShares(devices), '/t')).toMatchObject({ problem: 'config', field: `devices.${channelIndex}.name` });
+  });
+
+  it('refuses a memory.backing other than the template\'s or "shared", and shared memory over a virtio-mem template', () => {
+    const onFile = parseSandboxConfig({ ...input, id: 'clone', memory: { ...input.memory, backing: { type: 'file', path: '/dev/shm/x' } } });
+    expect(cloneConfigRefusal(config, onFile, '/t')).toMatchObject({ problem: 'config', field: 'memory.backing' });
+    const vmemInput = { ...input, memory: { bootMiB: 256, maxMiB: 512, hotplug: 'virtio-mem' as const } };
+    const vmem = parseSandboxConfig(vmemInput);
+    const sharedVmem = parseSandboxConfig({ ...vmemInput, id: 'clone', memory: { ...vmemInput.memory, backing: { type: 'shared' } } });
+    const refused = cloneConfigRefusal(vmem, sharedVmem, '/t');
+    expect(refused).toMatchObject({ problem: 'config', field: 'memory.backing' });
+    expect(refused?.message).toMatch(/virtio-mem/);
+  });
+});
+
 describe('templateUseRefusal', () => {
   it('refuses a detached template VM or clone (its command line could not be re-attached), naming the field', () => {
     expect(templateUseRefusal(config, '/t')).toBeUndefined();
@@ -101,7 +133,9 @@ describe('cloneConfigRefusal', () => {
 
 describe('QEMU template argv', () => {
   it('maps the RAM read-only and private from QEMU 8.2 on, and from a private copy before', () => {
-    expect(['7.2.22', '8.1.5', '8.2.0', '10.0.2'].map(cloneRamMode)).toEqual(['private-copy', 'private-copy', 'map-read-only', 'map-read-only']);
+    expect(['7.2.22', '8.1.5', '8.2.0', '10.0.2'].map((v) => cloneRamMode(v))).toEqual(['private-copy', 'private-copy', 'map-read-only', 'map-read-only']);
+    // A clone with shared memory (virtio-fs) gets a copy of its own, mapped shared, on every version.
+    expect(['7.2.22', '10.0.2'].map((v) => cloneRamMode(v, true))).toEqual(['private-copy', 'private-copy']);
     expect(templateRamProps('mem-ram', 1024, '/t/memory', 'map-read-only', false)).toEqual({ 'qom-type': 'memory-backend-file', id: 'mem-ram', size: 1024, 'mem-path': '/t/memory', share: false, readonly: true, rom: false, prealloc: undefined });
     expect(templateRamProps('mem-ram', 1024, '/t/memory', 'template', true)).toMatchObject({ share: true, prealloc: true });
   });

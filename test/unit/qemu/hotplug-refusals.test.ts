@@ -29,7 +29,6 @@ const QEMU_7_2 = { major: 7, minor: 2, micro: 22 };
 describe('cold-plug-only device types', () => {
   it.each([
     ['vsock', { type: 'vsock', id: 'v0', guestCid: 3 }],
-    ['fs', { type: 'fs', id: 'f0', tag: 'share', socketPath: '/run/vfs.sock' }],
     ['rng', { type: 'rng', id: 'r0' }],
     ['balloon', { type: 'balloon', id: 'b0' }],
     ['channel', { type: 'channel', id: 'c0', name: 'agent' }],

@@ -192,7 +192,7 @@ describe('serializeState / writeStateFile / readStateFile', () => {
     ['a hotplugged device with a bad id', (raw) => (first(hotplug(raw)['devices'])['id'] = '-x'), 'hotplug.devices.0.id'],
     ['a hotplugged device that is not hot-pluggable', (raw) => (first(hotplug(raw)['devices'])['device'] = { type: 'rng', id: 'rng0' }), 'hotplug.devices.0.device.type'],
     ['a bus with a space', (raw) => (first(hotplug(raw)['devices'])['bus'] = 'rp 0'), 'hotplug.devices.0.bus'],
-    ['an unknown backend kind', (raw) => (first(hotplug(raw)['devices'])['backends'] = [{ kind: 'chardev', id: 'x' }]), 'hotplug.devices.0.backends.0.kind'],
+    ['an unknown backend kind', (raw) => (first(hotplug(raw)['devices'])['backends'] = [{ kind: 'qcow', id: 'x' }]), 'hotplug.devices.0.backends.0.kind'],
     ['a blockdev backend without nodeName', (raw) => (first(hotplug(raw)['devices'])['backends'] = [{ kind: 'blockdev', id: 'x' }]), 'hotplug.devices.0.backends.0.nodeName'],
     ['a removalRequested that is not a boolean', (raw) => (first(hotplug(raw)['devices'])['removalRequested'] = 'yes'), 'hotplug.devices.0.removalRequested'],
     ['infrastructure without bus', (raw) => (hotplug(raw)['infrastructure'] = [{ id: 'scsi0' }]), 'hotplug.infrastructure.0.bus'],

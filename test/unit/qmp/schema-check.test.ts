@@ -35,6 +35,15 @@ const SCHEMA = new QmpSchema([
   { name: 'BF', 'meta-type': 'object', members: [{ name: 'filename', type: 'str' }, { name: 'aio', type: 'AIO' }] },
   { name: 'AIO', 'meta-type': 'enum', values: ['threads', 'native'] },
   { name: 'REF', 'meta-type': 'alternate', members: [{ type: 'BO' }, { type: 'str' }] },
+  // A simple union (chardev-add's backend): every variant wraps its members in `data`.
+  { name: 'chardev-add', 'meta-type': 'command', 'arg-type': 'CA', 'ret-type': '0' },
+  { name: 'CA', 'meta-type': 'object', members: [{ name: 'id', type: 'str' }, { name: 'backend', type: 'CB' }] },
+  { name: 'CB', 'meta-type': 'object', members: [{ name: 'type', type: 'CBT' }], tag: 'type', variants: [{ case: 'file', type: 'CFW' }, { case: 'socket', type: 'CSW' }] },
+  { name: 'CBT', 'meta-type': 'enum', values: ['file', 'socket'] },
+  { name: 'CFW', 'meta-type': 'object', members: [{ name: 'data', type: 'CF' }] },
+  { name: 'CF', 'meta-type': 'object', members: [{ name: 'out', type: 'str' }] },
+  { name: 'CSW', 'meta-type': 'object', members: [{ name: 'data', type: 'CS' }] },
+  { name: 'CS', 'meta-type': 'object', members: [{ name: 'addr', type: 'str' }, { name: 'server', type: 'bool' }] },
 ]);
 
 describe('checkSurface', () => {
@@ -71,6 +80,19 @@ describe('checkSurface', () => {
       ['yank'],
     );
     expect(findings).toEqual([]);
+  });
+});
+
+describe('a union whose tag the library sends with one value', () => {
+  const use = (data: Record<string, 'str' | 'bool'>) =>
+    checkSurface(SCHEMA, { 'chardev-add': { args: { id: 'str', backend: { object: { type: { enum: ['socket'] }, data: { object: data } } } }, ret: { object: {} } } }, {}, []);
+
+  it('is checked against that variant\'s members alone', () => {
+    expect(use({ addr: 'str', server: 'bool' })).toEqual([]);
+  });
+
+  it('reports a member that variant lacks, even where another variant has it', () => {
+    expect(use({ addr: 'str', out: 'str' })).toEqual([{ where: 'command chardev-add: argument backend.data.out', problem: 'is missing' }]);
   });
 });
 
