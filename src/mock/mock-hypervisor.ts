@@ -2,13 +2,13 @@
 // validation, slot and resize rules, events and cleanup, with a simulated guest that only acts while
 // it runs, and armed failures, so that a runtime can test its sandbox lifecycle and its error paths.
 import { assertConfigFdsUsable } from '../hypervisor/caller-fds.ts';
-import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput, type VirtioFsDeviceConfig } from '../hypervisor/config/index.ts';
+import { ConfigError, parseSandboxConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import { capabilitiesOf } from '../hypervisor/capabilities.ts';
 import { deviceRemovalTimeoutMs, profileOf } from '../hypervisor/arch-profiles.ts';
 import type { QemuVersion } from '../hypervisor/version-rules.ts';
 import { vcpuRules } from '../hypervisor/resources.ts';
 import { AttachError, GuestNotReadyError, InvalidStateError, TemplateError, VmExitedError, VmStartError, VmUnhealthyError } from '../hypervisor/errors.ts';
-import { cloneLayout, templateUseRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
+import { templateUseRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
 import { checkMockClone, releaseTemplateDir, reserveTemplateDir, saveMockTemplate } from './templates.ts';
 import { Lifecycle, startOptionsProblem, stopOptionsProblem } from '../hypervisor/lifecycle.ts';
 import { nextEvent, type EventOf } from '../hypervisor/events.ts';
@@ -116,8 +116,6 @@ export class MockHypervisor implements Hypervisor {
   #exitInfo: VmExitInfo | undefined;
   #stopPromise: Promise<void> | undefined;
   #expectingExit = false;
-  /** A clone's virtio-fs shares, hot-plugged by startVM once the guest is restored. */
-  #cloneShares: VirtioFsDeviceConfig[] = [];
   /** What createVM's template options made of this VM: a template to be saved, or a clone. */
   #template: { kind: 'source' | 'clone'; dir: string } | undefined;
   readonly #exitListeners: Listeners<VmExitInfo>;
@@ -196,10 +194,7 @@ export class MockHypervisor implements Hypervisor {
         throw error;
       }
       this.#template = role;
-      // As the QEMU backend: a clone runs the template's layout, its shares hot-plugged after restore.
-      const split = role?.kind === 'clone' ? cloneLayout(config) : undefined;
-      this.#cloneShares = split?.shares ?? [];
-      this.#config = split?.layout ?? config;
+      this.#config = config;
       this.#lifecycle.to('created');
     });
   }
@@ -229,7 +224,6 @@ export class MockHypervisor implements Hypervisor {
         if (this.faults.takeHang('startVM')) await deadline.expired();
         const opened = channel === undefined ? undefined : this.#channelOpened(machine, channel, deadline.signal);
         if (!options.paused) machine.cont();
-        for (const share of this.#cloneShares) await hotplugDevice(this.#context(machine, deadline, 'startVM'), share);
         awaitingGuest = true;
         await opened;
       });

@@ -4,7 +4,7 @@ import type { Logger } from '../util/logger.ts';
 import { silentLogger } from '../util/logger.ts';
 import { Deadline, sleep, type OperationOptions } from '../util/deadline.ts';
 import { resolveTimeoutMs } from '../util/timeout.ts';
-import { validateHotplugDevice, type HotplugDeviceConfig, type SandboxConfig, type SandboxConfigInput, type VirtioFsDeviceConfig } from '../hypervisor/config/index.ts';
+import { validateHotplugDevice, type HotplugDeviceConfig, type SandboxConfig, type SandboxConfigInput } from '../hypervisor/config/index.ts';
 import {
   AttachError,
   InvalidReplyError,
@@ -35,7 +35,7 @@ import type {
   VmIdentity,
   VmState,
 } from '../hypervisor/types.ts';
-import { cloneLayout, templateUseRefusal, templateConfigRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
+import { templateUseRefusal, templateConfigRefusal, templateRole, type CreateOptions, type TemplateInfo } from '../hypervisor/templates.ts';
 import { TemplateError } from '../hypervisor/errors.ts';
 import { TemplateSource } from './template/source.ts';
 import { TemplateClone } from './template/clone.ts';
@@ -137,7 +137,6 @@ export class QemuHypervisor implements Hypervisor {
   #session: VmSession | undefined;
   #hotplug: HotplugState = emptyHotplugState();
   /** A clone's virtio-fs shares, hot-plugged by startVM once the guest is restored. */
-  #cloneShares: VirtioFsDeviceConfig[] = [];
   /** createVM's template role: a VM to be saved as a template, or a clone of one. */
   #template: TemplateSource | TemplateClone | undefined;
   /** How a device state goes to and from QEMU, as its schema says (probed at startVM). */
@@ -224,9 +223,7 @@ export class QemuHypervisor implements Hypervisor {
     assertConfigFdsUsable(requested.config);
     const refusal = role && (templateUseRefusal(requested.config, role.dir) ?? (role.kind === 'source' ? templateConfigRefusal(requested.config, role.dir) : undefined));
     if (refusal) throw refusal;
-    // A clone runs the template's layout; its virtio-fs shares are hot-plugged once it is restored.
-    const plan = role?.kind === 'clone' ? clonePlan(requested) : requested;
-    this.#cloneShares = role?.kind === 'clone' ? cloneLayout(requested.config).shares : [];
+    const plan = requested;
     // Claimed before the first await: a second concurrent createVM is refused, not raced.
     this.#plan = plan;
     let home: VmHome;
@@ -297,8 +294,6 @@ export class QemuHypervisor implements Hypervisor {
         // Listening before `cont`: QEMU was started with -S, so the guest cannot open the port earlier.
         const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
         await enableBalloonStats(qmp, plan.config, deadline.signal);
-        // A clone's shares, once restored and before it runs (vhost-user-fs is no part of a template).
-        for (const share of this.#cloneShares) await hotplugDevice(this.#hotplugContext(qmp, deadline), share);
         if (!options.paused) await qmp.execute('cont', undefined, { signal: deadline.signal });
         await this.#saveState(options.paused === true);
         awaitingGuest = true;
@@ -863,15 +858,6 @@ export class QemuHypervisor implements Hypervisor {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stopVM();
   }
-}
-
-/**
- * A clone's launch plan: the template's layout (its config without the virtio-fs shares), with the
- * virtiofsd the shares need already resolved from the whole config.
- */
-function clonePlan(requested: LaunchPlan): LaunchPlan {
-  const plan = planVm(cloneLayout(requested.config).layout, requested.paths.dir);
-  return { ...plan, virtiofsdPath: requested.virtiofsdPath };
 }
 
 /** How QEMU ended, as every path that reports an unexpected exit tells it. */

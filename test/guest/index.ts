@@ -52,6 +52,12 @@ interface Waiter {
   reject: (error: Error) => void;
 }
 
+/** How long the first command waits before it is asked again (see GuestAgent.connect). */
+const FIRST_ANSWER_RETRY_MS = 5_000;
+
+/** A guest command that got no answer in its time. */
+export class AgentTimeoutError extends Error {}
+
 /** Runs shell commands in the guest, one at a time, and returns their output and exit status. */
 export class GuestAgent {
   readonly #socket: Socket;
@@ -95,8 +101,18 @@ export class GuestAgent {
     }
     const agent = new GuestAgent(socket);
     try {
-      // Written now, read by the agent once the guest opens the port: the data waits in QEMU.
-      await agent.run('true', { timeoutMs: Math.max(end - Date.now(), 1) });
+      // Written now, read by the agent once the guest opens the port: the data waits in QEMU. Asked
+      // again every few seconds: a restored clone's agent restarts when its host side was
+      // disconnected at `cont`, and a command that reaches it while it closes the port is lost.
+      for (;;) {
+        const left = end - Date.now();
+        try {
+          await agent.run('true', { timeoutMs: Math.max(Math.min(left, FIRST_ANSWER_RETRY_MS), 1) });
+          break;
+        } catch (error) {
+          if (left <= FIRST_ANSWER_RETRY_MS || !(error instanceof AgentTimeoutError)) throw error;
+        }
+      }
     } catch (error) {
       await agent.close();
       throw error;
@@ -154,7 +170,7 @@ export class GuestAgent {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#current = undefined;
-        reject(new Error(`guest command timed out after ${timeoutMs} ms: ${command}`));
+        reject(new AgentTimeoutError(`guest command timed out after ${timeoutMs} ms: ${command}`));
       }, timeoutMs);
       this.#current = {
         id,

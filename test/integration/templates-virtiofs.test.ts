@@ -1,22 +1,22 @@
 // virtio-fs in clones of a template, on the real guest: vhost-user-fs cannot be saved with a guest,
-// so a clone's shares are hot-plugged once it is restored, and its memory must be mappable by the
-// share's daemon: with memory.backing "shared" the clone maps a RAM copy of its own, shared, on
-// every QEMU version (over a private copy-on-write mapping of the template's file, which QEMU >= 8.2
-// uses otherwise, the daemon would see the template's pages, not the clone's). Proven from inside
-// each clone: the template guest's marker is still there, the share is mounted and read, and a
-// file the guest writes is seen on the host. A share that cannot be attached fails the start cleanly.
+// so a clone's shares are hot-plugged by the caller once its guest runs (a share in a clone's config
+// is refused), and its memory must be mappable by the share's daemon: with memory.backing "shared"
+// the clone maps a RAM copy of its own, shared, on every QEMU version (over a private copy-on-write
+// mapping of the template's file, which QEMU >= 8.2 uses otherwise, the daemon would see the
+// template's pages, not the clone's). Proven from inside each clone: the template guest's marker is
+// still there, the share is mounted and read, and a file the guest writes is seen on the host.
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, type SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
-import { HelperError, VmStartError } from '../../src/hypervisor/errors.ts';
+import { TemplateError } from '../../src/hypervisor/errors.ts';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import { isProcessAlive } from '../../src/qemu/process/proc-fs.ts';
 import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
 import { useCleanups } from './helpers/cleanups.ts';
 import { eventually } from './helpers/eventually.ts';
-import { connectAgent, guestConfig, leasesOnDisk, RUNTIME_BASE, scratchDir } from './helpers/sandbox.ts';
+import { connectAgent, guestConfig, RUNTIME_BASE, scratchDir } from './helpers/sandbox.ts';
 
 const MARKER = `template-marker-${process.pid}`;
 const scratch = scratchDir();
@@ -58,22 +58,26 @@ describe('virtio-fs in clones of a template', () => {
     }
   }, 180_000);
 
-  it('a clone with memory.backing shared gets its shares hot-plugged after restore: mounted, read and written in its guest, beside the template guest\'s marker', async () => {
+  it('a clone with memory.backing shared takes a share hot-plugged once its guest runs: mounted, read and written in its guest, beside the template guest\'s marker; a share in its config is refused', async () => {
     const share = shareDir('clone-share');
     const id = `tmpl-vfs-${process.pid}`;
     const base = templateConfig();
+    const clone = { ...base, id, memory: { bootMiB: 256, backing: { type: 'shared' as const } } };
+    const device = { type: 'fs' as const, driver: 'virtio-fs' as const, id: 'share', tag: 'clonetag', sharedDir: share };
     const vm = track(new QemuHypervisor());
-    await vm.createVM(
-      {
-        ...base,
-        id,
-        memory: { bootMiB: 256, backing: { type: 'shared' } },
-        devices: [...(base.devices ?? []), { type: 'fs', driver: 'virtio-fs', id: 'share', tag: 'clonetag', sharedDir: share }],
-      },
-      { fromTemplate: dir },
-    );
-    expect(vm.config?.devices.map((d) => d.id)).toEqual((base.devices ?? []).map((d) => d.id));
-    await vm.startVM();
+    const inConfig = (await vm.createVM({ ...clone, devices: [...(base.devices ?? []), device] }, { fromTemplate: dir }).catch((e: unknown) => e)) as TemplateError;
+    expect(inConfig).toBeInstanceOf(TemplateError);
+    expect(inConfig).toMatchObject({ problem: 'config', field: `devices.${(base.devices ?? []).length}` });
+    expect(existsSync(join(RUNTIME_BASE, id))).toBe(false);
+    await vm.createVM(clone, { fromTemplate: dir });
+    // Started paused and resumed once the agent's channel is connected (see templates.test.ts).
+    await vm.startVM({ paused: true });
+    const connecting = connectAgent(vm);
+    connecting.then((agent) => cleanups.push(() => agent.close()), () => undefined);
+    await vm.resumeVM();
+    const agent = await connecting;
+    expect((await agent.runOk('cat /tmp/marker')).trim()).toBe(MARKER);
+    await vm.hotplugAddDevice(device);
     expect(vm.devices().find((d) => d.id === 'share')).toMatchObject({ type: 'fs', hotplugged: true });
     const [qemu = -1, daemon = -1] = vm.getPids();
     expect(vm.getPids()).toHaveLength(2);
@@ -81,9 +85,6 @@ describe('virtio-fs in clones of a template', () => {
     // Its RAM is a copy of its own (made in its directory, unlinked once restored), mapped shared.
     const ramMapping = readFileSync(`/proc/${qemu}/maps`, 'utf8').split('\n').find((line) => line.includes('template-memory'));
     expect(ramMapping).toMatch(/ rw-s .*template-memory \(deleted\)$/);
-    const agent = await connectAgent(vm);
-    cleanups.push(() => agent.close());
-    expect((await agent.runOk('cat /tmp/marker')).trim()).toBe(MARKER);
     const mounted = await eventually(() => agent.run('mkdir -p /mnt/share && mount -t virtiofs clonetag /mnt/share && cat /mnt/share/from-host.txt'), (r) => r.exitCode === 0, 30_000);
     expect(mounted).toEqual({ exitCode: 0, output: 'host file of clone-share\n' });
     await agent.runOk('echo written in the clone > /mnt/share/from-clone.txt && sync');
@@ -114,21 +115,4 @@ describe('virtio-fs in clones of a template', () => {
     expect(vm.getPids()).toHaveLength(1);
     expect(existsSync(runtimePaths(vm.runtimeDir ?? '').virtiofsSocket('share'))).toBe(false);
   }, 180_000);
-
-  it('a clone whose share cannot be attached (its directory is missing) fails startVM; no process, directory or lease is left', async () => {
-    const id = `tmpl-vfs-bad-${process.pid}`;
-    const base = templateConfig();
-    const vm = track(new QemuHypervisor());
-    await vm.createVM(
-      { ...base, id, memory: { bootMiB: 256, backing: { type: 'shared' } }, devices: [...(base.devices ?? []), { type: 'fs', driver: 'virtio-fs', id: 'share', tag: 'bad', sharedDir: '/nonexistent/share' }] },
-      { fromTemplate: dir },
-    );
-    const error = (await vm.startVM().catch((e: unknown) => e)) as VmStartError;
-    expect(error).toBeInstanceOf(VmStartError);
-    expect(error.cause).toBeInstanceOf(HelperError);
-    expect(vm.state).toBe('stopped');
-    expect(vm.getPids()).toEqual([]);
-    expect(existsSync(join(RUNTIME_BASE, id))).toBe(false);
-    expect(leasesOnDisk(id)).toEqual([]);
-  }, 120_000);
 });
