@@ -506,10 +506,8 @@ export class QmpClient {
       this.#onReply(m, line);
     } else if ('QMP' in m) {
       this.#onGreetingMessage(m['QMP'], line);
-    } else if (typeof m['id'] === 'number' && this.#pending.has(m['id'])) {
-      this.#onBadReply(m['id'], line);
     } else {
-      this.#logger.warn({ line: preview(line) }, 'ignoring a QMP message of unknown shape');
+      this.#onOtherMessage(m['id'], line);
     }
   }
 
@@ -517,11 +515,17 @@ export class QmpClient {
    * A reply to a waiting command with neither `return` nor `error` (qemu.qmp's BadReplyError): that
    * command fails at once instead of waiting for its timeout. The connection stays: the line was
    * well-formed JSON, so the stream is still framed and the other commands' replies can be trusted.
+   * Any other message of unknown shape is logged and ignored.
    */
-  #onBadReply(id: number, line: string): void {
-    const command = this.#pending.get(id)?.command ?? '';
+  #onOtherMessage(id: unknown, line: string): void {
+    const entry = typeof id === 'number' ? this.#pending.get(id) : undefined;
+    if (entry === undefined) {
+      this.#logger.warn({ line: preview(line) }, 'ignoring a QMP message of unknown shape');
+      return;
+    }
+    const { command } = entry;
     this.#logger.warn({ command, line: preview(line) }, 'a QMP reply has neither return nor error');
-    this.#settle(id, undefined, new QmpProtocolError(`QEMU answered ${command} with neither return nor error: ${preview(line)}`));
+    this.#settle(id as number, undefined, new QmpProtocolError(`QEMU answered ${command} with neither return nor error: ${preview(line)}`));
   }
 
   #onReply(m: Record<string, unknown>, line: string): void {
