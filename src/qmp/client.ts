@@ -317,7 +317,8 @@ export class QmpClient {
    * held is dropped unsent.
    */
   #releaseHeld(): void {
-    while (this.#disconnected === undefined && this.#inBandInFlight.size < MAX_IN_BAND_IN_FLIGHT) {
+    // #teardown empties #held before it settles anything: after a disconnect this finds nothing.
+    while (this.#inBandInFlight.size < MAX_IN_BAND_IN_FLIGHT) {
       const held = this.#held.shift();
       if (held === undefined) return;
       if (!this.#pending.has(held.id)) continue;
@@ -470,7 +471,8 @@ export class QmpClient {
   };
 
   #onData(chunk: Buffer): void {
-    if (this.#disconnected) return;
+    // No check for a disconnect here: the socket is destroyed with it and reads nothing more, and
+    // #onLine and the catch below stop at one raised by this very chunk.
     try {
       this.#splitter.feed(chunk, this.#onLine);
     } catch (error) {

@@ -70,6 +70,19 @@ describe('QMP JSON edges', () => {
     expect(thrown(() => stringifyQmpJson(cyclic)).message).toMatch(/^Converting circular structure to JSON/);
   });
 
+  it('calls a top-level toJSON with the key "" as JSON.stringify does, also on the bigint path', () => {
+    const keys: string[] = [];
+    const value = {
+      toJSON: (key: string) => {
+        keys.push(key);
+        return { n: 1n };
+      },
+    };
+    expect(stringifyQmpJson(value)).toBe('{"n":1}');
+    expect(keys.length).toBeGreaterThan(0);
+    expect(keys.every((key) => key === '')).toBe(true);
+  });
+
   it('writes undefined members and arguments as JSON.stringify does, with or without a bigint', () => {
     expect(stringifyQmpJson({ execute: 'x', arguments: undefined, id: 1 })).toBe('{"execute":"x","id":1}');
     expect(stringifyQmpJson({ execute: 'x', arguments: undefined, id: 1n })).toBe('{"execute":"x","id":1}');
