@@ -94,10 +94,15 @@ interface PendingCommand {
   /** performance.now() at send when debug logging was on (for the duration it logs), else 0. */
   startedAt: number;
   timer: NodeJS.Timeout | undefined;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
+  /** The caller's signal and the listener this command added to it, removed when it settles. */
+  abort: { signal: AbortSignal; listener: () => void } | undefined;
   /** How many id-less errors had arrived when the command was written. */
   idlessErrorsAtSend: number;
+}
+
+interface GreetingWaiter {
+  resolve: (greeting: QmpGreeting) => void;
+  reject: (error: Error) => void;
 }
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
@@ -125,7 +130,7 @@ export class QmpClient {
   #nextId = 1;
   #greeting: QmpGreeting | undefined;
   readonly #greetingReceived: Promise<QmpGreeting>;
-  #greetingWaiter: { resolve: (greeting: QmpGreeting) => void; reject: (error: Error) => void } | undefined;
+  readonly #greetingWaiter: GreetingWaiter;
   #disconnected: QmpDisconnectedError | undefined;
   #socketError: Error | undefined;
   readonly #closedPromise: Promise<void>;
@@ -162,7 +167,10 @@ export class QmpClient {
     this.#commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     this.#fdSender = options.fdSender;
     this.#closedPromise = new Promise((resolve) => socket.once('close', () => resolve()));
-    this.#greetingReceived = new Promise((resolve, reject) => (this.#greetingWaiter = { resolve, reject }));
+    let greetingWaiter: GreetingWaiter | undefined;
+    this.#greetingReceived = new Promise((resolve, reject) => (greetingWaiter = { resolve, reject }));
+    // The executor ran synchronously.
+    this.#greetingWaiter = greetingWaiter as GreetingWaiter;
     // Only connect() awaits it, and not when it already failed for another reason.
     this.#greetingReceived.catch(() => {});
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
@@ -284,7 +292,8 @@ export class QmpClient {
     let line: string;
     try {
       // A bigint argument is written as its digits: QEMU reads 64-bit integers exactly.
-      line = `${stringifyQmpJson(args === undefined ? { [verb]: command, id } : { [verb]: command, arguments: args, id })}\n`;
+      // Undefined `arguments` are left out, as JSON.stringify leaves out any undefined member.
+      line = `${stringifyQmpJson({ [verb]: command, arguments: args, id })}\n`;
     } catch (error) {
       // Arguments JSON cannot encode (a cycle): the caller's mistake, reported as a rejection.
       return Promise.reject(error instanceof Error ? error : new TypeError(String(error)));
@@ -308,7 +317,8 @@ export class QmpClient {
    * held is dropped unsent.
    */
   #releaseHeld(): void {
-    while (this.#disconnected === undefined && this.#inBandInFlight.size < MAX_IN_BAND_IN_FLIGHT) {
+    // #teardown empties #held before it settles anything: after a disconnect this finds nothing.
+    while (this.#inBandInFlight.size < MAX_IN_BAND_IN_FLIGHT) {
       const held = this.#held.shift();
       if (held === undefined) return;
       if (!this.#pending.has(held.id)) continue;
@@ -322,11 +332,13 @@ export class QmpClient {
   #track(id: number, command: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const startedAt = this.#logger.isLevelEnabled('debug') ? performance.now() : 0;
-      const entry: PendingCommand = { command, resolve, reject, startedAt, timer: undefined, signal, onAbort: undefined, idlessErrorsAtSend: this.#idlessErrors };
+      const entry: PendingCommand = { command, resolve, reject, startedAt, timer: undefined, abort: undefined, idlessErrorsAtSend: this.#idlessErrors };
       entry.timer = startTimeout(timeoutMs, () => this.#settle(id, undefined, new QmpTimeoutError(command, timeoutMs, { cause: this.#idlessErrorSince(entry) })));
       if (signal) {
-        entry.onAbort = () => this.#settle(id, undefined, abortError(`QMP command ${command}`, signal));
-        signal.addEventListener('abort', entry.onAbort, { once: true });
+        const listener = (): void => this.#settle(id, undefined, abortError(`QMP command ${command}`, signal));
+        entry.abort = { signal, listener };
+        // Not `once`: #settle removes it, whichever way the command ends.
+        signal.addEventListener('abort', listener);
       }
       this.#pending.set(id, entry);
     });
@@ -345,13 +357,17 @@ export class QmpClient {
   }
 
   #queueFdSend(send: FdSend): void {
-    const pumping = this.#outbox !== undefined;
-    (this.#outbox ??= []).push(send);
-    if (!pumping) void this.#pumpOutbox();
+    if (this.#outbox) {
+      this.#outbox.push(send);
+      return;
+    }
+    this.#outbox = [send];
+    void this.#pumpOutbox(this.#outbox);
   }
 
-  async #pumpOutbox(): Promise<void> {
-    for (let item = this.#outbox?.shift(); item !== undefined; item = this.#outbox?.shift()) {
+  /** Sends `outbox` (which is `#outbox` until it is empty) in order. */
+  async #pumpOutbox(outbox: (QueuedLine | FdSend)[]): Promise<void> {
+    for (let item = outbox.shift(); item !== undefined; item = outbox.shift()) {
       if (!('fd' in item)) {
         this.#writeNow(item);
         continue;
@@ -455,7 +471,8 @@ export class QmpClient {
   };
 
   #onData(chunk: Buffer): void {
-    if (this.#disconnected) return;
+    // No check for a disconnect here: the socket is destroyed with it and reads nothing more, and
+    // #onLine and the catch below stop at one raised by this very chunk.
     try {
       this.#splitter.feed(chunk, this.#onLine);
     } catch (error) {
@@ -491,10 +508,8 @@ export class QmpClient {
       this.#onReply(m, line);
     } else if ('QMP' in m) {
       this.#onGreetingMessage(m['QMP'], line);
-    } else if (typeof m['id'] === 'number' && this.#pending.has(m['id'])) {
-      this.#onBadReply(m['id'], line);
     } else {
-      this.#logger.warn({ line: preview(line) }, 'ignoring a QMP message of unknown shape');
+      this.#onOtherMessage(m['id'], line);
     }
   }
 
@@ -502,11 +517,17 @@ export class QmpClient {
    * A reply to a waiting command with neither `return` nor `error` (qemu.qmp's BadReplyError): that
    * command fails at once instead of waiting for its timeout. The connection stays: the line was
    * well-formed JSON, so the stream is still framed and the other commands' replies can be trusted.
+   * Any other message of unknown shape is logged and ignored.
    */
-  #onBadReply(id: number, line: string): void {
-    const command = this.#pending.get(id)?.command ?? '';
+  #onOtherMessage(id: unknown, line: string): void {
+    const entry = typeof id === 'number' ? this.#pending.get(id) : undefined;
+    if (entry === undefined) {
+      this.#logger.warn({ line: preview(line) }, 'ignoring a QMP message of unknown shape');
+      return;
+    }
+    const { command } = entry;
     this.#logger.warn({ command, line: preview(line) }, 'a QMP reply has neither return nor error');
-    this.#settle(id, undefined, new QmpProtocolError(`QEMU answered ${command} with neither return nor error: ${preview(line)}`));
+    this.#settle(id as number, undefined, new QmpProtocolError(`QEMU answered ${command} with neither return nor error: ${preview(line)}`));
   }
 
   #onReply(m: Record<string, unknown>, line: string): void {
@@ -559,7 +580,7 @@ export class QmpClient {
       return;
     }
     this.#greeting = greeting;
-    this.#greetingWaiter?.resolve(greeting);
+    this.#greetingWaiter.resolve(greeting);
   }
 
   #settle(id: number, value: unknown, error: Error | undefined): void {
@@ -567,9 +588,10 @@ export class QmpClient {
     if (!entry) return;
     this.#pending.delete(id);
     if (this.#inBandInFlight.delete(id)) this.#releaseHeld();
-    if (entry.timer) clearTimeout(entry.timer);
-    if (entry.onAbort) entry.signal?.removeEventListener('abort', entry.onAbort);
-    if (entry.startedAt > 0 && this.#logger.isLevelEnabled('debug')) {
+    clearTimeout(entry.timer);
+    entry.abort?.signal.removeEventListener('abort', entry.abort.listener);
+    // Set at send only when debug logging was on; logger.debug itself drops it if that changed.
+    if (entry.startedAt > 0) {
       const ms = Math.round((performance.now() - entry.startedAt) * 1000) / 1000;
       this.#logger.debug({ command: entry.command, ms, ok: error === undefined, ...(error ? { error: error.message } : {}) }, 'QMP command');
     }
@@ -591,7 +613,7 @@ export class QmpClient {
   #teardown(reason: QmpDisconnectedError, how: { pendingError?: Error; peerClosed?: boolean }): void {
     if (this.#disconnected) return;
     this.#disconnected = reason;
-    this.#greetingWaiter?.reject(how.pendingError ?? reason);
+    this.#greetingWaiter.reject(how.pendingError ?? reason);
     // Held commands are pending too: they fail below, unsent.
     this.#held.length = 0;
     for (const [id, entry] of this.#pending) {
@@ -625,7 +647,6 @@ const TIMEOUT_REASONS: Record<ConnectStage, (ms: number) => string> = {
 function explainConnectFailure(path: string, error: unknown, callerSignal: AbortSignal | undefined, stage: ConnectStage): unknown {
   // The caller's cancellation wins, typed as execute() types it.
   if (callerSignal?.aborted) return abortError(`QMP connect to ${path}`, callerSignal);
-  if (error instanceof QmpConnectError) return error;
   if (error instanceof OperationTimeoutError) return new QmpConnectError(path, TIMEOUT_REASONS[stage](error.timeoutMs), { cause: error });
   if (isSandboxVmmError(error)) return error;
   return new QmpConnectError(path, error instanceof Error ? error.message : String(error), { cause: error });
@@ -643,14 +664,14 @@ function commandError(command: string, error: unknown): QmpCommandError {
   return new QmpCommandError(command, errorClass, desc);
 }
 
+/** fstat rejects a negative, fractional or out-of-range number as it rejects a closed fd. */
 function isOpenFd(fd: number): boolean {
-  if (!Number.isInteger(fd) || fd < 0) return false;
   try {
     fstatSync(fd);
-    return true;
   } catch {
     return false;
   }
+  return true;
 }
 
 function preview(line: string): string {

@@ -25,15 +25,16 @@ export function parseQmpJson(text: string): unknown {
  * Throws TypeError for a cycle, as JSON.stringify does.
  */
 export function stringifyQmpJson(value: unknown): string {
+  let text: string | undefined;
   try {
-    // undefined (or a function) has no JSON text: "null", as it would read inside an array.
-    const text: string | undefined = JSON.stringify(value);
-    return text ?? 'null';
+    text = JSON.stringify(value);
   } catch (error) {
     // A bigint (or a cycle, which the writer below reports the same way JSON.stringify does).
     if (!(error instanceof TypeError)) throw error;
+    text = writeValue(value, '', new Set());
   }
-  return writeValue(value, '', new Set()) ?? 'null';
+  // undefined (or a function) has no JSON text: "null", as it would read inside an array.
+  return text ?? 'null';
 }
 
 /** The parser behind parseQmpJson, exported for its tests: JSON.parse's grammar, exact integers. */
