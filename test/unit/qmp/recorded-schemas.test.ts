@@ -1,0 +1,45 @@
+// The QMP surface the library uses (src/qmp/surface.ts) and the free-form arguments its builders
+// produce, held against the query-qmp-schema replies of the QEMUs the matrix proves, recorded in
+// test/fixtures/qmp-schema/ (`qemu-system-x86_64 -S -machine q35` of Debian 12's 7.2 and of 10.0.2
+// from its backports; `query-qmp-schema`'s return, gzipped). The live test against each installed
+// QEMU is test/integration/qmp-schema.test.ts; this one runs without QEMU, so a misspelt command,
+// argument, member or type in the surface fails the unit suite (and its mutation run) too. The
+// recordings are test inputs, not a vendored schema: the typed command map stays hand-written.
+import { readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { checkArguments, checkSurface, formatFindings, QmpSchema } from '../../../src/qmp/schema-check.ts';
+import { QMP_EVENTS, QMP_OOB_COMMANDS, QMP_SURFACE, type QmpSurface } from '../../../src/qmp/surface.ts';
+import { blockdevVariants, memoryBackendVariants, netdevVariants } from '../../helpers/schema-variants.ts';
+
+const RECORDED = ['7.2', '10.0'] as const;
+
+function recorded(version: (typeof RECORDED)[number]): QmpSchema {
+  const path = new URL(`../../fixtures/qmp-schema/qemu-${version}.json.gz`, import.meta.url);
+  return new QmpSchema(JSON.parse(gunzipSync(readFileSync(path)).toString('utf8')));
+}
+
+describe.each(RECORDED)('the QMP surface against QEMU %s’s recorded schema', (version) => {
+  const schema = recorded(version);
+
+  it('backs every command, argument, result member and event the library uses, none deprecated', () => {
+    expect(formatFindings(checkSurface(schema, QMP_SURFACE, QMP_EVENTS, QMP_OOB_COMMANDS))).toBe('');
+  });
+
+  it('takes blockdev-add, netdev_add and object-add as the library builds them for every variant', () => {
+    const findings = [
+      ...blockdevVariants().flatMap((args) => checkArguments(schema, 'blockdev-add', args)),
+      ...netdevVariants().flatMap((args) => checkArguments(schema, 'netdev_add', args)),
+      ...memoryBackendVariants().flatMap((args) => checkArguments(schema, 'object-add', args)),
+    ];
+    expect(formatFindings(findings)).toBe('');
+  });
+
+  it('would catch a misspelt command, argument or result member (the check is not vacuous)', () => {
+    const misspelt = { ...QMP_SURFACE, 'query-statuss': QMP_SURFACE['query-status'] } as unknown as QmpSurface;
+    expect(formatFindings(checkSurface(schema, misspelt, QMP_EVENTS, QMP_OOB_COMMANDS))).toMatch(/query-statuss/);
+    const badArg = { ...QMP_SURFACE, device_del: { args: { identifier: 'str' }, ret: QMP_SURFACE.device_del.ret } } as unknown as QmpSurface;
+    expect(formatFindings(checkSurface(schema, badArg, QMP_EVENTS, QMP_OOB_COMMANDS))).toMatch(/identifier/);
+    expect(formatFindings(checkArguments(schema, 'netdev_add', { type: 'tap', id: 'n0', ifnam: 'tap0' }))).toMatch(/ifnam/);
+  });
+});
