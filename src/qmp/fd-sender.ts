@@ -46,9 +46,16 @@ let defaultSender: FdSender | undefined;
 /** build/svmm-sendfd of this package, checked as anything run as root is; QmpFdPassingError when unusable. */
 export function defaultFdSender(command: string): FdSender {
   if (defaultSender) return defaultSender;
-  const path = builtHelperPath('svmm-sendfd');
+  return (defaultSender = checkedFdSender(builtHelperPath('svmm-sendfd'), command));
+}
+
+/**
+ * A NativeFdSender for our own build of the helper at `path` (undefined: no package root was
+ * found), or QmpFdPassingError naming `command` when it may not be run as root.
+ */
+export function checkedFdSender(path: string | undefined, command: string): NativeFdSender {
   if (path === undefined) throw new QmpFdPassingError(command, 'no sandbox-vmm package.json above this module, so build/svmm-sendfd cannot be found: pass fdSender');
   const problem = nativeHelperProblem('fd-passing helper', path, false);
   if (problem) throw new QmpFdPassingError(command, problem);
-  return (defaultSender = new NativeFdSender(path));
+  return new NativeFdSender(path);
 }
