@@ -73,6 +73,16 @@ describe('EventHub waits', () => {
     hub.emit(event('RESET'), 1);
     expect(seen).toEqual(['b', 'c']);
   });
+  it('an unsubscribe called again after its name emptied does not drop listeners added since', () => {
+    const hub = new EventHub(silentLogger);
+    const seen: string[] = [];
+    const off = hub.on('STOP', () => seen.push('old'));
+    off();
+    hub.on('STOP', () => seen.push('new'));
+    off();
+    hub.emit(event('STOP'), 1);
+    expect(seen).toEqual(['new']);
+  });
 });
 
 describe('EventHub streams', () => {
