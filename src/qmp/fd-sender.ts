@@ -28,7 +28,8 @@ export class NativeFdSender implements FdSender {
       socket.resume();
       let stderr = '';
       child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-        if (stderr.length < MAX_STDERR) stderr += chunk.slice(0, MAX_STDERR - stderr.length);
+        // Once full, the slice is empty.
+        stderr += chunk.slice(0, MAX_STDERR - stderr.length);
       });
       child.stdin?.on('error', () => {});
       child.stdin?.end(message);
