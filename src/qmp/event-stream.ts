@@ -71,7 +71,8 @@ export class EventStream implements AsyncGenerator<QmpEvent, void, undefined> {
     this.#unsubscribe = source.onEvent((event, bytes) => this.#onEvent(event, bytes));
     this.#stopWatchingEnd = source.onEnd(() => this.#onEnd());
     if (signal?.aborted) this.#finish();
-    else signal?.addEventListener('abort', this.#onAbort, { once: true });
+    // #finish() removes it, whatever ends the stream.
+    else signal?.addEventListener('abort', this.#onAbort);
   }
 
   /** Events dropped so far because the consumer fell behind. */

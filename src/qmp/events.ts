@@ -106,7 +106,8 @@ export class EventHub {
       if (this.#closedReason) return finish(this.#closedReason);
       if (signal?.aborted) return onAbort();
       this.#closeWaiters.add(onClose);
-      signal?.addEventListener('abort', onAbort, { once: true });
+      // finish() removes it, whatever ends the wait.
+      signal?.addEventListener('abort', onAbort);
       if (timeoutMs !== undefined) timer = startTimeout(timeoutMs, () => finish(new OperationTimeoutError(operation, timeoutMs)));
     });
     // Whoever awaits the promise sees its rejection; a cancelled wait nobody awaits must not crash.

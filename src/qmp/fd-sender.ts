@@ -28,7 +28,8 @@ export class NativeFdSender implements FdSender {
       socket.resume();
       let stderr = '';
       child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-        if (stderr.length < MAX_STDERR) stderr += chunk.slice(0, MAX_STDERR - stderr.length);
+        // Once full, the slice is empty.
+        stderr += chunk.slice(0, MAX_STDERR - stderr.length);
       });
       child.stdin?.on('error', () => {});
       child.stdin?.end(message);
@@ -46,9 +47,16 @@ let defaultSender: FdSender | undefined;
 /** build/svmm-sendfd of this package, checked as anything run as root is; QmpFdPassingError when unusable. */
 export function defaultFdSender(command: string): FdSender {
   if (defaultSender) return defaultSender;
-  const path = builtHelperPath('svmm-sendfd');
+  return (defaultSender = checkedFdSender(builtHelperPath('svmm-sendfd'), command));
+}
+
+/**
+ * A NativeFdSender for our own build of the helper at `path` (undefined: no package root was
+ * found), or QmpFdPassingError naming `command` when it may not be run as root.
+ */
+export function checkedFdSender(path: string | undefined, command: string): NativeFdSender {
   if (path === undefined) throw new QmpFdPassingError(command, 'no sandbox-vmm package.json above this module, so build/svmm-sendfd cannot be found: pass fdSender');
   const problem = nativeHelperProblem('fd-passing helper', path, false);
   if (problem) throw new QmpFdPassingError(command, problem);
-  return (defaultSender = new NativeFdSender(path));
+  return new NativeFdSender(path);
 }
