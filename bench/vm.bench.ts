@@ -26,6 +26,7 @@ import { BENCH_ARCHES, type BenchArch } from './arch.ts';
 import { benchQemuLabel } from './qemu.ts';
 import { RawQmp } from './raw/raw-qmp.ts';
 import { compare, median, printComparisons, round, timeIt, writeResult, type Comparison } from './stats.ts';
+import { barChart } from './chart.ts';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);
 /** Figures of tens of milliseconds are noisier on a shared machine: they get more rounds. */
@@ -517,31 +518,6 @@ export async function scaleFigure(bench: BenchArch): Promise<Record<string, numb
   };
 }
 
-function svgChart(rows: Record<string, Comparison>, machine: string): string {
-  const entries = Object.entries(rows);
-  const width = 760;
-  const rowHeight = 34;
-  const height = 50 + entries.length * rowHeight;
-  const maxMs = Math.max(...entries.flatMap(([, c]) => [c.libMs, c.rawMs]));
-  const scale = (ms: number) => (ms / maxMs) * (width - 330);
-  const bars = entries
-    .map(([name, c], i) => {
-      const y = 40 + i * rowHeight;
-      return [
-        `<text x="10" y="${y + 12}" font-size="12">${name}</text>`,
-        `<rect x="220" y="${y}" width="${scale(c.libMs).toFixed(1)}" height="12" fill="#3b6ea5"/>`,
-        `<rect x="220" y="${y + 13}" width="${scale(c.rawMs).toFixed(1)}" height="12" fill="#b0b0b0"/>`,
-        `<text x="${(225 + scale(Math.max(c.libMs, c.rawMs))).toFixed(1)}" y="${y + 18}" font-size="11">${c.libMs.toFixed(0)} / ${c.rawMs.toFixed(0)} ms (×${c.ratio.toFixed(2)})</text>`,
-      ].join('');
-    })
-    .join('\n');
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">
-<text x="10" y="20" font-size="14" font-weight="bold">sandbox-vmm vs raw QEMU scripting, ${machine} (median ms; blue = library, grey = raw)</text>
-${bars}
-</svg>
-`;
-}
-
 /** The VM figures of one architecture (bench/arch.ts) on the QEMU under benchmark, written to bench/results/<name>.qemu-<version>.json and .svg. */
 export async function runVm(bench: BenchArch): Promise<void> {
   const scratch = mkdtempSync('/tmp/svmm-bench-');
@@ -578,7 +554,7 @@ export async function runVm(bench: BenchArch): Promise<void> {
     if (scale) console.log('\nscale:', scale);
     const path = writeResult(bench.name, label, { arch: bench.arch, rounds: ROUNDS, fastRounds: FAST_ROUNDS, figures, ...(scale ? { scale } : {}) });
     const svg = join(path, '..', `${bench.name}.qemu-${label}.svg`);
-    writeFileSync(svg, svgChart(figures, machine));
+    writeFileSync(svg, barChart(`sandbox-vmm vs raw QEMU scripting, ${machine} (median ms; blue = library, grey = raw)`, figures));
     console.log(`\nwrote ${path} and ${svg}`);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
