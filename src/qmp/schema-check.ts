@@ -166,7 +166,7 @@ class Checker {
       if (fits) return;
       const sameKind = trial.find((findings) => !findings.some((f) => isKindMismatch(f, where)));
       if (sameKind) this.findings.push(...sameKind);
-      else this.add(where, `is an alternate of no ${describeShape(shape)} branch`);
+      else this.add(where, `is an alternate, and none of its branches is ${describeShape(shape)}`);
       return;
     }
     if (typeof shape === 'string') {
@@ -207,13 +207,16 @@ class Checker {
     if (isDeprecated(member?.features)) this.add(where, `value '${value}' is deprecated`);
   }
 
-  /** Members named by the library, looked up in the object's own members, else in its variants'. */
+  /**
+   * Members named by the library, looked up in the object's own members, else in its variants'; with
+   * `tagValue` (the one value the library sends the tag with) in that variant's alone.
+   */
   members(where: string, wanted: WireMembers, entry: Entry, tagValue: unknown): void {
     const own = membersOf(this.schema, entry, tagValue).members;
     for (const [name, shape] of Object.entries(wanted)) {
       const at = child(where, name);
       const found = own.filter((m) => m.name === name);
-      if (found.length === 0) {
+      if (found.length === 0 && tagValue === undefined) {
         for (const variant of entry.variants ?? []) {
           const variantType = this.schema.type(variant.type);
           if (variantType) found.push(...membersOf(this.schema, variantType, undefined).members.filter((m) => m.name === name));
