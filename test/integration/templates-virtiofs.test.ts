@@ -5,7 +5,7 @@
 // mapping of the template's file, which QEMU >= 8.2 uses otherwise, the daemon would see the
 // template's pages, not the clone's). Proven from inside each clone: the template guest's marker is
 // still there, the share is mounted and read, and a file the guest writes is seen on the host.
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,15 +17,12 @@ import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
 import { useCleanups } from './helpers/cleanups.ts';
 import { eventually } from './helpers/eventually.ts';
 import { connectAgent, guestConfig, RUNTIME_BASE, scratchDir } from './helpers/sandbox.ts';
+import { makeTemplate, templatesRoot } from './helpers/templates.ts';
 
 const MARKER = `template-marker-${process.pid}`;
 const scratch = scratchDir();
-const templates = mkdtempSync('/dev/shm/svmm-tmpl-vfs-');
-chmodSync(templates, 0o755);
-afterAll(() => {
-  rmSync(templates, { recursive: true, force: true });
-  scratch.remove();
-});
+const templates = templatesRoot('svmm-tmpl-vfs');
+afterAll(() => scratch.remove());
 
 const { cleanups, track } = useCleanups();
 
@@ -45,17 +42,9 @@ describe('virtio-fs in clones of a template', () => {
   const dir = join(templates, 'base');
 
   beforeAll(async () => {
-    const vm = new QemuHypervisor();
-    try {
-      await vm.createVM(templateConfig(), { templateDir: dir });
-      await vm.startVM();
-      const agent = await connectAgent(vm);
+    await makeTemplate(templateConfig(), dir, async (agent) => {
       await agent.runOk(`echo ${MARKER} > /tmp/marker`);
-      await vm.saveTemplate();
-      await agent.close();
-    } finally {
-      await vm.stopVM();
-    }
+    });
   }, 180_000);
 
   it('a clone with memory.backing shared takes a share hot-plugged once its guest runs: mounted, read and written in its guest, beside the template guest\'s marker; a share in its config is refused', async () => {

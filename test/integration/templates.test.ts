@@ -2,7 +2,7 @@
 // proven from inside each clone's guest, and the faults that must be refused without leaving a
 // process, a directory or a uid lease behind.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import { qemuFeatures } from '../../src/qemu/features/store.ts';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
 import type { GuestAgent } from '../guest/index.ts';
 import { useCleanups } from './helpers/cleanups.ts';
+import { makeTemplate, templatesRoot } from './helpers/templates.ts';
 import { connectAgent, createTap, expectRunsAs, guestConfig, identityOf, leasesOnDisk, livePids, ownership, rawDisk, RUNTIME_BASE, scratchDir } from './helpers/sandbox.ts';
 
 const QEMU = process.env['SANDBOX_VMM_QEMU'] ?? '/usr/bin/qemu-system-x86_64';
@@ -20,12 +21,8 @@ const MARKER = `made-before-save-${process.pid}`;
 const DAY_SECONDS = 86_400;
 
 const scratch = scratchDir();
-const templates = mkdtempSync('/dev/shm/svmm-templates-');
-chmodSync(templates, 0o755);
-afterAll(() => {
-  rmSync(templates, { recursive: true, force: true });
-  scratch.remove();
-});
+const templates = templatesRoot('svmm-templates');
+afterAll(() => scratch.remove());
 
 const { cleanups, track } = useCleanups();
 
@@ -77,26 +74,16 @@ describe('sandbox templates', () => {
   let savedAt: number;
 
   beforeAll(async () => {
-    const vm = new QemuHypervisor();
-    try {
-      await vm.createVM(templateConfig(), { templateDir: dir });
-      await vm.startVM();
-      const agent = await connectAgent(vm);
+    const made = await makeTemplate(templateConfig(), dir, async (agent) => {
       // In the guest's RAM only (its root is a RAM file system): a clone can only know it from the template.
       await agent.runOk(`echo ${MARKER} > /tmp/marker`);
       templateAgentPid = (await agent.runOk('echo $PPID')).trim();
       // A day behind the host: a clone's guest clock can only be this far behind if it resumed the template's.
       await agent.runOk(`date -s @${Math.floor(Date.now() / 1000) - DAY_SECONDS}`);
-      // Saved with the agent idle in its read and the host still connected: closing first would
-      // save the guest wherever its agent is in restarting on the port's hang-up (a quiesced guest,
-      // as a runtime would make one, not a guest caught mid-reconnect).
-      info = await vm.saveTemplate();
-      savedAt = Date.now();
-      await agent.close();
-      expect(vm.state).toBe('stopped');
-    } finally {
-      await vm.stopVM();
-    }
+    });
+    info = made.info;
+    savedAt = made.savedAt;
+    expect(made.stateAfterSave).toBe('stopped');
   }, 180_000);
 
   it('is saved root-owned and read-only to every other user: RAM file, device state and manifest', () => {
