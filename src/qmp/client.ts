@@ -446,10 +446,11 @@ export class QmpClient {
   // ------------------------------------------------------------------ wire
 
   /**
-   * The first command of a tick goes out at once; the ones after it in the same tick are gathered
-   * into one write at the end of the tick (one syscall for a pipelined burst). When the peer does
-   * not read, the socket's own buffer keeps them, in order, until it drains (backpressure); close()
-   * discards what was never sent.
+   * The commands of a tick are gathered into one write at the end of the tick (one syscall for a
+   * pipelined burst: each write wakes QEMU, which in a storm of VMs on few cores costs the event
+   * loop more than the syscall itself). A serial caller's command waits only for the end of its
+   * tick, before any I/O. When the peer does not read, the socket's own buffer keeps them, in
+   * order, until it drains (backpressure); close() discards what was never sent.
    */
   #write(queued: QueuedLine): void {
     if (this.#outbox) this.#outbox.push(queued);
@@ -458,11 +459,12 @@ export class QmpClient {
 
   #writeNow({ id, line }: QueuedLine): void {
     this.#markSent(id);
+    if (!this.#corked) {
+      this.#corked = true;
+      this.#socket.cork();
+      process.nextTick(this.#uncork);
+    }
     this.#socket.write(line);
-    if (this.#corked) return;
-    this.#corked = true;
-    this.#socket.cork();
-    process.nextTick(this.#uncork);
   }
 
   readonly #uncork = (): void => {

@@ -1,6 +1,6 @@
-// The cork/uncork batching of commands issued in one tick: the first goes out at once (a serial
-// caller's round trip is not delayed), the rest of the tick's commands leave together in one write,
-// and each later tick batches afresh. Observed at the socket's own write hooks: what reaches the
+// The cork/uncork batching of commands issued in one tick: all of a tick's commands leave together
+// in one write at the end of the tick, a serial caller's one per write, and each later tick batches
+// afresh. Observed at the socket's own write hooks: what reaches the
 // kernel as separate writes.
 import { Socket } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -33,13 +33,13 @@ afterEach(() => {
 });
 
 describe('write batching', () => {
-  it('sends the first command of a tick at once and the rest of the tick in one write, tick after tick', async () => {
+  it('sends the commands of a tick in one write, tick after tick', async () => {
     const { server, client } = await startPair();
     for (const name of ['a', 'b', 'c', 'd', 'e', 'f']) server.handle(name, () => ({}));
     const recorder = recordWrites();
     await Promise.all(['a', 'b', 'c'].map((name) => client.executeUntyped(name)));
     await Promise.all(['d', 'e', 'f'].map((name) => client.executeUntyped(name)));
-    expect(recorder.writes()).toEqual([['a'], ['b', 'c'], ['d'], ['e', 'f']]);
+    expect(recorder.writes()).toEqual([['a', 'b', 'c'], ['d', 'e', 'f']]);
   });
 
   it('sends a serial caller\'s commands one write each, none held back', async () => {
