@@ -57,7 +57,7 @@ import { resizeMemory } from './hotplug/memory.ts';
 import { capabilitiesOf } from '../hypervisor/capabilities.ts';
 import { deviceRemovalTimeoutMs, profileOf } from '../hypervisor/arch-profiles.ts';
 import { vcpuRules, type VcpuRules } from '../hypervisor/resources.ts';
-import type { QemuVersion } from '../hypervisor/version-rules.ts';
+import { formatVersion, type QemuVersion } from '../hypervisor/version-rules.ts';
 import { MissingFeatureError } from '../hypervisor/errors.ts';
 import { qemuFeatures } from './features/store.ts';
 import { featureNeeds, DEVICE_OPTION_KEYS } from './features/needs.ts';
@@ -290,7 +290,7 @@ export class QemuHypervisor implements Hypervisor {
         assertFeatures(plan.qemuPath, features, needs);
         this.#qemuVersion = features.version;
         this.#stateChannel = stateChannelOf(features);
-        if (template instanceof TemplateClone) await template.restore(qmp, this.#stateChannel, deadline.signal);
+        if (template instanceof TemplateClone) await template.restore(qmp, this.#stateChannel, formatVersion(features.version), deadline.signal);
         // Listening before `cont`: QEMU was started with -S, so the guest cannot open the port earlier.
         const opened = channel === undefined ? undefined : this.#channelOpened(session, channel, deadline.signal);
         await enableBalloonStats(qmp, plan.config, deadline.signal);

@@ -2,7 +2,7 @@
 // proven from inside each clone's guest, and the faults that must be refused without leaving a
 // process, a directory or a uid lease behind.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, readlinkSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -57,6 +57,23 @@ function copyOfTemplate(source: string, name: string): string {
   const dir = join(templates, name);
   execFileSync('cp', ['-a', '--sparse=always', source, dir]);
   return dir;
+}
+
+/** What process `pid` holds open, by path. */
+function openFilesOf(pid: number): string[] {
+  return readdirSync(`/proc/${pid}/fd`).map((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return '';
+    }
+  });
+}
+
+function qemuPidOf(vm: QemuHypervisor): number {
+  const [pid] = vm.getPids();
+  if (pid === undefined) throw new Error('the clone has no QEMU');
+  return pid;
 }
 
 /** Nothing of VM `id` is left: no directory, no uid lease. */
@@ -170,7 +187,9 @@ describe('sandbox templates', () => {
 
   it('deleting a template while a clone runs leaves the clone running', async () => {
     const copy = copyOfTemplate(dir, 'deleted');
-    const { agent } = await startClone(copy, `tmpl-clone-del-${process.pid}`);
+    const { vm, agent } = await startClone(copy, `tmpl-clone-del-${process.pid}`);
+    // The device state was QEMU's only until restored: its fd (and fd set) is released since.
+    expect(openFilesOf(qemuPidOf(vm)).filter((path) => path.startsWith(join(copy, 'state')))).toEqual([]);
     rmSync(copy, { recursive: true });
     // Touches memory well beyond what the boot used: every page still reads and writes.
     expect((await agent.runOk('cat /tmp/marker; dd if=/dev/zero of=/tmp/fill bs=1M count=32 2>/dev/null && echo filled')).trim()).toBe(`${MARKER}\nfilled`);
@@ -180,8 +199,9 @@ describe('sandbox templates', () => {
     // The template VM's start taught this process the binary's features: clones since inherited their
     // state at spawn in the form those call for. Forgotten, the clone probes first and sends the state.
     qemuFeatures.clear();
-    const { agent } = await startClone(dir, `tmpl-clone-qmp-${process.pid}`);
+    const { vm, agent } = await startClone(dir, `tmpl-clone-qmp-${process.pid}`);
     expect(qemuFeatures.probes).toBe(1);
+    expect(openFilesOf(qemuPidOf(vm)).filter((path) => path.startsWith(join(dir, 'state')))).toEqual([]);
     expect((await agent.runOk('cat /tmp/marker')).trim()).toBe(MARKER);
   }, 120_000);
 

@@ -18,7 +18,7 @@ import { BOOT_MEMORY_ID } from '../devices/memory.ts';
 import type { LaunchPlan } from '../launch/plan.ts';
 import { templateArgv } from './argv.ts';
 import { checkTemplateFiles, readManifest, STATE_FILE, type TemplateManifest } from './manifest.ts';
-import { hypervisorIdentity, ignoreSharedRam, migrationDone } from './migration.ts';
+import { ignoreSharedRam, migrationDone, runningMachineType } from './migration.ts';
 import { qemuVersionOf } from './qemu-version.ts';
 import { CLONE_RAM_COPY, cloneRamMode, TEMPLATE_RAM_FILE, templateRamProps, type CloneRamMode } from './ram.ts';
 import { inheritStateFd, releaseStateFd, sendStateFd, stateChannelOf, type StateChannel, type StateUri } from './state-channel.ts';
@@ -102,26 +102,34 @@ export class TemplateClone {
   /**
    * Restores the guest (left paused) from the state QEMU inherited, or else sends it through
    * `channel` (what this QEMU offers, see state-channel.ts); the same QEMU and machine that made
-   * it, or TemplateError.
+   * it, or TemplateError. `version` is the running binary's, as its feature probe read it.
+   *
+   * Commands that do not depend on each other's answer go out in one write: in a storm of clones,
+   * each write to a QEMU costs the event loop a wake-up of that QEMU, so the restore takes as many
+   * as a bare script's (capabilities, incoming, polls).
    */
-  async restore(qmp: QmpClient, channel: StateChannel, signal: AbortSignal): Promise<void> {
-    const running = await hypervisorIdentity(qmp, signal);
-    if (running.version !== this.#manifest.hypervisorVersion) {
-      throw new TemplateError('hypervisor-version', this.dir, `made by QEMU ${this.#manifest.hypervisorVersion}, restored by QEMU ${running.version}`);
+  async restore(qmp: QmpClient, channel: StateChannel, version: string, signal: AbortSignal): Promise<void> {
+    if (version !== this.#manifest.hypervisorVersion) {
+      throw new TemplateError('hypervisor-version', this.dir, `made by QEMU ${this.#manifest.hypervisorVersion}, restored by QEMU ${version}`);
     }
-    if (running.machineType !== this.#manifest.machineType) {
-      throw new TemplateError('machine-type', this.dir, `made on machine ${this.#manifest.machineType}, restored on ${running.machineType}`, { field: 'machine.type' });
+    // Setting the capability commits nothing: a machine found wrong is refused before any state is read.
+    const [machineType] = await Promise.all([runningMachineType(qmp, signal), ignoreSharedRam(qmp, signal)]);
+    if (machineType !== this.#manifest.machineType) {
+      throw new TemplateError('machine-type', this.dir, `made on machine ${this.#manifest.machineType}, restored on ${machineType}`, { field: 'machine.type' });
     }
-    await ignoreSharedRam(qmp, signal);
     const file = this.#state;
     if (file === undefined) throw new Error('restore before launchPlan');
     const state = this.#inherited ?? (await sendStateFd(qmp, channel, file.fd, signal));
     await this.#closeState();
+    // QEMU opens its own duplicate of the fd set while it handles migrate-incoming, so the set may be
+    // released right behind it, in the same write, whether or not the migration will succeed.
+    const incoming = qmp.execute('migrate-incoming', { uri: state.uri }, { signal });
+    const released = releaseStateFd(qmp, state);
     try {
-      await qmp.execute('migrate-incoming', { uri: state.uri }, { signal });
+      await incoming;
       await migrationDone(qmp, 'restoring the template\'s device state', signal);
     } finally {
-      await releaseStateFd(qmp, state);
+      await released;
     }
     // QEMU has its copy mapped: the name is no longer needed, the pages go when QEMU does.
     if (this.#ramCopy) await unlink(this.#ramCopy).catch(() => undefined);

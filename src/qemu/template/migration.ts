@@ -26,8 +26,15 @@ export async function migrationDone(qmp: QmpClient, what: string, signal: AbortS
 
 /** The running QEMU's version and resolved machine type ('pc-q35-7.2'), as a template records them. */
 export async function hypervisorIdentity(qmp: QmpClient, signal: AbortSignal): Promise<{ version: string; machineType: string }> {
-  const version = versionOfReply(await qmp.execute('query-version', undefined, { signal }));
+  const [reply, machineType] = await Promise.all([qmp.execute('query-version', undefined, { signal }), runningMachineType(qmp, signal)]);
+  const version = versionOfReply(reply);
+  if (version === undefined) throw new Error('QEMU did not say its version');
+  return { version, machineType };
+}
+
+/** The running QEMU's resolved machine type ('pc-q35-7.2' for 'q35'). */
+export async function runningMachineType(qmp: QmpClient, signal: AbortSignal): Promise<string> {
   const type = await qmp.execute('qom-get', { path: '/machine', property: 'type' }, { signal });
-  if (version === undefined || typeof type !== 'string') throw new Error('QEMU did not say its version and machine type');
-  return { version, machineType: type.replace(/-machine$/, '') };
+  if (typeof type !== 'string') throw new Error('QEMU did not say its machine type');
+  return type.replace(/-machine$/, '');
 }
