@@ -213,6 +213,45 @@ describe('virtio-fs', () => {
     expect(existsSync(paths.dir)).toBe(false);
   });
 
+  it('a share hot-plugged before a re-attach is the new instance\'s: listed, still mounted in the guest, removed through it (its daemon stops), and stop leaves nothing', async () => {
+    const dir = shareDir();
+    const base = guestConfig();
+    const first = new QemuHypervisor();
+    cleanups.push(() => first.stopVM());
+    await first.createVM({ ...base, memory: { bootMiB: 256, backing: { type: 'shared' } }, runtime: { ...base.runtime, detached: true } });
+    await first.startVM();
+    await first.hotplugAddDevice({ type: 'fs', driver: 'virtio-fs', id: 'hotshare', tag: 'hottag', sharedDir: dir });
+    const firstAgent = await connectAgent(first);
+    const mount = 'mkdir -p /mnt/hot && mount -t virtiofs hottag /mnt/hot && cat /mnt/hot/from-host.txt';
+    expect(await eventually(() => firstAgent.run(mount), (r) => r.exitCode === 0, 30_000)).toEqual({ exitCode: 0, output: 'written on the host\n' });
+    await firstAgent.close();
+    const pids = first.getPids();
+    expect(pids).toHaveLength(2);
+    const [qemu = -1, daemon = -1] = pids;
+    const runtimeDir = first.runtimeDir ?? '';
+    const socket = runtimePaths(runtimeDir).virtiofsSocket('hotshare');
+    await first.detach();
+
+    const vm = await QemuHypervisor.attach(runtimeDir, { timeoutMs: 30_000 });
+    cleanups.push(() => vm.stopVM());
+    expect(vm.getPids()).toEqual(pids);
+    expect(vm.devices().find((d) => d.id === 'hotshare')).toMatchObject({ type: 'fs', bus: 'rp0' });
+    const agent = await connectAgent(vm);
+    cleanups.push(() => agent.close());
+    await agent.runOk('echo after the re-attach > /mnt/hot/from-guest.txt && sync && umount /mnt/hot');
+    expect(readFileSync(join(dir, 'from-guest.txt'), 'utf8')).toBe('after the re-attach\n');
+
+    await vm.hotplugRemoveDevice('hotshare');
+    expect(vm.getPids()).toEqual([qemu]);
+    expect(isProcessAlive(daemon)).toBe(false);
+    expect(existsSync(socket), 'the daemon\'s socket is gone').toBe(false);
+    await agent.close();
+    await vm.stopVM();
+    expect(isProcessAlive(qemu)).toBe(false);
+    expect(existsSync(runtimeDir)).toBe(false);
+    expect(leasesOnDisk(vm.id)).toEqual([]);
+  });
+
   it('a hot-plugged share whose virtiofsd cannot start is HelperError; no daemon, chardev or socket is left and the VM runs on', async () => {
     const vm = new QemuHypervisor();
     cleanups.push(() => vm.stopVM());
