@@ -9,15 +9,39 @@ import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { checkArguments, checkSurface, formatFindings, QmpSchema } from '../../../src/qmp/schema-check.ts';
+import { RUN_STATES } from '../../../src/qmp/run-states.ts';
 import { QMP_EVENTS, QMP_OOB_COMMANDS, QMP_SURFACE, type QmpSurface } from '../../../src/qmp/surface.ts';
 import { blockdevVariants, memoryBackendVariants, netdevVariants } from '../../helpers/schema-variants.ts';
 
 const RECORDED = ['7.2', '10.0'] as const;
 
-function recorded(version: (typeof RECORDED)[number]): QmpSchema {
+type SchemaEntry = { 'meta-type': string; values?: string[]; members?: { name: string }[] };
+
+function recordedEntries(version: (typeof RECORDED)[number]): SchemaEntry[] {
   const path = new URL(`../../fixtures/qmp-schema/qemu-${version}.json.gz`, import.meta.url);
-  return new QmpSchema(JSON.parse(gunzipSync(readFileSync(path)).toString('utf8')));
+  return JSON.parse(gunzipSync(readFileSync(path)).toString('utf8')) as SchemaEntry[];
 }
+
+function recorded(version: (typeof RECORDED)[number]): QmpSchema {
+  return new QmpSchema(recordedEntries(version));
+}
+
+/** The schema with `value` gone from every enum, as a QEMU that dropped it would describe itself. */
+function withoutEnumValue(entries: SchemaEntry[], value: string): QmpSchema {
+  return new QmpSchema(
+    entries.map((entry) =>
+      entry['meta-type'] === 'enum' ? { ...entry, values: entry.values?.filter((v) => v !== value), members: entry.members?.filter((m) => m.name !== value) } : entry,
+    ),
+  );
+}
+
+/**
+ * Every enum value the library sends or tells apart in a reply, named here rather than read from the
+ * surface, so that a value dropped from the surface is noticed: the capabilities and migration
+ * capability it enables, the run states it checks, the memory devices it reads, the chardev and
+ * socket address it adds, the yank instances it names.
+ */
+const ENUM_VALUES_USED = ['oob', ...RUN_STATES, 'dimm', 'nvdimm', 'x-ignore-shared', 'socket', 'unix', 'chardev', 'block-node', 'migration'];
 
 describe.each(RECORDED)('the QMP surface against QEMU %s’s recorded schema', (version) => {
   const schema = recorded(version);
@@ -33,6 +57,11 @@ describe.each(RECORDED)('the QMP surface against QEMU %s’s recorded schema', (
       ...memoryBackendVariants().flatMap((args) => checkArguments(schema, 'object-add', args)),
     ];
     expect(formatFindings(findings)).toBe('');
+  });
+
+  it.each(ENUM_VALUES_USED)("would catch the enum value '%s' gone from this QEMU", (value) => {
+    const findings = formatFindings(checkSurface(withoutEnumValue(recordedEntries(version), value), QMP_SURFACE, QMP_EVENTS, QMP_OOB_COMMANDS));
+    expect(findings).toContain(`has no value '${value}'`);
   });
 
   it('would catch a misspelt command, argument or result member (the check is not vacuous)', () => {
