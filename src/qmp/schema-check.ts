@@ -40,20 +40,22 @@ const isDeprecated = (features: readonly string[] | undefined) => features?.incl
 
 /** A query-qmp-schema result, indexed: types by their opaque name, commands and events by theirs. */
 export class QmpSchema {
-  readonly #types = new Map<string, Entry>();
+  /** Keyed by name; `undefined` (a missing type reference) is never a key. */
+  readonly #types = new Map<string | undefined, Entry>();
   readonly #commands = new Map<string, Entry>();
   readonly #events = new Map<string, Entry>();
 
   constructor(entries: unknown) {
     if (!Array.isArray(entries)) throw new TypeError('query-qmp-schema did not return an array');
     for (const raw of entries as Entry[]) {
-      if (typeof raw !== 'object' || raw === null || typeof raw.name !== 'string') throw new TypeError(`query-qmp-schema entry ${JSON.stringify(raw)} has no name`);
+      // Anything but an object with a string name (null, a number, a string) has no string `name`.
+      if (typeof (raw as Partial<Entry> | null)?.name !== 'string') throw new TypeError(`query-qmp-schema entry ${JSON.stringify(raw)} has no name`);
       const table = raw['meta-type'] === 'command' ? this.#commands : raw['meta-type'] === 'event' ? this.#events : this.#types;
       table.set(raw.name, raw);
     }
   }
 
-  type(name: string): Entry | undefined {
+  type(name: string | undefined): Entry | undefined {
     return this.#types.get(name);
   }
 
@@ -81,15 +83,9 @@ function isOpenTag(schema: QmpSchema, type: string): boolean {
   return schema.type(type)?.['meta-type'] === 'builtin';
 }
 
+/** A builtin by its name ("int"), anything else by its meta-type ("an enum", "an object"). */
 function describeEntry(entry: Entry): string {
-  switch (entry['meta-type']) {
-    case 'builtin':
-      return `${entry.name}`;
-    case 'enum':
-      return 'an enum';
-    default:
-      return `an ${entry['meta-type']}`;
-  }
+  return entry['meta-type'] === 'builtin' ? entry.name : `an ${entry['meta-type']}`;
 }
 
 function describeShape(shape: WireShape): string {
@@ -135,7 +131,7 @@ class Checker {
 
   /** The type named `typeName` exists and is not deprecated; undefined (after a finding) otherwise. */
   resolve(where: string, typeName: string | undefined): Entry | undefined {
-    const entry = typeName === undefined ? undefined : this.schema.type(typeName);
+    const entry = this.schema.type(typeName);
     if (!entry) {
       this.add(where, `refers to type ${String(typeName)}, which the schema does not define`);
       return undefined;
@@ -175,7 +171,8 @@ class Checker {
       return;
     }
     if ('enum' in shape) {
-      if (entry['meta-type'] === 'builtin' && entry['json-type'] === 'string') return;
+      // Only builtins carry a json-type: a plain string type takes any value.
+      if (entry['json-type'] === 'string') return;
       if (entry['meta-type'] !== 'enum') return this.add(where, `is ${describeEntry(entry)} in the schema, the library expects an enum`);
       for (const value of shape.enum) this.enumValue(where, entry, value);
       return;
@@ -188,7 +185,7 @@ class Checker {
     if (entry['meta-type'] !== 'object') return this.add(where, `is ${describeEntry(entry)} in the schema, the library expects an object`);
     // A union whose tag the library always sends with one value: its members are that variant's alone.
     const tagShape = entry.tag === undefined ? undefined : shape.object[entry.tag];
-    const fixedTag = tagShape !== undefined && typeof tagShape === 'object' && 'enum' in tagShape && tagShape.enum.length === 1 ? tagShape.enum[0] : undefined;
+    const fixedTag = typeof tagShape === 'object' && 'enum' in tagShape && tagShape.enum.length === 1 ? tagShape.enum[0] : undefined;
     this.members(where, shape.object, entry, fixedTag);
     for (const [tagValue, members] of Object.entries(shape.cases ?? {})) {
       const variant = entry.variants?.find((v) => v.case === tagValue);
@@ -197,7 +194,7 @@ class Checker {
         this.add(where, `has no variant ${entry.tag ?? 'tag'}=${tagValue}`);
         continue;
       }
-      this.members(`${where}(${entry.tag ?? 'tag'}=${tagValue})`, members, variantType, undefined);
+      this.members(`${where}(${String(entry.tag)}=${tagValue})`, members, variantType, undefined);
     }
   }
 
@@ -275,7 +272,7 @@ class Checker {
         const fields = value as Record<string, unknown>;
         const tagValue = entry.tag === undefined ? undefined : fields[entry.tag];
         const { members, unknownCase } = membersOf(this.schema, entry, tagValue);
-        if (unknownCase) return this.add(where, `has no variant ${entry.tag ?? 'tag'}=${String(tagValue)}`);
+        if (unknownCase) return this.add(where, `has no variant ${String(entry.tag)}=${String(tagValue)}`);
         for (const [name, field] of Object.entries(fields)) {
           const at = child(where, name);
           const member = members.find((m) => m.name === name);
@@ -309,7 +306,7 @@ export function checkSurface(
   schema: QmpSchema,
   surface: SurfaceTable,
   events: Readonly<Record<string, WireMembers>>,
-  oobCommands: readonly string[] = [],
+  oobCommands: readonly string[],
 ): SchemaFinding[] {
   const checker = new Checker(schema);
   for (const command of oobCommands) {

@@ -39,6 +39,20 @@ const TYPES = [
   { name: 'UO', 'meta-type': 'object', members: [{ name: 'type', type: 'str' }], tag: 'type', variants: [{ case: 'tap', type: 'UD' }] },
   // A union that names a tag but lists no variants.
   { name: 'UV', 'meta-type': 'object', members: [{ name: 'type', type: 'UK' }], tag: 'type' },
+  // Alternates whose branches share a kind: the one that fits, not the first of the kind, decides.
+  { name: 'O2', 'meta-type': 'object', members: [{ name: 'nope', type: 'int' }] },
+  { name: 'ALT-O-O2', 'meta-type': 'alternate', members: [{ type: 'O' }, { type: 'O2' }] },
+  { name: 'old-int', 'meta-type': 'builtin', 'json-type': 'int', features: ['deprecated'] },
+  { name: 'ALT-oldint-O', 'meta-type': 'alternate', members: [{ type: 'old-int' }, { type: 'O' }] },
+  { name: 'ALT-int-E', 'meta-type': 'alternate', members: [{ type: 'int' }, { type: 'E' }] },
+  // A string tag beside other members of the base.
+  { name: 'UO2', 'meta-type': 'object', members: [{ name: 'type', type: 'str' }, { name: 'id', type: 'str' }], tag: 'type', variants: [{ case: 'tap', type: 'UD' }] },
+  // A union that lists no members of its own, and one whose tag's type the schema lacks.
+  { name: 'UX', 'meta-type': 'object', tag: 'type', variants: [{ case: 'a', type: 'UD' }] },
+  { name: 'UT', 'meta-type': 'object', members: [{ name: 'type', type: 'NO-SUCH' }], tag: 'type', variants: [{ case: 'a', type: 'UD' }] },
+  // A base member that a variant also has, of another type: the base's is the one.
+  { name: 'UB', 'meta-type': 'object', members: [{ name: 'kind', type: 'UK' }, { name: 'id', type: 'str' }], tag: 'kind', variants: [{ case: 'disk', type: 'UBD' }] },
+  { name: 'UBD', 'meta-type': 'object', members: [{ name: 'id', type: 'int' }] },
   // Not a type at all: what a newer QEMU could add to its meta-types.
   { name: 'X', 'meta-type': 'struct' },
   // PciDeviceInfo-like: an object that holds a list of itself.
@@ -54,13 +68,13 @@ function schemaWith(...extra: object[]): QmpSchema {
 /** The findings for the result shape `ret` of a command whose result type is `retType`. */
 function resultFindings(ret: WireShape, retType: string): SchemaFinding[] {
   const schema = schemaWith({ name: 'use', 'meta-type': 'command', 'arg-type': '0', 'ret-type': retType });
-  return checkSurface(schema, { use: { args: null, ret } }, {});
+  return checkSurface(schema, { use: { args: null, ret } }, {}, []);
 }
 
 /** The findings for arguments `args` (as described) of a command whose argument type is `argType`. */
 function argumentFindings(args: WireMembers, argType: string): SchemaFinding[] {
   const schema = schemaWith({ name: 'use', 'meta-type': 'command', 'arg-type': argType, 'ret-type': '0' });
-  return checkSurface(schema, { use: { args, ret: { object: {} } } }, {});
+  return checkSurface(schema, { use: { args, ret: { object: {} } } }, {}, []);
 }
 
 /** The findings for a value sent as arguments of a command whose argument type is `argType`. */
@@ -138,11 +152,11 @@ describe('a described value against a type of another kind', () => {
 
   it('says so when a command has no argument type at all', () => {
     const schema = new QmpSchema([...TYPES, { name: 'use', 'meta-type': 'command', 'ret-type': '0' }]);
-    expect(checkSurface(schema, { use: { args: { id: 'str' }, ret: { object: {} } } }, {})).toEqual([
+    expect(checkSurface(schema, { use: { args: { id: 'str' }, ret: { object: {} } } }, {}, [])).toEqual([
       at('command use: arguments', 'refers to type undefined, which the schema does not define'),
     ]);
     // A command the library sends without arguments is not looked into.
-    expect(checkSurface(schema, { use: { args: null, ret: { object: {} } } }, {})).toEqual([]);
+    expect(checkSurface(schema, { use: { args: null, ret: { object: {} } } }, {}, [])).toEqual([]);
   });
 });
 
@@ -179,7 +193,7 @@ describe('objects', () => {
   it('names argument members without a dot and event data members after "data."', () => {
     expect(argumentFindings({ id: 'int' }, 'O')).toEqual([at('command use: argument id', 'is str in the schema, the library expects int')]);
     const schema = schemaWith({ name: 'EV', 'meta-type': 'event', 'arg-type': 'O' }, { name: 'OLD-EV', 'meta-type': 'event', 'arg-type': '0', features: ['deprecated'] }, { name: 'NOARG-EV', 'meta-type': 'event' });
-    expect(checkSurface(schema, {}, { EV: { size: 'str', nope: 'int' }, 'OLD-EV': {}, 'NOARG-EV': { id: 'str' }, 'NO-EV': {} })).toEqual([
+    expect(checkSurface(schema, {}, { EV: { size: 'str', nope: 'int' }, 'OLD-EV': {}, 'NOARG-EV': { id: 'str' }, 'NO-EV': {} }, [])).toEqual([
       at('event EV: data.size', 'is int in the schema, the library expects str'),
       at('event EV: data.nope', 'is missing'),
       at('event OLD-EV', 'is deprecated'),
@@ -206,7 +220,7 @@ describe('objects', () => {
       { name: 'second', 'meta-type': 'command', 'arg-type': '0', 'ret-type': 'UD' },
     );
     const surface: SurfaceTable = { first: { args: null, ret: shared }, second: { args: null, ret: shared } };
-    expect(checkSurface(schema, surface, {})).toEqual([at('command second: result.id', 'is missing')]);
+    expect(checkSurface(schema, surface, {}, [])).toEqual([at('command second: result.id', 'is missing')]);
   });
 });
 
@@ -218,6 +232,10 @@ describe('unions', () => {
       at('command use: result.shared', 'is bool in the schema, the library expects int'),
     ]);
     expect(resultFindings({ object: { kind: 'str', serial: 'str' } }, 'U')).toEqual([at('command use: result.serial', 'is missing')]);
+  });
+
+  it('takes a member from the base when a variant has one of the same name too', () => {
+    expect(resultFindings({ object: { kind: 'str', id: 'str' } }, 'UB')).toEqual([]);
   });
 
   it('with the tag fixed to one value, looks in that variant alone; with two values, in all', () => {
@@ -257,6 +275,18 @@ describe('alternates', () => {
     [{ object: {} }, 'an object'],
   ])('say when no branch is of the kind of %j', (shape, kind) => {
     expect(resultFindings(shape, 'ALT-int-bool')).toEqual([at('command use: result', `is an alternate, and none of its branches is ${kind}`)]);
+  });
+
+  it('take a shape the second branch of a kind fits, though the first of that kind does not', () => {
+    expect(resultFindings({ object: { nope: 'int' } }, 'ALT-O-O2')).toEqual([]);
+  });
+
+  it('explain by a branch of the right kind, not by a deprecated one of another kind', () => {
+    expect(resultFindings({ object: { nope: 'str' } }, 'ALT-oldint-O')).toEqual([at('command use: result.nope', 'is missing')]);
+  });
+
+  it('explain an enum value missing from their enum branch by that branch', () => {
+    expect(resultFindings({ enum: ['c'] }, 'ALT-int-E')).toEqual([at('command use: result', "has no value 'c'")]);
   });
 
   it('without branches fit nothing', () => {
@@ -301,6 +331,8 @@ describe('checkArguments: the values a builder sends', () => {
 
   it.each<[unknown, string, string]>([
     [1, 'str', 'is str in the schema, the library sends 1'],
+    [true, 'str', 'is str in the schema, the library sends true'],
+    [null, 'str', 'is str in the schema, the library sends null'],
     ['1', 'int', 'is int in the schema, the library sends "1"'],
     [1.5, 'int', 'is int in the schema, the library sends 1.5'],
     ['1.5', 'number', 'is number in the schema, the library sends "1.5"'],
@@ -334,6 +366,14 @@ describe('checkArguments: the values a builder sends', () => {
     ]);
   });
 
+  it('takes a value the second branch of a kind fits, and explains a misfit by a branch of the value’s kind', () => {
+    expect(valueFindings({ nope: 1 }, 'ALT-O-O2')).toEqual([]);
+    expect(valueFindings({ nope: 1 }, 'ALT-oldint-O')).toEqual([at('command use: argument nope', 'is missing')]);
+    expect(checkArguments(schemaWith({ name: 'use', 'meta-type': 'command', 'arg-type': 'ALT-int-E', 'ret-type': '0' }), 'use', 'c' as unknown as Record<string, unknown>)).toEqual([
+      at('command use: argument', "has no value 'c'"),
+    ]);
+  });
+
   it('explains an alternate misfit by the branch of the value’s kind', () => {
     expect(valueFindings({ id: 1 }, 'ALT-str-O')).toEqual([at('command use: argument id', 'is str in the schema, the library sends 1')]);
   });
@@ -350,6 +390,10 @@ describe('checkArguments: the values a builder sends', () => {
     expect(valueFindings({ type: 'user' }, 'UO')).toEqual([]);
     expect(valueFindings({ type: 'user', path: '/p' }, 'UO')).toEqual([at('command use: argument path', 'is missing')]);
     expect(valueFindings({ type: 'tap', path: '/p' }, 'UO')).toEqual([]);
+    expect(valueFindings({ type: 'user', id: 'x' }, 'UO2')).toEqual([]);
+    // No members of its own, or a tag of a type the schema lacks: a value without a variant is refused.
+    expect(valueFindings({ type: 'zzz' }, 'UX')).toEqual([at('command use: argument', 'has no variant type=zzz')]);
+    expect(valueFindings({ type: 'b' }, 'UT')).toEqual([at('command use: argument', 'has no variant type=b')]);
     // A tag without variants, and a union value that leaves the tag out.
     expect(valueFindings({ type: 'disk' }, 'UV')).toEqual([]);
     expect(valueFindings({ id: 'x', path: '/p' }, 'U')).toEqual([at('command use: argument path', 'is missing')]);
