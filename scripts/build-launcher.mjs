@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Builds the native helpers from native/: build/svmm-launch (the exec helper QEMU is started
-// through) and build/svmm-sendfd (sends an fd to QEMU's QMP socket, which Node cannot).
+// through), build/svmm-sendfd (sends an fd to QEMU's QMP socket, which Node cannot) and
+// build/svmm-memfd (a sealed in-memory copy of a template's RAM, for QEMUs before 8.2).
 // Run by npm as the package's "install" script and by scripts/bootstrap.mjs. Plain Node with no
 // dependencies, because node_modules may not exist yet.
 //   --require  fail (exit 1) when no C compiler is found; by default that only prints a hint, so
@@ -11,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const PROGRAMS = ['svmm-launch', 'svmm-sendfd'];
+const PROGRAMS = ['svmm-launch', 'svmm-sendfd', 'svmm-memfd'];
 const args = process.argv.slice(2);
 const required = args.includes('--require');
 // Warnings fail our own builds (bootstrap, CI), never a user's install with a newer compiler.

@@ -4,10 +4,9 @@
 // sides start QEMU the same way: through svmm-launch, as a uid of its own, capabilities dropped.
 // Then: the template's argv with -incoming defer, x-ignore-shared, migrate-incoming from the state
 // file (an fd it inherited at spawn), wait for completion, and `cont` unless asked for a paused VM.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, rmSync, unlinkSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { parseSandboxConfig, type SandboxConfigInput } from '../../src/hypervisor/config/index.ts';
 import { buildQemuArgv } from '../../src/qemu/argv/index.ts';
 import { resolveBinary } from '../../src/qemu/binaries.ts';
@@ -19,7 +18,8 @@ import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
 import { templateArgv } from '../../src/qemu/template/argv.ts';
 import { STATE_FILE } from '../../src/qemu/template/manifest.ts';
 import { atLeast } from '../../src/qemu/template/qemu-version.ts';
-import { CLONE_RAM_COPY, cloneRamMode, TEMPLATE_RAM_FILE, templateRamProps } from '../../src/qemu/template/ram.ts';
+import { cloneRamMode, inheritedRamPath, TEMPLATE_RAM_FILE, templateRamProps } from '../../src/qemu/template/ram.ts';
+import { leaseSealedRam, type SealedRamLease } from '../../src/qemu/template/sealed-ram.ts';
 import { RawQmp } from './raw-qmp.ts';
 
 /**
@@ -27,8 +27,6 @@ import { RawQmp } from './raw-qmp.ts';
  * script given a uid per VM would not take one). Below the base bench/vm.bench.ts's raw VMs use,
  * above what the library's leases reach here.
  */
-const run = promisify(execFile);
-
 const RAW_UID_BASE = 1_900_064_000;
 const RAW_UIDS = 500;
 
@@ -39,6 +37,8 @@ export interface RawClone {
   qmp: RawQmp;
   /** The guest agent's channel socket. */
   agentSocket: string;
+  /** The sealed copy of the template's RAM this clone holds (QEMU before 8.2). */
+  sealed: SealedRamLease | undefined;
 }
 
 let counter = 0;
@@ -65,20 +65,17 @@ export async function rawCloneStart(input: SandboxConfigInput, templateDir: stri
   mkdirSync(dir, { mode: 0o710 });
   chownSync(dir, 0, identity.gid);
   const paths = runtimePaths(dir);
-  // QEMU before 8.2 opens a memory-backend-file read-write whatever the mapping: a clone maps a
-  // copy of its own there (src/qemu/template/ram.ts), as a script running QEMU unprivileged must.
+  // QEMU before 8.2 opens a memory-backend-file read-write whatever the mapping: the clones running
+  // at a time map one sealed copy privately (src/qemu/template/ram.ts), as a script running QEMU
+  // unprivileged must; it inherits the copy at the first free fd.
   const mode = cloneRamMode(version);
-  let ram = join(templateDir, TEMPLATE_RAM_FILE);
-  if (mode === 'private-copy') {
-    const copy = join(dir, CLONE_RAM_COPY);
-    // Not on the event loop: a storm of raw clones copies at once, as the library's do.
-    await run('cp', ['--sparse=always', '--no-preserve=all', '--', ram, copy]);
-    chownSync(copy, identity.uid, identity.gid);
-    ram = copy;
-  }
+  const sealed = mode === 'map-sealed' ? await leaseSealedRam(join(templateDir, TEMPLATE_RAM_FILE), BOOT_MEMORY_ID) : undefined;
   const bytes = config.memory.bootMiB * 1024 * 1024;
   const built = buildQemuArgv({ ...config, memory: { ...config.memory, prealloc: false } }, paths);
-  const argv = templateArgv(built, templateRamProps(BOOT_MEMORY_ID, bytes, ram, mode === 'private-copy' ? 'template' : 'map-read-only', false), { incoming: true });
+  const ramFd = Math.max(2, ...built.fds.map((entry) => entry.fd)) + 1;
+  const ram = sealed ? inheritedRamPath(ramFd) : join(templateDir, TEMPLATE_RAM_FILE);
+  const withRam = sealed ? { ...built, fds: [...built.fds, { fd: ramFd, kind: 'inherit' as const, from: sealed.fd }] } : built;
+  const argv = templateArgv(withRam, templateRamProps(BOOT_MEMORY_ID, bytes, ram, mode, false), { incoming: true });
   // The state at the next free fd; QEMU with a file migration address (8.2) reads it as an fd set,
   // older ones as a plain fd (fd: to a file is deprecated since 9.1).
   const stateFd = openSync(join(templateDir, STATE_FILE), 'r');
@@ -112,15 +109,15 @@ export async function rawCloneStart(input: SandboxConfigInput, templateDir: stri
     if (status === 'failed' || status === 'cancelled') throw new Error(`raw clone: restoring failed (${status})`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
-  if (mode === 'private-copy') unlinkSync(join(dir, CLONE_RAM_COPY));
   if (!paused) await qmp.execute('cont');
-  return { dir, child, exited, qmp, agentSocket: paths.channelSocket('agent') };
+  return { dir, child, exited, qmp, agentSocket: paths.channelSocket('agent'), sealed };
 }
 
 export async function rawCloneStop(vm: RawClone): Promise<void> {
   await vm.qmp.execute('quit').catch(() => {});
   await vm.exited;
   vm.qmp.close();
+  await vm.sealed?.release();
   rmSync(vm.dir, { recursive: true, force: true });
 }
 

@@ -278,7 +278,7 @@ export class QemuHypervisor implements Hypervisor {
         // already holds what the probe will say, and a paused start writes it once, not twice.
         this.#qemuVersion = known?.version;
         const template = this.#template;
-        const launchPlan = template ? await template.launchPlan(plan, home.identity, known) : plan;
+        const launchPlan = template ? await template.launchPlan(plan, home.identity, known, deadline.signal) : plan;
         const session = await launchVm(launchPlan, home, { ...this.#sessionOptions(), signal: deadline.signal });
         this.#session = session;
         // Recorded at once, landing while QMP connects: should this process die now, the sweep

@@ -185,14 +185,14 @@ describe('examples/pod-shim, built against the packed library', () => {
       .split('\n')
       .filter(Boolean)
       .map((path) => path.slice(2));
-    const shipped = new Set(['package.json', 'README.md', 'LICENSE', 'native/svmm-launch.c', 'native/svmm-sendfd.c', 'scripts/build-launcher.mjs', 'build/svmm-launch', 'build/svmm-sendfd']);
+    const shipped = new Set(['package.json', 'README.md', 'LICENSE', 'native/svmm-launch.c', 'native/svmm-sendfd.c', 'native/svmm-memfd.c', 'scripts/build-launcher.mjs', 'build/svmm-launch', 'build/svmm-sendfd', 'build/svmm-memfd']);
     expect(files.filter((path) => !shipped.has(path) && !/^dist\/src\/.+\.(js|d\.ts)$/.test(path))).toEqual([]);
     // Every module has its declarations, including each entry of the exports map.
     const modules = files.filter((path) => path.endsWith('.js'));
     expect(modules.filter((path) => !files.includes(path.replace(/\.js$/, '.d.ts')))).toEqual([]);
     expect(files).toEqual(expect.arrayContaining(['dist/src/index.js', 'dist/src/qmp/index.js', 'dist/src/conformance/index.js', 'LICENSE']));
     // The package's install script built the native helpers on this machine.
-    for (const helper of ['svmm-launch', 'svmm-sendfd']) expect(statSync(join(installed, 'build', helper)).mode & 0o777).toBe(0o755);
+    for (const helper of ['svmm-launch', 'svmm-sendfd', 'svmm-memfd']) expect(statSync(join(installed, 'build', helper)).mode & 0o777).toBe(0o755);
   });
 
   it('starts the pod in its network namespace, plugs its disks and runs its command, streaming the output', async () => {

@@ -2,7 +2,7 @@
 // proven from inside each clone's guest, and the faults that must be refused without leaving a
 // process, a directory or a uid lease behind.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, readFileSync, readlinkSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, ftruncateSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +11,8 @@ import { TemplateError, VmStartError } from '../../src/hypervisor/errors.ts';
 import type { TemplateInfo } from '../../src/hypervisor/templates.ts';
 import { qemuFeatures } from '../../src/qemu/features/store.ts';
 import { QemuHypervisor } from '../../src/qemu/qemu-hypervisor.ts';
+import { cloneRamMode } from '../../src/qemu/template/ram.ts';
+import { sealedRamCopies } from '../../src/qemu/template/sealed-ram.ts';
 import type { GuestAgent } from '../guest/index.ts';
 import { useCleanups } from './helpers/cleanups.ts';
 import { makeTemplate, templatesRoot } from './helpers/templates.ts';
@@ -74,6 +76,24 @@ function qemuPidOf(vm: QemuHypervisor): number {
   const [pid] = vm.getPids();
   if (pid === undefined) throw new Error('the clone has no QEMU');
   return pid;
+}
+
+function readlinkSafe(path: string): string {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return '';
+  }
+}
+
+/** The guest RAM's mapping in QEMU `pid` (the one of `path`), with its pages counted as shared (smaps). */
+function guestRamMapping(pid: number, path: string): { path: string; perms: string; inode: string; sharedKiB: number } {
+  const blocks = readFileSync(`/proc/${pid}/smaps`, 'utf8').split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/);
+  const block = blocks.find((b) => b.split('\n')[0]!.endsWith(` ${path}`));
+  if (!block) throw new Error(`QEMU ${pid} maps no ${path}`);
+  const [, perms = '', , , inode = ''] = block.split('\n')[0]!.split(/\s+/);
+  const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(block)?.[1] ?? 0);
+  return { path, perms, inode, sharedKiB: kib('Shared_Clean') + kib('Shared_Dirty') };
 }
 
 /** Nothing of VM `id` is left: no directory, no uid lease. */
@@ -146,6 +166,48 @@ describe('sandbox templates', () => {
     // interrupt timing); see ARCHITECTURE.md.
     expect(randoms[0]).toMatch(/^[0-9a-f]{64}$/);
     expect(randoms[0]).not.toBe(randoms[1]);
+  }, 240_000);
+
+  it("clones share the pages of the template's RAM they only read, through a mapping no clone's QEMU can write to the template", async () => {
+    const ramFile = join(dir, 'memory');
+    const before = createHash('sha256').update(readFileSync(ramFile)).digest('hex');
+    const mode = cloneRamMode(info.hypervisorVersion);
+    const clones = [await startClone(dir, `tmpl-clone-sa-${process.pid}`), await startClone(dir, `tmpl-clone-sb-${process.pid}`)];
+    // Both guests read what the template's guest left in RAM: those pages stay the template's.
+    for (const { agent } of clones) expect((await agent.runOk('cat /tmp/marker')).trim()).toBe(MARKER);
+    const mappings = clones.map(({ vm }) => guestRamMapping(qemuPidOf(vm), mode === 'map-sealed' ? '/memfd:svmm-template (deleted)' : ramFile));
+    for (const mapping of mappings) {
+      // Private (copy on write) and writable for the guest; read pages are counted as shared.
+      expect(mapping.perms).toBe('rw-p');
+      expect(mapping.sharedKiB).toBeGreaterThan(1024);
+    }
+    // One file behind both mappings: the template's own, or one sealed copy of it.
+    expect(mappings[1]!.inode).toBe(mappings[0]!.inode);
+    for (const { vm } of clones) {
+      const pid = qemuPidOf(vm);
+      const fds = readdirSync(`/proc/${pid}/fd`).filter((fd) => readlinkSafe(`/proc/${pid}/fd/${fd}`) === mappings[0]!.path);
+      expect(fds.length).toBeGreaterThan(0);
+      for (const fd of fds) {
+        if (mode === 'map-read-only') {
+          // QEMU opened the root-owned file read-only.
+          expect(Number.parseInt(/flags:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1] ?? '', 8) & 0o3).toBe(0);
+          continue;
+        }
+        // QEMU before 8.2 holds it read-write, but the copy is sealed: even root cannot write it, resize it or punch a hole.
+        const writable = openSync(`/proc/${pid}/fd/${fd}`, 'r+');
+        try {
+          expect(() => writeSync(writable, 'x', 0)).toThrow(expect.objectContaining({ code: 'EPERM' }));
+          expect(() => ftruncateSync(writable, 0)).toThrow(expect.objectContaining({ code: 'EPERM' }));
+          expect(() => execFileSync('fallocate', ['--punch-hole', '--offset', '0', '--length', '4096', `/proc/${pid}/fd/${fd}`], { stdio: 'pipe' })).toThrow(/Operation not permitted/);
+        } finally {
+          closeSync(writable);
+        }
+      }
+    }
+    for (const { vm } of clones) await vm.stopVM();
+    // The last clone gone, this process holds no copy; the template is as saved.
+    expect(sealedRamCopies()).toBe(0);
+    expect(createHash('sha256').update(readFileSync(ramFile)).digest('hex')).toBe(before);
   }, 240_000);
 
   it("a clone's clock resumes at the template's; its RTC counted the host's time since the save, and the guest sets its clock from it", async () => {

@@ -20,7 +20,8 @@ import { templateArgv } from './argv.ts';
 import { checkTemplateFiles, readManifest, STATE_FILE, type TemplateManifest } from './manifest.ts';
 import { ignoreSharedRam, migrationDone, runningMachineType } from './migration.ts';
 import { qemuVersionOf } from './qemu-version.ts';
-import { CLONE_RAM_COPY, cloneRamMode, TEMPLATE_RAM_FILE, templateRamProps, type CloneRamMode } from './ram.ts';
+import { CLONE_RAM_COPY, cloneRamMode, inheritedRamPath, TEMPLATE_RAM_FILE, templateRamProps, type CloneRamMode } from './ram.ts';
+import { leaseSealedRam, type SealedRamLease } from './sealed-ram.ts';
 import { inheritStateFd, releaseStateFd, sendStateFd, stateChannelOf, type StateChannel, type StateUri } from './state-channel.ts';
 import type { QemuFeatures } from '../features/qemu-features.ts';
 
@@ -39,6 +40,8 @@ export class TemplateClone {
   /** Where QEMU finds the state when it inherited it at spawn. */
   #inherited: StateUri | undefined;
   #ramCopy: string | undefined;
+  /** The sealed copy of the template's RAM ('map-sealed'), held while this clone may run. */
+  #sealedRam: SealedRamLease | undefined;
 
   private constructor(dir: string, manifest: TemplateManifest, ramMode: CloneRamMode) {
     this.dir = dir;
@@ -71,11 +74,12 @@ export class TemplateClone {
    * instead of booting. With the binary's features `known`, QEMU inherits the state at spawn in the
    * form they call for; without, restore sends it over QMP.
    */
-  async launchPlan(plan: LaunchPlan, identity: VmIdentity | undefined, known: QemuFeatures | undefined): Promise<LaunchPlan> {
+  async launchPlan(plan: LaunchPlan, identity: VmIdentity | undefined, known: QemuFeatures | undefined, signal?: AbortSignal): Promise<LaunchPlan> {
     await checkTemplateFiles(this.dir, this.#manifest);
     const config = plan.config;
     const bytes = config.memory.bootMiB * 1024 * 1024;
     let ramPath = join(this.dir, TEMPLATE_RAM_FILE);
+    let sealedFd: number | undefined;
     if (this.#ramMode === 'private-copy') {
       const copy = join(plan.paths.dir, CLONE_RAM_COPY);
       // Holes stay holes: the copy costs what the template's guest had touched. Made by us, in the
@@ -85,14 +89,17 @@ export class TemplateClone {
       if (identity) await chown(copy, identity.uid, identity.gid);
       await chmod(copy, 0o600);
       ramPath = copy;
+    } else if (this.#ramMode === 'map-sealed') {
+      this.#sealedRam ??= await leaseSealedRam(ramPath, BOOT_MEMORY_ID, signal);
+      sealedFd = this.#sealedRam.fd;
     }
     const state = await open(join(this.dir, STATE_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
     this.#state = state;
     // The template's layout: its boot RAM is the backend below, its other memory as the template's (anonymous).
     const argv = buildQemuArgv({ ...config, memory: { ...config.memory, prealloc: false, backing: { type: 'anonymous' } } }, plan.paths);
-    // A copy of its own is shared with nobody: mapped shared, its writes cost no second page.
-    const ram = templateRamProps(BOOT_MEMORY_ID, bytes, ramPath, this.#ramMode === 'private-copy' ? 'template' : 'map-read-only', config.memory.prealloc);
-    const restoring = templateArgv(argv, ram, { incoming: true });
+    const withRam = sealedFd === undefined ? { argv, ramPath } : inheritSealedRam(argv, sealedFd);
+    const ram = templateRamProps(BOOT_MEMORY_ID, bytes, withRam.ramPath, this.#ramMode, config.memory.prealloc);
+    const restoring = templateArgv(withRam.argv, ram, { incoming: true });
     if (!known) return { ...plan, argv: restoring };
     const inherited = inheritStateFd(restoring, state.fd, stateChannelOf(known));
     this.#inherited = inherited.state;
@@ -135,9 +142,12 @@ export class TemplateClone {
     if (this.#ramCopy) await unlink(this.#ramCopy).catch(() => undefined);
   }
 
-  /** Nothing of the template is the clone's: only our state file, should the restore never have taken it. */
+  /** Nothing of the template is the clone's: only our state file, should the restore never have taken it, and our hold on a sealed copy. */
   async afterStop(_logger: Logger): Promise<void> {
     await this.#closeState();
+    const sealed = this.#sealedRam;
+    this.#sealedRam = undefined;
+    await sealed?.release();
   }
 
   async #closeState(): Promise<void> {
@@ -145,4 +155,10 @@ export class TemplateClone {
     this.#state = undefined;
     await file?.close();
   }
+}
+
+/** QEMU inherits the sealed copy at the next free fd and opens it by its /proc/self path. */
+function inheritSealedRam<A extends Pick<LaunchPlan['argv'], 'fds'>>(argv: A, from: number): { argv: A; ramPath: string } {
+  const fd = Math.max(2, ...argv.fds.map((entry) => entry.fd)) + 1;
+  return { argv: { ...argv, fds: [...argv.fds, { fd, kind: 'inherit' as const, from }] }, ramPath: inheritedRamPath(fd) };
 }

@@ -8,7 +8,7 @@ import { cloneConfigRefusal, templateConfigRefusal, templateRole, templateUseRef
 import { buildQemuArgv } from '../../../src/qemu/argv/index.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
 import { templateArgv } from '../../../src/qemu/template/argv.ts';
-import { cloneRamMode, templateRamProps } from '../../../src/qemu/template/ram.ts';
+import { cloneRamMode, inheritedRamPath, templateRamProps } from '../../../src/qemu/template/ram.ts';
 
 const input: SandboxConfigInput = {
   id: 'tmpl',
@@ -128,12 +128,15 @@ describe('cloneConfigRefusal', () => {
 });
 
 describe('QEMU template argv', () => {
-  it('maps the RAM read-only and private from QEMU 8.2 on, and from a private copy before', () => {
-    expect(['7.2.22', '8.1.5', '8.2.0', '10.0.2'].map((v) => cloneRamMode(v))).toEqual(['private-copy', 'private-copy', 'map-read-only', 'map-read-only']);
+  it('maps the RAM read-only and private from QEMU 8.2 on, and a sealed copy privately before', () => {
+    expect(['7.2.22', '8.1.5', '8.2.0', '10.0.2'].map((v) => cloneRamMode(v))).toEqual(['map-sealed', 'map-sealed', 'map-read-only', 'map-read-only']);
     // A clone with shared memory (virtio-fs) gets a copy of its own, mapped shared, on every version.
     expect(['7.2.22', '10.0.2'].map((v) => cloneRamMode(v, true))).toEqual(['private-copy', 'private-copy']);
     expect(templateRamProps('mem-ram', 1024, '/t/memory', 'map-read-only', false)).toEqual({ 'qom-type': 'memory-backend-file', id: 'mem-ram', size: 1024, 'mem-path': '/t/memory', share: false, readonly: true, rom: false, prealloc: undefined });
     expect(templateRamProps('mem-ram', 1024, '/t/memory', 'template', true)).toMatchObject({ share: true, prealloc: true });
+    // The sealed copy is mapped private (copy on write): never share=on, whose writes would be refused.
+    expect(templateRamProps('mem-ram', 1024, inheritedRamPath(7), 'map-sealed', false)).toEqual({ 'qom-type': 'memory-backend-file', id: 'mem-ram', size: 1024, 'mem-path': '/proc/self/fd/7', share: false, prealloc: undefined });
+    expect(templateRamProps('mem-ram', 1024, '/run/x/template-memory', 'private-copy', false)).toMatchObject({ share: true });
   });
 
   it('puts the boot RAM in the template file, adds vmgenid, and for a clone -incoming defer (its state comes over QMP: no fd of its own in the argv)', () => {
