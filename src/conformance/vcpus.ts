@@ -43,6 +43,11 @@ export function defineVcpuTests(api: ConformanceTestApi, h: Harness): void {
       });
       return;
     }
+    // Asked before the first add, which so waits until the guest is up, as a runtime resizes a
+    // sandbox whose agent answers: a vCPU hot-added while the firmware or an early kernel runs
+    // left the guest's ACPI interrupt dead in 1 of about 100 QEMU 10.0 runs under TCG (no SCI ever
+    // taken), so no later unplug request reached it (README, "vCPUs").
+    if (online) assert.equal(await online(vm), 1, 'the guest runs on its boot vCPU');
     assert.deepEqual(await vm.resizeVCPUs(3, h.op()), { previous: 1, current: 3 });
     assert.deepEqual([...(await vm.getThreadIds(h.op())).keys()].sort(), [0, 1, 2]);
     if (online) assert.equal(await h.eventually(() => online(vm), (n) => n === 3), 3, 'the guest has 3 vCPUs online');
