@@ -45,8 +45,8 @@ export function defineVcpuTests(api: ConformanceTestApi, h: Harness): void {
     }
     // Asked before the first add, which so waits until the guest is up, as a runtime resizes a
     // sandbox whose agent answers: a vCPU hot-added while the firmware or an early kernel runs
-    // left the guest's ACPI interrupt dead in 1 of about 100 QEMU 10.0 runs under TCG (no SCI ever
-    // taken), so no later unplug request reached it (README, "vCPUs").
+    // left the guest's ACPI interrupt dead in 1 of 314 QEMU 10.0 runs under TCG (and once in CI):
+    // no SCI ever taken, so no later unplug request reached it (README, "Defaults and host requirements worth knowing").
     if (online) assert.equal(await online(vm), 1, 'the guest runs on its boot vCPU');
     assert.deepEqual(await vm.resizeVCPUs(3, h.op()), { previous: 1, current: 3 });
     assert.deepEqual([...(await vm.getThreadIds(h.op())).keys()].sort(), [0, 1, 2]);
