@@ -2,7 +2,7 @@
 // was booted with) and the size and digest of its files. Written last, when the template is whole,
 // and read through checks that nobody but root could have changed the directory or its files.
 import { createHash } from 'node:crypto';
-import { constants, type Stats } from 'node:fs';
+import { constants, type BigIntStats, type Stats } from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -75,6 +75,15 @@ export async function checkTemplateFiles(dir: string, manifest: TemplateManifest
   if (digest.sha256 !== manifest.stateSha256) throw new TemplateError('corrupt', dir, 'its device state does not match the digest recorded');
 }
 
+/**
+ * Digests already computed, by the file's identity: every clone of a template checks its device
+ * state at createVM and again at startVM, and a storm of clones would hash the same few hundred KB
+ * on the event loop a hundred times. Any change to the file (write, truncate, chmod) moves its
+ * ctime, so a changed file is read again.
+ */
+const digests = new Map<string, { bytes: number; sha256: string }>();
+const DIGESTS_KEPT = 64;
+
 /** Size and SHA-256 of a file of the template, read without following a link. */
 export async function digestOf(dir: string, path: string): Promise<{ bytes: number; sha256: string }> {
   let handle;
@@ -84,22 +93,31 @@ export async function digestOf(dir: string, path: string): Promise<{ bytes: numb
     throw new TemplateError('corrupt', dir, `${path} cannot be opened`, { cause: error });
   }
   try {
-    const stats = await handle.stat();
+    const stats = await handle.stat({ bigint: true });
     const unsafe = ownershipProblem(stats, false);
     if (unsafe) throw new TemplateError('unsafe', dir, `${path} ${unsafe}`);
+    const identity = [stats.dev, stats.ino, stats.size, stats.mtimeNs, stats.ctimeNs].join(':');
+    const known = digests.get(identity);
+    if (known) return known;
     // A device state is a few hundred KB: read whole.
     const data = await handle.readFile();
-    return { bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+    const digest = { bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+    if (digests.size >= DIGESTS_KEPT) digests.delete(digests.keys().next().value as string);
+    digests.set(identity, digest);
+    return digest;
   } finally {
     await handle.close();
   }
 }
 
 /** Why a template's directory or file could be changed by someone other than us (root), if it could. */
-function ownershipProblem(stats: Stats, directory: boolean): string | undefined {
+function ownershipProblem(stats: Stats | BigIntStats, directory: boolean): string | undefined {
   const euid = process.geteuid?.() ?? 0;
   if (directory ? !stats.isDirectory() : !stats.isFile()) return `is not a ${directory ? 'directory' : 'regular file'} (a link is refused)`;
-  if (stats.uid !== euid) return `is owned by uid ${stats.uid}, not ${euid}`;
-  if ((stats.mode & 0o022) !== 0) return `is writable by group or others (mode ${(stats.mode & 0o7777).toString(8)})`;
+  // Numbers whether the stats were read as bigint or not.
+  const uid = Number(stats.uid);
+  const mode = Number(stats.mode);
+  if (uid !== euid) return `is owned by uid ${uid}, not ${euid}`;
+  if ((mode & 0o022) !== 0) return `is writable by group or others (mode ${(mode & 0o7777).toString(8)})`;
   return undefined;
 }
