@@ -24,6 +24,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define SVMM_PROGRAM "svmm-memfd"
+#include "svmm-fail.h"
+
 #ifndef F_SEAL_SEAL
 #define F_SEAL_SEAL 0x0001
 #define F_SEAL_SHRINK 0x0002
@@ -34,17 +37,6 @@
 #define HELD_FD 3
 #define CHUNK (1 << 20)
 #define BLOCK 4096
-
-static void fail(int status, int err, const char *fmt, ...) {
-  va_list ap;
-  fputs("svmm-memfd: ", stderr);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  if (err) fprintf(stderr, ": %s", strerror(err));
-  fputc('\n', stderr);
-  exit(status);
-}
 
 static int all_zero(const unsigned char *p, size_t n) {
   for (size_t i = 0; i < n; i++)

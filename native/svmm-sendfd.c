@@ -20,18 +20,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_MESSAGE (64 * 1024)
+#define SVMM_PROGRAM "svmm-sendfd"
+#include "svmm-fail.h"
 
-static void fail(int status, int err, const char *fmt, ...) {
-  va_list ap;
-  fputs("svmm-sendfd: ", stderr);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  if (err) fprintf(stderr, ": %s", strerror(err));
-  fputc('\n', stderr);
-  exit(status);
-}
+#define MAX_MESSAGE (64 * 1024)
 
 static int parse_fd(const char *s) {
   char *end;

@@ -7,7 +7,7 @@
 //   --require  fail (exit 1) when no C compiler is found; by default that only prints a hint, so
 //              that an `npm install` never fails for want of a compiler.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -27,8 +27,10 @@ if (args.some((arg) => arg !== '--require')) {
   process.exit(2);
 }
 
+// A program is rebuilt when it or a header of native/ (shared by the programs) is newer than it.
+const headers = readdirSync(join(root, 'native')).filter((name) => name.endsWith('.h')).map((name) => join(root, 'native', name));
 const stale = PROGRAMS.map((name) => ({ source: join(root, 'native', `${name}.c`), output: join(root, 'build', name) })).filter(
-  ({ source, output }) => !existsSync(output) || statSync(output).mtimeMs <= statSync(source).mtimeMs,
+  ({ source, output }) => !existsSync(output) || [source, ...headers].some((input) => statSync(output).mtimeMs <= statSync(input).mtimeMs),
 );
 if (stale.length === 0) process.exit(0);
 
