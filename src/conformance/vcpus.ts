@@ -44,9 +44,10 @@ export function defineVcpuTests(api: ConformanceTestApi, h: Harness): void {
       return;
     }
     // Asked before the first add, which so waits until the guest is up, as a runtime resizes a
-    // sandbox whose agent answers: a vCPU hot-added while the firmware or an early kernel runs
-    // left the guest's ACPI interrupt dead in 1 of 314 QEMU 10.0 runs under TCG (and once in CI):
-    // no SCI ever taken, so no later unplug request reached it (README, "Defaults and host requirements worth knowing").
+    // sandbox whose agent answers. Added as QEMU started, the vCPUs boot with the guest, which may
+    // bind its ACPI interrupt to one of them; once in 670 QEMU 10.0 runs under TCG (and once in
+    // CI) such a vCPU stopped taking interrupts during boot and no unplug request ever reached the
+    // guest (README, "Defaults and host requirements worth knowing").
     if (online) assert.equal(await online(vm), 1, 'the guest runs on its boot vCPU');
     assert.deepEqual(await vm.resizeVCPUs(3, h.op()), { previous: 1, current: 3 });
     assert.deepEqual([...(await vm.getThreadIds(h.op())).keys()].sort(), [0, 1, 2]);
