@@ -18,7 +18,7 @@ import { runtimePaths } from '../../src/qemu/runtime-paths.ts';
 import { templateArgv } from '../../src/qemu/template/argv.ts';
 import { STATE_FILE } from '../../src/qemu/template/manifest.ts';
 import { atLeast } from '../../src/qemu/template/qemu-version.ts';
-import { cloneRamMode, inheritedRamPath, TEMPLATE_RAM_FILE, templateRamProps } from '../../src/qemu/template/ram.ts';
+import { cloneRamMode, inheritSealedRam, TEMPLATE_RAM_FILE, templateRamProps } from '../../src/qemu/template/ram.ts';
 import { leaseSealedRam, type SealedRamLease } from '../../src/qemu/template/sealed-ram.ts';
 import { RawQmp } from './raw-qmp.ts';
 
@@ -72,10 +72,8 @@ export async function rawCloneStart(input: SandboxConfigInput, templateDir: stri
   const sealed = mode === 'map-sealed' ? await leaseSealedRam(join(templateDir, TEMPLATE_RAM_FILE), BOOT_MEMORY_ID) : undefined;
   const bytes = config.memory.bootMiB * 1024 * 1024;
   const built = buildQemuArgv({ ...config, memory: { ...config.memory, prealloc: false } }, paths);
-  const ramFd = Math.max(2, ...built.fds.map((entry) => entry.fd)) + 1;
-  const ram = sealed ? inheritedRamPath(ramFd) : join(templateDir, TEMPLATE_RAM_FILE);
-  const withRam = sealed ? { ...built, fds: [...built.fds, { fd: ramFd, kind: 'inherit' as const, from: sealed.fd }] } : built;
-  const argv = templateArgv(withRam, templateRamProps(BOOT_MEMORY_ID, bytes, ram, mode, false), { incoming: true });
+  const withRam = sealed ? inheritSealedRam(built, sealed.fd) : { argv: built, ramPath: join(templateDir, TEMPLATE_RAM_FILE) };
+  const argv = templateArgv(withRam.argv, templateRamProps(BOOT_MEMORY_ID, bytes, withRam.ramPath, mode, false), { incoming: true });
   // The state at the next free fd; QEMU with a file migration address (8.2) reads it as an fd set,
   // older ones as a plain fd (fd: to a file is deprecated since 9.1).
   const stateFd = openSync(join(templateDir, STATE_FILE), 'r');

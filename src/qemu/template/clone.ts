@@ -20,7 +20,7 @@ import { templateArgv } from './argv.ts';
 import { checkTemplateFiles, readManifest, STATE_FILE, type TemplateManifest } from './manifest.ts';
 import { ignoreSharedRam, migrationDone, runningMachineType } from './migration.ts';
 import { qemuVersionOf } from './qemu-version.ts';
-import { CLONE_RAM_COPY, cloneRamMode, inheritedRamPath, TEMPLATE_RAM_FILE, templateRamProps, type CloneRamMode } from './ram.ts';
+import { CLONE_RAM_COPY, cloneRamMode, inheritSealedRam, TEMPLATE_RAM_FILE, templateRamProps, type CloneRamMode } from './ram.ts';
 import { leaseSealedRam, type SealedRamLease } from './sealed-ram.ts';
 import { inheritStateFd, releaseStateFd, sendStateFd, stateChannelOf, type StateChannel, type StateUri } from './state-channel.ts';
 import type { QemuFeatures } from '../features/qemu-features.ts';
@@ -155,10 +155,4 @@ export class TemplateClone {
     this.#state = undefined;
     await file?.close();
   }
-}
-
-/** QEMU inherits the sealed copy at the next free fd and opens it by its /proc/self path. */
-function inheritSealedRam<A extends Pick<LaunchPlan['argv'], 'fds'>>(argv: A, from: number): { argv: A; ramPath: string } {
-  const fd = Math.max(2, ...argv.fds.map((entry) => entry.fd)) + 1;
-  return { argv: { ...argv, fds: [...argv.fds, { fd, kind: 'inherit' as const, from }] }, ramPath: inheritedRamPath(fd) };
 }

@@ -8,7 +8,7 @@ import { cloneConfigRefusal, templateConfigRefusal, templateRole, templateUseRef
 import { buildQemuArgv } from '../../../src/qemu/argv/index.ts';
 import { runtimePaths } from '../../../src/qemu/runtime-paths.ts';
 import { templateArgv } from '../../../src/qemu/template/argv.ts';
-import { cloneRamMode, inheritedRamPath, templateRamProps } from '../../../src/qemu/template/ram.ts';
+import { cloneRamMode, inheritedRamPath, inheritSealedRam, templateRamProps } from '../../../src/qemu/template/ram.ts';
 
 const input: SandboxConfigInput = {
   id: 'tmpl',
@@ -137,6 +137,9 @@ describe('QEMU template argv', () => {
     // The sealed copy is mapped private (copy on write): never share=on, whose writes would be refused.
     expect(templateRamProps('mem-ram', 1024, inheritedRamPath(7), 'map-sealed', false)).toEqual({ 'qom-type': 'memory-backend-file', id: 'mem-ram', size: 1024, 'mem-path': '/proc/self/fd/7', share: false, prealloc: undefined });
     expect(templateRamProps('mem-ram', 1024, '/run/x/template-memory', 'private-copy', false)).toMatchObject({ share: true });
+    // The copy goes to the first fd above every fd the argv already hands QEMU.
+    const fds = [{ fd: 3, kind: 'listen' as const, path: '/run/x/qmp.sock' }, { fd: 5, kind: 'inherit' as const, from: 40 }];
+    expect(inheritSealedRam({ fds }, 41)).toEqual({ argv: { fds: [...fds, { fd: 6, kind: 'inherit', from: 41 }] }, ramPath: '/proc/self/fd/6' });
   });
 
   it('puts the boot RAM in the template file, adds vmgenid, and for a clone -incoming defer (its state comes over QMP: no fd of its own in the argv)', () => {
