@@ -174,7 +174,7 @@ export type YankInstance = { type: 'chardev'; id: string } | { type: 'block-node
 
 /** One capability of `migrate-set-capabilities`. */
 export interface MigrationCapabilityStatus {
-  capability: 'x-ignore-shared';
+  capability: 'x-ignore-shared' | 'events';
   state: boolean;
 }
 

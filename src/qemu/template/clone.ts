@@ -18,7 +18,7 @@ import { BOOT_MEMORY_ID } from '../devices/memory.ts';
 import type { LaunchPlan } from '../launch/plan.ts';
 import { templateArgv } from './argv.ts';
 import { checkTemplateFiles, readManifest, STATE_FILE, type TemplateManifest } from './manifest.ts';
-import { ignoreSharedRam, migrationDone, runningMachineType } from './migration.ts';
+import { ignoreSharedRam, incomingMigrationDone, runningMachineType } from './migration.ts';
 import { qemuVersionOf } from './qemu-version.ts';
 import { CLONE_RAM_COPY, cloneRamMode, inheritSealedRam, TEMPLATE_RAM_FILE, templateRamProps, type CloneRamMode } from './ram.ts';
 import { leaseSealedRam, type SealedRamLease } from './sealed-ram.ts';
@@ -120,7 +120,7 @@ export class TemplateClone {
       throw new TemplateError('hypervisor-version', this.dir, `made by QEMU ${this.#manifest.hypervisorVersion}, restored by QEMU ${version}`);
     }
     // Setting the capability commits nothing: a machine found wrong is refused before any state is read.
-    const [machineType] = await Promise.all([runningMachineType(qmp, signal), ignoreSharedRam(qmp, signal)]);
+    const [machineType] = await Promise.all([runningMachineType(qmp, signal), ignoreSharedRam(qmp, signal, { events: true })]);
     if (machineType !== this.#manifest.machineType) {
       throw new TemplateError('machine-type', this.dir, `made on machine ${this.#manifest.machineType}, restored on ${machineType}`, { field: 'machine.type' });
     }
@@ -130,11 +130,15 @@ export class TemplateClone {
     await this.#closeState();
     // QEMU opens its own duplicate of the fd set while it handles migrate-incoming, so the set may be
     // released right behind it, in the same write, whether or not the migration will succeed.
+    const done = incomingMigrationDone(qmp, 'restoring the template\'s device state', signal);
     const incoming = qmp.execute('migrate-incoming', { uri: state.uri }, { signal });
     const released = releaseStateFd(qmp, state);
     try {
-      await incoming;
-      await migrationDone(qmp, 'restoring the template\'s device state', signal);
+      await incoming.catch((error: unknown) => {
+        done.cancel();
+        throw error;
+      });
+      await done.promise;
     } finally {
       await released;
     }

@@ -1,12 +1,36 @@
 // The QMP side of saving and restoring a guest: the capability a template needs on both sides, and
 // waiting for a migration to end under the operation's deadline.
 import { sleep } from '../../util/deadline.ts';
-import type { QmpClient } from '../../qmp/index.ts';
+import type { MigrationCapabilityStatus, QmpClient } from '../../qmp/index.ts';
 import { versionOfReply } from './qemu-version.ts';
 
-/** RAM in a shared file (the template's) is not copied into the stream: only the device state is. */
-export async function ignoreSharedRam(qmp: QmpClient, signal: AbortSignal): Promise<void> {
-  await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }, { signal });
+/**
+ * RAM in a shared file (the template's) is not copied into the stream: only the device state is.
+ * With `events`, QEMU also reports each change of the migration's status (MIGRATION), which a
+ * restore waits for (incomingMigrationDone) instead of polling.
+ */
+export async function ignoreSharedRam(qmp: QmpClient, signal: AbortSignal, options: { events?: boolean } = {}): Promise<void> {
+  const capabilities: MigrationCapabilityStatus[] = [{ capability: 'x-ignore-shared', state: true }];
+  if (options.events) capabilities.push({ capability: 'events', state: true });
+  await qmp.execute('migrate-set-capabilities', { capabilities }, { signal });
+}
+
+const ENDED = new Set(['completed', 'failed', 'cancelled']);
+
+/**
+ * The end of the incoming migration, from its MIGRATION event (the `events` capability set):
+ * armed when called, so call it before migrate-incoming, and cancel() it if that fails. In a start
+ * storm each query a clone sends is a wake-up of its QEMU and a turn of our event loop, which the
+ * polling of migrationDone multiplied. QEMU's reason for a failure is in query-migrate only.
+ */
+export function incomingMigrationDone(qmp: QmpClient, what: string, signal: AbortSignal): { promise: Promise<void>; cancel(): void } {
+  const armed = qmp.armEvent('MIGRATION', (event) => ENDED.has(String(event.data?.['status'])), { signal });
+  const promise = armed.promise.then(async (event) => {
+    if (event.data?.['status'] !== 'completed') await migrationDone(qmp, what, signal);
+  });
+  // A wait cancelled, or ended by the deadline, after the restore failed otherwise: never unhandled.
+  promise.catch(() => undefined);
+  return { promise, cancel: () => armed.cancel() };
 }
 
 /** Polls query-migrate until the migration completed; throws with QEMU's reason when it failed. */
