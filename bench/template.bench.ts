@@ -17,8 +17,9 @@ import { isProcessAlive } from '../src/qemu/process/proc-fs.ts';
 import { cloneRamMode } from '../src/qemu/template/ram.ts';
 import { GuestAgent, guestAssets } from '../test/guest/index.ts';
 import { barChart } from './chart.ts';
+import { benchHypervisor, benchRuntime, benchRuntimeCleanup, inBenchRuntime } from './runtime-base.ts';
 import { rawCloneCleanup, rawCloneStart, rawCloneStop } from './raw/raw-clone.ts';
-import { compare, median, printComparisons, round, startDelayMonitor, timeIt, writeResult, type Comparison } from './stats.ts';
+import { compare, median, printComparisons, round, startLoopDelayMonitor, STORM_ROUNDS, timeIt, writeResult, type Comparison, type LoopDelay } from './stats.ts';
 import { benchQemuLabel } from './qemu.ts';
 
 /** Rounds of the figures that include a cold boot (seconds each under TCG). */
@@ -51,8 +52,8 @@ const nextId = (what: string) => `bench-${what}-${process.pid}-${++serial}`;
 
 /** Starts a VM (cold, or from `template`) and waits until its agent answers. */
 async function startToAgent(template?: string): Promise<{ vm: QemuHypervisor; agent: GuestAgent }> {
-  const vm = new QemuHypervisor();
-  await vm.createVM(config(nextId(template ? 'clone' : 'cold')), template ? { fromTemplate: template } : {});
+  const vm = benchHypervisor();
+  await vm.createVM(inBenchRuntime(config(nextId(template ? 'clone' : 'cold'))), template ? { fromTemplate: template } : {});
   await vm.startVM();
   const agent = await GuestAgent.connect(runtimePaths(vm.runtimeDir as string).channelSocket('agent'), { timeoutMs: 120_000 });
   return { vm, agent };
@@ -69,8 +70,8 @@ async function stop({ vm, agent }: { vm: QemuHypervisor; agent: GuestAgent }): P
  * first pays for QEMU's empty TCG translation cache (ARCHITECTURE.md, "Where a clone's settle time goes").
  */
 async function agentAfterResume(template: string): Promise<{ firstMs: number; secondMs: number }> {
-  const vm = new QemuHypervisor();
-  await vm.createVM(config(nextId('settle')), { fromTemplate: template });
+  const vm = benchHypervisor();
+  await vm.createVM(inBenchRuntime(config(nextId('settle'))), { fromTemplate: template });
   await vm.startVM({ paused: true });
   const connecting = GuestAgent.connect(runtimePaths(vm.runtimeDir as string).channelSocket('agent'), { timeoutMs: 120_000 });
   let agent: GuestAgent | undefined;
@@ -124,26 +125,34 @@ interface StormFigure {
   totalStartMs: number;
   rawTotalStartMs: number;
   startRatio: number;
+  /** Per-tick p99 (monitorEventLoopDelay), library and raw: blind to a single long stall (stats.ts). */
   eventLoopDelayP99Ms: number;
   rawEventLoopDelayP99Ms: number;
-  /** Library p99 / raw p99 (target ≤ 1.25). */
+  /** The delay a callback due at any moment met: p99 with coordinated omission corrected (stats.ts). */
+  eventLoopDelayCorrectedP99Ms: number;
+  rawEventLoopDelayCorrectedP99Ms: number;
+  eventLoopDelayMaxMs: number;
+  rawEventLoopDelayMaxMs: number;
+  /** Library / raw corrected p99 (target ≤ 1.25). */
   delayRatio: number;
+  /** Library / raw per-tick p99. */
+  perTickDelayRatio: number;
   leakedProcessesAndDirs: number;
 }
 
 /** One storm of STORM_VMS paused clones through the library, measured; all stopped after. */
-async function libraryCloneStorm(template: string): Promise<{ startMs: number; delayP99Ms: number; leaked: number }> {
-  const delay = await startDelayMonitor();
-  const vms = Array.from({ length: STORM_VMS }, () => new QemuHypervisor());
+async function libraryCloneStorm(template: string): Promise<{ startMs: number; delay: LoopDelay; leaked: number }> {
+  const monitor = await startLoopDelayMonitor();
+  const vms = Array.from({ length: STORM_VMS }, () => benchHypervisor());
   const started = performance.now();
   const settled = await Promise.allSettled(
     vms.map(async (vm) => {
-      await vm.createVM(config(nextId('storm')), { fromTemplate: template });
+      await vm.createVM(inBenchRuntime(config(nextId('storm'))), { fromTemplate: template });
       await vm.startVM({ paused: true, timeoutMs: 300_000 });
     }),
   );
   const startMs = performance.now() - started;
-  delay.disable();
+  const delay = monitor.stop();
   const failures = settled.flatMap((result) => (result.status === 'rejected' ? [result.reason as unknown] : []));
   const pids = vms.flatMap((vm) => vm.getPids());
   const dirs = vms.map((vm) => vm.runtimeDir ?? '');
@@ -152,44 +161,48 @@ async function libraryCloneStorm(template: string): Promise<{ startMs: number; d
     throw new AggregateError(failures, `${failures.length} of ${STORM_VMS} clones of the storm failed to start, the first with: ${String((failures[0] as Error).message)}`);
   }
   const leaked = pids.filter((pid) => isProcessAlive(pid)).length + dirs.filter((dir) => existsSync(dir)).length;
-  return { startMs, delayP99Ms: delay.percentile(99) / 1e6, leaked };
+  return { startMs, delay, leaked };
 }
 
 /** STORM_VMS paused clones from one Node process, library and raw storms alternated. */
 async function cloneStormFigure(template: string, version: string): Promise<StormFigure> {
   const storms: Awaited<ReturnType<typeof libraryCloneStorm>>[] = [];
-  const rawDelays: number[] = [];
+  const rawDelays: LoopDelay[] = [];
   const comparison = await compare(
-    ROUNDS,
+    STORM_ROUNDS,
     async () => {
       const storm = await libraryCloneStorm(template);
       storms.push(storm);
       return storm.startMs;
     },
     async () => {
-      const delay = await startDelayMonitor();
+      const monitor = await startLoopDelayMonitor();
       const started = performance.now();
       const settled = await Promise.allSettled(Array.from({ length: STORM_VMS }, () => rawCloneStart(config(nextId('raw-storm')), template, version, true)));
       const ms = performance.now() - started;
-      delay.disable();
-      rawDelays.push(delay.percentile(99) / 1e6);
+      rawDelays.push(monitor.stop());
       await Promise.all(settled.flatMap((result) => (result.status === 'fulfilled' ? [rawCloneStop(result.value)] : [])));
       const failed = settled.find((result) => result.status === 'rejected');
       if (failed) throw new Error('a raw clone of the storm failed to start', { cause: failed.reason });
       return ms;
     },
   );
-  const delayP99 = median(storms.map((s) => s.delayP99Ms));
-  const rawDelayP99 = median(rawDelays);
+  const lib = (pick: (delay: LoopDelay) => number) => median(storms.map((s) => pick(s.delay)));
+  const raw = (pick: (delay: LoopDelay) => number) => median(rawDelays.map(pick));
   return {
     vms: STORM_VMS,
-    rounds: ROUNDS,
+    rounds: STORM_ROUNDS,
     totalStartMs: round(comparison.libMs, 1),
     rawTotalStartMs: round(comparison.rawMs, 1),
     startRatio: comparison.ratio,
-    eventLoopDelayP99Ms: round(delayP99, 2),
-    rawEventLoopDelayP99Ms: round(rawDelayP99, 2),
-    delayRatio: round(delayP99 / rawDelayP99),
+    eventLoopDelayP99Ms: round(lib((d) => d.p99Ms), 2),
+    rawEventLoopDelayP99Ms: round(raw((d) => d.p99Ms), 2),
+    eventLoopDelayCorrectedP99Ms: round(lib((d) => d.correctedP99Ms), 2),
+    rawEventLoopDelayCorrectedP99Ms: round(raw((d) => d.correctedP99Ms), 2),
+    eventLoopDelayMaxMs: round(lib((d) => d.maxMs), 2),
+    rawEventLoopDelayMaxMs: round(raw((d) => d.maxMs), 2),
+    delayRatio: round(lib((d) => d.correctedP99Ms) / raw((d) => d.correctedP99Ms)),
+    perTickDelayRatio: round(lib((d) => d.p99Ms) / raw((d) => d.p99Ms)),
     leakedProcessesAndDirs: storms.reduce((sum, s) => sum + s.leaked, 0),
   };
 }
@@ -199,9 +212,9 @@ export async function run(): Promise<void> {
   chmodSync(base, 0o755);
   try {
     const dir = join(base, 'template');
-    const maker = new QemuHypervisor();
+    const maker = benchHypervisor();
     const madeMs = await timeIt(async () => {
-      await maker.createVM(config(nextId('template')), { templateDir: dir });
+      await maker.createVM(inBenchRuntime(config(nextId('template'))), { templateDir: dir });
       await maker.startVM({ waitForChannel: 'agent' });
     });
     const info = await maker.saveTemplate();
@@ -261,12 +274,14 @@ export async function run(): Promise<void> {
       againstRaw: { libMs: againstRaw.libMs, rawMs: againstRaw.rawMs, ratio: againstRaw.ratio, rounds: againstRaw.rounds },
       pss: { vms: PSS_VMS, cloneMiB: round(clonePss, 1), coldMiB: round(coldPss, 1), ratio: pssRatio },
       storm,
+      runtimeBase: benchRuntime().label,
     });
     const svg = join(path, '..', `template.qemu-${label}.svg`);
     writeFileSync(svg, barChart(`sandbox-vmm templates, QEMU ${label} (median ms; blue = the first side named, grey = the second)`, figures));
     console.log(`wrote ${path} and ${svg}`);
   } finally {
     rawCloneCleanup();
+    benchRuntimeCleanup();
     rmSync(base, { recursive: true, force: true });
   }
 }

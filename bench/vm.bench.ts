@@ -8,7 +8,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { execFileSync } from 'node:child_process';
 import { QemuHypervisor } from '../src/qemu/qemu-hypervisor.ts';
 import { archProfile } from '../src/hypervisor/arch-profiles.ts';
@@ -25,8 +24,9 @@ import { GuestAgent, guestAssets } from '../test/guest/index.ts';
 import { BENCH_ARCHES, type BenchArch } from './arch.ts';
 import { benchQemuLabel } from './qemu.ts';
 import { RawQmp } from './raw/raw-qmp.ts';
-import { compare, median, printComparisons, round, timeIt, writeResult, type Comparison } from './stats.ts';
+import { compare, median, printComparisons, round, startLoopDelayMonitor, STORM_ROUNDS, timeIt, writeResult, type Comparison, type LoopDelay } from './stats.ts';
 import { barChart } from './chart.ts';
+import { benchHypervisor, benchRuntime, benchRuntimeCleanup, inBenchRuntime } from './runtime-base.ts';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);
 /** Figures of tens of milliseconds are noisier on a shared machine: they get more rounds. */
@@ -75,7 +75,7 @@ let rawBaseDir: string | undefined;
 /** Where the raw baseline's VMs live, made on first use (importing this module creates nothing). */
 function rawBase(): string {
   if (rawBaseDir === undefined) {
-    rawBaseDir = mkdtempSync('/tmp/svmm-raw-');
+    rawBaseDir = mkdtempSync(join(benchRuntime().rawParent, 'svmm-raw-'));
     // Traversable by the unprivileged QEMU, as the library makes its runtime base (mode 0711).
     chmodSync(rawBaseDir, 0o711);
   }
@@ -148,9 +148,9 @@ async function startFigure(bench: BenchArch): Promise<{ start: Comparison; stop:
   const start = await compare(
     FAST_ROUNDS,
     async () => {
-      const vm = new QemuHypervisor();
+      const vm = benchHypervisor();
       const ms = await timeIt(async () => {
-        await vm.createVM(input);
+        await vm.createVM(inBenchRuntime(input));
         await vm.startVM({ paused: true });
       });
       stopLib.push(await timeIt(() => vm.stopVM()));
@@ -176,10 +176,10 @@ async function bootFigure(bench: BenchArch): Promise<Comparison> {
   return compare(
     ROUNDS,
     async () => {
-      const vm = new QemuHypervisor();
+      const vm = benchHypervisor();
       let agent: GuestAgent | undefined;
       const ms = await timeIt(async () => {
-        await vm.createVM(input);
+        await vm.createVM(inBenchRuntime(input));
         await vm.startVM();
         agent = await GuestAgent.connect(runtimePaths(vm.runtimeDir ?? '').channelSocket('agent'), { timeoutMs: 60_000 });
         await agent.runOk('true');
@@ -212,8 +212,8 @@ interface Booted {
 
 async function bootPair(bench: BenchArch): Promise<Booted> {
   const input = config(bench);
-  const lib = new QemuHypervisor();
-  await lib.createVM(input);
+  const lib = benchHypervisor();
+  await lib.createVM(inBenchRuntime(input));
   await lib.startVM();
   const libAgent = await GuestAgent.connect(runtimePaths(lib.runtimeDir ?? '').channelSocket('agent'), { timeoutMs: 60_000 });
   const raw = await rawStart(input, true);
@@ -418,18 +418,6 @@ async function vcpuFigure(b: Booted): Promise<Record<string, Comparison>> {
 }
 
 /**
- * An event-loop delay monitor that has already ticked: a block in the very tick a monitor is
- * enabled is never sampled, which hid the raw storm's (all its spawns run in its first tick, each
- * fork waiting for its child under 50 starting QEMUs), while the library's came a tick later.
- */
-async function startDelayMonitor(): Promise<ReturnType<typeof monitorEventLoopDelay>> {
-  const delay = monitorEventLoopDelay({ resolution: 5 });
-  delay.enable();
-  await new Promise((resolve) => setTimeout(resolve, 20));
-  return delay;
-}
-
-/**
  * CPU time this process's main thread has used, in ms (/proc's schedstat, in ns): what a storm
  * costs the event loop itself, which wall-clock figures on a shared machine only blur.
  */
@@ -438,17 +426,17 @@ function mainThreadCpuMs(): number {
 }
 
 /** One start storm of SCALE_VMS paused VMs through the library, measured; all stopped after. */
-async function libraryStorm(input: SandboxConfigInput): Promise<{ startMs: number; stopMs: number; heapPerVmKiB: number; delayP99Ms: number; cpuPerVmMs: number; leaked: number }> {
+async function libraryStorm(input: SandboxConfigInput): Promise<{ startMs: number; stopMs: number; heapPerVmKiB: number; delay: LoopDelay; cpuPerVmMs: number; leaked: number }> {
   const gc = (globalThis as { gc?: () => void }).gc;
   gc?.();
   const heapBefore = process.memoryUsage().heapUsed;
-  const delay = await startDelayMonitor();
-  const vms = Array.from({ length: SCALE_VMS }, () => new QemuHypervisor());
+  const monitor = await startLoopDelayMonitor();
+  const vms = Array.from({ length: SCALE_VMS }, () => benchHypervisor());
   const cpuBefore = mainThreadCpuMs();
   const started = performance.now();
   const settled = await Promise.allSettled(
     vms.map(async (vm) => {
-      await vm.createVM(input);
+      await vm.createVM(inBenchRuntime(input));
       await vm.startVM({ paused: true, timeoutMs: 120_000 });
     }),
   );
@@ -460,7 +448,7 @@ async function libraryStorm(input: SandboxConfigInput): Promise<{ startMs: numbe
   }
   const startMs = performance.now() - started;
   const cpuPerVmMs = (mainThreadCpuMs() - cpuBefore) / SCALE_VMS;
-  delay.disable();
+  const delay = monitor.stop();
   gc?.();
   const heapPerVmKiB = (process.memoryUsage().heapUsed - heapBefore) / SCALE_VMS / 1024;
   const pids = vms.flatMap((vm) => vm.getPids());
@@ -469,48 +457,53 @@ async function libraryStorm(input: SandboxConfigInput): Promise<{ startMs: numbe
   await Promise.all(vms.map((vm) => vm.stopVM()));
   const stopMs = performance.now() - stopStarted;
   const leaked = pids.filter((pid) => isProcessAlive(pid)).length + dirs.filter((dir) => existsSync(dir)).length;
-  return { startMs, stopMs, heapPerVmKiB, delayP99Ms: delay.percentile(99) / 1e6, cpuPerVmMs, leaked };
+  return { startMs, stopMs, heapPerVmKiB, delay, cpuPerVmMs, leaked };
 }
 
 /** SCALE_VMS paused VMs from one Node process, library and raw storms alternated. */
-export async function scaleFigure(bench: BenchArch): Promise<Record<string, number | boolean>> {
+export async function scaleFigure(bench: BenchArch): Promise<Record<string, number | boolean | string>> {
   const input = config(bench, { memory: { bootMiB: 128 }, cpus: { boot: 1 }, hotplug: { rootPorts: 0 } });
   const storms: Awaited<ReturnType<typeof libraryStorm>>[] = [];
   // The same measure during the raw storms: 50 QEMUs starting on 2 cores delay any process's timers.
-  const rawDelays: number[] = [];
+  const rawDelays: LoopDelay[] = [];
   const rawCpuPerVm: number[] = [];
   const comparison = await compare(
-    ROUNDS,
+    STORM_ROUNDS,
     async () => {
       const storm = await libraryStorm(input);
       storms.push(storm);
       return storm.startMs;
     },
     async () => {
-      const delay = await startDelayMonitor();
+      const monitor = await startLoopDelayMonitor();
       const cpuBefore = mainThreadCpuMs();
       const started = performance.now();
       const raws = await Promise.all(Array.from({ length: SCALE_VMS }, () => rawStart(input, false)));
       const ms = performance.now() - started;
       rawCpuPerVm.push((mainThreadCpuMs() - cpuBefore) / SCALE_VMS);
-      delay.disable();
-      rawDelays.push(delay.percentile(99) / 1e6);
+      rawDelays.push(monitor.stop());
       await Promise.all(raws.map((r) => rawStop(r)));
       return ms;
     },
   );
   return {
     vms: SCALE_VMS,
-    rounds: ROUNDS,
+    rounds: STORM_ROUNDS,
     totalStartMs: round(comparison.libMs, 1),
     rawTotalStartMs: round(comparison.rawMs, 1),
     startRatio: comparison.ratio,
     totalStopMs: round(median(storms.map((s) => s.stopMs)), 1),
     heapPerVmKiB: round(median(storms.map((s) => s.heapPerVmKiB)), 1),
     heapMeasuredAfterGc: (globalThis as { gc?: () => void }).gc !== undefined,
-    eventLoopDelayP99Ms: round(median(storms.map((s) => s.delayP99Ms)), 2),
-    eventLoopDelayP99MaxMs: round(Math.max(...storms.map((s) => s.delayP99Ms)), 2),
-    rawEventLoopDelayP99Ms: round(median(rawDelays), 2),
+    // Per tick (blind to one long stall) and corrected for coordinated omission (bench/stats.ts).
+    eventLoopDelayP99Ms: round(median(storms.map((s) => s.delay.p99Ms)), 2),
+    rawEventLoopDelayP99Ms: round(median(rawDelays.map((d) => d.p99Ms)), 2),
+    eventLoopDelayCorrectedP99Ms: round(median(storms.map((s) => s.delay.correctedP99Ms)), 2),
+    rawEventLoopDelayCorrectedP99Ms: round(median(rawDelays.map((d) => d.correctedP99Ms)), 2),
+    eventLoopDelayMaxMs: round(median(storms.map((s) => s.delay.maxMs)), 2),
+    rawEventLoopDelayMaxMs: round(median(rawDelays.map((d) => d.maxMs)), 2),
+    delayRatio: round(median(storms.map((s) => s.delay.correctedP99Ms)) / median(rawDelays.map((d) => d.correctedP99Ms))),
+    runtimeBase: benchRuntime().label,
     // The event loop's own CPU per VM started, library and raw: what both figures above come from.
     mainThreadCpuPerVmMs: round(median(storms.map((s) => s.cpuPerVmMs)), 2),
     rawMainThreadCpuPerVmMs: round(median(rawCpuPerVm), 2),
@@ -560,6 +553,7 @@ export async function runVm(bench: BenchArch): Promise<void> {
     rmSync(scratch, { recursive: true, force: true });
     if (rawBaseDir) rmSync(rawBaseDir, { recursive: true, force: true });
     rawBaseDir = undefined;
+    benchRuntimeCleanup();
   }
 }
 

@@ -21,6 +21,7 @@ import { atLeast } from '../../src/qemu/template/qemu-version.ts';
 import { cloneRamMode, inheritSealedRam, TEMPLATE_RAM_FILE, templateRamProps } from '../../src/qemu/template/ram.ts';
 import { leaseSealedRam, type SealedRamLease } from '../../src/qemu/template/sealed-ram.ts';
 import { RawQmp } from './raw-qmp.ts';
+import { benchRuntime } from '../runtime-base.ts';
 
 /**
  * Each raw clone's QEMU gets a uid of its own, as the library's do, but a fixed one (no lease: a
@@ -46,7 +47,7 @@ let baseDir: string | undefined;
 
 function base(): string {
   if (baseDir === undefined) {
-    baseDir = mkdtempSync('/tmp/svmm-raw-clone-');
+    baseDir = mkdtempSync(join(benchRuntime().rawParent, 'svmm-raw-clone-'));
     // Traversable by the unprivileged QEMUs, as the library makes its runtime base.
     chmodSync(baseDir, 0o711);
   }
