@@ -232,6 +232,8 @@ export const QMP_EVENTS: { readonly [E in TypedQemuEvent]: MembersOf<KnownEventD
   DEVICE_DELETED: { device: 'str', path: 'str' },
   // virtio-mem reached a new size (hotplug/memory.ts).
   MEMORY_DEVICE_SIZE_CHANGE: { id: 'str', size: 'int', 'qom-path': 'str' },
+  // A migration's status changed, with the `events` capability (template/migration.ts: a clone's restore ends on it).
+  MIGRATION: { status: 'str' },
   // Waited for by the conformance suite (src/conformance/readiness.ts).
   STOP: {},
   RESUME: {},
