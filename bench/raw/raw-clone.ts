@@ -20,6 +20,7 @@ import { STATE_FILE } from '../../src/qemu/template/manifest.ts';
 import { atLeast } from '../../src/qemu/template/qemu-version.ts';
 import { cloneRamMode, inheritSealedRam, TEMPLATE_RAM_FILE, templateRamProps } from '../../src/qemu/template/ram.ts';
 import { leaseSealedRam, type SealedRamLease } from '../../src/qemu/template/sealed-ram.ts';
+import { inheritStateFd } from '../../src/qemu/template/state-channel.ts';
 import { RawQmp } from './raw-qmp.ts';
 import { benchRuntime } from '../runtime-base.ts';
 
@@ -76,16 +77,15 @@ export async function rawCloneStart(input: SandboxConfigInput, templateDir: stri
   const withRam = sealed ? inheritSealedRam(built, sealed.fd) : { argv: built, ramPath: join(templateDir, TEMPLATE_RAM_FILE) };
   const argv = templateArgv(withRam.argv, templateRamProps(BOOT_MEMORY_ID, bytes, withRam.ramPath, mode, false), { incoming: true });
   // The state at the next free fd; QEMU with a file migration address (8.2) reads it as an fd set,
-  // older ones as a plain fd (fd: to a file is deprecated since 9.1).
+  // older ones as a plain fd (fd: to a file is deprecated since 9.1). A script knows its QEMU's
+  // version: no schema probe.
   const stateFd = openSync(join(templateDir, STATE_FILE), 'r');
-  const fd = Math.max(2, ...argv.fds.map((entry) => entry.fd)) + 1;
-  const fileUri = atLeast(version, 8, 2);
-  const args = fileUri ? [...argv.args, '-add-fd', `fd=${fd},set=1`] : argv.args;
-  const uri = fileUri ? 'file:/dev/fdset/1' : `fd:${fd}`;
+  const { argv: withState, state } = inheritStateFd(argv, stateFd, atLeast(version, 8, 2) ? 'file-fdset' : 'named-fd');
+  const uri = state.uri;
   const plan = {
     config,
     paths,
-    argv: { ...argv, args, fds: [...argv.fds, { fd, kind: 'inherit' as const, from: stateFd }] },
+    argv: withState,
     qemuPath: resolveBinary(config.runtime.qemuPath, 'runtime.qemuPath'),
     virtiofsdPath: undefined,
     launcherPath: findLauncher(),

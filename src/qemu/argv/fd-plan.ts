@@ -31,3 +31,12 @@ export class FdPlan {
     return FIRST_FD + this.#fds.length;
   }
 }
+
+/**
+ * `argv` with our fd `from` handed to QEMU after every fd it already finds (a template's state or
+ * RAM added to a built command line); returns the number QEMU knows it by.
+ */
+export function inheritAfter<A extends { fds: readonly LaunchFd[] }>(argv: A, from: number): { argv: A; fd: number } {
+  const fd = Math.max(FIRST_FD - 1, ...argv.fds.map((entry) => entry.fd)) + 1;
+  return { argv: { ...argv, fds: [...argv.fds, { fd, kind: 'inherit', from }] }, fd };
+}

@@ -2,6 +2,7 @@
 // QEMU version. A template VM writes its RAM to the template's file (share=on); a clone maps that
 // file privately, so its writes stay its own and clones share every page they only read.
 import type { QemuArgv } from '../argv/index.ts';
+import { inheritAfter } from '../argv/fd-plan.ts';
 import type { OptionProps } from '../argv/qemu-opts.ts';
 
 export const TEMPLATE_RAM_FILE = 'memory';
@@ -57,8 +58,8 @@ export function inheritedRamPath(fd: number): string {
 
 /** `argv` with the sealed copy `from` (our fd) inherited at the next free fd, and the mem-path that names it. */
 export function inheritSealedRam<A extends Pick<QemuArgv, 'fds'>>(argv: A, from: number): { argv: A; ramPath: string } {
-  const fd = Math.max(2, ...argv.fds.map((entry) => entry.fd)) + 1;
-  return { argv: { ...argv, fds: [...argv.fds, { fd, kind: 'inherit' as const, from }] }, ramPath: inheritedRamPath(fd) };
+  const inherited = inheritAfter(argv, from);
+  return { argv: inherited.argv, ramPath: inheritedRamPath(inherited.fd) };
 }
 
 /** The boot RAM backend's props: the template's file shared, or a clone's mapping of it. */

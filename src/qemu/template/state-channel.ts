@@ -10,6 +10,7 @@
 import { InvalidReplyError } from '../../hypervisor/errors.ts';
 import type { QmpClient } from '../../qmp/index.ts';
 import type { QemuArgv } from '../argv/index.ts';
+import { inheritAfter } from '../argv/fd-plan.ts';
 import type { QemuFeatures } from '../features/qemu-features.ts';
 
 export type StateChannel = 'file-fdset' | 'named-fd';
@@ -44,12 +45,11 @@ export async function sendStateFd(qmp: QmpClient, channel: StateChannel, fd: num
  * and closes the fd it inherited).
  */
 export function inheritStateFd<A extends Pick<QemuArgv, 'args' | 'fds'>>(argv: A, from: number, channel: StateChannel): { argv: A; state: StateUri } {
-  const fd = Math.max(2, ...argv.fds.map((entry) => entry.fd)) + 1;
-  const fds = [...argv.fds, { fd, kind: 'inherit' as const, from }];
-  if (channel === 'named-fd') return { argv: { ...argv, fds }, state: { uri: `fd:${fd}`, fdSet: undefined } };
+  const { argv: withFd, fd } = inheritAfter(argv, from);
+  if (channel === 'named-fd') return { argv: withFd, state: { uri: `fd:${fd}`, fdSet: undefined } };
   const sets = argv.args.flatMap((arg, i) => (argv.args[i - 1] === '-add-fd' ? [Number(/(?:^|,)set=(\d+)/.exec(arg)?.[1] ?? -1)] : []));
   const fdSet = Math.max(-1, ...sets) + 1;
-  return { argv: { ...argv, args: [...argv.args, '-add-fd', `fd=${fd},set=${fdSet}`], fds }, state: { uri: `file:/dev/fdset/${fdSet}`, fdSet } };
+  return { argv: { ...withFd, args: [...argv.args, '-add-fd', `fd=${fd},set=${fdSet}`] }, state: { uri: `file:/dev/fdset/${fdSet}`, fdSet } };
 }
 
 /** Once the migration ended (or failed): drops the fd set QEMU would otherwise keep open for its lifetime; never throws. */
